@@ -1,1 +1,43 @@
-"""lopt.tasks."""
+"""Tasks (training problems), task families (distributions over them) and their datasets.
+
+Example:
+    >>> import jax, lopt
+    >>> lopt.tasks.names()[:2]
+    ('conv_fc', 'conv_pooling')
+    >>> cfg = lopt.tasks.sample("mlp", jax.random.key(0))
+    >>> task = lopt.tasks.build(cfg)
+"""
+
+from lopt.tasks import datasets, layers
+from lopt.tasks.base import SPLITS, Task, TaskSpec
+from lopt.tasks.classification import ClassificationSpec, ClassificationTask
+from lopt.tasks.config import TaskConfig
+from lopt.tasks.families import MLPFamily, MLPTask, QuadraticFamily, QuadraticTask
+from lopt.tasks.family import TaskFamily, build, get, names, register, sample
+from lopt.tasks.stacking import stack, vmap_axes
+
+register(QuadraticFamily())
+register(MLPFamily())
+
+__all__ = [
+    "SPLITS",
+    "ClassificationSpec",
+    "ClassificationTask",
+    "MLPFamily",
+    "MLPTask",
+    "QuadraticFamily",
+    "QuadraticTask",
+    "Task",
+    "TaskConfig",
+    "TaskFamily",
+    "TaskSpec",
+    "build",
+    "datasets",
+    "get",
+    "layers",
+    "names",
+    "register",
+    "sample",
+    "stack",
+    "vmap_axes",
+]

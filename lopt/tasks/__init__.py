@@ -12,17 +12,32 @@ from lopt.tasks import datasets, layers
 from lopt.tasks.base import SPLITS, Task, TaskSpec
 from lopt.tasks.classification import ClassificationSpec, ClassificationTask
 from lopt.tasks.config import TaskConfig
-from lopt.tasks.families import MLPFamily, MLPTask, QuadraticFamily, QuadraticTask
+from lopt.tasks.families import (
+    ConvFCFamily,
+    ConvFCTask,
+    ConvPoolingFamily,
+    ConvPoolingTask,
+    MLPFamily,
+    MLPTask,
+    QuadraticFamily,
+    QuadraticTask,
+)
 from lopt.tasks.family import TaskFamily, build, get, names, register, sample
 from lopt.tasks.stacking import stack, vmap_axes
 
 register(QuadraticFamily())
 register(MLPFamily())
+register(ConvPoolingFamily())
+register(ConvFCFamily())
 
 __all__ = [
     "SPLITS",
     "ClassificationSpec",
     "ClassificationTask",
+    "ConvFCFamily",
+    "ConvFCTask",
+    "ConvPoolingFamily",
+    "ConvPoolingTask",
     "MLPFamily",
     "MLPTask",
     "QuadraticFamily",

@@ -9,16 +9,19 @@ import jax
 import jax.numpy as jnp
 
 from lopt.tasks import datasets
-from lopt.tasks.classification import ClassificationSpec, ClassificationTask
-from lopt.tasks.config import TaskConfig
+from lopt.tasks.classification import (
+    BATCH_SIZES,
+    ClassificationSpec,
+    ClassificationTask,
+    check_image_config,
+    check_int_list,
+)
+from lopt.tasks.classification import IMAGE_DATASETS as DATASETS
 from lopt.tasks.family import TaskFamily
-from lopt.tasks.layers import ACTIVATIONS, INITIALIZERS, activate, activation_index, init_weight
+from lopt.tasks.layers import ACTIVATIONS, INITIALIZERS, activate, init_weight
 from lopt.tasks.sampling import choice, log_uniform_int
 
 __all__ = ["MLPFamily", "MLPSpec", "MLPTask", "check_image_config"]
-
-BATCH_SIZES = (16, 32, 64, 128, 256, 512)
-DATASETS = ("fashion_mnist", "digits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,21 +56,6 @@ class MLPTask(ClassificationTask):
         return h
 
 
-def check_image_config(family: str, cfg: TaskConfig) -> None:
-    """Validation shared by the image families: dataset, size, batch, activation, initializer."""
-    if cfg["dataset"] not in datasets.names() and not str(cfg["dataset"]).startswith("idx:"):
-        raise ValueError(f"{family}: dataset={cfg['dataset']!r} is unknown; use one of {datasets.names()}.")
-    if cfg["image_size"] not in datasets.IMAGE_SIZES:
-        raise ValueError(f"{family}: image_size={cfg['image_size']!r}; use one of {datasets.IMAGE_SIZES}.")
-    if not isinstance(cfg["batch_size"], int) or cfg["batch_size"] < 1:
-        raise ValueError(f"{family}: batch_size={cfg['batch_size']!r} must be a positive integer.")
-    activation_index(cfg["activation"], tuple(ACTIVATIONS))
-    if cfg["initializer"] not in INITIALIZERS:
-        raise ValueError(f"{family}: initializer={cfg['initializer']!r}; use one of {INITIALIZERS}.")
-    if cfg["init_scale"] <= 0:
-        raise ValueError(f"{family}: init_scale={cfg['init_scale']} must be > 0.")
-
-
 class MLPFamily(TaskFamily):
     """MLP classifiers of sampled depth, widths, activation, initializer, data and batch size."""
 
@@ -98,8 +86,7 @@ class MLPFamily(TaskFamily):
 
     def validate(self, cfg):
         check_image_config(self.name, cfg)
-        if len(cfg["hidden_sizes"]) > 8 or any(not isinstance(w, int) or w < 1 for w in cfg["hidden_sizes"]):
-            raise ValueError(f"mlp: hidden_sizes={list(cfg['hidden_sizes'])} must be up to 8 positive integers.")
+        check_int_list(self.name, "hidden_sizes", cfg["hidden_sizes"], max_len=8)
 
     def make_task(self, cfg):
         data = datasets.load(cfg["dataset"], cfg["image_size"])

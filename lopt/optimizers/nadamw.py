@@ -106,9 +106,12 @@ def nadamw(
 
     if total_steps is None:
         if warmup != 0.0 or constant != 1.0:  # None (traced) counts as "may be active"
+            shown = ", ".join(
+                f"{k}={'<traced>' if v is None else v}"
+                for k, v in (("warmup_fraction", warmup), ("constant_fraction", constant))
+            )
             raise ValueError(
-                f"{name}: warmup_fraction={warmup_fraction!r} and constant_fraction="
-                f"{constant_fraction!r} make a schedule over the run, so total_steps is needed; "
+                f"{name}: {shown} may make a schedule over the run, so total_steps is needed; "
                 "pass total_steps=<number of updates>, or warmup_fraction=0.0 and "
                 "constant_fraction=1.0 for a constant learning rate."
             )

@@ -1,7 +1,7 @@
 """lopt: learned optimizers in JAX."""
 
-from lopt import tasks
+from lopt import inner, optimizers, tasks
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "tasks"]
+__all__ = ["__version__", "inner", "optimizers", "tasks"]

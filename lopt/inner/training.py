@@ -166,8 +166,9 @@ def evaluate(task: Task, state: InnerState, *, key: jax.Array, num_batches: int)
         not applicable or after divergence).
     """
     out = {}
-    keys = jax.random.split(key, num_batches)
-    for split in EVAL_SPLITS:
+    for index, split in enumerate(EVAL_SPLITS):
+        keys = jax.random.split(jax.random.fold_in(key, index), num_batches)
+
         def one(k, split=split):
             metrics = task.metrics(state.params, task.sample_batch(k, split))
             return metrics["loss"], metrics.get("accuracy", jnp.nan)
@@ -211,7 +212,7 @@ def _assemble(losses: list[jax.Array], evals: list[dict[str, jax.Array]], eval_s
 
 
 def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array, num_steps: int,
-          eval_every: int | None = None, eval_batches: int = 4, return_state: bool = False):
+          eval_every: int | None = None, eval_batches: int = 16, return_state: bool = False):
     """Trains ``task`` with ``optimizer`` for ``num_steps`` steps as one traced program.
 
     Pure and traceable: wrap it in ``jax.jit`` and ``jax.vmap`` (over keys, over optimizer
@@ -262,7 +263,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array
 
 
 def iterate(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array, num_steps: int,
-            eval_every: int | None = None, eval_batches: int = 4
+            eval_every: int | None = None, eval_batches: int = 16
             ) -> Iterator[tuple[int, jax.Array, dict[str, jax.Array], InnerState]]:
     """Like :func:`train`, but yields after each evaluation (for progress bars).
 
@@ -295,7 +296,7 @@ def _train_grid(task, optimizer_fn, hparams, keys, num_steps, eval_every, eval_b
 
 def train_many(task: Task, optimizer_fn: Callable[..., optax.GradientTransformation],
                hparams: dict[str, Any], *, key: jax.Array, num_seeds: int = 1, num_steps: int,
-               eval_every: int | None = None, eval_batches: int = 4) -> Curves:
+               eval_every: int | None = None, eval_batches: int = 16) -> Curves:
     """Trains every hyperparameter setting with every seed as one compiled, vmapped program.
 
     Args:

@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmark scripts: timing and saving results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import jax
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+
+def device_tag() -> str:
+    """``cpu`` or ``gpu-<device kind>`` for result file names."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return "cpu"
+    return f"{device.platform}-{device.device_kind.replace(' ', '_')}"
+
+
+def environment() -> dict:
+    """Versions and hardware the numbers were measured on."""
+    device = jax.devices()[0]
+    return {"jax": jax.__version__, "backend": device.platform, "device": device.device_kind,
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+
+
+def time_call(fn: Callable[[], object], *, repeats: int = 3) -> tuple[float, float]:
+    """Returns (first call seconds incl. compilation, best of ``repeats`` later calls)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return first, best
+
+
+def save(name: str, payload: dict) -> str:
+    """Writes ``payload`` plus the environment to ``results/<name>_<device>.json``."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}_{device_tag()}.json")
+    with open(path, "w") as f:
+        json.dump({"environment": environment(), **payload}, f, indent=2)
+    return path

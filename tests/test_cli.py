@@ -1,0 +1,71 @@
+"""The `lopt` command: listing, running, outputs, and one-line errors for bad input."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lopt.cli import main
+
+
+def test_tasks_lists_every_family(capsys):
+    import lopt
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name in lopt.tasks.names():
+        assert name in out
+
+
+def test_tasks_json_with_samples(capsys):
+    assert main(["tasks", "--family", "quadratic", "--samples", "2", "--seed", "5", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info[0]["family"] == "quadratic" and len(info[0]["samples"]) == 2
+    assert info[0]["samples"][0]["num_params"] == info[0]["samples"][0]["config"]["dim"]
+
+
+def test_run_writes_curves_summary_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--task", "mlp", "--cfg", '{"dataset": "digits", "hidden_sizes": [16], "batch_size": 32}',
+                 "--optimizer", "adam", "--lr", "0.01", "--steps", "60", "--eval-every", "20",
+                 "--eval-batches", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert {"train_loss.csv", "eval.csv", "run.json", "learning_curve.png"} <= set(os.listdir(out))
+    with open(out / "train_loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60
+    with open(out / "eval.csv") as f:
+        evals = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in evals] == [0, 20, 40, 60]
+    record = json.loads((out / "run.json").read_text())
+    assert record["hparams"] == {"learning_rate": 0.01}
+    assert record["summary"]["final_valid_loss"] < float(evals[0]["valid_loss"])
+    np.testing.assert_allclose(record["curves"]["train_loss"], [float(r["train_loss"]) for r in rows], rtol=1e-6)
+    assert "final valid accuracy" in capsys.readouterr().out
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_with_sampled_config_and_nadamw_total_steps(tmp_path):
+    code = main(["run", "--task", "quadratic", "--seed", "3", "--optimizer", "nadamw",
+                 "--hparam", "warmup_fraction=0.1", "--steps", "30", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["hparams"]["total_steps"] == 30 and record["task"]["family"] == "quadratic"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--task", "nope"], "valid names"),
+    (["run", "--task", "quadratic", "--optimizer", "adamz"], "valid"),
+    (["run", "--task", "quadratic", "--lr", "-1"], "learning_rate=-1"),
+    (["run", "--task", "quadratic", "--cfg", '{"dim": 0}'], "dim=0"),
+    (["run", "--task", "quadratic", "--cfg", "{not json"], "not valid JSON"),
+    (["run", "--task", "quadratic", "--hparam", "b1"], "NAME=VALUE"),
+    (["run", "--task", "quadratic", "--steps", "0"], "num_steps=0"),
+    (["tasks", "--family", "nope"], "valid names"),
+])
+def test_bad_input_is_one_line_error(argv, message, capsys, tmp_path):
+    assert main([*argv, *(["--out", str(tmp_path)] if argv[0] == "run" else [])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,463 @@
+"""Array-only pytree checkpoints: one safetensors file, JSON inside, no pickle.
+
+A checkpoint is a single `safetensors <https://github.com/huggingface/safetensors>`_
+file. Each leaf of the pytree is one tensor, named by its tree path (``"mlp/w0"``,
+``"opt_state/0/mu/layer1/w"``); the file's ``__metadata__`` header holds one JSON
+document with the format version, the ordered list of leaf paths (so nested dicts and
+lists can be rebuilt without a template) and the caller's own metadata. Nothing in the
+file is executable, any safetensors reader (including PyTorch's) can read the tensors,
+and ``bfloat16`` leaves are stored natively as ``BF16``.
+
+Writes are atomic (temporary file in the same folder, ``fsync``, ``os.replace``), so a
+reader never sees a half-written file and a crash mid-write leaves the previous file in
+place. Loads against a template (``like=``) check structure, shapes and dtypes and name
+the first leaf that does not match.
+
+Example:
+    >>> import tempfile, os
+    >>> import jax.numpy as jnp
+    >>> from lopt import checkpoint
+    >>> tree = {"w": jnp.ones((2, 3)), "b": [jnp.zeros(3), jnp.asarray(1.5)]}
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.safetensors")
+    >>> _ = checkpoint.save_tree(path, tree, {"step": 10})
+    >>> restored, meta = checkpoint.load_tree(path, like=tree)
+    >>> meta
+    {'step': 10}
+    >>> restored["b"][1]
+    Array(1.5, dtype=float32)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import struct
+import sys
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+__all__ = [
+    "FORMAT_VERSION",
+    "check_tree",
+    "leaf_names",
+    "load_tree",
+    "read_metadata",
+    "save_tree",
+    "tree_mismatch",
+]
+
+#: Version of the on-disk layout written by :func:`save_tree`.
+FORMAT_VERSION = 1
+
+_FORMAT_NAME = "lopt.tree"
+_META_KEY = "lopt"
+_ROOT_NAME = "root"
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+PathLike = str | os.PathLike
+
+# safetensors dtype codes <-> numpy dtypes.
+_DTYPE_TO_CODE = {
+    np.dtype(np.float64): "F64",
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float16): "F16",
+    np.dtype(ml_dtypes.bfloat16): "BF16",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.int32): "I32",
+    np.dtype(np.int16): "I16",
+    np.dtype(np.int8): "I8",
+    np.dtype(np.uint64): "U64",
+    np.dtype(np.uint32): "U32",
+    np.dtype(np.uint16): "U16",
+    np.dtype(np.uint8): "U8",
+    np.dtype(np.bool_): "BOOL",
+}
+_CODE_TO_DTYPE = {code: dtype for dtype, code in _DTYPE_TO_CODE.items()}
+
+
+def _key_entry(entry: Any) -> tuple[str, str]:
+    """Returns ``(kind, key)`` for one tree-path entry."""
+    if isinstance(entry, jax.tree_util.DictKey):
+        return "dict", str(entry.key)
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return "seq", str(entry.idx)
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return "attr", entry.name
+    if isinstance(entry, jax.tree_util.FlattenedIndexKey):
+        return "index", str(entry.key)
+    return "other", str(entry)
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+    if not path:
+        return _ROOT_NAME
+    return "/".join(_key_entry(e)[1] for e in path)
+
+
+def leaf_names(tree: Any) -> list[str]:
+    """Names of the leaves of ``tree``, in flattening order, as used in checkpoints.
+
+    A leaf's name joins its tree-path keys with ``/``: dict keys, sequence indices and
+    attribute names (``{"mlp": {"w0": x}}`` -> ``"mlp/w0"``; a bare array is ``"root"``).
+
+    Args:
+        tree: any pytree.
+
+    Returns:
+        One name per leaf.
+
+    Example:
+        >>> leaf_names({"a": [1.0, 2.0], "b": {"c": 3.0}})
+        ['a/0', 'a/1', 'b/c']
+    """
+    leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [_path_name(p) for p, _ in leaves_with_path]
+
+
+def _spec(x: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of an array, ShapeDtypeStruct, tracer or Python scalar."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return tuple(x.shape), np.dtype(x.dtype)
+    arr = jnp.asarray(x)
+    return tuple(arr.shape), np.dtype(arr.dtype)
+
+
+def tree_mismatch(tree: Any, like: Any, *, check_dtype: bool = True) -> str | None:
+    """Describes the first difference in structure, shape or dtype between two pytrees.
+
+    Leaves are compared by name (see :func:`leaf_names`) in ``like``'s order, so the
+    message points at the exact leaf to fix.
+
+    Args:
+        tree: the pytree to check (arrays, tracers or ``jax.ShapeDtypeStruct``).
+        like: the reference pytree.
+        check_dtype: also require equal dtypes.
+
+    Returns:
+        ``None`` when the trees match, otherwise a one-line description of the first
+        mismatch that names the leaf.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> tree_mismatch({"w": jnp.zeros((2, 3))}, {"w": jnp.zeros((3, 3))})
+        "leaf 'w' has shape (2, 3), expected (3, 3)"
+    """
+    got = dict(zip(leaf_names(tree), jax.tree_util.tree_leaves(tree)))
+    want_names = leaf_names(like)
+    want = dict(zip(want_names, jax.tree_util.tree_leaves(like)))
+    for name in want_names:
+        if name not in got:
+            return f"leaf {name!r} is missing (present: {_short_list(list(got))})"
+        got_shape, got_dtype = _spec(got[name])
+        want_shape, want_dtype = _spec(want[name])
+        if got_shape != want_shape:
+            return f"leaf {name!r} has shape {got_shape}, expected {want_shape}"
+        if check_dtype and got_dtype != want_dtype:
+            return f"leaf {name!r} has dtype {got_dtype}, expected {want_dtype}"
+    for name in got:
+        if name not in want:
+            return f"leaf {name!r} is unexpected (expected only: {_short_list(want_names)})"
+    got_def = jax.tree_util.tree_structure(tree)
+    want_def = jax.tree_util.tree_structure(like)
+    if got_def != want_def:
+        return f"tree structure differs: got {got_def}, expected {want_def}"
+    return None
+
+
+def _short_list(names: list[str], limit: int = 8) -> str:
+    if len(names) <= limit:
+        return repr(names)
+    return repr(names[:limit])[:-1] + f", ... ({len(names)} in all)]"
+
+
+def check_tree(tree: Any, like: Any, *, what: str = "tree", check_dtype: bool = True) -> None:
+    """Raises ``ValueError`` naming the first leaf where ``tree`` and ``like`` differ.
+
+    Args:
+        tree: the pytree to check.
+        like: the reference pytree (arrays or ``jax.ShapeDtypeStruct``).
+        what: what ``tree`` is, for the message (``"theta"``, ``"checkpoint"``...).
+        check_dtype: also require equal dtypes.
+
+    Raises:
+        ValueError: if structure, a shape or (optionally) a dtype differs.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> check_tree({"w": jnp.zeros(2)}, {"w": jnp.zeros(2)})
+    """
+    problem = tree_mismatch(tree, like, check_dtype=check_dtype)
+    if problem is not None:
+        raise ValueError(f"{what} does not match the expected structure: {problem}.")
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        raise TypeError(f"leaf {name!r} is a ShapeDtypeStruct; save concrete arrays.")
+    try:
+        arr = np.asarray(jax.device_get(x) if isinstance(x, jax.Array) else jnp.asarray(x))
+    except Exception as e:
+        raise TypeError(
+            f"leaf {name!r} of type {type(x).__name__} is not an array; "
+            "checkpoints hold only arrays and numbers."
+        ) from e
+    if arr.dtype not in _DTYPE_TO_CODE:
+        raise TypeError(
+            f"leaf {name!r} has dtype {arr.dtype}, which checkpoints do not support; "
+            f"cast it to one of {sorted(str(d) for d in _DTYPE_TO_CODE)}."
+        )
+    return np.array(arr, order="C", copy=True)
+
+
+def _encode(arrays: dict[str, np.ndarray], meta_json: str) -> bytes:
+    header: dict[str, Any] = {"__metadata__": {_META_KEY: meta_json}}
+    offset = 0
+    chunks = []
+    for name, arr in arrays.items():
+        data = arr.tobytes() if sys.byteorder == "little" else arr.byteswap().tobytes()
+        header[name] = {
+            "dtype": _DTYPE_TO_CODE[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        offset += len(data)
+        chunks.append(data)
+    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(chunks)
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save_tree(path: PathLike, tree: Any, metadata: dict[str, Any] | None = None) -> pathlib.Path:
+    """Saves a pytree of arrays to one safetensors file, atomically.
+
+    Args:
+        path: destination file; its folder is created if needed. An existing file is
+            replaced atomically.
+        tree: pytree whose leaves are arrays (JAX or NumPy) or Python numbers; dict keys,
+            sequence indices and attribute names become tensor names (``"a/0/w"``).
+        metadata: JSON-serialisable dict stored alongside (architecture, config, step...).
+
+    Returns:
+        The path written, as a ``pathlib.Path``.
+
+    Raises:
+        TypeError: a leaf is not an array or has an unsupported dtype, or ``metadata`` is
+            not JSON-serialisable.
+        ValueError: two leaves map to the same name.
+
+    Example:
+        >>> import tempfile, os
+        >>> import jax.numpy as jnp
+        >>> p = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+        >>> save_tree(p, {"x": jnp.arange(3.0)}, {"note": "hi"}).name
+        't.safetensors'
+    """
+    path = pathlib.Path(path)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    arrays: dict[str, np.ndarray] = {}
+    paths = []
+    for p, leaf in leaves_with_path:
+        name = _path_name(p)
+        if name in arrays or name == "__metadata__":
+            raise ValueError(
+                f"two leaves share the checkpoint name {name!r} (keys containing '/' collide "
+                "with nested keys); rename the keys."
+            )
+        arrays[name] = _to_numpy(leaf, name)
+        paths.append([list(_key_entry(e)) for e in p])
+    doc = {
+        "format": _FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "leaves": list(arrays),
+        "paths": paths,
+        "treedef": str(treedef),
+        "metadata": metadata,
+    }
+    try:
+        meta_json = json.dumps(doc)
+    except TypeError as e:
+        raise TypeError(f"metadata must be JSON-serialisable: {e}.") from e
+    _atomic_write(path, _encode(arrays, meta_json))
+    return path
+
+
+def _read(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}.")
+    raw = path.read_bytes()
+    bad = f"{str(path)!r} is not a valid lopt checkpoint"
+    if len(raw) < 8:
+        raise ValueError(f"{bad}: file is {len(raw)} bytes long.")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > _MAX_HEADER_BYTES or 8 + n > len(raw):
+        raise ValueError(f"{bad}: header length {n} is out of range.")
+    try:
+        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+        doc = json.loads(header.pop("__metadata__")[_META_KEY])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{bad}: cannot parse its header ({e}).") from e
+    if doc.get("format") != _FORMAT_NAME:
+        raise ValueError(f"{bad}: format is {doc.get('format')!r}, expected {_FORMAT_NAME!r}.")
+    if doc.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format version {doc.get('format_version')}, newer than this "
+            f"lopt understands ({FORMAT_VERSION}); upgrade lopt to read it."
+        )
+    data = memoryview(raw)[8 + n :]
+    arrays = {}
+    for name in doc["leaves"]:
+        if name not in header:
+            raise ValueError(f"{bad}: tensor {name!r} listed in metadata is absent.")
+        info = header[name]
+        if info.get("dtype") not in _CODE_TO_DTYPE:
+            raise ValueError(f"{bad}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}.")
+        dtype = _CODE_TO_DTYPE[info["dtype"]]
+        shape = tuple(int(s) for s in info["shape"])
+        begin, end = (int(o) for o in info["data_offsets"])
+        if (
+            not 0 <= begin <= end <= len(data)
+            or end - begin != int(np.prod(shape)) * dtype.itemsize
+        ):
+            raise ValueError(f"{bad}: tensor {name!r} has inconsistent data offsets.")
+        arr = np.frombuffer(data[begin:end], dtype=dtype)
+        if sys.byteorder != "little":
+            arr = arr.byteswap()
+        arrays[name] = arr.reshape(shape).copy()
+    return arrays, doc
+
+
+def read_metadata(path: PathLike) -> dict[str, Any]:
+    """Returns the metadata dict stored by :func:`save_tree`, without building the tree.
+
+    Args:
+        path: checkpoint file.
+
+    Returns:
+        The ``metadata`` dict given to :func:`save_tree`.
+
+    Example:
+        >>> import tempfile, os
+        >>> import jax.numpy as jnp
+        >>> p = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+        >>> _ = save_tree(p, {"x": jnp.zeros(2)}, {"step": 3})
+        >>> read_metadata(p)
+        {'step': 3}
+    """
+    return _read(path)[1]["metadata"]
+
+
+def _rebuild(names: list[str], paths: list[list[list[str]]], arrays: dict[str, np.ndarray]):
+    """Rebuilds nested dicts/lists from recorded key paths (no template)."""
+    if not names:
+        return {}
+    if len(names) == 1 and not paths[0]:
+        return jnp.asarray(arrays[names[0]])
+    root: dict[str, Any] = {}
+    for name, path in zip(names, paths):
+        node = root
+        for kind, key in path[:-1]:
+            node = node.setdefault((kind, key), {})
+        node[tuple(path[-1])] = jnp.asarray(arrays[name])
+
+    def finish(node):
+        if not isinstance(node, dict):
+            return node
+        kinds = {k[0] for k in node}
+        if kinds == {"seq"}:
+            return [finish(node[k]) for k in sorted(node, key=lambda k: int(k[1]))]
+        return {k[1]: finish(v) for k, v in node.items()}
+
+    return finish(root)
+
+
+def load_tree(path: PathLike, like: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Loads a pytree saved by :func:`save_tree`.
+
+    Args:
+        path: checkpoint file.
+        like: optional template pytree (arrays or ``jax.ShapeDtypeStruct``) with the
+            expected structure, shapes and dtypes; the result has exactly its structure
+            (named tuples, dataclasses and all). Without it, the tree is rebuilt from nested
+            dicts and lists.
+
+    Returns:
+        ``(tree, metadata)``: the tree of ``jax.Array`` leaves and the metadata dict.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a valid checkpoint, or it does not match ``like``; the
+            message names the first leaf that differs.
+
+    Example:
+        >>> import tempfile, os
+        >>> import jax.numpy as jnp
+        >>> p = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+        >>> _ = save_tree(p, {"w": jnp.zeros((2, 2))})
+        >>> tree, meta = load_tree(p)
+        >>> tree["w"].shape, meta
+        ((2, 2), {})
+    """
+    arrays, doc = _read(path)
+    names = list(doc["leaves"])
+    if like is None:
+        return _rebuild(names, doc["paths"], arrays), doc["metadata"]
+    file_specs = {n: jax.ShapeDtypeStruct(a.shape, a.dtype) for n, a in arrays.items()}
+    like_names = leaf_names(like)
+    like_leaves = jax.tree_util.tree_leaves(like)
+    for name, leaf in zip(like_names, like_leaves):
+        if name not in file_specs:
+            raise ValueError(
+                f"checkpoint {str(path)!r} does not match the template: leaf {name!r} is "
+                f"missing from the file (file has: {_short_list(names)})."
+            )
+        got_shape, got_dtype = _spec(file_specs[name])
+        want_shape, want_dtype = _spec(leaf)
+        if got_shape != want_shape or got_dtype != want_dtype:
+            raise ValueError(
+                f"checkpoint {str(path)!r} does not match the template: leaf {name!r} is "
+                f"{got_dtype}{list(got_shape)} in the file, expected {want_dtype}{list(want_shape)}."
+            )
+    extra = [n for n in names if n not in set(like_names)]
+    if extra:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match the template: leaf {extra[0]!r} is in "
+            f"the file but not in the template (template has: {_short_list(like_names)})."
+        )
+    treedef = jax.tree_util.tree_structure(like)
+    tree = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[n]) for n in like_names])
+    return tree, doc["metadata"]

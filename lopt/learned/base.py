@@ -1,0 +1,300 @@
+"""The learned-optimizer protocol: ``init(key) -> theta``, ``optimizer(theta) -> optax``.
+
+A :class:`LearnedOptimizer` is a small frozen (hashable) dataclass holding an
+architecture's static configuration. All arrays live in ``theta`` (the meta-parameters)
+and in the optimizer state, so the same object serves meta-training (``theta`` traced,
+vmapped over tasks and perturbations, differentiated) and plain use in any optax loop::
+
+    theta = lopt_.init(key)
+    opt = lopt_.optimizer(theta, num_steps=T)      # optax.GradientTransformationExtraArgs
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params, loss=loss)
+    params = optax.apply_updates(params, updates)
+
+Extra args: ``loss`` (the training loss, a scalar) is required by architectures that read
+it (:attr:`LearnedOptimizer.needs_loss`); ``valid_loss`` is read by those with
+:attr:`LearnedOptimizer.reads_valid_loss`; any other keyword is ignored, so the
+transformation composes with ``optax.chain``, ``optax.MultiSteps`` and
+``optax.apply_if_finite``. Accumulators are float32; updates come back in each
+parameter's dtype (the gradient's when ``params`` is not given).
+
+Subclasses implement :meth:`LearnedOptimizer.init` and
+:meth:`LearnedOptimizer._build`, and declare ``name`` and the ``needs_*`` flags.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt import checkpoint
+
+__all__ = ["LearnedOptimizer", "Transform"]
+
+Array = jax.Array
+PyTree = Any
+Theta = Any
+
+
+class Transform(NamedTuple):
+    """What an architecture builds from theta: plain ``init`` and ``update`` functions.
+
+    ``update(grads, state, params, loss, valid_loss) -> (updates, state)`` receives
+    validated arguments: ``params`` is not ``None`` when the architecture needs it,
+    ``loss``/``valid_loss`` are float32 scalars or ``None``; ``grads`` may be any float
+    dtype. It returns updates in float32 or the final dtype (the wrapper casts).
+    """
+
+    init: Callable[[PyTree], PyTree]
+    update: Callable[..., tuple[PyTree, PyTree]]
+
+
+@functools.lru_cache(maxsize=256)
+def _theta_spec(lopt: LearnedOptimizer) -> Any:
+    return jax.eval_shape(lopt.init, jax.random.key(0))
+
+
+def _scalar(name: str, value: Any, lopt_name: str) -> Array | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float, np.ndarray, np.generic, jax.Array)):
+        raise TypeError(
+            f"`{lopt_name}` got {name}={value!r} of type {type(value).__name__}; pass the "
+            f"{name} as a scalar number or array."
+        )
+    if jnp.shape(value) != ():
+        raise ValueError(
+            f"`{lopt_name}` got {name} with shape {jnp.shape(value)}; pass the mean {name} "
+            f"as a scalar (e.g. `{name}=jnp.mean(per_example_{name})`)."
+        )
+    return jnp.asarray(value, jnp.float32)
+
+
+def _cast_like(updates: PyTree, like: PyTree) -> PyTree:
+    return jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)), updates, like)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedOptimizer(abc.ABC):
+    """Base class of learned optimizers: a hashable config that turns theta into optax.
+
+    Class attributes (set by each architecture):
+        name: registry name (``"mlp"``, ``"hyper"``...).
+        needs_loss: ``update`` requires the training loss as ``loss=``.
+        needs_params: ``update`` requires the current ``params``.
+        needs_num_steps: :meth:`optimizer` requires ``num_steps`` (the horizon).
+        reads_valid_loss: ``update`` uses ``valid_loss=`` when given.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import lopt.learned
+        >>> lopt_ = lopt.learned.get("learnable_adam")
+        >>> theta = lopt_.init(jax.random.key(0))
+        >>> opt = lopt_.optimizer(theta)
+        >>> params = {"w": jnp.ones(3)}
+        >>> state = opt.init(params)
+        >>> updates, state = opt.update(params, state, params, loss=1.0)
+        >>> params = optax.apply_updates(params, updates)
+    """
+
+    name: ClassVar[str] = ""
+    needs_loss: ClassVar[bool] = False
+    needs_params: ClassVar[bool] = False
+    needs_num_steps: ClassVar[bool] = False
+    reads_valid_loss: ClassVar[bool] = False
+
+    # -- to implement -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def init(self, key: Array) -> Theta:
+        """Samples initial meta-parameters ``theta`` (a pytree of float32 arrays).
+
+        Args:
+            key: PRNG key (``jax.random.key`` or a legacy uint32 key).
+
+        Returns:
+            theta.
+        """
+
+    @abc.abstractmethod
+    def _build(self, theta: Theta, num_steps: Array | None) -> Transform:
+        """Returns the init/update functions for a validated ``theta``."""
+
+    # -- public -------------------------------------------------------------------------
+
+    def requires_num_steps(self) -> bool:
+        """Whether :meth:`optimizer` needs ``num_steps`` for this configuration."""
+        return self.needs_num_steps
+
+    def optimizer(
+        self, theta: Theta, *, num_steps: int | Array | None = None
+    ) -> optax.GradientTransformationExtraArgs:
+        """Builds the optax transformation for meta-parameters ``theta``.
+
+        Args:
+            theta: meta-parameters, structured like ``self.init(key)``; may be traced
+                (jit, vmap, grad).
+            num_steps: the horizon (number of training steps), an int or a scalar array
+                (may be traced). Required when :meth:`requires_num_steps`; otherwise
+                ignored.
+
+        Returns:
+            An ``optax.GradientTransformationExtraArgs`` whose update is
+            ``update(grads, state, params=None, *, loss=None, valid_loss=None, **extra)``.
+
+        Raises:
+            ValueError: ``theta`` does not match this architecture (the message names the
+                first leaf that differs), or ``num_steps`` is missing or invalid.
+        """
+        self.check_theta(theta)
+        num_steps = self._check_num_steps(num_steps)
+        impl = self._build(theta, num_steps)
+        name = self.name
+
+        def init_fn(params: PyTree) -> PyTree:
+            return impl.init(params)
+
+        def update_fn(
+            updates: PyTree,
+            state: PyTree,
+            params: PyTree | None = None,
+            *,
+            loss: Any = None,
+            valid_loss: Any = None,
+            **extra: Any,
+        ) -> tuple[PyTree, PyTree]:
+            del extra  # other transformations' extra args
+            if self.needs_params and params is None:
+                raise TypeError(
+                    f"the `{name}` learned optimizer reads the parameter values: pass "
+                    "them as the third argument, e.g. "
+                    "`opt.update(grads, state, params, loss=loss)`."
+                )
+            if self.needs_loss and loss is None:
+                raise TypeError(
+                    f"the `{name}` learned optimizer needs the training loss as the extra "
+                    "arg `loss`: call `opt.update(grads, state, params, loss=loss)` (also "
+                    "through optax.chain / MultiSteps / apply_if_finite)."
+                )
+            loss = _scalar("loss", loss, name)
+            valid_loss = _scalar("valid_loss", valid_loss, name) if self.reads_valid_loss else None
+            if params is not None:
+                problem = checkpoint.tree_mismatch(updates, params, check_dtype=False)
+                if problem is not None:
+                    raise ValueError(
+                        f"`{name}`: grads and params differ: {problem}. Pass grads with the "
+                        "same structure and shapes as params."
+                    )
+            new_updates, new_state = impl.update(updates, state, params, loss, valid_loss)
+            return _cast_like(new_updates, updates if params is None else params), new_state
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def theta_spec(self) -> PyTree:
+        """Shapes and dtypes of theta, as a pytree of ``jax.ShapeDtypeStruct``.
+
+        Example:
+            >>> import lopt.learned
+            >>> spec = lopt.learned.get("learnable_sgdm").theta_spec()
+            >>> sorted(spec)
+            ['log_lr', 'logit_momentum']
+        """
+        return _theta_spec(self)
+
+    def check_theta(self, theta: Theta) -> None:
+        """Raises ``ValueError`` naming the first leaf where ``theta`` does not fit.
+
+        Checks tree structure and leaf shapes (dtypes may differ, e.g. float64 under x64).
+        Works on traced values (inside jit/vmap/grad, a leaf's shape excludes vmapped axes).
+        """
+        problem = checkpoint.tree_mismatch(theta, self.theta_spec(), check_dtype=False)
+        if problem is not None:
+            raise ValueError(
+                f"theta does not match the `{self.name}` learned optimizer with config "
+                f"{self.config()}: {problem}. Create theta with `init(key)` of the same "
+                "architecture and config, or load it with `lopt.learned.load_theta`."
+            )
+        for leaf in jax.tree.leaves(theta):
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                raise ValueError(
+                    f"theta leaves must be floating point; got {jnp.result_type(leaf)}."
+                )
+
+    def config(self) -> dict[str, Any]:
+        """The configuration as a JSON-serialisable dict (tuples become lists).
+
+        Example:
+            >>> import lopt.learned
+            >>> lopt.learned.get("learnable_sgdm").config()
+            {'lr': 0.01, 'momentum': 0.9}
+        """
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    # -- helpers for subclasses ----------------------------------------------------------
+
+    def _check_num_steps(self, num_steps: Any) -> Array | None:
+        if num_steps is None:
+            if self.requires_num_steps():
+                raise ValueError(
+                    f"the `{self.name}` learned optimizer needs the horizon: call "
+                    f"`{self.name}.optimizer(theta, num_steps=T)` with T the number of "
+                    "training steps."
+                )
+            return None
+        if isinstance(num_steps, bool) or not isinstance(
+            num_steps, (int, float, np.ndarray, np.generic, jax.Array)
+        ):
+            raise TypeError(f"num_steps={num_steps!r} must be a positive int or a scalar array.")
+        if jnp.shape(num_steps) != ():
+            raise ValueError(
+                f"num_steps must be a scalar, got shape {jnp.shape(num_steps)}; vmap over "
+                "tasks to use several horizons."
+            )
+        if isinstance(num_steps, (int, float)) and num_steps < 1:
+            raise ValueError(f"num_steps={num_steps} must be at least 1.")
+        return jnp.asarray(num_steps, jnp.float32)
+
+
+# -- config validation used by the architectures ---------------------------------------
+
+
+def check_positive_int(owner: str, field: str, value: Any) -> None:
+    """Raises if ``value`` is not a positive int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {field}={value!r} must be a positive int.")
+
+
+def check_positive(owner: str, field: str, value: Any) -> None:
+    """Raises if ``value`` is not a positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{owner}: {field}={value!r} must be a positive number.")
+
+
+def as_decays(owner: str, field: str, value: Any, *, allow_empty: bool = False) -> tuple:
+    """Validates a sequence of decays in [0, 1) and returns it as a tuple of floats."""
+    try:
+        out = tuple(float(v) for v in value)
+    except TypeError:
+        raise ValueError(
+            f"{owner}: {field}={value!r} must be a sequence of decays in [0, 1)."
+        ) from None
+    if (not out and not allow_empty) or not all(0.0 <= d < 1.0 for d in out):
+        raise ValueError(f"{owner}: {field}={value!r} must be a sequence of decays in [0, 1).")
+    return out
+
+
+def set_field(obj: Any, field: str, value: Any) -> None:
+    """Sets a field of a frozen dataclass (for normalisation in ``__post_init__``)."""
+    object.__setattr__(obj, field, value)

@@ -1,0 +1,172 @@
+"""Per-parameter MLP learned optimizer (Metz et al. 2019).
+
+The learned optimizer of "Understanding and correcting pathologies in the training of
+learned optimizers" (Metz, Maheswaranathan, Nixon, Freeman, Sohl-Dickstein; ICML 2019,
+arXiv 1810.10180), also known as LOLv2. One small MLP is applied to every parameter.
+
+Inputs per parameter (canonical config, 19 features):
+
+* the gradient ``g``, the parameter value ``p`` and momenta of ``g`` at 6 decays
+  (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999) -- 8 features, each divided by its root mean
+  square over the tensor (per-tensor second-moment normalisation);
+* 11 time features ``tanh(step / s - 1)`` for s in 1, 3, ..., 100000 (the same for every
+  parameter, so their contribution to the first layer is computed once per tensor);
+* optionally (``fraction_features=True``) 9 fraction-of-training features, which need
+  ``num_steps``.
+
+Outputs per parameter: a direction ``d`` and a log-magnitude ``s``; the update is
+``-d * exp(s * exp_mult) * step_mult`` with ``exp_mult = step_mult = 1e-3``.
+
+Cost per parameter (canonical config): 6 float32 momenta of state (24 bytes); about
+2.8 kFLOPs for the MLP (8x32 + 32x32 + 32x2 multiply-adds) plus ~50 for features.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from lopt.learned import MLPLOpt
+    >>> lopt_ = MLPLOpt()
+    >>> theta = lopt_.init(jax.random.key(0))
+    >>> theta["mlp"]["w0"].shape
+    (19, 32)
+    >>> opt = lopt_.optimizer(theta)
+    >>> params = {"w": jnp.ones((4, 3))}
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(params, state, params, loss=1.0)
+    >>> updates["w"].shape
+    (4, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lopt.learned import base, nn
+from lopt.learned import features as F
+
+__all__ = ["MLPLOpt", "MLPLOptState"]
+
+_f32 = jnp.float32
+
+
+class MLPLOptState(NamedTuple):
+    """State of :class:`MLPLOpt`: step count and momenta ``(*p.shape, n_decays)``."""
+
+    count: jax.Array
+    momentum: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLOpt(base.LearnedOptimizer):
+    """Per-parameter MLP on gradient, parameter, momenta and time features.
+
+    Attributes:
+        hidden_size: width of the hidden layers.
+        hidden_layers: number of hidden layers.
+        decays: momentum decays (one momentum accumulator per parameter each).
+        time_scales: timescales of the tanh step embedding.
+        fraction_features: add fraction-of-training features (requires ``num_steps``).
+        exp_mult: multiplier of the log-magnitude output inside ``exp``.
+        step_mult: overall step scale.
+
+    Example:
+        >>> MLPLOpt().num_inputs
+        19
+    """
+
+    name: ClassVar[str] = "mlp"
+    needs_params: ClassVar[bool] = True
+
+    hidden_size: int = 32
+    hidden_layers: int = 2
+    decays: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
+    time_scales: tuple[float, ...] = F.TIME_SCALES
+    fraction_features: bool = False
+    exp_mult: float = 1e-3
+    step_mult: float = 1e-3
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        base.check_positive_int(owner, "hidden_size", self.hidden_size)
+        if (
+            isinstance(self.hidden_layers, bool)
+            or not isinstance(self.hidden_layers, int)
+            or (self.hidden_layers < 0)
+        ):
+            raise ValueError(f"{owner}: hidden_layers={self.hidden_layers!r} must be an int >= 0.")
+        base.set_field(self, "decays", base.as_decays(owner, "decays", self.decays))
+        scales = tuple(float(s) for s in self.time_scales)
+        if not all(s > 0 for s in scales):
+            raise ValueError(f"{owner}: time_scales={self.time_scales!r} must be positive.")
+        base.set_field(self, "time_scales", scales)
+        base.check_positive(owner, "exp_mult", self.exp_mult)
+        base.check_positive(owner, "step_mult", self.step_mult)
+
+    def requires_num_steps(self) -> bool:
+        return self.fraction_features
+
+    @property
+    def num_param_inputs(self) -> int:
+        """Per-parameter (normalised) inputs: gradient, parameter, momenta."""
+        return 2 + len(self.decays)
+
+    @property
+    def num_inputs(self) -> int:
+        """All MLP inputs, including per-tensor time features."""
+        n = self.num_param_inputs + len(self.time_scales)
+        return n + (len(F.FRACTION_POINTS) if self.fraction_features else 0)
+
+    def layer_sizes(self) -> list[int]:
+        """``[inputs, hidden..., 2]``."""
+        return [self.num_inputs] + [self.hidden_size] * self.hidden_layers + [2]
+
+    def flops_per_param(self) -> int:
+        """Approximate FLOPs per parameter of one update (MLP + features)."""
+        k = len(self.decays)
+        feats = 3 * k + 4 * self.num_param_inputs + 8
+        return nn.mlp_flops(self.layer_sizes(), self.num_inputs - self.num_param_inputs) + feats
+
+    def state_bytes_per_param(self) -> int:
+        """Bytes of optimizer state per parameter."""
+        return 4 * len(self.decays)
+
+    def init(self, key: jax.Array) -> dict[str, Any]:
+        """Samples theta: ``{"mlp": {"w0": [19, 32], "b0", ..., "w2": [32, 2], "b2"}}``."""
+        return {"mlp": nn.mlp_init(key, self.layer_sizes())}
+
+    def _build(self, theta: Any, num_steps: Any) -> base.Transform:
+        decays = jnp.asarray(self.decays, _f32)
+        net = theta["mlp"]
+
+        def init(params):
+            return MLPLOptState(jnp.zeros((), jnp.int32), F.momentum_init(params, len(decays)))
+
+        def update(grads, state, params, loss, valid_loss):
+            del loss, valid_loss
+            momentum = F.momentum_update(state.momentum, grads, decays)
+            ctx = [F.tanh_time_embedding(state.count, self.time_scales)]
+            if self.fraction_features:
+                ctx.append(F.fraction_embedding(state.count.astype(_f32) / num_steps))
+            context = jnp.concatenate(ctx)
+
+            # Features per tensor (normalised within the tensor), then one MLP call over
+            # the rows of all tensors.
+            flat_g, treedef = jax.tree.flatten(grads)
+            flat_p = treedef.flatten_up_to(params)
+            flat_m = treedef.flatten_up_to(momentum)
+            rows = []
+            for g, p, m in zip(flat_g, flat_p, flat_m):
+                x = jnp.concatenate([g.astype(_f32)[..., None], p.astype(_f32)[..., None], m], -1)
+                rows.append(F.second_moment_normalize(x).reshape(-1, x.shape[-1]))
+            if not rows:
+                return grads, MLPLOptState(state.count + 1, momentum)
+            out = nn.mlp_apply(net, nn.concat_rows(rows), context=context)
+            step = out[..., 0] * jnp.exp(out[..., 1] * self.exp_mult) * self.step_mult
+            updates = treedef.unflatten(
+                [-s.reshape(g.shape) for s, g in zip(nn.split_rows(step, rows), flat_g)]
+            )
+            return updates, MLPLOptState(state.count + 1, momentum)
+
+        return base.Transform(init, update)

@@ -1,0 +1,1 @@
+"""Meta-training: truncated unrolls, estimators, task normalisation, the trainer."""

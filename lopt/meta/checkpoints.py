@@ -275,7 +275,7 @@ class CheckpointManager:
             lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, like)
         try:
             tree, document = checkpoint.load_tree(path, like=file_like)
-        except Exception as err:  # noqa: BLE001 - damage can surface as any parsing error
+        except Exception as err:  # damage can surface as any parsing error
             if like is not None and self._readable(path):
                 raise  # the file is fine; it does not match the template (ValueError names the leaf)
             raise _Unusable(str(err) or type(err).__name__) from None
@@ -307,6 +307,6 @@ class CheckpointManager:
     def _readable(path: pathlib.Path) -> bool:
         try:
             checkpoint.read_metadata(path)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure to parse means "not readable"
             return False
         return True

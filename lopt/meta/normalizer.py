@@ -398,7 +398,7 @@ class NormalizerCache:
     def _read(path: pathlib.Path, identity: dict[str, Any]) -> LossNormalizer:
         document = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
+            raise TypeError("not a JSON object")
         for field, expected in identity.items():
             if document.get(field) != expected:
                 raise ValueError(f"its {field!r} does not match the request")

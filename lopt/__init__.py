@@ -1,7 +1,7 @@
 """lopt: learned optimizers in JAX."""
 
-from lopt import inner, optimizers, plotting, tasks
+from lopt import inner, learned, meta, optimizers, plotting, tasks
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "inner", "optimizers", "plotting", "tasks"]
+__all__ = ["__version__", "inner", "learned", "meta", "optimizers", "plotting", "tasks"]

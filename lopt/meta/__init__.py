@@ -21,13 +21,38 @@ from lopt.meta.estimators import (
     TruncatedBackprop,
     TruncatedES,
 )
-from lopt.meta.normalizer import normalize_loss
+from lopt.meta.checkpoints import CheckpointManager
+from lopt.meta.config import MetaTrainConfig, load_config
+from lopt.meta.metrics_log import MetricsLog, read_metrics
+from lopt.meta.normalizer import (
+    DEFAULT_LEARNING_RATES,
+    LossNormalizer,
+    NormalizerCache,
+    default_cache_dir,
+    fit_normalizer,
+    normalize_loss,
+    normalizer_arrays,
+)
 from lopt.meta.problem import make_problem
 from lopt.meta.truncation import ConstantHorizon, LogUniformHorizon, NeverEnding, TruncationSchedule, make_schedule
+from lopt.meta.trainer import MetaTrainer, build_setup
 from lopt.meta.unroll import MetaProblem, SlotState, UnrollOutput, init_slots, reset_finished, unroll
 
 __all__ = [
+    "DEFAULT_LEARNING_RATES",
     "ESTIMATORS",
+    "CheckpointManager",
+    "LossNormalizer",
+    "MetaTrainConfig",
+    "MetaTrainer",
+    "MetricsLog",
+    "NormalizerCache",
+    "build_setup",
+    "default_cache_dir",
+    "fit_normalizer",
+    "load_config",
+    "normalizer_arrays",
+    "read_metrics",
     "PES",
     "Averaged",
     "ConstantHorizon",

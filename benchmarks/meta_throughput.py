@@ -1,0 +1,69 @@
+"""Inner steps per second of meta-training on the canonical config (both antithetic members counted).
+
+Canonical config: ``mlp`` learned optimizer (19 features, 2 hidden layers of 32), PES,
+truncation 50, task MLP 64-32-10 relu on 8x8 Fashion-MNIST (digits if not installed), batch
+128. Prints compile time (first outer step) and steady-state time per outer step, and saves
+the figures as JSON.
+
+Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lopt  # noqa: E402
+from common import save  # noqa: E402
+from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step  # noqa: E402
+
+
+def measure(num_tasks: int, steps: int, estimator: str, unroll: int) -> dict:
+    cfg = lopt.meta.load_config("canonical", [f"estimator.num_tasks={num_tasks}", f"estimator.kind={estimator}",
+                                              f"estimator.unroll_length={unroll}", "normalizer.enabled=false"])
+    trainer = MetaTrainer(cfg, "/tmp/lopt-bench-unused", progress=False)
+    state = trainer.initial_state()
+    theta, outer_state, est_state = state["theta"], state["outer_state"], state["estimator_state"]
+    step_fn = trainer._outer_step
+    start = time.perf_counter()
+    theta, outer_state, est_state, metrics = step_fn(trainer._estimator, theta, outer_state, est_state,
+                                                     jax.random.key(0))
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        theta, outer_state, est_state, metrics = step_fn(trainer._estimator, theta, outer_state, est_state,
+                                                         jax.random.key(i + 1))
+    jax.block_until_ready((theta, metrics))
+    per_step = (time.perf_counter() - start) / steps
+    inner = inner_steps_per_outer_step(trainer.setup)
+    return {"tasks": num_tasks, "estimator": estimator, "unroll_length": unroll,
+            "inner_steps_per_outer_step": inner, "compile_and_first_step_s": compile_s,
+            "seconds_per_outer_step": per_step, "inner_steps_per_s": inner / per_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[16])
+    parser.add_argument("--steps", type=int, default=20, help="timed outer steps after the first")
+    parser.add_argument("--estimator", default="pes")
+    parser.add_argument("--unroll", type=int, default=50)
+    args = parser.parse_args()
+    rows = [measure(n, args.steps, args.estimator, args.unroll) for n in args.tasks]
+    print(f"device: {jax.devices()[0].device_kind}")
+    print(f"{'tasks':>6} {'estimator':>9} {'compile+1st (s)':>16} {'s/outer step':>13} {'inner steps/s':>14}")
+    for r in rows:
+        print(f"{r['tasks']:>6} {r['estimator']:>9} {r['compile_and_first_step_s']:>16.2f} "
+              f"{r['seconds_per_outer_step']:>13.4f} {r['inner_steps_per_s']:>14,.0f}")
+    print("yardsticks (2-core CPU, 16 tasks): learned_optimization 3,850/s; plain fused JAX 3,850/s. "
+          "H100: plain 645,000/s (128 tasks), 1,060,000/s (1024 tasks).")
+    print(f"saved {save('meta_throughput', {'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()

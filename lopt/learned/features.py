@@ -8,7 +8,9 @@ store their several decays along a trailing axis: for a parameter of shape ``s``
   :func:`rms_update` (EMAs of the squared gradient), :func:`factored_update`
   (Adafactor-style row/column second moments).
 * Per-parameter features: :func:`rsqrt` and product features (``m * rsqrt(v)``),
-  :func:`factored_features`, :func:`second_moment_normalize` (per-tensor normalisation).
+  :func:`factored_features`, :func:`second_moment_normalize` (per-tensor normalisation)
+  and :func:`tensor_moments` (per-feature mean and mean square over a tensor, from which
+  the normalisation and the per-tensor statistics both come).
 * Time: :func:`tanh_time_embedding` (step at several timescales) and
   :func:`fraction_embedding` (fraction of training done, when the horizon is known).
 * Loss: :class:`LossNormalizerState` (running mean/variance; normalised loss) and
@@ -64,6 +66,7 @@ __all__ = [
     "second_moment_normalize",
     "shape_features",
     "tanh_time_embedding",
+    "tensor_moments",
 ]
 
 Array = jax.Array
@@ -278,11 +281,34 @@ def safe_rsqrt(x: Array) -> Array:
     return jax.lax.rsqrt(jnp.maximum(x, 1e-9))
 
 
-def second_moment_normalize(x: Array, *, eps: float = 1e-5) -> Array:
+def tensor_moments(x: Array) -> tuple[Array, Array]:
+    """Mean and mean square of each feature (last axis) over the tensor (other axes).
+
+    One pass over the tensor gives both the per-tensor normalisation
+    (:func:`second_moment_normalize`) and tensor-level statistics (means, variances,
+    norms) of every feature.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> mean, msq = tensor_moments(jnp.asarray([[1.0, 2.0], [3.0, 4.0]]))
+        >>> mean.tolist(), msq.tolist()
+        ([2.0, 3.0], [5.0, 10.0])
+    """
+    x = x.astype(_f32)
+    axes = tuple(range(x.ndim - 1))
+    return jnp.mean(x, axis=axes), jnp.mean(jnp.square(x), axis=axes)
+
+
+def second_moment_normalize(x: Array, *, eps: float = 1e-5, mean_sq: Array | None = None) -> Array:
     """Divides each feature (last axis) by its root-mean-square over the tensor.
 
     ``x`` is ``(*param_shape, n_features)``; the mean is over every axis but the last,
     so each feature has second moment ~1 within the tensor.
+
+    Args:
+        x: features of one tensor.
+        eps: added to the mean square.
+        mean_sq: precomputed mean square per feature (from :func:`tensor_moments`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -290,8 +316,10 @@ def second_moment_normalize(x: Array, *, eps: float = 1e-5) -> Array:
         >>> round(float(jnp.mean(x ** 2)), 3)
         1.0
     """
-    axes = tuple(range(x.ndim - 1))
-    return x * jax.lax.rsqrt(eps + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
+    if mean_sq is None:
+        axes = tuple(range(x.ndim - 1))
+        mean_sq = jnp.mean(jnp.square(x), axis=axes)
+    return x * jax.lax.rsqrt(eps + mean_sq)
 
 
 def clip_log_abs(x: Array, *, scale: float = 1.0) -> Array:

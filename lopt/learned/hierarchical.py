@@ -208,26 +208,27 @@ class HierarchicalLOpt(base.LearnedOptimizer):
 
     # -- transformation ------------------------------------------------------------------
 
-    def _tensor_stats(self, g, p, m, v, train_feat, valid_feat, has_valid) -> jax.Array:
-        mean_m = jnp.mean(m)
-        mean_v = jnp.mean(v)
-        mean_p = jnp.mean(p)
+    def _tensor_stats(self, size, mean, msq, train_feat, valid_feat, has_valid, shape):
+        """The 18 LSTM inputs of one tensor, from its per-feature moments."""
+        k = len(self.decays)
+        m_cols, v_cols = slice(3, 3 + k), slice(3 + k, 3 + 2 * k)
+        mean_m = jnp.mean(mean[m_cols])
+        var_m = jnp.mean(msq[m_cols]) - jnp.square(mean_m)
+        mean_v = jnp.mean(mean[v_cols])
+        var_v = jnp.mean(msq[v_cols]) - jnp.square(mean_v)
+        mean_p = mean[1]
+        var_p = msq[1] - jnp.square(mean_p)
+        norm_p = jnp.sqrt(size * msq[1] + 1e-16)
+        norm_g = jnp.sqrt(size * msq[0] + 1e-16)
+        magnitudes = jnp.stack([mean_m, var_m, mean_v, var_v, mean_p, var_p, norm_p, norm_g])
         stats = [
-            F.clip_log_abs(mean_m),
-            jnp.sign(mean_m),
-            F.clip_log_abs(jnp.var(m)),
-            F.clip_log_abs(mean_v),
-            F.clip_log_abs(jnp.var(v)),
-            F.clip_log_abs(mean_p),
-            jnp.sign(mean_p),
-            F.clip_log_abs(jnp.var(p)),
-            F.clip_log_abs(F.safe_norm(p)),
-            F.clip_log_abs(F.safe_norm(g)),
-            jnp.asarray(1.0 if p.ndim == 0 else -1.0, _f32),
+            F.clip_log_abs(magnitudes),
+            jnp.sign(jnp.stack([mean_m, mean_p])),
+            jnp.stack([train_feat, valid_feat, has_valid]),
+            jnp.asarray([1.0 if len(shape) == 0 else -1.0], _f32),
+            F.shape_features(shape),
         ]
-        stats = jnp.stack(stats)
-        loss_feats = jnp.stack([train_feat, valid_feat, has_valid])
-        return jnp.concatenate([stats, F.shape_features(p.shape), loss_feats])
+        return jnp.concatenate(stats)
 
     def _build(self, theta: Any, num_steps: Any) -> base.Transform:
         del num_steps
@@ -294,11 +295,23 @@ class HierarchicalLOpt(base.LearnedOptimizer):
             flat_m = treedef.flatten_up_to(momentum)
             flat_v = treedef.flatten_up_to(rms)
 
+            # Per-parameter features of each tensor and their moments over the tensor
+            # (one pass gives both the MLP's normalisation and the LSTM's statistics).
+            feats, moments = [], []
+            for g, p, m, v in zip(flat_g, flat_p, flat_m, flat_v):
+                g1, p1 = g[..., None], p[..., None]
+                r = F.rsqrt(v)
+                x = jnp.concatenate([g1, p1, jnp.log(jnp.abs(p1) + 1e-8), m, v, m * r, r], -1)
+                feats.append(x)
+                moments.append(F.tensor_moments(x))
+
             # 4. Per-tensor LSTM.
             stats = jnp.stack(
                 [
-                    self._tensor_stats(g, p, m, v, train_feat, valid_feat, has_valid)
-                    for g, p, m, v in zip(flat_g, flat_p, flat_m, flat_v)
+                    self._tensor_stats(
+                        p.size, mean, msq, train_feat, valid_feat, has_valid, p.shape
+                    )
+                    for p, (mean, msq) in zip(flat_p, moments)
                 ]
             )
             from_lstm = jnp.broadcast_to(state.from_lstm, (n_tensors, self.from_lstm_size))
@@ -312,24 +325,14 @@ class HierarchicalLOpt(base.LearnedOptimizer):
             net = theta["mlp"]
             n_x = self.num_param_inputs
             time_feat = F.tanh_time_embedding(state.count, self.time_scales)
+            log_n_tensors = jnp.asarray(math.log(n_tensors) - 1.0, _f32)
             rows, biases = [], []
-            for i, (g, p, m, v) in enumerate(zip(flat_g, flat_p, flat_m, flat_v)):
-                g1, p1 = g[..., None], p[..., None]
-                r = F.rsqrt(v)
-                x = jnp.concatenate([g1, p1, jnp.log(jnp.abs(p1) + 1e-8), m, v, m * r, r], -1)
-                rows.append(F.second_moment_normalize(x).reshape(-1, n_x))
+            for i, (x, p, (_, msq)) in enumerate(zip(feats, flat_p, moments)):
+                rows.append(F.second_moment_normalize(x, mean_sq=msq).reshape(-1, n_x))
+                log_norm = 0.5 * jnp.log(p.size * msq[1] + 1e-16)
+                log_size = jnp.asarray(math.log(max(p.size, 1)), _f32)
                 ctx = jnp.concatenate(
-                    [
-                        time_feat,
-                        jnp.stack(
-                            [
-                                jnp.asarray(math.log(n_tensors) - 1.0, _f32),
-                                jnp.log(F.safe_norm(p)),
-                                jnp.asarray(math.log(max(p.size, 1)), _f32),
-                            ]
-                        ),
-                        ff_context[i],
-                    ]
+                    [time_feat, jnp.stack([log_n_tensors, log_norm, log_size]), ff_context[i]]
                 )
                 biases.append(net["b0"] + ctx @ net["w0"][n_x:])
             x = nn.concat_rows(rows)

@@ -204,14 +204,18 @@ class HyperLOpt(base.LearnedOptimizer):
 
     # -- transformation ------------------------------------------------------------------
 
-    def _tensor_inputs(self, p, m, v, frac_feat, loss_feat) -> jax.Array:
-        nm = jax.lax.rsqrt(jnp.maximum(1e-9, jnp.mean(jnp.square(p))))
-        m, v = m * nm, v * nm
-        axes = tuple(range(p.ndim))
-        var_m = jnp.var(m, axis=axes)
-        mean_v = jnp.mean(v, axis=axes)
-        var_v = jnp.var(v, axis=axes)
-        rank = min(int(np.sum(np.asarray(p.shape) > 1)), _MAX_RANK - 1)
+    def _tensor_inputs(self, mean, msq, shape, frac_feat, loss_feat) -> jax.Array:
+        """LSTM inputs of one tensor from its per-feature moments (see `_param_inputs`).
+
+        Momenta and second moments are measured relative to the parameter scale.
+        """
+        km, kr = len(self.momentum_decays), len(self.rms_decays)
+        m_cols, v_cols = slice(3, 3 + km), slice(3 + km, 3 + km + kr)
+        inv_p2 = 1.0 / jnp.maximum(1e-9, msq[2])  # 1 / mean(p**2)
+        var_m = (msq[m_cols] - jnp.square(mean[m_cols])) * inv_p2
+        mean_v = mean[v_cols] * jnp.sqrt(inv_p2)
+        var_v = (msq[v_cols] - jnp.square(mean[v_cols])) * inv_p2
+        rank = min(int(np.sum(np.asarray(shape) > 1)), _MAX_RANK - 1)
         return jnp.concatenate(
             [
                 frac_feat,
@@ -277,11 +281,18 @@ class HyperLOpt(base.LearnedOptimizer):
             flat_fg = treedef.flatten_up_to(fac_g)
             flat_fac = treedef.flatten_up_to(factored)
 
+            # Per-parameter features of each tensor and their moments over the tensor.
+            feats, moments = [], []
+            for g, p, m, v, fg, fac in zip(flat_g, flat_p, flat_m, flat_v, flat_fg, flat_fac):
+                x = self._param_inputs(g, p, m, v, fg, fac)
+                feats.append(x)
+                moments.append(F.tensor_moments(x))
+
             # Per-tensor LSTM -> mixing coefficients and step multipliers.
             x = jnp.stack(
                 [
-                    self._tensor_inputs(p, m, v, frac_feat, loss_feat)
-                    for p, m, v in zip(flat_p, flat_m, flat_v)
+                    self._tensor_inputs(mean, msq, p.shape, frac_feat, loss_feat)
+                    for p, (mean, msq) in zip(flat_p, moments)
                 ]
             )
             if self.mix_layers:
@@ -296,12 +307,10 @@ class HyperLOpt(base.LearnedOptimizer):
             )
 
             updates = []
-            for i, (g, p, m, v, fg, fac) in enumerate(
-                zip(flat_g, flat_p, flat_m, flat_v, flat_fg, flat_fac)
-            ):
-                xp = F.second_moment_normalize(self._param_inputs(g, p, m, v, fg, fac))
+            for i, (x, (_, msq)) in enumerate(zip(feats, moments)):
+                xp = F.second_moment_normalize(x, mean_sq=msq)
                 out = nn.mlp_apply(jax.tree.map(lambda w, i=i: w[i], nets), xp)
-                param_scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
+                param_scale = jnp.sqrt(msq[2] + 1e-9)
                 step = (
                     out[..., 0]
                     * jnp.exp(out[..., 1] * self.exp_mult)

@@ -1,10 +1,14 @@
-"""Shared problems and helpers for the learned-optimizer tests."""
+"""Shared problems and helpers for the learned-optimizer tests (the ``lh`` fixture)."""
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import pytest
 
 import lopt.learned
 
@@ -16,17 +20,32 @@ def make(name: str) -> lopt.learned.LearnedOptimizer:
     return lopt.learned.get(name)
 
 
+def _normal(seed: int, shape) -> np.ndarray:
+    # NumPy, not jax.random: eager jax ops compile one kernel per shape, which adds up.
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def quadratic_params() -> dict:
-    """A multi-tensor problem: matrix, vector, scalar and a 4-D conv kernel."""
-    k = jax.random.split(jax.random.key(42), 4)
+    """A two-tensor problem: a matrix and a vector."""
+    return {"w": jnp.asarray(_normal(0, (6, 5))), "b": jnp.asarray(_normal(1, (5,)))}
+
+
+def mixed_params() -> dict:
+    """Every kind of leaf: scalar, 4-D conv kernel, nesting, bfloat16 matrix, vector."""
     return {
-        "dense": {
-            "w": jax.random.normal(k[0], (6, 5)),
-            "b": jax.random.normal(k[1], (5,)),
-        },
-        "scale": jnp.asarray(1.5),
-        "conv": jax.random.normal(k[2], (3, 3, 2, 4)),
+        "scalar": jnp.asarray(-1.0),
+        "conv": jnp.asarray(_normal(2, (3, 3, 2, 4))),
+        "nested": [(jnp.asarray(_normal(3, (5, 2)), jnp.bfloat16), jnp.zeros(3))],
     }
+
+
+def perturbed(theta, seed: int, scale: float = 0.01):
+    """theta plus Gaussian noise (NumPy; no compilation)."""
+    leaves, treedef = jax.tree.flatten(theta)
+    rng = np.random.default_rng(seed)
+    return treedef.unflatten(
+        [jnp.asarray(np.asarray(x) + scale * rng.standard_normal(x.shape), x.dtype) for x in leaves]
+    )
 
 
 def quadratic_loss(params) -> jax.Array:
@@ -34,7 +53,7 @@ def quadratic_loss(params) -> jax.Array:
     total = 0.0
     for i, leaf in enumerate(jax.tree.leaves(params)):
         leaf = leaf.astype(jnp.float32)
-        c = jnp.linspace(0.5, 2.0 + i, leaf.size).reshape(leaf.shape)
+        c = np.linspace(0.5, 2.0 + i, leaf.size, dtype=np.float32).reshape(leaf.shape)
         total = total + 0.5 * jnp.sum(c * jnp.square(leaf - 0.5))
     return total
 
@@ -65,3 +84,22 @@ def unroll(lopt_, theta, params, num_steps: int, *, horizon: int = NUM_STEPS):
 
 def all_finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+
+
+HELPERS = types.SimpleNamespace(
+    NUM_STEPS=NUM_STEPS,
+    make=make,
+    quadratic_params=quadratic_params,
+    mixed_params=mixed_params,
+    quadratic_loss=quadratic_loss,
+    step=step,
+    unroll=unroll,
+    all_finite=all_finite,
+    perturbed=perturbed,
+)
+
+
+@pytest.fixture(scope="session")
+def lh():
+    """Helpers: problems (quadratic_params, mixed_params, quadratic_loss) and unrolls."""
+    return HELPERS

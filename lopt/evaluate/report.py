@@ -1,0 +1,175 @@
+"""The evaluation report: ``report.md`` with a summary table, per-task tables and the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from lopt.evaluate import plots
+from lopt.evaluate.analysis import Summary, summarize
+from lopt.evaluate.baselines import search_description
+from lopt.evaluate.results import load
+from lopt.evaluate.suites import suite_description
+
+__all__ = ["compact_hparams", "write_report"]
+
+REPORT_NAME = "report.md"
+_SHORT = {"learning_rate": "lr", "adamw_weight_decay": "wd", "l2_weight_decay": "l2", "warmup_fraction": "warmup",
+          "constant_fraction": "const", "min_learning_rate_mult": "min_lr", "exponential_decay": "exp_decay",
+          "linear_decay": "lin_decay", "nesterov": "nesterov"}
+
+
+def compact_hparams(key: str, settings: list[str]) -> str:
+    """The hyperparameters of ``key`` that vary among ``settings``, short, e.g. ``"lr=0.0193"``.
+
+    Example:
+        >>> grid = ['{"b1": 0.9, "learning_rate": 0.001}', '{"b1": 0.9, "learning_rate": 0.01}']
+        >>> compact_hparams(grid[1], grid)
+        'lr=0.01'
+    """
+    values = json.loads(key)
+    parsed = [json.loads(s) for s in settings]
+    varying = [k for k in sorted(values) if len({json.dumps(p.get(k)) for p in parsed}) > 1] or sorted(values)
+    parts = []
+    for k in varying:
+        v = values[k]
+        text = str(v).lower() if isinstance(v, bool) else f"{v:.3g}"
+        parts.append(f"{_SHORT.get(k, k)}={text}")
+    return " ".join(parts)
+
+
+def _num(value: float, digits: int = 4) -> str:
+    if math.isnan(value):
+        return "diverged"
+    return f"{value:.{digits}g}"
+
+
+def _speed(value: float, num_steps: int) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return f"> {(num_steps + 1) / num_steps:.2f}x"
+    return f"{value:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _describe_optimizer(label: str, info: dict) -> str:
+    source = info.get("source") or {}
+    if info["kind"] == "learned":
+        where = source.get("checkpoint") or source.get("theta", "")
+        return (f"`{label}`: learned optimizer `{source.get('architecture', info['name'])}` "
+                f"(theta {source.get('theta_sha256', '?')}{', ' + where if where else ''})")
+    if info["kind"] == "optax":
+        return f"`{label}`: optax.{info['name']} {info['settings'][0]}"
+    return f"`{label}`: lopt baseline `{info['name']}` {info['settings'][0]}"
+
+
+def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
+    suite = summary.suite
+    header = summary.header
+    steps = suite.num_steps
+    lines = [f"# Evaluation on suite `{suite.name}`", ""]
+    tuning = (f"{len(suite.tuning_tasks)} tuning tasks sampled from the training family "
+              f"`{dict(suite.options).get('family', 'mlp')}`" if suite.tuning_tasks else
+              "each task's setting chosen on the suite's other tasks (leave-one-out)")
+    lines += [f"Suite `{suite.name}`: {suite_description(suite.name)}. {len(suite.tasks)} tasks, "
+              f"{steps} inner steps, {suite.num_seeds} seeds (the same initial params and batches for every "
+              f"optimizer), valid/test evaluated every {suite.eval_every} steps. Global baselines: {tuning}.", ""]
+    lines += ["Optimizers evaluated:", ""]
+    lines += [f"- {_describe_optimizer(label, header['optimizers'][label])}" for label in summary.candidates]
+    lines += ["", "Baselines (selection always on the validation loss at the end of training, mean over seeds):", ""]
+    lines += [f"- `{b.name}`: {b.description} — runs: {search_description(b.runs)} "
+              f"({len(header['optimizers'][b.runs]['settings'])} settings)" for b in summary.baselines]
+    if summary.missing:
+        lines += ["", f"**Incomplete:** {summary.missing} baseline runs are missing from the results; re-run "
+                  "`lopt eval` with the same arguments to finish them."]
+    lines += ["", "## Summary", ""]
+    if summary.comparisons:
+        rows = [[f"`{c.candidate}`", f"`{c.baseline}`", f"{c.win_fraction:.2f}",
+                 f"{c.median_normalized_candidate:.3f} / {c.median_normalized_baseline:.3f}",
+                 f"{c.median_improvement:+.3f}", _speed(c.median_speedup, steps)] for c in summary.comparisons]
+        lines += _table(["optimizer", "baseline", "win fraction", "median normalised test loss (optimizer / "
+                         "baseline)", "median improvement", "median speedup"], rows)
+        lines += ["", "- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
+                  "is lower than the tuned baseline's (ties count one half).",
+                  "- *normalised test loss*: 1 is the loss at initialisation, 0 the lowest test loss any baseline run "
+                  "reached on the task (TaskSet normalisation, clipped to [-2, 2], diverged = 2).",
+                  "- *improvement*: the baseline's normalised test loss minus the optimizer's (> 0: the optimizer "
+                  "is better).",
+                  "- *speedup* (VeLO): steps the baseline's per-step lower envelope of **training** loss (over its "
+                  "whole search for per-task baselines, its one setting for global ones) needs to reach the "
+                  f"optimizer's final training loss (mean of the last 5% of steps), divided by {steps}. "
+                  f"`> {(steps + 1) / steps:.2f}x`: the baseline never got there within {steps} steps."]
+    else:
+        lines += ["No candidate-versus-baseline comparisons (no candidates or no baselines)."]
+    lines += ["", "## Figures", ""]
+    captions = {"curves": "Learning curves per task", "improvement": "Improvement over the baselines and speedups",
+                "sweeps": "Out-of-distribution sweeps", "normalized": "Normalised test loss over tasks"}
+    for key, file in figures.items():
+        if file:
+            lines += [f"### {captions[key]}", "", f"![{captions[key]}]({os.path.basename(file)})", ""]
+    lines += ["## Per task", "", "Final test loss (mean over seeds); normalised in parentheses.", ""]
+    names = summary.names
+    rows = []
+    for t in summary.tasks:
+        rows.append([t.task.label] + [f"{_num(t.final_test[n])} ({t.normalized_test[n]:.2f})" for n in names])
+    lines += _table(["task"] + [f"`{n}`" for n in names], rows)
+    lines += ["", "Final training loss (mean of the last 5% of steps, mean over seeds).", ""]
+    rows = [[t.task.label] + [_num(t.final_train[n]) for n in names] for t in summary.tasks]
+    lines += _table(["task"] + [f"`{n}`" for n in names], rows)
+    if summary.candidates and summary.baselines:
+        lines += ["", "Speedup (training loss) of each optimizer over each baseline.", ""]
+        pairs = [(c, b.name) for c in summary.candidates for b in summary.baselines]
+        rows = [[t.task.label] + [_speed(t.speedup(c, b), steps) for c, b in pairs] for t in summary.tasks]
+        lines += _table(["task"] + [f"`{c}` vs `{b}`" for c, b in pairs], rows)
+    if summary.baselines:
+        lines += ["", "## Chosen baseline settings", ""]
+        rows = []
+        for t in summary.tasks:
+            rows.append([t.task.label] + [
+                compact_hparams(t.chosen[b.name], header["optimizers"][b.runs]["settings"])
+                for b in summary.baselines])
+        lines += _table(["task"] + [f"`{b.name}`" for b in summary.baselines], rows)
+    if suite.tuning_tasks:
+        lines += ["", "Tuning tasks: " + "; ".join(t.label for t in suite.tuning_tasks) + "."]
+    versions = header.get("versions", {})
+    lines += ["", "## Files", "",
+              "- `results.csv`: one row per task x optimizer x hyperparameters x seed x step (train loss every "
+              "step; valid/test loss and accuracy at evaluation steps).",
+              "- `results.json`: the suite (every task config), the optimizers and searches, library versions "
+              f"({', '.join(f'{k} {v}' for k, v in versions.items())}).", ""]
+    return "\n".join(lines)
+
+
+def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Writes ``report.md`` and its PNGs for a results directory.
+
+    Args:
+        results_dir: a directory written by :func:`lopt.evaluate.evaluate` (or ``combine``).
+        out: where to write the report (default: ``results_dir``).
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        FileNotFoundError: not a results directory.
+        ValueError: the evaluation is unfinished (some optimizer has no runs on a task).
+    """
+    summary = summarize(load(results_dir))
+    out = Path(out or results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str | None] = {"curves": plots.plot_task_curves(summary, out / "learning_curves.png")}
+    if summary.comparisons:
+        figures["improvement"] = plots.plot_improvement(summary, out / "improvement.png")
+    figures["sweeps"] = plots.plot_sweeps(summary, out / "ood_sweeps.png")
+    figures["normalized"] = plots.plot_normalized(summary, out / "normalized_losses.png")
+    path = out / REPORT_NAME
+    path.write_text(_markdown(summary, figures))
+    return path

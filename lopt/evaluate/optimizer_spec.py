@@ -226,8 +226,16 @@ def _parse_hparams(text: str) -> dict[str, Any]:
     return out
 
 
+THETA_FILE = "theta.safetensors"  # what `lopt train` writes into its output directory
+
+
 def _looks_like_path(text: str) -> bool:
-    return os.sep in text or text.endswith(".safetensors") or Path(text).is_file()
+    return os.sep in text or text.endswith(".safetensors") or Path(text).exists()
+
+
+def _checkpoint_label(path: Path) -> str:
+    """The file's stem, or its directory's name for the generic ``theta.safetensors``."""
+    return path.parent.resolve().name if path.name == THETA_FILE else path.stem
 
 
 def resolve(name_or_path: str, *, label: str | None = None) -> OptimizerSpec:
@@ -240,8 +248,9 @@ def resolve(name_or_path: str, *, label: str | None = None) -> OptimizerSpec:
     * ``optax.NAME``, any optax alias, e.g. ``optax.lion:learning_rate=1e-4``;
     * a learned architecture (:func:`lopt.learned.names`) at its *initial* theta (seed 0),
       e.g. ``learnable_adam``, labelled ``NAME@init``;
-    * the path of a theta checkpoint written by :func:`lopt.learned.save_theta` (e.g. by
-      ``lopt train``), labelled by the file's stem.
+    * the path of a theta checkpoint written by :func:`lopt.learned.save_theta`, or the output
+      directory of ``lopt train`` (its ``theta.safetensors``), labelled by the file's stem (by
+      the directory's name for ``theta.safetensors``).
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -258,12 +267,15 @@ def resolve(name_or_path: str, *, label: str | None = None) -> OptimizerSpec:
     text = name_or_path.strip()
     if _looks_like_path(text):
         path = Path(text)
+        if path.is_dir():
+            path = path / THETA_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {text!r} does not exist; give a theta file written by "
-                                    "`lopt train` or lopt.learned.save_theta, or an optimizer name.")
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; give a theta file written by "
+                                    "`lopt train` (or its output directory) or lopt.learned.save_theta, or an "
+                                    "optimizer name.")
         theta, architecture = lopt.learned.load_theta(path)
         source = {"checkpoint": str(path.resolve())}
-        return OptimizerSpec.from_learned(architecture, theta, label=label or path.stem, source=source)
+        return OptimizerSpec.from_learned(architecture, theta, label=label or _checkpoint_label(path), source=source)
     name, _, rest = text.partition(":")
     hparams = _parse_hparams(rest)
     if name in lopt.optimizers.names():

@@ -57,6 +57,9 @@ def versions() -> dict[str, str]:
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()

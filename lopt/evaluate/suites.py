@@ -156,6 +156,8 @@ def task_label(cfg: Mapping[str, Any]) -> str:
         parts.append(f"{_SHORT_DATASETS.get(cfg['dataset'], cfg['dataset'])} {cfg.get('image_size', '?')}px")
     if "batch_size" in cfg:
         parts.append(f"bs{cfg['batch_size']}")
+    if cfg.get("init_scale", 1.0) != 1.0:
+        parts.append(f"init{cfg['init_scale']:.3g}")
     if family == "quadratic":
         parts.append(f"d{cfg.get('dim')}")
         parts.append(f"cond{cfg.get('condition_number', 0):g}")
@@ -291,6 +293,12 @@ def _ood_family(o):
     return [_task(c, eval_batches=o["eval_batches"]) for c in configs[:o["num_tasks"]]]
 
 
+def _quick_variant(index: int) -> SuiteTask:
+    """Tiny MLPs of one structure (datasets of one shape, init scales vary): they share programs."""
+    dataset = ("digits", "synthetic", "fashion_mnist")[index % 3]
+    return _task({**_QUICK_BASE, "dataset": dataset, "init_scale": 1.0 / (1 + index // 3)}, eval_batches=2)
+
+
 def _quick(o):
     configs = [_QUICK_BASE, {"family": "quadratic", "dim": 5, "condition_number": 10.0}]
     return [_task(c, eval_batches=o["eval_batches"]) for c in configs[:o["num_tasks"]]]
@@ -363,15 +371,13 @@ def make_suite(name: str, *, num_tasks: int | None = None, num_steps: int | None
     options = {"num_tasks": num_tasks, "seed": int(seed), "family": family, "full_size": bool(full_size),
                "quick": quick, "eval_batches": 2 if quick else 8, "num_tuning_tasks": num_tuning_tasks}
     if quick and name == "iid":
-        tasks = [_task({**_QUICK_BASE, "hidden_sizes": [8 * (i + 1)], "batch_size": 16 * (i + 1)},
-                       eval_batches=2) for i in range(num_tasks)]
+        tasks = [_quick_variant(i) for i in range(num_tasks)]
     else:
         tasks = builder(options)
     if not tasks:
         raise ValueError(f"suite {name!r} has no tasks with num_tasks={num_tasks}.")
     if quick:
-        tuning = tuple(_task({**_QUICK_BASE, "hidden_sizes": [12 + 4 * i]}, eval_batches=2)
-                       for i in range(num_tuning_tasks))
+        tuning = tuple(_quick_variant(num_tasks + i) for i in range(num_tuning_tasks))
     else:
         tuning = _samples(family, num_tuning_tasks, seed=seed, stream=1, full_size=full_size,
                           eval_batches=options["eval_batches"])

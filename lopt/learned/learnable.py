@@ -87,6 +87,14 @@ class LearnableAdam(base.LearnedOptimizer):
         _check_unit(type(self).__name__, "b1", self.b1)
         _check_unit(type(self).__name__, "b2", self.b2)
 
+    def flops_per_param(self) -> int:
+        """Approximate FLOPs per parameter of one update."""
+        return 12
+
+    def state_bytes_per_param(self) -> int:
+        """Bytes of optimizer state per parameter."""
+        return 8
+
     def init(self, key: jax.Array) -> dict[str, jax.Array]:
         """Returns theta at the configured hyperparameters (``key`` is unused)."""
         del key
@@ -155,6 +163,14 @@ class LearnableSGDM(base.LearnedOptimizer):
     def __post_init__(self) -> None:
         base.check_positive(type(self).__name__, "lr", self.lr)
         _check_unit(type(self).__name__, "momentum", self.momentum)
+
+    def flops_per_param(self) -> int:
+        """Approximate FLOPs per parameter of one update."""
+        return 4
+
+    def state_bytes_per_param(self) -> int:
+        """Bytes of optimizer state per parameter."""
+        return 4
 
     def init(self, key: jax.Array) -> dict[str, jax.Array]:
         """Returns theta at the configured hyperparameters (``key`` is unused)."""

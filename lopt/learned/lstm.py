@@ -25,8 +25,8 @@ Example:
     >>> opt = lopt_.optimizer(lopt_.init(jax.random.key(0)))
     >>> params = {"w": jnp.ones((4, 3))}
     >>> state = opt.init(params)
-    >>> state.h.shape
-    (12, 2, 20)
+    >>> [h.shape for h in state.h]
+    [(12, 20), (12, 20)]
     >>> updates, state = opt.update(params, state)
 """
 
@@ -66,10 +66,10 @@ def preprocess_gradient(g: jax.Array, p: float = 10.0) -> jax.Array:
 
 
 class LSTMLOptState(NamedTuple):
-    """State of :class:`LSTMLOpt`: LSTM state of every coordinate, ``[n, layers, hidden]``.
+    """State of :class:`LSTMLOpt`: per layer, the LSTM state of every coordinate.
 
-    ``n`` is the total number of parameters; coordinates are ordered as the flattened
-    leaves of the params tree.
+    ``h`` and ``c`` are tuples with one ``[n, hidden]`` array per layer, ``n`` the total
+    number of parameters (coordinates ordered as the flattened leaves of the params).
     """
 
     count: jax.Array
@@ -138,16 +138,16 @@ class LSTMLOpt(base.LearnedOptimizer):
 
         def init(params):
             n = sum(int(np.prod(jnp.shape(p))) for p in jax.tree.leaves(params))
-            zeros = jnp.zeros((n, layers, hidden), _f32)
+            zeros = tuple(jnp.zeros((n, hidden), _f32) for _ in range(layers))
             return LSTMLOptState(jnp.zeros((), jnp.int32), zeros, zeros)
 
         def update(grads, state, params, loss, valid_loss):
             del params, loss, valid_loss
             flat_g, treedef = jax.tree.flatten(grads)
             n = sum(g.size for g in flat_g)
-            if state.h.shape[0] != n:
+            if state.h[0].shape[0] != n:
                 raise ValueError(
-                    f"`lstm` state holds {state.h.shape[0]} parameters but the grads have {n}; "
+                    f"`lstm` state holds {state.h[0].shape[0]} parameters but the grads have {n}; "
                     "create the state with `opt.init(params)` for these params."
                 )
             if n == 0:
@@ -157,7 +157,7 @@ class LSTMLOpt(base.LearnedOptimizer):
             x = preprocess_gradient(nn.concat_rows(rows), self.preprocess_p)
             hs, cs = [], []
             for i in range(layers):
-                cell_state = nn.LSTMState(state.h[:, i], state.c[:, i])
+                cell_state = nn.LSTMState(state.h[i], state.c[i])
                 x, new = nn.lstm_apply(theta[f"lstm{i}"], x, cell_state)
                 hs.append(new.h)
                 cs.append(new.c)
@@ -165,7 +165,6 @@ class LSTMLOpt(base.LearnedOptimizer):
             updates = treedef.unflatten(
                 [u.reshape(g.shape) for u, g in zip(nn.split_rows(out, rows), flat_g)]
             )
-            h, c = jnp.stack(hs, axis=1), jnp.stack(cs, axis=1)
-            return updates, LSTMLOptState(state.count + 1, h, c)
+            return updates, LSTMLOptState(state.count + 1, tuple(hs), tuple(cs))
 
         return base.Transform(init, update)

@@ -1,0 +1,205 @@
+"""Time of one optimizer step for each learned optimizer against ``optax.adam``.
+
+For each parameter count, params are 8 dense layers (square weight matrix + bias, float32),
+grads are fixed random arrays, and one jitted step computes
+``opt.update(grads, state, params, loss=...)`` and ``optax.apply_updates``, with params
+and state donated (updated in place where the backend allows). theta is an argument of
+the jitted step, as during meta-training. Reported per architecture and size:
+
+* ``ms``: median wall time of one step (after compilation and warm-up);
+* ``x_adam``: that time divided by ``optax.adam``'s at the same size;
+* ``state_bytes_per_param``: bytes of optimizer state / number of parameters (measured);
+* ``flops_per_param``: the architecture's own FLOP estimate per parameter per step;
+* ``gflops``: ``flops_per_param * n / time`` (the per-parameter network's achieved rate);
+* ``compile_s``: compilation time of the step.
+
+Usage:
+    python benchmarks/step_overhead.py --sizes 1e6 1e7            # CPU
+    python benchmarks/step_overhead.py --sizes 1e7 1e8            # GPU (H100)
+    python benchmarks/step_overhead.py --sizes 1e6 --archs adam mlp
+
+Writes ``benchmarks/results/step_overhead_<device>.json`` (see ``common.save``); pass
+``--out`` for another path. An architecture that fails at a size (e.g. out of memory) is
+recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import environment, save
+
+import lopt.learned
+
+NUM_LAYERS = 8
+HORIZON = 10_000
+
+
+def make_params(n: int) -> dict:
+    """8 layers of a d x d weight and a d bias, with 8 * (d*d + d) ~= n."""
+    d = max(1, round((-1 + math.sqrt(1 + 4 * n / NUM_LAYERS)) / 2))
+    rng = np.random.default_rng(0)
+    return {
+        f"layer{i}": {
+            "w": jnp.asarray(rng.standard_normal((d, d), np.float32) / math.sqrt(d)),
+            "b": jnp.zeros((d,), jnp.float32),
+        }
+        for i in range(NUM_LAYERS)
+    }
+
+
+def tree_bytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def bench_one(arch: str, params: dict, grads: dict, *, repeats: int, warmup: int) -> dict:
+    n = sum(x.size for x in jax.tree.leaves(params))
+    if arch == "adam":
+        theta = {}
+        flops = 12.0
+
+        def build(theta):
+            del theta
+            return optax.adam(1e-3)
+    else:
+        lo = lopt.learned.get(arch)
+        theta = lo.init(jax.random.key(0))
+        flops = float(lo.flops_per_param())
+
+        def build(theta):
+            return lo.optimizer(theta, num_steps=HORIZON)
+
+    state = build(theta).init(params)
+    state_bytes = tree_bytes(state)
+
+    donate = (0, 1) if jax.devices()[0].platform != "cpu" else ()
+
+    def step(params, state, theta, grads, loss):
+        opt = build(theta)
+        updates, state = opt.update(grads, state, params, loss=loss)
+        return optax.apply_updates(params, updates), state
+
+    loss = jnp.asarray(1.0, jnp.float32)
+    start = time.perf_counter()
+    compiled = (
+        jax.jit(step, donate_argnums=donate).lower(params, state, theta, grads, loss).compile()
+    )
+    compile_s = time.perf_counter() - start
+
+    p, s = params, state
+    if donate:  # keep the caller's buffers alive
+        p = jax.tree.map(jnp.copy, params)
+    t = time.perf_counter()
+    for _ in range(warmup):
+        p, s = compiled(p, s, theta, grads, loss)
+    jax.block_until_ready((p, s))
+    per_call = (time.perf_counter() - t) / max(warmup, 1)
+    # Slow steps get fewer repeats (at least 3), so one size takes at most ~30 s per arch.
+    repeats = max(3, min(repeats, int(30.0 / max(per_call, 1e-9))))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        p, s = compiled(p, s, theta, grads, loss)
+        jax.block_until_ready((p, s))
+        times.append(time.perf_counter() - t)
+    ms = 1e3 * statistics.median(times)
+    finite = bool(all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(p)))
+    return {
+        "arch": arch,
+        "n_params": n,
+        "ms": ms,
+        "ms_min": 1e3 * min(times),
+        "state_bytes_per_param": state_bytes / n,
+        "flops_per_param": flops,
+        "gflops": flops * n / (ms * 1e-3) / 1e9,
+        "compile_s": compile_s,
+        "repeats": repeats,
+        "finite": finite,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7])
+    parser.add_argument(
+        "--archs",
+        nargs="+",
+        default=["adam", *lopt.learned.names()],
+        help="'adam' (optax.adam baseline) and/or registry names",
+    )
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default: results/step_overhead_<device>.json)"
+    )
+    args = parser.parse_args(argv)
+    archs = list(dict.fromkeys(["adam", *args.archs]))  # adam first: the reference
+
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), jax {jax.__version__}"
+    )
+    results = []
+    for size in args.sizes:
+        params = make_params(int(size))
+        leaves, treedef = jax.tree.flatten(params)
+        rng = np.random.default_rng(1)
+        grads = treedef.unflatten(
+            [jnp.asarray(rng.standard_normal(x.shape, np.float32)) for x in leaves]
+        )
+        n = sum(x.size for x in jax.tree.leaves(params))
+        adam_ms = None
+        print(f"\n{n / 1e6:.2f}M params ({NUM_LAYERS} layers)")
+        print(
+            f"{'arch':>16} {'ms/step':>10} {'x adam':>8} {'state B/param':>14} "
+            f"{'FLOPs/param':>12} {'GFLOP/s':>9} {'compile s':>10}"
+        )
+        for arch in archs:
+            try:
+                r = bench_one(arch, params, grads, repeats=args.repeats, warmup=args.warmup)
+            except Exception as e:  # noqa: BLE001 - record and continue (e.g. out of memory)
+                r = {"arch": arch, "n_params": n, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+                print(f"{arch:>16} failed: {r['error']}")
+                results.append(r)
+                continue
+            if arch == "adam":
+                adam_ms = r["ms"]
+            r["x_adam"] = r["ms"] / adam_ms if adam_ms else float("nan")
+            results.append(r)
+            print(
+                f"{arch:>16} {r['ms']:>10.3f} {r['x_adam']:>8.1f} {r['state_bytes_per_param']:>14.1f} "
+                f"{r['flops_per_param']:>12.0f} {r['gflops']:>9.1f} {r['compile_s']:>10.1f}"
+            )
+            jax.clear_caches()
+
+    payload = {
+        "benchmark": "step_overhead",
+        "layers": NUM_LAYERS,
+        "horizon": HORIZON,
+        "repeats": args.repeats,
+        "results": results,
+    }
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"environment": environment(), **payload}, f, indent=2)
+        path = args.out
+    else:
+        path = save("step_overhead", payload)
+    print(f"\nsaved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

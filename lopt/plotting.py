@@ -74,17 +74,14 @@ def plot_learning_curves(runs: Mapping[str, object], path: str | os.PathLike, *,
         steps = np.arange(1, len(train) + 1)
         positive &= bool(np.all(train[np.isfinite(train)] > 0))
         loss_ax.plot(steps, train, color=color, alpha=0.2, linewidth=0.8)
-        loss_ax.plot(steps, smooth(train, max(1, len(train) // 50), relative=0.2), color=color, label=f"{label} train")
+        loss_ax.plot(steps, smooth(train, max(1, len(train) // 50), relative=0.2), color=color, label=label)
         eval_steps = np.maximum(np.asarray(curves.eval_steps), 1)
-        loss_ax.plot(eval_steps, np.asarray(curves.valid_loss), "o--", color=color, markersize=3,
-                     label=f"{label} valid")
-        loss_ax.plot(eval_steps, np.asarray(curves.test_loss), "s:", color=color, markersize=3,
-                     label=f"{label} test")
+        loss_ax.plot(eval_steps, np.asarray(curves.valid_loss), "o--", color=color, markersize=3)
+        loss_ax.plot(eval_steps, np.asarray(curves.test_loss), "s:", color=color, markersize=3)
         if has_accuracy:
             axes[0, 1].plot(eval_steps, np.asarray(curves.valid_accuracy), "o--", color=color, markersize=3,
-                            label=f"{label} valid")
-            axes[0, 1].plot(eval_steps, np.asarray(curves.test_accuracy), "s:", color=color, markersize=3,
-                            label=f"{label} test")
+                            label=label)
+            axes[0, 1].plot(eval_steps, np.asarray(curves.test_accuracy), "s:", color=color, markersize=3)
         if bool(np.asarray(curves.diverged)):
             loss_ax.axvline(int(curves.diverged_step) + 1, color=color, linestyle="-.", linewidth=1,
                             label=f"{label} diverged")
@@ -93,7 +90,7 @@ def plot_learning_curves(runs: Mapping[str, object], path: str | os.PathLike, *,
         loss_ax.set_yscale("log")
     loss_ax.set_xlabel("inner step")
     loss_ax.set_ylabel("loss")
-    loss_ax.set_title("loss (train: raw and smoothed)")
+    loss_ax.set_title("loss — solid: train (raw, smoothed), dashed ●: valid, dotted ■: test", fontsize=9)
     loss_ax.grid(True, which="both", alpha=0.3)
     loss_ax.legend(fontsize=8)
     if has_accuracy:
@@ -101,7 +98,7 @@ def plot_learning_curves(runs: Mapping[str, object], path: str | os.PathLike, *,
         acc_ax.set_xscale("log")
         acc_ax.set_xlabel("inner step")
         acc_ax.set_ylabel("accuracy")
-        acc_ax.set_title("accuracy")
+        acc_ax.set_title("accuracy — dashed ●: valid, dotted ■: test", fontsize=9)
         acc_ax.grid(True, which="both", alpha=0.3)
         acc_ax.legend(fontsize=8)
     if title:

@@ -69,3 +69,31 @@ def test_bad_input_is_one_line_error(argv, message, capsys, tmp_path):
     assert main([*argv, *(["--out", str(tmp_path)] if argv[0] == "run" else [])]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_train_small_run_writes_report(tmp_path, capsys):
+    out = tmp_path / "train"
+    argv = ["train", "--out", str(out), "--no-progress",
+            "--set", "task.family=quadratic", "--set", 'task.config={"dim": 6}',
+            "--set", "lopt.name=learnable_adam", "--set", "estimator.num_tasks=2", "--set", "estimator.unroll_length=5",
+            "--set", "truncation.horizon=20", "--set", "normalizer.enabled=false", "--set", "trainer.outer_steps=4",
+            "--set", "trainer.eval_every=2", "--set", "trainer.eval_steps=20", "--set", "final_eval.steps=30",
+            "--set", "final_eval.seeds=2", "--set", "final_eval.adam_learning_rates=[0.01, 0.1]"]
+    assert main(argv) == 0
+    files = set(os.listdir(out))
+    assert {"theta.safetensors", "config.json", "metrics.jsonl", "eval.jsonl", "meta_training.png",
+            "learning_curves.png", "comparison.json", "summary.md"} <= files
+    summary = (out / "summary.md").read_text()
+    assert "learned (learnable_adam)" in summary and "adam lr=0.1" in summary
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert len(comparison["rows"]) == 3
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", *argv[4:]]) == 0  # nothing left: no-op
+
+
+def test_train_show_config_and_errors(capsys):
+    assert main(["train", "--show-config", "--set", "estimator.num_tasks=3"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimator"]["num_tasks"] == 3
+    assert main(["train", "--set", "estimator.nope=1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
+    assert main(["train", "--resume"]) == 2
+    assert "--out" in capsys.readouterr().err

@@ -235,9 +235,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 def _quickstart() -> MetaTrainConfig:
     """Meta-trains the ``mlp`` learned optimizer with PES on the small MLP task; minutes on 2 CPU cores."""
     cfg = MetaTrainConfig(name="quickstart")
-    cfg.estimator = EstimatorSection(kind="pes", num_tasks=8, std=0.01, unroll_length=20)
+    cfg.estimator = EstimatorSection(kind="pes", num_tasks=8, std=0.01, unroll_length=50)
     cfg.truncation = TruncationSection(kind="constant", horizon=1000)
-    cfg.outer = OuterSection(learning_rate=1e-2, clip_grad_norm=1.0)
+    cfg.outer = OuterSection(learning_rate=3e-3, clip_grad_norm=1.0)
     cfg.trainer = TrainerSection(outer_steps=1000, eval_every=250, eval_tasks=4, eval_steps=1000,
                                  checkpoint_every=100, checkpoint_minutes=2.0)
     return cfg

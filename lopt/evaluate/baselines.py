@@ -58,14 +58,14 @@ class Baseline:
 
 
 _SEARCHES = {
-    "adam_lr_grid": ("adam", "Adam over a 15-point log-spaced learning-rate grid (1e-4 to 1)"),
+    "adam_lr_grid": ("adam", "Adam over a log-spaced learning-rate grid from 1e-4 to 1"),
     "adam8p_search": ("adam8p", "Adam8p, N random settings from TaskSet's search space"),
     "nadamw_search": ("nadamw", "NAdamW, N random settings from TaskSet's search space"),
 }
 
 _BASELINES = {b.name: b for b in [
     Baseline("adam_global", "adam_lr_grid", "global", "Adam, one learning rate chosen on the tuning tasks"),
-    Baseline("adam_per_task", "adam_lr_grid", "per_task", "Adam, learning rate tuned per task (15-point grid)"),
+    Baseline("adam_per_task", "adam_lr_grid", "per_task", "Adam, learning rate tuned per task on the grid"),
     Baseline("adam8p_global", "adam8p_search", "global", "Adam8p, one random-search setting chosen on the "
              "tuning tasks"),
     Baseline("adam8p_per_task", "adam8p_search", "per_task", "Adam8p, random search per task"),

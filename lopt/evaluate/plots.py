@@ -23,6 +23,7 @@ __all__ = ["colors", "plot_improvement", "plot_normalized", "plot_sweeps", "plot
 
 _CANDIDATE_COLORS = ["#d62728", "#9467bd", "#e377c2", "#8c564b", "#bcbd22"]
 _BASELINE_COLORS = ["#1f77b4", "#2ca02c", "#ff7f0e", "#17becf", "#7f7f7f", "#aec7e8"]
+_MARKERS = ["o", "s", "D", "v", "P", "X"]  # "^" marks "never reached" in the speedup panel
 
 
 def _pyplot():
@@ -50,6 +51,26 @@ def _styles(summary: Summary) -> dict[str, dict]:
         styles[baseline.name] = {"color": col[baseline.name], "linewidth": 1.4, "zorder": 2,
                                  "linestyle": dashes[i % len(dashes)] if baseline.scope == "global" else "-"}
     return styles
+
+
+def _log_axis(ax, which: str = "y") -> None:
+    """Log scale with plain tick labels (0.2, 3, 1e-05); narrow ranges also label minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_locator(LogLocator(subs=tuple(range(2, 10)), numticks=12))
+
+    def minor(value: float, _) -> str:  # decided at draw time, when the limits are final
+        low, high = sorted(ax.get_ylim() if which == "y" else ax.get_xlim())
+        if low <= 0 or high / low > 30 or value <= 0:
+            return ""
+        digit = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+        wanted = range(2, 10) if high / low < 3 else (2, 3, 5)
+        return f"{value:.3g}" if digit in wanted else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _save(fig, path: str | os.PathLike) -> str:
@@ -96,11 +117,11 @@ def plot_task_curves(summary: Summary, path: str | os.PathLike, *, max_columns: 
                     color=style["color"], linestyle=":")
             handles[name] = line
         if positive:
-            ax.set_yscale("log")
+            _log_axis(ax)
         ax.set_xlabel("inner step")
         ax.set_ylabel("loss")
         title = task.task.label + (f"   ({task.task.sweep[0]} = {task.task.sweep[1]:g})" if task.task.sweep else "")
-        ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=9)
         ax.grid(True, which="both", alpha=0.25)
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
@@ -143,18 +164,22 @@ def plot_improvement(summary: Summary, path: str | os.PathLike) -> str:
         left, right = axes[row]
         comparisons = [c for c in summary.comparisons if c.candidate == candidate]
         n = len(summary.tasks)
-        for comp in comparisons:
+        cap = (num_steps + 1) / num_steps
+        shown = []
+        for i, comp in enumerate(comparisons):
+            x = np.arange(1, n + 1) + 0.08 * (i - (len(comparisons) - 1) / 2)  # overlapping lines stay visible
+            marker = _MARKERS[i % len(_MARKERS)]
             values = np.sort(comp.improvement)[::-1]
-            left.plot(np.arange(1, n + 1), values, marker="o", color=col[comp.baseline],
+            left.plot(x, values, marker=marker, color=col[comp.baseline],
                       label=f"vs {comp.baseline}: wins {comp.win_fraction:.0%} of tasks")
             speed = np.sort(comp.speedups)[::-1]
-            cap = (num_steps + 1) / num_steps
             finite = np.isfinite(speed)
-            right.plot(np.arange(1, n + 1)[finite], speed[finite], marker="o", color=col[comp.baseline],
+            right.plot(x[finite], speed[finite], marker=marker, color=col[comp.baseline],
                        label=f"vs {comp.baseline}: median {_speed_text(comp.median_speedup, num_steps)}")
             if (~finite).any():
-                right.plot(np.arange(1, n + 1)[~finite], np.full((~finite).sum(), cap), marker="^", linestyle="none",
-                           color=col[comp.baseline], markersize=8)
+                right.plot(x[~finite], np.full((~finite).sum(), cap), marker="^", linestyle="none",
+                           color=col[comp.baseline], markersize=9, markeredgecolor="black")
+            shown.extend(speed[finite & (speed > 0)])
         left.axhline(0.0, color="black", linewidth=0.8)
         ylim = left.get_ylim()
         left.axhspan(0, max(ylim[1], 0.05), color="#2ca02c", alpha=0.06)
@@ -166,11 +191,12 @@ def plot_improvement(summary: Summary, path: str | os.PathLike) -> str:
         left.grid(True, alpha=0.25)
         left.legend(fontsize=8)
         right.axhline(1.0, color="black", linewidth=0.8)
-        right.set_yscale("log")
+        right.set_ylim(min([0.5, *shown]) / 1.3, max([2.0, *shown]) * 1.3)
+        _log_axis(right)
         right.set_xlabel("task (sorted by speedup)")
         right.set_ylabel("speedup (training loss)")
-        right.set_title(f"{candidate}: steps the baseline's envelope needs / {num_steps}\n"
-                        "(triangles: baseline never got there)", fontsize=10)
+        right.set_title(f"{candidate}: speedup = steps the baseline's envelope needs / {num_steps}\n"
+                        "(black-edged triangles: the baseline never got there)", fontsize=10)
         right.grid(True, which="both", alpha=0.25)
         right.legend(fontsize=8)
         for ax in (left, right):
@@ -212,7 +238,7 @@ def plot_sweeps(summary: Summary, path: str | os.PathLike) -> str | None:
             ax.errorbar(xs, mean, yerr=std, marker="o", markersize=4, capsize=3, label=label, **style)
         ax.set_xscale("log")
         if positive:
-            ax.set_yscale("log")
+            _log_axis(ax)
         ax.set_xlabel(variable)
         ax.set_ylabel(f"final test loss (mean ± std over {summary.suite.num_seeds} seeds)")
         ax.set_title(f"final test loss after {summary.suite.num_steps} steps vs {variable}", fontsize=10)
@@ -223,7 +249,7 @@ def plot_sweeps(summary: Summary, path: str | os.PathLike) -> str | None:
 
 
 def plot_normalized(summary: Summary, path: str | os.PathLike) -> str:
-    """Normalised test loss of every optimizer over the tasks (box plot and the points).
+    """Normalised test loss of every optimizer over the tasks (the points, their median and quartiles).
 
     Returns:
         The path written.
@@ -233,16 +259,20 @@ def plot_normalized(summary: Summary, path: str | os.PathLike) -> str:
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(names) + 1.6))
     col = colors(summary)
     data = [[t.normalized_test[name] for t in summary.tasks] for name in names]
-    ax.boxplot(data, vert=False, widths=0.5, showfliers=False)
     rng = np.random.default_rng(0)
     for i, (name, values) in enumerate(zip(names, data), start=1):
-        ax.scatter(values, i + rng.uniform(-0.12, 0.12, len(values)), color=col[name], s=18, zorder=3)
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        ax.add_patch(_pyplot().Rectangle((q1, i - 0.25), q3 - q1, 0.5, facecolor=col[name], alpha=0.18,
+                                         edgecolor=col[name]))
+        ax.plot([median, median], [i - 0.25, i + 0.25], color="black", linewidth=2)
+        ax.scatter(values, i + rng.uniform(-0.15, 0.15, len(values)), color=col[name], s=18, zorder=3)
     ax.set_yticks(np.arange(1, len(names) + 1), _legend_names(summary, names), fontsize=9)
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) + 0.6, 0.4)
     ax.axvline(0.0, color="black", linewidth=0.6)
     ax.axvline(1.0, color="gray", linewidth=0.6, linestyle="--")
     ax.set_xlabel("normalised final test loss (1: initial loss, 0: best baseline run; clipped to [-2, 2])")
-    ax.set_title(f"suite '{summary.suite.name}': {len(summary.tasks)} tasks, lower is better", fontsize=10)
+    ax.set_title(f"suite '{summary.suite.name}': {len(summary.tasks)} tasks (dots), median (bar) and "
+                 "quartiles (box); lower is better", fontsize=10)
     ax.grid(True, axis="x", alpha=0.25)
     fig.tight_layout()
     return _save(fig, path)

@@ -76,10 +76,12 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     header = summary.header
     steps = suite.num_steps
     lines = [f"# Evaluation on suite `{suite.name}`", ""]
-    tuning = (f"{len(suite.tuning_tasks)} tuning tasks sampled from the training family "
+    count = len(suite.tuning_tasks)
+    tuning = (f"chosen on {count} tuning task{'s' if count != 1 else ''} sampled from the training family "
               f"`{dict(suite.options).get('family', 'mlp')}`" if suite.tuning_tasks else
               "each task's setting chosen on the suite's other tasks (leave-one-out)")
-    lines += [f"Suite `{suite.name}`: {suite_description(suite.name)}. {len(suite.tasks)} tasks, "
+    quick = " (quick mode: tiny tasks on digits)" if dict(suite.options).get("quick") else ""
+    lines += [f"Suite `{suite.name}`: {suite_description(suite.name)}{quick}. {len(suite.tasks)} tasks, "
               f"{steps} inner steps, {suite.num_seeds} seeds (the same initial params and batches for every "
               f"optimizer), valid/test evaluated every {suite.eval_every} steps. Global baselines: {tuning}.", ""]
     lines += ["Optimizers evaluated:", ""]

@@ -136,7 +136,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--archs",
         nargs="+",
-        default=["adam", *lopt.learned.names()],
+        default=[
+            "adam",
+            "learnable_sgdm",
+            "learnable_adam",
+            "mlp",
+            "hyper",
+            "hierarchical",
+            "lstm",
+        ],
         help="'adam' (optax.adam baseline) and/or registry names",
     )
     parser.add_argument("--repeats", type=int, default=10)
@@ -147,10 +155,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     archs = list(dict.fromkeys(["adam", *args.archs]))  # adam first: the reference
 
+    payload = {
+        "benchmark": "step_overhead",
+        "layers": NUM_LAYERS,
+        "horizon": HORIZON,
+        "repeats": args.repeats,
+        "results": [],
+    }
+
+    def write() -> str:
+        if not args.out:
+            return save("step_overhead", payload)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"environment": environment(), **payload}, f, indent=2)
+        return args.out
+
+    results = payload["results"]
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), jax {jax.__version__}"
     )
-    results = []
     for size in args.sizes:
         params = make_params(int(size))
         leaves, treedef = jax.tree.flatten(params)
@@ -172,6 +196,7 @@ def main(argv=None) -> int:
                 r = {"arch": arch, "n_params": n, "error": f"{type(e).__name__}: {str(e)[:300]}"}
                 print(f"{arch:>16} failed: {r['error']}")
                 results.append(r)
+                write()
                 continue
             if arch == "adam":
                 adam_ms = r["ms"]
@@ -181,22 +206,10 @@ def main(argv=None) -> int:
                 f"{arch:>16} {r['ms']:>10.3f} {r['x_adam']:>8.1f} {r['state_bytes_per_param']:>14.1f} "
                 f"{r['flops_per_param']:>12.0f} {r['gflops']:>9.1f} {r['compile_s']:>10.1f}"
             )
+            write()  # after every measurement, so an interrupted run keeps what it had
             jax.clear_caches()
 
-    payload = {
-        "benchmark": "step_overhead",
-        "layers": NUM_LAYERS,
-        "horizon": HORIZON,
-        "repeats": args.repeats,
-        "results": results,
-    }
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"environment": environment(), **payload}, f, indent=2)
-        path = args.out
-    else:
-        path = save("step_overhead", payload)
+    path = write()
     print(f"\nsaved {path}")
     return 0
 

@@ -14,8 +14,8 @@ Design choices:
   cost a fresh ``init`` on every inner step.
 * The batch of inner step ``t`` of an episode is drawn with ``fold_in(episode_key, t)``: both
   members of a pair see the same data (PES needs it) and runs are reproducible.
-* Divergence (non-finite loss or params) is detected per member inside the scan: the member
-  is frozen, its remaining contributions are the normaliser's clip value (the worst possible
+* Divergence (a non-finite loss; non-finite params surface as one a step later) is detected
+  per member inside the scan: the member is frozen, its remaining contributions are the normaliser's clip value (the worst possible
   score), it is counted, and its slot is marked finished so it resets at the next boundary.
 """
 
@@ -209,11 +209,6 @@ def reset_finished(problem: MetaProblem, theta: Any, state: SlotState, *, key: j
     return new_state, done
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def _member_step(problem: MetaProblem, theta, params, opt_state, diverged, task_index, step, horizon,
                  episode_key):
     """One inner step of one member of one slot."""
@@ -229,7 +224,10 @@ def _member_step(problem: MetaProblem, theta, params, opt_state, diverged, task_
     opt = problem.lopt.optimizer(theta, num_steps=horizon)
     updates, new_opt_state = opt.update(grads, opt_state, params, loss=loss, valid_loss=valid_loss)
     new_params = optax.apply_updates(params, updates)
-    ok = jnp.isfinite(loss) & _all_finite(new_params) & ~diverged
+    # Divergence is read from the loss alone: non-finite params show up as a non-finite loss one
+    # step later, and a scalar known before the update lets the select below fuse into the
+    # update kernel instead of costing another pass over params and optimizer state.
+    ok = jnp.isfinite(loss) & ~diverged
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
     meta_value = valid_loss if problem.objective == "valid" else loss
     normalized = normalize_loss(meta_value, problem.initial_loss[task_index], problem.best_loss[task_index],

@@ -6,9 +6,14 @@ Example:
     >>> suite = ev.make_suite("quick", num_steps=20)
     >>> out = ev.evaluate(suite, [ev.resolve("adam")], tempfile.mkdtemp(), baselines="adam_per_task",
     ...                   grid_size=3)
-    >>> results = ev.load(out)
+    >>> summary = ev.summarize(ev.load(out))
+    >>> [c.baseline for c in summary.comparisons]
+    ['adam_per_task']
+    >>> report = ev.write_report(out)  # report.md and its PNGs
 """
 
+from lopt.evaluate import analysis, metrics, plots, report
+from lopt.evaluate.analysis import Summary, summarize
 from lopt.evaluate.baselines import (
     DEFAULT_BASELINES,
     Baseline,
@@ -18,6 +23,7 @@ from lopt.evaluate.baselines import (
     search_spec,
 )
 from lopt.evaluate.optimizer_spec import OptimizerFactory, OptimizerSpec, hparams_key, resolve
+from lopt.evaluate.report import write_report
 from lopt.evaluate.results import Results, ResultsWriter, Run, combine, load, read_header
 from lopt.evaluate.runner import Job, evaluate, optimizer_specs, plan, seed_keys, train_cells
 from lopt.evaluate.suites import Suite, SuiteTask, make_suite, suite_names, task_label
@@ -33,6 +39,8 @@ __all__ = [
     "Run",
     "Suite",
     "SuiteTask",
+    "Summary",
+    "analysis",
     "baseline_names",
     "combine",
     "evaluate",
@@ -40,14 +48,19 @@ __all__ = [
     "hparams_key",
     "load",
     "make_suite",
+    "metrics",
     "optimizer_specs",
     "parse_baselines",
     "plan",
+    "plots",
     "read_header",
+    "report",
     "resolve",
     "search_spec",
     "seed_keys",
     "suite_names",
+    "summarize",
     "task_label",
     "train_cells",
+    "write_report",
 ]

@@ -46,10 +46,10 @@ def colors(summary: Summary) -> dict[str, str]:
 def _styles(summary: Summary) -> dict[str, dict]:
     col = colors(summary)
     styles = {name: {"color": col[name], "linewidth": 2.0, "zorder": 3} for name in summary.candidates}
-    dashes = ["-", "--", "-.", ":"]
-    for i, baseline in enumerate(summary.baselines):
-        styles[baseline.name] = {"color": col[baseline.name], "linewidth": 1.4, "zorder": 2,
-                                 "linestyle": dashes[i % len(dashes)] if baseline.scope == "global" else "-"}
+    for baseline in summary.baselines:  # global ones dashed and on top: they often coincide with per-task ones
+        is_global = baseline.scope == "global"
+        styles[baseline.name] = {"color": col[baseline.name], "linewidth": 1.4, "zorder": 2.5 if is_global else 2,
+                                 "linestyle": "--" if is_global else "-"}
     return styles
 
 
@@ -92,7 +92,7 @@ def plot_task_curves(summary: Summary, path: str | os.PathLike, *, max_columns: 
     """
     plt = _pyplot()
     tasks = summary.tasks
-    ncols = min(max_columns, len(tasks))
+    ncols = min(max_columns, math.ceil(math.sqrt(len(tasks))))
     nrows = math.ceil(len(tasks) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 3.9 * nrows), squeeze=False)
     styles = _styles(summary)

@@ -81,34 +81,34 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
               f"`{dict(suite.options).get('family', 'mlp')}`" if suite.tuning_tasks else
               "each task's setting chosen on the suite's other tasks (leave-one-out)")
     quick = " (quick mode: tiny tasks on digits)" if dict(suite.options).get("quick") else ""
-    lines += [f"Suite `{suite.name}`: {suite_description(suite.name)}{quick}. {len(suite.tasks)} tasks, "
+    lines += [(f"Suite `{suite.name}`: {suite_description(suite.name)}{quick}. {len(suite.tasks)} tasks, "
               f"{steps} inner steps, {suite.num_seeds} seeds (the same initial params and batches for every "
-              f"optimizer), valid/test evaluated every {suite.eval_every} steps. Global baselines: {tuning}.", ""]
+              f"optimizer), valid/test evaluated every {suite.eval_every} steps. Global baselines: {tuning}."), ""]
     lines += ["Optimizers evaluated:", ""]
     lines += [f"- {_describe_optimizer(label, header['optimizers'][label])}" for label in summary.candidates]
     lines += ["", "Baselines (selection always on the validation loss at the end of training, mean over seeds):", ""]
     lines += [f"- `{b.name}`: {b.description} — runs: {search_description(b.runs)} "
               f"({len(header['optimizers'][b.runs]['settings'])} settings)" for b in summary.baselines]
     if summary.missing:
-        lines += ["", f"**Incomplete:** {summary.missing} baseline runs are missing from the results; re-run "
-                  "`lopt eval` with the same arguments to finish them."]
+        lines += ["", (f"**Incomplete:** {summary.missing} baseline runs are missing from the results; re-run "
+                  "`lopt eval` with the same arguments to finish them.")]
     lines += ["", "## Summary", ""]
     if summary.comparisons:
         rows = [[f"`{c.candidate}`", f"`{c.baseline}`", f"{c.win_fraction:.2f}",
                  f"{c.median_normalized_candidate:.3f} / {c.median_normalized_baseline:.3f}",
                  f"{c.median_improvement:+.3f}", _speed(c.median_speedup, steps)] for c in summary.comparisons]
-        lines += _table(["optimizer", "baseline", "win fraction", "median normalised test loss (optimizer / "
-                         "baseline)", "median improvement", "median speedup"], rows)
-        lines += ["", "- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
-                  "is lower than the tuned baseline's (ties count one half).",
-                  "- *normalised test loss*: 1 is the loss at initialisation, 0 the lowest test loss any baseline run "
-                  "reached on the task (TaskSet normalisation, clipped to [-2, 2], diverged = 2).",
-                  "- *improvement*: the baseline's normalised test loss minus the optimizer's (> 0: the optimizer "
-                  "is better).",
-                  "- *speedup* (VeLO): steps the baseline's per-step lower envelope of **training** loss (over its "
+        lines += _table(["optimizer", "baseline", "win fraction", ("median normalised test loss (optimizer / "
+                         "baseline)"), "median improvement", "median speedup"], rows)
+        lines += ["", ("- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
+                  "is lower than the tuned baseline's (ties count one half)."),
+                  ("- *normalised test loss*: 1 is the loss at initialisation, 0 the lowest test loss any baseline run "
+                  "reached on the task (TaskSet normalisation, clipped to [-2, 2], diverged = 2)."),
+                  ("- *improvement*: the baseline's normalised test loss minus the optimizer's (> 0: the optimizer "
+                  "is better)."),
+                  ("- *speedup* (VeLO): steps the baseline's per-step lower envelope of **training** loss (over its "
                   "whole search for per-task baselines, its one setting for global ones) needs to reach the "
                   f"optimizer's final training loss (mean of the last 5% of steps), divided by {steps}. "
-                  f"`> {(steps + 1) / steps:.2f}x`: the baseline never got there within {steps} steps."]
+                  f"`> {(steps + 1) / steps:.2f}x`: the baseline never got there within {steps} steps.")]
     else:
         lines += ["No candidate-versus-baseline comparisons (no candidates or no baselines)."]
     lines += ["", "## Figures", ""]
@@ -143,10 +143,10 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
         lines += ["", "Tuning tasks: " + "; ".join(t.label for t in suite.tuning_tasks) + "."]
     versions = header.get("versions", {})
     lines += ["", "## Files", "",
-              "- `results.csv`: one row per task x optimizer x hyperparameters x seed x step (train loss every "
-              "step; valid/test loss and accuracy at evaluation steps).",
-              "- `results.json`: the suite (every task config), the optimizers and searches, library versions "
-              f"({', '.join(f'{k} {v}' for k, v in versions.items())}).", ""]
+              ("- `results.csv`: one row per task x optimizer x hyperparameters x seed x step (train loss every "
+              "step; valid/test loss and accuracy at evaluation steps)."),
+              ("- `results.json`: the suite (every task config), the optimizers and searches, library versions "
+              f"({', '.join(f'{k} {v}' for k, v in versions.items())})."), ""]
     return "\n".join(lines)
 
 

@@ -223,7 +223,7 @@ def _samples(family: str, count: int, *, seed: int, stream: int, full_size: bool
 
 
 def _log_spaced_ints(low: int, high: int, count: int) -> list[int]:
-    return sorted({int(round(v)) for v in np.geomspace(low, high, count)})
+    return sorted({round(float(v)) for v in np.geomspace(low, high, count)})
 
 
 def _check_positive(name: str, value: Any) -> int:

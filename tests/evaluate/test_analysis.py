@@ -48,7 +48,7 @@ def results():
 
 
 def test_per_task_baseline_is_chosen_on_validation(results):
-    suite, res = results
+    _, res = results
     summary = summarize(res)
     a, b = summary.tasks
     assert a.chosen["adam_per_task"] == GRID[1]  # not GRID[2], the test-loss favourite
@@ -56,7 +56,7 @@ def test_per_task_baseline_is_chosen_on_validation(results):
 
 
 def test_global_baseline_leave_one_out_uses_the_other_tasks(results):
-    suite, res = results
+    _, res = results
     a, b = summarize(res).tasks
     # on task a, the choice comes from task b's validation losses alone, and vice versa
     assert a.chosen["adam_global"] == GRID[2]
@@ -64,7 +64,7 @@ def test_global_baseline_leave_one_out_uses_the_other_tasks(results):
 
 
 def test_normalised_losses_match_hand_computation(results):
-    suite, res = results
+    _, res = results
     a, b = summarize(res).tasks
     # task a: initial test loss 2.0; best test loss of any baseline run at any evaluation: 0.4
     assert a.initial_test == pytest.approx(2.0) and a.best_test == pytest.approx(0.4)
@@ -76,7 +76,7 @@ def test_normalised_losses_match_hand_computation(results):
 
 
 def test_comparisons_win_fraction_improvement_and_speedup(results):
-    suite, res = results
+    _, res = results
     summary = summarize(res)
     per_task = next(c for c in summary.comparisons if c.baseline == "adam_per_task")
     # test losses: a: cand 0.7 vs 0.6 (loses); b: cand 1.0 vs 0.5 (loses)

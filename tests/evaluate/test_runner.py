@@ -13,7 +13,7 @@ import lopt.learned
 from lopt.evaluate import evaluate, load, make_suite, resolve, runner, search_spec, train_cells
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_helpers import tiny_suite  # noqa: E402
+from eval_helpers import tiny_suite
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def _rows(directory):
 def test_interrupted_evaluation_resumes_without_redoing_finished_cells(tmp_path):
     suite = tiny_suite(num_tasks=2, num_tuning=1)
     candidates = [resolve("sgd:learning_rate=0.1")]
-    kwargs = dict(baselines="adam_global,adam_per_task", grid_size=3)
+    kwargs = {"baselines": "adam_global,adam_per_task", "grid_size": 3}
     first_run = []
 
     def stop_after_two_jobs(job, done):

@@ -41,6 +41,15 @@ def smooth(values: np.ndarray, window: int, *, relative: float = 0.0) -> np.ndar
         return np.where(n > 0, (sums - prev_sums) / np.maximum(n, 1), np.nan)
 
 
+def _style_step_axis(ax, ylabel: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("inner step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_learning_curves(runs: Mapping[str, object], path: str | os.PathLike, *, title: str = "") -> str:
     """Saves a PNG of training loss (every step) and valid/test loss and accuracy (periodic).
 
@@ -85,22 +94,11 @@ def plot_learning_curves(runs: Mapping[str, object], path: str | os.PathLike, *,
         if bool(np.asarray(curves.diverged)):
             loss_ax.axvline(int(curves.diverged_step) + 1, color=color, linestyle="-.", linewidth=1,
                             label=f"{label} diverged")
-    loss_ax.set_xscale("log")
     if positive:
         loss_ax.set_yscale("log")
-    loss_ax.set_xlabel("inner step")
-    loss_ax.set_ylabel("loss")
-    loss_ax.set_title("loss — solid: train (raw, smoothed), dashed ●: valid, dotted ■: test", fontsize=9)
-    loss_ax.grid(True, which="both", alpha=0.3)
-    loss_ax.legend(fontsize=8)
+    _style_step_axis(loss_ax, "loss", "loss — solid: train (raw, smoothed), dashed ●: valid, dotted ■: test")
     if has_accuracy:
-        acc_ax = axes[0, 1]
-        acc_ax.set_xscale("log")
-        acc_ax.set_xlabel("inner step")
-        acc_ax.set_ylabel("accuracy")
-        acc_ax.set_title("accuracy — dashed ●: valid, dotted ■: test", fontsize=9)
-        acc_ax.grid(True, which="both", alpha=0.3)
-        acc_ax.legend(fontsize=8)
+        _style_step_axis(axes[0, 1], "accuracy", "accuracy — dashed ●: valid, dotted ■: test")
     if title:
         import textwrap
 

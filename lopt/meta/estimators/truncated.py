@@ -66,7 +66,19 @@ class TruncatedBackprop:
 
 
 @dataclasses.dataclass(frozen=True)
-class TruncatedES:
+class _AntitheticEstimator:
+    """Fields and checks shared by the antithetic (ES-family) truncated estimators."""
+
+    problem: MetaProblem
+    num_tasks: int = 8
+    std: float = 0.01
+
+    def __post_init__(self):
+        _check(type(self).__name__, self.num_tasks, self.std)
+
+
+@dataclasses.dataclass(frozen=True)
+class TruncatedES(_AntitheticEstimator):
     """Truncated antithetic evolution strategies.
 
     Both members of a pair start each unroll from the slot's shared state with ``theta + eps``
@@ -79,13 +91,6 @@ class TruncatedES:
         num_tasks: antithetic pairs (each is two inner trainings).
         std: perturbation standard deviation.
     """
-
-    problem: MetaProblem
-    num_tasks: int = 8
-    std: float = 0.01
-
-    def __post_init__(self):
-        _check("TruncatedES", self.num_tasks, self.std)
 
     def init(self, theta, *, key) -> SlotState:
         return init_slots(self.problem, theta, key=key, num_tasks=self.num_tasks, num_members=1)
@@ -115,7 +120,7 @@ class PESState:
 
 
 @dataclasses.dataclass(frozen=True)
-class PES:
+class PES(_AntitheticEstimator):
     """Persistent evolution strategies (Vicol, Metz & Sohl-Dickstein, ICML 2021).
 
     Each antithetic pair keeps its own ``+`` and ``-`` trajectories across unrolls, and the sum
@@ -128,13 +133,6 @@ class PES:
         num_tasks: antithetic pairs.
         std: perturbation standard deviation.
     """
-
-    problem: MetaProblem
-    num_tasks: int = 8
-    std: float = 0.01
-
-    def __post_init__(self):
-        _check("PES", self.num_tasks, self.std)
 
     def init(self, theta, *, key) -> PESState:
         slots = init_slots(self.problem, theta, key=key, num_tasks=self.num_tasks, num_members=2)

@@ -22,7 +22,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not on this machine; the message says how to install them."""
 
 
-def _load_idx_directory(name: str, directory: str | os.PathLike, num_valid: int, hint: str):
+def _load_idx_directory(name: str, directory: str | os.PathLike, num_valid: int | None, hint: str):
     directory = Path(directory)
     try:
         files = {
@@ -37,6 +37,8 @@ def _load_idx_directory(name: str, directory: str | os.PathLike, num_valid: int,
     except FileNotFoundError as err:
         raise DatasetNotFoundError(f"Dataset {name!r} is not available: {err} {hint}") from None
     arrays = {part: read_idx(path) for part, path in files.items()}
+    if num_valid is None:
+        num_valid = min(10_000, len(arrays["train_x"]) // 6)
     train, valid = split_train_valid(arrays["train_x"], arrays["train_y"], num_valid)
     return {"train": train, "valid": valid, "test": (arrays["test_x"], arrays["test_y"])}
 
@@ -86,7 +88,7 @@ _LOADERS: dict[str, Callable[[], tuple[dict, int]]] = {
 
 
 def register_idx_directory(name: str, directory: str | os.PathLike, *, num_classes: int = 10,
-                           num_valid: int = 10_000) -> None:
+                           num_valid: int | None = None) -> None:
     """Registers a directory of standard IDX files (MNIST layout) as dataset ``name``.
 
     Args:
@@ -94,7 +96,9 @@ def register_idx_directory(name: str, directory: str | os.PathLike, *, num_class
         directory: holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
             ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``).
         num_classes: number of labels.
-        num_valid: the last ``num_valid`` training examples become the validation split.
+        num_valid: the last ``num_valid`` training examples become the validation split;
+            ``None`` takes 10,000 or a sixth of the training examples, whichever is smaller
+            (10,000 for the 60,000-image MNIST layout).
 
     Example:
         >>> from lopt.tasks import datasets
@@ -107,7 +111,7 @@ def register_idx_directory(name: str, directory: str | os.PathLike, *, num_class
     hint = f"Check that {directory} holds the four IDX files."
     _LOADERS[name] = lambda: (_load_idx_directory(name, directory, num_valid, hint), num_classes)
     _load_raw.cache_clear()
-    load.cache_clear()
+    _load_resized.cache_clear()
 
 
 def names() -> tuple[str, ...]:
@@ -132,12 +136,11 @@ def available() -> tuple[str, ...]:
     return tuple(found)
 
 
-@functools.lru_cache(maxsize=None)
 def load(name: str, image_size: int = 28) -> Dataset:
     """Loads dataset ``name`` resized to ``image_size x image_size`` (cached per process).
 
-    Splits are fixed: Fashion-MNIST/IDX directories use the last 10,000 training images as
-    ``valid`` and the official test set as ``test``; ``digits`` uses a fixed permutation
+    Splits are fixed: Fashion-MNIST uses the last 10,000 training images as ``valid`` and the
+    official test set as ``test`` (IDX directories likewise, see :func:`register_idx_directory`); ``digits`` uses a fixed permutation
     (1,200 / 300 / 297); ``synthetic`` is generated from fixed seeds (2,048 / 512 / 512).
     Images are stored as uint8 and normalised to zero mean and unit variance per batch.
     A name of the form ``"idx:/some/dir"`` loads that IDX directory directly.
@@ -156,11 +159,20 @@ def load(name: str, image_size: int = 28) -> Dataset:
         (8, 8, 1)
     """
     image_size = check_image_size(image_size)
+    if not isinstance(name, str):
+        raise TypeError(f"load: name={name!r} must be a string, e.g. 'fashion_mnist'.")
     if name.startswith("idx:") and name not in _LOADERS:
         register_idx_directory(name, name[4:])
     if name not in _LOADERS:
         raise ValueError(f"Unknown dataset {name!r}; known datasets: {names()} "
                          "(or 'idx:<directory>' for a directory of IDX files).")
+    # One cache entry per (name, size) however the arguments were spelled, so every task of a
+    # dataset shares the same device arrays (and can be stacked).
+    return _load_resized(name, image_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_resized(name: str, image_size: int) -> Dataset:
     raw, num_classes = _load_raw(name)
     splits = {split: (resize_uint8(x, image_size), y) for split, (x, y) in raw.items()}
     return Dataset.from_numpy(name, splits, num_classes=num_classes)

@@ -26,20 +26,27 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         ValueError: if the file is not a valid IDX file.
 
     Example:
-        >>> import numpy as np, tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte")
-        >>> _ = open(path, "wb").write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "x-idx1-ubyte"
+        >>> _ = path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
         >>> read_idx(path)
         array([7, 8, 9], dtype=uint8)
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError) as err:
+        raise ValueError(f"{path} is not a valid gzip file ({err}); re-download it or remove the .gz "
+                         "suffix if it is not compressed.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r}).")
     dtype, ndim = np.dtype(_DTYPES[raw[2]]), raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: the header declares {ndim} dimensions ({header} bytes) but the file holds "
+                         f"only {len(raw)} bytes; the file is truncated or corrupted.")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:

@@ -77,13 +77,21 @@ class QuadraticFamily(TaskFamily):
                 "seed": int(rng.integers(2**31))}
 
     def validate(self, cfg: TaskConfig):
-        if not isinstance(cfg["dim"], int) or cfg["dim"] < 1:
+        if isinstance(cfg["dim"], bool) or not isinstance(cfg["dim"], int) or cfg["dim"] < 1:
             raise ValueError(f"quadratic: dim={cfg['dim']!r} must be a positive integer.")
+        for key in ("condition_number", "noise", "init_scale"):
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"quadratic: {key}={value!r} must be a number.")
         if cfg["condition_number"] < 1:
             raise ValueError(f"quadratic: condition_number={cfg['condition_number']} must be >= 1.")
         for key in ("noise", "init_scale"):
             if cfg[key] < 0:
                 raise ValueError(f"quadratic: {key}={cfg[key]} must be >= 0.")
+        if not isinstance(cfg["rotate"], bool):
+            raise ValueError(f"quadratic: rotate={cfg['rotate']!r} must be True or False.")
+        if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int) or cfg["seed"] < 0:
+            raise ValueError(f"quadratic: seed={cfg['seed']!r} must be a non-negative integer.")
 
     def make_task(self, cfg):
         rng = np.random.default_rng(cfg["seed"])

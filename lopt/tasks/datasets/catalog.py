@@ -140,9 +140,10 @@ def load(name: str, image_size: int = 28) -> Dataset:
     """Loads dataset ``name`` resized to ``image_size x image_size`` (cached per process).
 
     Splits are fixed: Fashion-MNIST uses the last 10,000 training images as ``valid`` and the
-    official test set as ``test`` (IDX directories likewise, see :func:`register_idx_directory`); ``digits`` uses a fixed permutation
-    (1,200 / 300 / 297); ``synthetic`` is generated from fixed seeds (2,048 / 512 / 512).
-    Images are stored as uint8 and normalised to zero mean and unit variance per batch.
+    official test set as ``test`` (IDX directories likewise, see :func:`register_idx_directory`);
+    ``digits`` uses a fixed permutation (1,200 / 300 / 297); ``synthetic`` is generated from
+    fixed seeds (2,048 / 512 / 512). Images are stored as uint8 and normalised to zero mean and
+    unit variance per batch.
     A name of the form ``"idx:/some/dir"`` loads that IDX directory directly.
 
     Args:

@@ -13,6 +13,7 @@ from lopt.tasks.base import SPLITS, Task, TaskSpec
 from lopt.tasks.classification import ClassificationSpec, ClassificationTask
 from lopt.tasks.config import TaskConfig
 from lopt.tasks.families import (
+    CharRNNLMFamily,
     ConvFCFamily,
     ConvFCTask,
     ConvPoolingFamily,
@@ -21,6 +22,8 @@ from lopt.tasks.families import (
     MLPTask,
     QuadraticFamily,
     QuadraticTask,
+    RNNTextClassificationFamily,
+    WordRNNLMFamily,
 )
 from lopt.tasks.family import TaskFamily, build, get, names, register, sample
 from lopt.tasks.stacking import stack, vmap_axes
@@ -29,6 +32,9 @@ register(QuadraticFamily())
 register(MLPFamily())
 register(ConvPoolingFamily())
 register(ConvFCFamily())
+register(CharRNNLMFamily())
+register(WordRNNLMFamily())
+register(RNNTextClassificationFamily())
 
 __all__ = [
     "SPLITS",

@@ -2,8 +2,8 @@
 
 Example:
     >>> import jax, lopt
-    >>> lopt.tasks.names()[:2]
-    ('conv_fc', 'conv_pooling')
+    >>> {"quadratic", "mlp", "conv_pooling", "conv_fc"} <= set(lopt.tasks.names())
+    True
     >>> cfg = lopt.tasks.sample("mlp", jax.random.key(0))
     >>> task = lopt.tasks.build(cfg)
 """

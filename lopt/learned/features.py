@@ -105,8 +105,8 @@ def momentum_update(m: PyTree, grads: PyTree, decays: Any) -> PyTree:
     Example:
         >>> import jax.numpy as jnp
         >>> m = momentum_update({"x": jnp.zeros((1, 2))}, {"x": jnp.ones(1)}, [0.5, 0.9])
-        >>> m["x"].tolist()
-        [[0.5, 0.10000000149011612]]
+        >>> [round(v, 4) for v in m["x"][0].tolist()]
+        [0.5, 0.1]
     """
     d = _decay_array(decays)
     return jax.tree.map(lambda a, g: d * a + (1.0 - d) * g.astype(_f32)[..., None], m, grads)

@@ -16,8 +16,8 @@ Example:
     >>> opt = lopt_.optimizer(theta)
     >>> state = opt.init({"w": jnp.ones(2)})
     >>> upd, state = opt.update({"w": jnp.ones(2)}, state)
-    >>> upd["w"].tolist()
-    [-0.009999999776482582, -0.009999999776482582]
+    >>> [round(u, 6) for u in upd["w"].tolist()]
+    [-0.01, -0.01]
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def mlp_flops(sizes: Sequence[int], n_context: int = 0) -> int:
 
     Example:
         >>> mlp_flops([19, 32, 32, 2], n_context=11)
-        2756
+        2818
     """
     sizes = list(sizes)
     sizes[0] -= n_context

@@ -60,6 +60,18 @@ def make_params(n: int) -> dict:
     }
 
 
+def available_bytes() -> float:
+    """Free host memory (Linux ``MemAvailable``); ``inf`` where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
 def tree_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
@@ -81,6 +93,14 @@ def bench_one(arch: str, params: dict, grads: dict, *, repeats: int, warmup: int
         def build(theta):
             return lo.optimizer(theta, num_steps=HORIZON)
 
+    if jax.devices()[0].platform == "cpu":
+        # The step holds the old and new state and temporaries of about the same size:
+        # refuse rather than push a shared machine into swapping or the OOM killer.
+        need = 5 * (lo.state_bytes_per_param() if arch != "adam" else 8) * n + 6 * 4 * n
+        if need > 0.8 * available_bytes():
+            raise MemoryError(
+                f"needs about {need / 2**30:.1f} GiB, {available_bytes() / 2**30:.1f} GiB available"
+            )
     state = build(theta).init(params)
     state_bytes = tree_bytes(state)
 

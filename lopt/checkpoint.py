@@ -44,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT_VERSION",
+    "atomic_write",
     "check_tree",
     "leaf_names",
     "load_tree",
@@ -233,7 +234,21 @@ def _encode(arrays: dict[str, np.ndarray], meta_json: str) -> bytes:
     return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(chunks)
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+def atomic_write(path: PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
+
+    A reader sees either the old file or the new one, never a partial write; the folder is
+    created if needed.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "notes.txt")
+        >>> atomic_write(p, b"hello")
+        >>> import pathlib
+        >>> pathlib.Path(p).read_bytes()
+        b'hello'
+    """
+    path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -311,8 +326,11 @@ def save_tree(path: PathLike, tree: Any, metadata: dict[str, Any] | None = None)
         meta_json = json.dumps(doc)
     except TypeError as e:
         raise TypeError(f"metadata must be JSON-serialisable: {e}.") from e
-    _atomic_write(path, _encode(arrays, meta_json))
+    atomic_write(path, _encode(arrays, meta_json))
     return path
+
+
+_atomic_write = atomic_write  # older name, used by other modules
 
 
 def _read(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -7,7 +7,8 @@ and state donated (updated in place where the backend allows). theta is an argum
 the jitted step, as during meta-training. Reported per architecture and size:
 
 * ``ms``: median wall time of one step (after compilation and warm-up);
-* ``x_adam``: that time divided by ``optax.adam``'s at the same size;
+* ``x_adam``: that time divided by ``optax.adam``'s at the same size (median over pairs
+  of calls alternating Adam and the architecture, so a busy machine slows both alike);
 * ``state_bytes_per_param``: bytes of optimizer state / number of parameters (measured);
 * ``flops_per_param``: the architecture's own FLOP estimate per parameter per step;
 * ``gflops``: ``flops_per_param * n / time`` (the per-parameter network's achieved rate);
@@ -76,77 +77,88 @@ def tree_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def bench_one(arch: str, params: dict, grads: dict, *, repeats: int, warmup: int) -> dict:
-    n = sum(x.size for x in jax.tree.leaves(params))
-    if arch == "adam":
-        theta = {}
-        flops = 12.0
+class Stepper:
+    """One compiled optimizer step for ``arch`` on ``params``; ``run()`` times one call."""
 
-        def build(theta):
-            del theta
-            return optax.adam(1e-3)
-    else:
-        lo = lopt.learned.get(arch)
-        theta = lo.init(jax.random.key(0))
-        flops = float(lo.flops_per_param())
+    def __init__(self, arch: str, params: dict, grads: dict):
+        n = sum(x.size for x in jax.tree.leaves(params))
+        if arch == "adam":
+            theta, flops, state_per_param = {}, 12.0, 8
 
-        def build(theta):
-            return lo.optimizer(theta, num_steps=HORIZON)
+            def build(theta):
+                del theta
+                return optax.adam(1e-3)
+        else:
+            lo = lopt.learned.get(arch)
+            theta = lo.init(jax.random.key(0))
+            flops, state_per_param = float(lo.flops_per_param()), lo.state_bytes_per_param()
 
-    if jax.devices()[0].platform == "cpu":
-        # The step holds the old and new state and temporaries of about the same size:
-        # refuse rather than push a shared machine into swapping or the OOM killer.
-        need = 5 * (lo.state_bytes_per_param() if arch != "adam" else 8) * n + 6 * 4 * n
-        if need > 0.8 * available_bytes():
-            raise MemoryError(
-                f"needs about {need / 2**30:.1f} GiB, {available_bytes() / 2**30:.1f} GiB available"
-            )
-    state = build(theta).init(params)
-    state_bytes = tree_bytes(state)
+            def build(theta):
+                return lo.optimizer(theta, num_steps=HORIZON)
 
-    donate = (0, 1) if jax.devices()[0].platform != "cpu" else ()
+        if jax.devices()[0].platform == "cpu":
+            # The step holds the old and new state and temporaries of about the same size:
+            # refuse rather than push a shared machine into swapping or the OOM killer.
+            need = 5 * state_per_param * n + 6 * 4 * n
+            if need > 0.8 * available_bytes():
+                raise MemoryError(
+                    f"needs about {need / 2**30:.1f} GiB, "
+                    f"{available_bytes() / 2**30:.1f} GiB available"
+                )
+        state = build(theta).init(params)
+        donate = (0, 1) if jax.devices()[0].platform != "cpu" else ()
 
-    def step(params, state, theta, grads, loss):
-        opt = build(theta)
-        updates, state = opt.update(grads, state, params, loss=loss)
-        return optax.apply_updates(params, updates), state
+        def step(params, state, theta, grads, loss):
+            opt = build(theta)
+            updates, state = opt.update(grads, state, params, loss=loss)
+            return optax.apply_updates(params, updates), state
 
-    loss = jnp.asarray(1.0, jnp.float32)
-    start = time.perf_counter()
-    compiled = (
-        jax.jit(step, donate_argnums=donate).lower(params, state, theta, grads, loss).compile()
-    )
-    compile_s = time.perf_counter() - start
+        loss = jnp.asarray(1.0, jnp.float32)
+        start = time.perf_counter()
+        jitted = jax.jit(step, donate_argnums=donate)
+        self.compiled = jitted.lower(params, state, theta, grads, loss).compile()
+        self.compile_s = time.perf_counter() - start
+        self.args = (theta, grads, loss)
+        self.p = jax.tree.map(jnp.copy, params) if donate else params
+        self.s = state
+        self.info = {
+            "arch": arch,
+            "n_params": n,
+            "state_bytes_per_param": tree_bytes(state) / n,
+            "flops_per_param": flops,
+            "compile_s": self.compile_s,
+        }
 
-    p, s = params, state
-    if donate:  # keep the caller's buffers alive
-        p = jax.tree.map(jnp.copy, params)
-    t = time.perf_counter()
-    for _ in range(warmup):
-        p, s = compiled(p, s, theta, grads, loss)
-    jax.block_until_ready((p, s))
-    per_call = (time.perf_counter() - t) / max(warmup, 1)
+    def run(self) -> float:
+        t = time.perf_counter()
+        self.p, self.s = self.compiled(self.p, self.s, *self.args)
+        jax.block_until_ready((self.p, self.s))
+        return time.perf_counter() - t
+
+    def finite(self) -> bool:
+        return bool(all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(self.p)))
+
+
+def bench_one(arch: str, adam: Stepper, params, grads, *, repeats: int, warmup: int) -> dict:
+    """Times ``arch`` interleaved with Adam (A, B, A, B...), robust to a busy machine."""
+    stepper = adam if arch == "adam" else Stepper(arch, params, grads)
+    per_call = max(stepper.run() for _ in range(max(warmup, 1)))
     # Slow steps get fewer repeats (at least 3), so one size takes at most ~30 s per arch.
     repeats = max(3, min(repeats, int(30.0 / max(per_call, 1e-9))))
-    times = []
+    times, adam_times = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        p, s = compiled(p, s, theta, grads, loss)
-        jax.block_until_ready((p, s))
-        times.append(time.perf_counter() - t)
+        adam_times.append(adam.run())
+        times.append(stepper.run())
     ms = 1e3 * statistics.median(times)
-    finite = bool(all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(p)))
     return {
-        "arch": arch,
-        "n_params": n,
+        **stepper.info,
         "ms": ms,
         "ms_min": 1e3 * min(times),
-        "state_bytes_per_param": state_bytes / n,
-        "flops_per_param": flops,
-        "gflops": flops * n / (ms * 1e-3) / 1e9,
-        "compile_s": compile_s,
+        "adam_ms": 1e3 * statistics.median(adam_times),
+        "x_adam": statistics.median([t / a for t, a in zip(times, adam_times)]),
+        "gflops": stepper.info["flops_per_param"] * stepper.info["n_params"] / (ms * 1e-3) / 1e9,
         "repeats": repeats,
-        "finite": finite,
+        "finite": stepper.finite(),
     }
 
 
@@ -203,7 +215,7 @@ def main(argv=None) -> int:
             [jnp.asarray(rng.standard_normal(x.shape, np.float32)) for x in leaves]
         )
         n = sum(x.size for x in jax.tree.leaves(params))
-        adam_ms = None
+        adam = Stepper("adam", params, grads)
         print(f"\n{n / 1e6:.2f}M params ({NUM_LAYERS} layers)")
         print(
             f"{'arch':>16} {'ms/step':>10} {'x adam':>8} {'state B/param':>14} "
@@ -211,16 +223,13 @@ def main(argv=None) -> int:
         )
         for arch in archs:
             try:
-                r = bench_one(arch, params, grads, repeats=args.repeats, warmup=args.warmup)
+                r = bench_one(arch, adam, params, grads, repeats=args.repeats, warmup=args.warmup)
             except Exception as e:  # noqa: BLE001 - record and continue (e.g. out of memory)
                 r = {"arch": arch, "n_params": n, "error": f"{type(e).__name__}: {str(e)[:300]}"}
                 print(f"{arch:>16} failed: {r['error']}")
                 results.append(r)
                 write()
                 continue
-            if arch == "adam":
-                adam_ms = r["ms"]
-            r["x_adam"] = r["ms"] / adam_ms if adam_ms else float("nan")
             results.append(r)
             print(
                 f"{arch:>16} {r['ms']:>10.3f} {r['x_adam']:>8.1f} {r['state_bytes_per_param']:>14.1f} "

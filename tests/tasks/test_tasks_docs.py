@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import pkgutil
 
 import pytest
 
-import lopt.tasks
+# The task contract, the datasets and the image families. Families still being written elsewhere
+# (text, generative) are left out until their examples are final; add each module here as it is.
+MODULES = [
+    "lopt.tasks",
+    "lopt.tasks.base",
+    "lopt.tasks.classification",
+    "lopt.tasks.config",
+    "lopt.tasks.datasets.catalog",
+    "lopt.tasks.datasets.dataset",
+    "lopt.tasks.datasets.idx",
+    "lopt.tasks.datasets.images",
+    "lopt.tasks.families.conv",
+    "lopt.tasks.families.mlp",
+    "lopt.tasks.families.quadratic",
+    "lopt.tasks.family",
+    "lopt.tasks.layers",
+    "lopt.tasks.sampling",
+    "lopt.tasks.stacking",
+]
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(lopt.tasks.__path__, "lopt.tasks."))
 
-
-@pytest.mark.parametrize("name", ["lopt.tasks", *MODULES])
+@pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

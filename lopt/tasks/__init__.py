@@ -18,8 +18,14 @@ from lopt.tasks.families import (
     ConvFCTask,
     ConvPoolingFamily,
     ConvPoolingTask,
+    FixedFamily,
+    LosgFamily,
+    MAFFamily,
+    MLPAutoencoderFamily,
     MLPFamily,
     MLPTask,
+    MLPVAEFamily,
+    NVPFamily,
     QuadraticFamily,
     QuadraticTask,
     RNNTextClassificationFamily,
@@ -35,6 +41,12 @@ register(ConvFCFamily())
 register(CharRNNLMFamily())
 register(WordRNNLMFamily())
 register(RNNTextClassificationFamily())
+register(LosgFamily())
+register(MLPAutoencoderFamily())
+register(MLPVAEFamily())
+register(NVPFamily())
+register(MAFFamily())
+register(FixedFamily())
 
 __all__ = [
     "SPLITS",
@@ -44,8 +56,14 @@ __all__ = [
     "ConvFCTask",
     "ConvPoolingFamily",
     "ConvPoolingTask",
+    "FixedFamily",
+    "LosgFamily",
+    "MAFFamily",
+    "MLPAutoencoderFamily",
     "MLPFamily",
     "MLPTask",
+    "MLPVAEFamily",
+    "NVPFamily",
     "QuadraticFamily",
     "QuadraticTask",
     "Task",

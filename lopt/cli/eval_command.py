@@ -25,7 +25,7 @@ from lopt.evaluate import (
     resolve,
     suite_names,
 )
-from lopt.evaluate.analysis import summarize
+from lopt.evaluate.analysis import format_speedup, summarize
 from lopt.evaluate.report import write_report
 from lopt.evaluate.results import load
 from lopt.evaluate.suites import suite_description
@@ -94,8 +94,7 @@ def _print_summary(report_path) -> None:
         print(f"{'optimizer':<24} {'baseline':<18} {'win frac':>8} {'median norm. test loss':>24} "
               f"{'median speedup':>15}")
         for c in summary.comparisons:
-            speed = c.median_speedup
-            speed_text = (f"> {(steps + 1) / steps:.2f}x" if speed == float("inf") else f"{speed:.2f}x")
+            speed_text = format_speedup(c.median_speedup, steps)
             print(f"{c.candidate:<24} {c.baseline:<18} {c.win_fraction:>8.2f} "
                   f"{c.median_normalized_candidate:>11.3f} / {c.median_normalized_baseline:<10.3f} {speed_text:>15}")
     print(f"report: {report_path}")

@@ -29,7 +29,21 @@ from lopt.evaluate.suites import Suite, SuiteTask
 from lopt.plotting import smooth
 
 __all__ = ["Comparison", "Summary", "TaskSummary", "final_test_loss", "final_train_loss", "final_valid_loss",
-           "smoothed_train_loss", "summarize"]
+           "format_speedup", "smoothed_train_loss", "summarize"]
+
+
+def format_speedup(value: float, num_steps: int) -> str:
+    """``"1.23x"``, ``"0.004x"`` (two significant digits below 0.1), ``"> 1.00x"`` when never reached.
+
+    Example:
+        >>> format_speedup(0.0042, 500), format_speedup(float("inf"), 500), format_speedup(2.5, 500)
+        ('0.0042x', '> 1.00x', '2.50x')
+    """
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return f"> {(num_steps + 1) / num_steps:.2f}x"
+    return f"{value:.2g}x" if value < 0.1 else f"{value:.2f}x"
 
 
 def _window(num_steps: int) -> int:

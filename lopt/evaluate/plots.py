@@ -16,7 +16,7 @@ import textwrap
 
 import numpy as np
 
-from lopt.evaluate.analysis import Summary, smoothed_train_loss
+from lopt.evaluate.analysis import Summary, format_speedup, smoothed_train_loss
 from lopt.plotting import smooth
 
 __all__ = ["colors", "plot_improvement", "plot_normalized", "plot_sweeps", "plot_task_curves"]
@@ -74,7 +74,7 @@ def _log_axis(ax, which: str = "y") -> None:
 
 
 def _save(fig, path: str | os.PathLike) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
     return str(path)
 
@@ -94,7 +94,7 @@ def plot_task_curves(summary: Summary, path: str | os.PathLike, *, max_columns: 
     tasks = summary.tasks
     ncols = min(max_columns, math.ceil(math.sqrt(len(tasks))))
     nrows = math.ceil(len(tasks) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 3.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.7 * nrows), squeeze=False)
     styles = _styles(summary)
     handles = {}
     for ax, task in zip(axes.ravel(), tasks):
@@ -175,7 +175,7 @@ def plot_improvement(summary: Summary, path: str | os.PathLike) -> str:
             speed = np.sort(comp.speedups)[::-1]
             finite = np.isfinite(speed)
             right.plot(x[finite], speed[finite], marker=marker, color=col[comp.baseline],
-                       label=f"vs {comp.baseline}: median {_speed_text(comp.median_speedup, num_steps)}")
+                       label=f"vs {comp.baseline}: median {format_speedup(comp.median_speedup, num_steps)}")
             if (~finite).any():
                 right.plot(x[~finite], np.full((~finite).sum(), cap), marker="^", linestyle="none",
                            color=col[comp.baseline], markersize=9, markeredgecolor="black")
@@ -203,14 +203,6 @@ def plot_improvement(summary: Summary, path: str | os.PathLike) -> str:
             ax.set_xticks(np.arange(1, n + 1))
     fig.tight_layout()
     return _save(fig, path)
-
-
-def _speed_text(value: float, num_steps: int) -> str:
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return f"> {(num_steps + 1) / num_steps:.2f}x (baseline never got there)"
-    return f"{value:.2f}x"
 
 
 def plot_sweeps(summary: Summary, path: str | os.PathLike) -> str | None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from lopt.evaluate import plots
-from lopt.evaluate.analysis import Summary, summarize
+from lopt.evaluate.analysis import Summary, format_speedup, summarize
 from lopt.evaluate.baselines import search_description
 from lopt.evaluate.results import load
 from lopt.evaluate.suites import suite_description
@@ -44,14 +44,6 @@ def _num(value: float, digits: int = 4) -> str:
     if math.isnan(value):
         return "diverged"
     return f"{value:.{digits}g}"
-
-
-def _speed(value: float, num_steps: int) -> str:
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return f"> {(num_steps + 1) / num_steps:.2f}x"
-    return f"{value:.2f}x"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -96,7 +88,7 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     if summary.comparisons:
         rows = [[f"`{c.candidate}`", f"`{c.baseline}`", f"{c.win_fraction:.2f}",
                  f"{c.median_normalized_candidate:.3f} / {c.median_normalized_baseline:.3f}",
-                 f"{c.median_improvement:+.3f}", _speed(c.median_speedup, steps)] for c in summary.comparisons]
+                 f"{c.median_improvement:+.3f}", format_speedup(c.median_speedup, steps)] for c in summary.comparisons]
         lines += _table(["optimizer", "baseline", "win fraction", ("median normalised test loss (optimizer / "
                          "baseline)"), "median improvement", "median speedup"], rows)
         lines += ["", ("- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
@@ -129,7 +121,7 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     if summary.candidates and summary.baselines:
         lines += ["", "Speedup (training loss) of each optimizer over each baseline.", ""]
         pairs = [(c, b.name) for c in summary.candidates for b in summary.baselines]
-        rows = [[t.task.label] + [_speed(t.speedup(c, b), steps) for c, b in pairs] for t in summary.tasks]
+        rows = [[t.task.label] + [format_speedup(t.speedup(c, b), steps) for c, b in pairs] for t in summary.tasks]
         lines += _table(["task"] + [f"`{c}` vs `{b}`" for c, b in pairs], rows)
     if summary.baselines:
         lines += ["", "## Chosen baseline settings", ""]

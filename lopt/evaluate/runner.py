@@ -113,7 +113,7 @@ def optimizer_specs(candidates: Sequence[OptimizerSpec], baselines: Sequence[Bas
     """Every spec an evaluation runs, by label: the candidates, then the baselines' searches.
 
     Raises:
-        ValueError: two candidates share a label, or a candidate uses a search's label.
+        ValueError: two candidates share a label, or a candidate uses a baseline's or a search's name.
     """
     specs: dict[str, OptimizerSpec] = {}
     for spec in candidates:
@@ -122,6 +122,10 @@ def optimizer_specs(candidates: Sequence[OptimizerSpec], baselines: Sequence[Bas
         if spec.label in specs:
             raise ValueError(f"two optimizers are labelled {spec.label!r}; give them distinct labels.")
         specs[spec.label] = spec
+    names = {b.name for b in baselines}
+    clash = sorted(names & set(specs))
+    if clash:
+        raise ValueError(f"optimizer label {clash[0]!r} is the name of a baseline; label your optimizer differently.")
     for baseline in baselines:
         if baseline.runs not in specs:
             specs[baseline.runs] = search_spec(baseline.runs, num_trials=num_trials, grid_size=grid_size,

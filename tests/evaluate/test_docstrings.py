@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-LIGHT = ["metrics", "optimizer_spec", "baselines", "suites", "results", "report"]
+LIGHT = ["metrics", "optimizer_spec", "baselines", "suites", "results", "analysis", "report"]
 TRAINING = ["runner", "__init__"]
 
 

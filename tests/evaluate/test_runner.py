@@ -149,3 +149,15 @@ def test_quick_suite_tasks_share_one_structure():
     suite = make_suite("iid", quick=True, num_tasks=2)  # digits and synthetic (no Fashion-MNIST loading)
     specs = {lopt.tasks.build(t.config).spec for t in suite.tasks}
     assert len(specs) == 1 and len({t.id for t in suite.tasks}) == len(suite.tasks)
+
+
+def test_labels_must_not_clash_with_baselines_or_each_other():
+    from lopt.evaluate import optimizer_specs, parse_baselines
+
+    baselines = parse_baselines("adam_per_task")
+    with pytest.raises(ValueError, match="name of a baseline"):
+        optimizer_specs([resolve("adam", label="adam_per_task")], baselines)
+    with pytest.raises(ValueError, match="reserved"):
+        optimizer_specs([resolve("adam", label="adam_lr_grid")], baselines)
+    with pytest.raises(ValueError, match="distinct labels"):
+        optimizer_specs([resolve("adam"), resolve("adam")], baselines)

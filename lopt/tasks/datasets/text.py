@@ -44,6 +44,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import zlib
@@ -512,11 +513,9 @@ def _vocabulary(name: str, level: str, vocab_size: int | None) -> Vocabulary:
 def _encoded(name: str, level: str, vocab_size: int | None) -> dict[str, list[np.ndarray]]:
     vocab = _vocabulary(name, level, vocab_size)
     out = {}
-    for split, docs in _tokenized(name, level).items():
-        if level == "char":  # one vectorised lookup for the whole split
-            out[split] = np.split(vocab.encode("".join(docs)), np.cumsum([len(d) for d in docs])[:-1])
-        else:
-            out[split] = [vocab.encode(units) for units in docs]
+    for split, docs in _tokenized(name, level).items():  # one lookup per split, then cut per document
+        units = "".join(docs) if level == "char" else list(itertools.chain.from_iterable(docs))
+        out[split] = np.split(vocab.encode(units), np.cumsum([len(d) for d in docs])[:-1])
     return out
 
 

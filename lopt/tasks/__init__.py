@@ -9,6 +9,19 @@ Example:
 """
 
 from lopt.tasks import datasets, layers
+from lopt.tasks.augment import (
+    AugmentedFamily,
+    LossScaleTask,
+    LowPrecisionTask,
+    ReparamTask,
+    SubsampleTask,
+    TaskWrapper,
+    augment,
+    low_precision,
+    reparameterize,
+    scale_loss,
+    subsample,
+)
 from lopt.tasks.base import SPLITS, Task, TaskSpec
 from lopt.tasks.classification import ClassificationSpec, ClassificationTask
 from lopt.tasks.config import TaskConfig
@@ -47,9 +60,11 @@ register(MLPVAEFamily())
 register(NVPFamily())
 register(MAFFamily())
 register(FixedFamily())
+register(AugmentedFamily())
 
 __all__ = [
     "SPLITS",
+    "AugmentedFamily",
     "ClassificationSpec",
     "ClassificationTask",
     "ConvFCFamily",
@@ -58,6 +73,8 @@ __all__ = [
     "ConvPoolingTask",
     "FixedFamily",
     "LosgFamily",
+    "LossScaleTask",
+    "LowPrecisionTask",
     "MAFFamily",
     "MLPAutoencoderFamily",
     "MLPFamily",
@@ -66,17 +83,25 @@ __all__ = [
     "NVPFamily",
     "QuadraticFamily",
     "QuadraticTask",
+    "ReparamTask",
+    "SubsampleTask",
     "Task",
     "TaskConfig",
     "TaskFamily",
     "TaskSpec",
+    "TaskWrapper",
+    "augment",
     "build",
     "datasets",
     "get",
     "layers",
+    "low_precision",
     "names",
     "register",
+    "reparameterize",
     "sample",
+    "scale_loss",
     "stack",
+    "subsample",
     "vmap_axes",
 ]

@@ -162,14 +162,15 @@ def test_hyper_requires_num_steps_and_uses_it():
     params = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((3, 2)), jnp.float32)}
 
     @jax.jit
+    @jax.vmap
     def run(horizon):
         opt = lo.optimizer(theta, num_steps=horizon)
-        _, state = opt.update(params, opt.init(params), params, loss=1.0)
+        state = opt.init(params)._replace(count=jnp.asarray(50, jnp.int32))
         updates, _ = opt.update(params, state, params, loss=1.0)
         return updates
 
-    a, b = run(jnp.asarray(10)), run(jnp.asarray(10_000))
-    assert not np.allclose(a["w"], b["w"])
+    out = run(jnp.asarray([100, 10_000]))  # 50% vs 0.5% of training done
+    assert not np.allclose(out["w"][0], out["w"][1])
 
 
 def test_hyper_updates_are_relative_to_parameter_scale():
@@ -188,23 +189,16 @@ def test_hierarchical_reads_the_validation_loss():
     lo = HierarchicalLOpt()
     theta = lo.init(jax.random.key(0))
     params, loss_fn = _problem()
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
 
     @jax.jit
     @jax.vmap
-    def run(valid_scale):
+    def run(valid_loss):
         opt = lo.optimizer(theta)
+        return opt.update(grads, opt.init(params), params, loss=loss, valid_loss=valid_loss)
 
-        def body(carry, _):
-            p, s = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            u, s = opt.update(g, s, p, loss=loss, valid_loss=valid_scale * loss)
-            return (optax.apply_updates(p, u), s), u
-
-        (_, state), us = jax.lax.scan(body, (params, opt.init(params)), None, length=4)
-        return jax.tree.map(lambda x: x[-1], us), state
-
-    updates, state = run(jnp.asarray([0.5, 3.0]))
-    assert state.valid_loss.count.tolist() == [4, 4]
+    updates, state = run(jnp.stack([0.5 * loss, 3.0 * loss]))
+    assert state.valid_loss.count.tolist() == [1, 1]
     # A validation loss below or above the training loss changes the update.
     assert not np.allclose(updates["w"][0], updates["w"][1])
 
@@ -303,8 +297,10 @@ def test_mlp_matches_a_per_tensor_reference_implementation():
     lo = MLPLOpt()
     theta = lo.init(jax.random.key(3))
     params, loss_fn = _problem()
+    del loss_fn
     params["s"] = jnp.asarray(0.7)
-    grads = jax.grad(lambda p: loss_fn({k: p[k] for k in ("w", "b", "k")}) + p["s"] ** 2)(params)
+    rng = np.random.default_rng(5)
+    grads = {k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32) for k, v in params.items()}
     decays = np.asarray(lo.decays, np.float32)
     net = theta["mlp"]
 

@@ -114,6 +114,15 @@ def test_vmap_over_thetas(name):
     np.testing.assert_allclose(losses[1], losses1, rtol=1e-4, atol=1e-6)
 
 
+# The per-tensor architectures take the longest to compile under grad (tens of seconds on
+# a 2-core CPU); they still run by default, `-m "not slow"` skips them.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("hierarchical", "hyper") else n
+        for n in NAMES
+    ],
+)
 def test_grad_wrt_theta_after_10_step_unroll(name):
     lopt_ = make(name)
     theta = lopt_.init(jax.random.key(9))

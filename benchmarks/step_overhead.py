@@ -120,7 +120,7 @@ class Stepper:
         self.compile_s = time.perf_counter() - start
         self.args = (theta, grads, loss)
         self.p = jax.tree.map(jnp.copy, params) if donate else params
-        self.s = state
+        self.s = state  # donated: its buffers belong to this stepper
         self.info = {
             "arch": arch,
             "n_params": n,

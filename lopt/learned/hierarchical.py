@@ -243,7 +243,8 @@ class HierarchicalLOpt(base.LearnedOptimizer):
                 rms=F.rms_init(params, k),
                 lstm=nn.lstm_zero_state((n,), self.lstm_hidden_size),
                 from_mlp=jnp.tile(theta["initial_from_mlp"], (n, 1)),
-                from_lstm=jnp.asarray(theta["initial_from_lstm"]),
+                # A copy: donating the state must not delete theta's buffer.
+                from_lstm=jnp.array(theta["initial_from_lstm"], copy=True),
                 train_loss=F.loss_normalizer_init(),
                 valid_loss=F.loss_normalizer_init(),
                 clip=jnp.asarray(1.0 - self.clip_decay, _f32),

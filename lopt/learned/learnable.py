@@ -113,8 +113,10 @@ class LearnableAdam(base.LearnedOptimizer):
         eps = jnp.exp(theta["log_eps"])
 
         def init(params):
-            zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params)
-            return LearnableAdamState(jnp.zeros((), jnp.int32), zeros, zeros)
+            # Separate buffers for mu and nu: the state may be donated to a jitted step.
+            mu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params)
+            nu = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params)
+            return LearnableAdamState(jnp.zeros((), jnp.int32), mu, nu)
 
         def update(grads, state, params, loss, valid_loss):
             del params, loss, valid_loss

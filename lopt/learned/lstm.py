@@ -138,8 +138,10 @@ class LSTMLOpt(base.LearnedOptimizer):
 
         def init(params):
             n = sum(int(np.prod(jnp.shape(p))) for p in jax.tree.leaves(params))
-            zeros = tuple(jnp.zeros((n, hidden), _f32) for _ in range(layers))
-            return LSTMLOptState(jnp.zeros((), jnp.int32), zeros, zeros)
+            # Separate buffers for h and c: the state may be donated to a jitted step.
+            h = tuple(jnp.zeros((n, hidden), _f32) for _ in range(layers))
+            c = tuple(jnp.zeros((n, hidden), _f32) for _ in range(layers))
+            return LSTMLOptState(jnp.zeros((), jnp.int32), h, c)
 
         def update(grads, state, params, loss, valid_loss):
             del params, loss, valid_loss

@@ -220,9 +220,13 @@ def lstm_init(key: Array, in_size: int, hidden: int) -> dict[str, Array]:
 
 
 def lstm_zero_state(shape: Sequence[int], hidden: int) -> LSTMState:
-    """All-zero :class:`LSTMState` of shape ``[*shape, hidden]`` (float32)."""
-    z = jnp.zeros((*shape, hidden), jnp.float32)
-    return LSTMState(h=z, c=z)
+    """All-zero :class:`LSTMState` of shape ``[*shape, hidden]`` (float32).
+
+    ``h`` and ``c`` are separate buffers, so the state can be donated to a jitted step.
+    """
+    return LSTMState(
+        h=jnp.zeros((*shape, hidden), jnp.float32), c=jnp.zeros((*shape, hidden), jnp.float32)
+    )
 
 
 def lstm_apply(cell: dict[str, Array], x: Array, state: LSTMState) -> tuple[Array, LSTMState]:

@@ -165,6 +165,22 @@ def test_jit_any_params_tree_preserves_structure_and_dtypes(name):
         assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
 
 
+def test_state_buffers_are_distinct_and_not_theta(name):
+    """A fresh state can be donated to a jitted step (no buffer appears twice)."""
+    lopt_ = make(name)
+    theta = lopt_.init(jax.random.key(20))
+    opt = lopt_.optimizer(theta, num_steps=NUM_STEPS)
+    state = opt.init(mixed_params())
+    leaves = [x for x in jax.tree.leaves(state) if x.size]
+    theta_ids = {id(x) for x in jax.tree.leaves(theta)}
+    assert len({id(x) for x in leaves}) == len(leaves)
+    assert not theta_ids & {id(x) for x in leaves}
+    pointers = [x.unsafe_buffer_pointer() for x in leaves]
+    theta_pointers = {x.unsafe_buffer_pointer() for x in jax.tree.leaves(theta) if x.size}
+    assert len(set(pointers)) == len(pointers)
+    assert not theta_pointers & set(pointers)
+
+
 def test_empty_params_tree(name):
     lopt_ = make(name)
     opt = lopt_.optimizer(lopt_.init(jax.random.key(12)), num_steps=NUM_STEPS)

@@ -198,7 +198,9 @@ def _same(a, b):
 
 
 def _jit_update(opt):
-    @jax.jit
+    # The state is donated, as in a typical training step: this fails if two state leaves
+    # share a buffer.
+    @functools.partial(jax.jit, donate_argnums=1)
     def run(p, s, grads, loss):
         u, s = opt.update(grads, s, p, loss=loss)
         return optax.apply_updates(p, u), s

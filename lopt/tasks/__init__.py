@@ -23,6 +23,7 @@ from lopt.tasks.augment import (
     subsample,
 )
 from lopt.tasks.base import SPLITS, Task, TaskSpec
+from lopt.tasks.budget import Budget, BudgetError, TaskCost, estimate_cost, sample_within_budget, task_signature
 from lopt.tasks.classification import ClassificationSpec, ClassificationTask
 from lopt.tasks.config import TaskConfig
 from lopt.tasks.families import (
@@ -45,6 +46,7 @@ from lopt.tasks.families import (
     WordRNNLMFamily,
 )
 from lopt.tasks.family import TaskFamily, build, get, names, register, sample
+from lopt.tasks.mixture import Augmentation, Mixture, base_family, mixture, structure_key, taskset
 from lopt.tasks.stacking import stack, vmap_axes
 
 register(QuadraticFamily())
@@ -64,7 +66,10 @@ register(AugmentedFamily())
 
 __all__ = [
     "SPLITS",
+    "Augmentation",
     "AugmentedFamily",
+    "Budget",
+    "BudgetError",
     "ClassificationSpec",
     "ClassificationTask",
     "ConvFCFamily",
@@ -80,6 +85,7 @@ __all__ = [
     "MLPFamily",
     "MLPTask",
     "MLPVAEFamily",
+    "Mixture",
     "NVPFamily",
     "QuadraticFamily",
     "QuadraticTask",
@@ -87,21 +93,29 @@ __all__ = [
     "SubsampleTask",
     "Task",
     "TaskConfig",
+    "TaskCost",
     "TaskFamily",
     "TaskSpec",
     "TaskWrapper",
     "augment",
+    "base_family",
     "build",
     "datasets",
+    "estimate_cost",
     "get",
     "layers",
     "low_precision",
+    "mixture",
     "names",
     "register",
     "reparameterize",
     "sample",
+    "sample_within_budget",
     "scale_loss",
     "stack",
+    "structure_key",
     "subsample",
+    "task_signature",
+    "taskset",
     "vmap_axes",
 ]

@@ -53,6 +53,7 @@ __all__ = [
     "TaskWrapper",
     "WrapperSpec",
     "augment",
+    "batch_size_of",
     "low_precision",
     "reparam_scales",
     "reparameterize",
@@ -382,6 +383,23 @@ def low_precision(task: Task, dtype: str = "bfloat16") -> LowPrecisionTask:
 
 # --- the config-level form -----------------------------------------------------------------------
 
+def batch_size_of(cfg: Mapping[str, Any]) -> int | None:
+    """The training batch size a complete config's task will draw, if the config decides it.
+
+    ``None`` for configs without a ``batch_size`` key, and for families whose
+    ``static_config`` leaves it out (e.g. the ``losg`` test functions, which have no data).
+
+    Example:
+        >>> import lopt
+        >>> batch_size_of(lopt.tasks.get("mlp").default_config()), batch_size_of({"family": "quadratic"})
+        (128, None)
+    """
+    family = get(cfg["family"])
+    value = family.static_config(family.complete(cfg)).get("batch_size") if hasattr(family, "static_config") \
+        else cfg.get("batch_size")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def augment(cfg: Mapping[str, Any], **options: Any) -> TaskConfig:
     """The ``augmented`` config wrapping ``cfg`` with ``options`` (keys of :class:`AugmentedFamily`).
 
@@ -437,7 +455,7 @@ class AugmentedFamily(TaskFamily):
     def sample_config(self, rng):
         inner_names = [n for n in names() if n not in (self.name, "fixed")]
         inner = get(choice(rng, inner_names)).sample(int(rng.integers(2**31)))
-        batch = inner.get("batch_size")
+        batch = batch_size_of(inner)
         subsampled = None
         if isinstance(batch, int) and batch > 1 and rng.uniform() < 0.25:
             subsampled = max(1, batch // int(choice(rng, (2, 4, 8))))

@@ -233,7 +233,8 @@ class TextCorpus:
         return len(self.documents[check_split(split)])
 
 
-def split_documents(documents: Sequence[str], labels: Sequence[int]) -> dict[str, tuple[list[str], list[int]]]:
+def split_documents(documents: Sequence[str],
+                    labels: Sequence[int]) -> dict[str, tuple[list[str], list[int]]]:
     """Splits documents deterministically by content (see the module docstring).
 
     Raises:
@@ -250,7 +251,8 @@ def split_documents(documents: Sequence[str], labels: Sequence[int]) -> dict[str
         first.setdefault(doc, i)
     unique = sorted(first.values())
     if len(unique) < 3:
-        raise ValueError(f"A text corpus needs at least 3 distinct documents (one per split), got {len(unique)}.")
+        raise ValueError("A text corpus needs at least 3 distinct documents (one per split), "
+                         f"got {len(unique)}.")
     n_held = max(1, round(HELD_OUT_FRACTION * len(unique)))
     order = sorted(unique, key=lambda i: (zlib.crc32(documents[i].encode("utf-8")), documents[i]))
     parts = {"test": order[:n_held], "valid": order[n_held:2 * n_held], "train": order[2 * n_held:]}
@@ -258,7 +260,8 @@ def split_documents(documents: Sequence[str], labels: Sequence[int]) -> dict[str
             for split, idx in parts.items()}
 
 
-def _make_corpus(name: str, documents: Sequence[str], labels: Sequence[int], class_names: Sequence[str]) -> TextCorpus:
+def _make_corpus(name: str, documents: Sequence[str], labels: Sequence[int],
+                 class_names: Sequence[str]) -> TextCorpus:
     splits = split_documents(documents, labels)
     return TextCorpus(name=name, class_names=tuple(class_names),
                       documents={s: tuple(splits[s][0]) for s in SPLITS},

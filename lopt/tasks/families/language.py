@@ -163,7 +163,8 @@ def _check_choice(family: str, key: str, value: Any, options) -> None:
 def _check_config(family: str, cfg: Mapping[str, Any]) -> None:
     """Validation shared by the three families (no corpus is loaded)."""
     corpus = cfg["corpus"]
-    if not isinstance(corpus, str) or (corpus not in datasets.text_corpora() and not corpus.startswith("text:")):
+    known = isinstance(corpus, str) and (corpus in datasets.text_corpora() or corpus.startswith("text:"))
+    if not known:
         raise ValueError(f"{family}: corpus={corpus!r} is unknown; use one of {datasets.text_corpora()} "
                          "or 'text:<file or directory>'.")
     _check_choice(family, "cell", cfg["cell"], rnn.CELLS)
@@ -235,7 +236,8 @@ class CharRNNLMFamily(_LanguageModelFamily):
     def sampling_ranges(self):
         return {**_MODEL_RANGES, "embed_size": "log-uniform integer in [8, 64]",
                 "seq_len": "uniform over (16, 32, 64)",
-                "vocab_size": "null (every character seen in training: 90 for fortunes, 91 for wordnet)"}
+                "vocab_size": "null (every character seen in training: 90 ids for fortunes-min, "
+                              "91 for wordnet, specials included)"}
 
     def sample_config(self, rng):
         return {"corpus": choice(rng, CORPORA), **_sample_model(rng, (8, 64)),

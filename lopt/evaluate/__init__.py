@@ -3,7 +3,7 @@
 Example:
     >>> import tempfile
     >>> import lopt.evaluate as ev
-    >>> suite = ev.make_suite("quick", num_steps=20)
+    >>> suite = ev.make_suite("quick", num_tasks=1, num_steps=20)
     >>> out = ev.evaluate(suite, [ev.resolve("adam")], tempfile.mkdtemp(), baselines="adam_per_task",
     ...                   grid_size=3)
     >>> summary = ev.summarize(ev.load(out))

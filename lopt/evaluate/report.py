@@ -28,6 +28,8 @@ def compact_hparams(key: str, settings: list[str]) -> str:
         >>> grid = ['{"b1": 0.9, "learning_rate": 0.001}', '{"b1": 0.9, "learning_rate": 0.01}']
         >>> compact_hparams(grid[1], grid)
         'lr=0.01'
+        >>> compact_hparams('{"b2": 0.99995}', ['{"b2": 0.99995}', '{"b2": 0.9}'])
+        'b2=1-5e-05'
     """
     values = json.loads(key)
     parsed = [json.loads(s) for s in settings]
@@ -35,7 +37,12 @@ def compact_hparams(key: str, settings: list[str]) -> str:
     parts = []
     for k in varying:
         v = values[k]
-        text = str(v).lower() if isinstance(v, bool) else f"{v:.3g}"
+        if isinstance(v, bool):
+            text = str(v).lower()
+        elif 0.99 < v < 1.0:  # decays near 1 (b2 = 0.99995) read better as 1 - x
+            text = f"1-{1.0 - v:.2g}"
+        else:
+            text = f"{v:.3g}"
         parts.append(f"{_SHORT.get(k, k)}={text}")
     return " ".join(parts)
 

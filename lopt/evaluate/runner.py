@@ -223,7 +223,7 @@ def evaluate(suite: Suite, candidates: Sequence[OptimizerSpec], out: str | os.Pa
     Example:
         >>> import tempfile
         >>> from lopt.evaluate import make_suite, resolve
-        >>> suite = make_suite("quick", num_steps=20)
+        >>> suite = make_suite("quick", num_tasks=1, num_steps=20)
         >>> out = evaluate(suite, [resolve("sgd:learning_rate=0.1")], tempfile.mkdtemp(),
         ...                baselines="adam_per_task", grid_size=3)
     """

@@ -150,3 +150,14 @@ def test_adam_lowers_the_training_loss_of_the_default_config(name, steps, lr):
     assert end < start - 0.5, (name, start, end)
     assert float(curves.valid_loss[-1]) < float(curves.valid_loss[0])
     assert float(curves.valid_accuracy[-1]) > float(curves.valid_accuracy[0])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_static_config_names_the_structure(name):
+    family = lopt.tasks.get(name)
+    cfg = family.complete({"corpus": "fortunes", "seq_len": 16, "batch_size": 4, "hidden_size": 8})
+    other = cfg.replace(init_scale=2.0)
+    assert family.static_config(cfg) == family.static_config(other)
+    assert family.static_config(cfg) != family.static_config(cfg.replace(hidden_size=9))
+    assert set(family.variation_grid(cfg)) == set(family.dynamic_keys()) == {"init_scale"}
+    lopt.tasks.stack([family.build(cfg), family.build(other)])  # equal static configs stack

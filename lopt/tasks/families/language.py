@@ -58,6 +58,8 @@ BATCH_SIZES = (16, 32, 64)
 #: Word vocabulary sizes (units kept besides ``<pad>``, ``<unk>``, ``<eos>``) sampled from.
 WORD_VOCAB_SIZES = (500, 1000, 2000, 5000)
 POOLINGS = ("last", "mean")
+#: ``init_scale`` values a task mixture varies inside one compiled structure.
+INIT_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +203,30 @@ def _settings(cfg) -> dict[str, jax.Array]:
     return {"init_scale": jnp.float32(cfg["init_scale"])}
 
 
-class _LanguageModelFamily(TaskFamily):
+class _TextFamily(TaskFamily):
+    """Structure hooks shared by the text families (read by :mod:`lopt.tasks.mixture`)."""
+
+    def dynamic_keys(self) -> tuple[str, ...]:
+        """Config keys that only change dynamic settings (configs differing only here stack)."""
+        return ("init_scale",)
+
+    def static_config(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of a complete config that decides the structure (equal iff the tasks stack).
+
+        Example:
+            >>> import lopt
+            >>> family = lopt.tasks.get("char_rnn_lm")
+            >>> "init_scale" in family.static_config(family.default_config())
+            False
+        """
+        return {k: v for k, v in dict(cfg).items() if k not in self.dynamic_keys()}
+
+    def variation_grid(self, cfg: Mapping[str, Any]) -> dict[str, tuple]:
+        """Values of the dynamic keys that a mixture varies inside one compiled structure."""
+        return {"init_scale": INIT_SCALES}
+
+
+class _LanguageModelFamily(_TextFamily):
     level: str = "char"
 
     def validate(self, cfg):
@@ -271,7 +296,7 @@ class WordRNNLMFamily(_LanguageModelFamily):
                 "seq_len": choice(rng, (16, 32)), "vocab_size": choice(rng, WORD_VOCAB_SIZES)}
 
 
-class RNNTextClassificationFamily(TaskFamily):
+class RNNTextClassificationFamily(_TextFamily):
     """RNN classifiers of a document's category from its first ``seq_len`` chars or words.
 
     Classes: the fortune category file (3 with ``fortunes-min``, 43 with ``fortunes`` too)

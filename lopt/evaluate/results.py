@@ -21,12 +21,13 @@ import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lopt import checkpoint
 
 __all__ = ["COLUMNS", "CSV_NAME", "HEADER_NAME", "Results", "ResultsWriter", "Run", "combine", "load",
            "make_header", "merge_headers", "read_header", "versions"]
@@ -55,20 +56,7 @@ def versions() -> dict[str, str]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    checkpoint.atomic_write(path, text.encode("utf-8"))
 
 
 def read_header(directory: str | os.PathLike) -> dict[str, Any]:

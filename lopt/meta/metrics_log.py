@@ -205,7 +205,7 @@ class MetricsLog:
         records, raws, bad = _parse_lines(self.path)
         kept = [raw for record, raw in zip(records, raws) if keep(record)]
         text = "".join(raw + "\n" for raw in kept)
-        checkpoint._atomic_write(self.path, text.encode("utf-8"))
+        checkpoint.atomic_write(self.path, text.encode("utf-8"))
         return len(records) - len(kept) + len(bad)
 
     def truncate_after(self, step: int) -> int:

@@ -391,7 +391,7 @@ class NormalizerCache:
         norm = fit_normalizer(cfg, **settings)
         document = {**identity, "normalizer": norm.to_dict()}
         text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-        checkpoint._atomic_write(path, text.encode("utf-8"))
+        checkpoint.atomic_write(path, text.encode("utf-8"))
         return norm
 
     @staticmethod

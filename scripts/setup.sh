@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="dataset-fashion-mnist fortunes-min wordnet-base"
+APT_PACKAGES="dataset-fashion-mnist fortunes-min fortunes wordnet-base"
 VENV="${LOPT_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 

@@ -84,8 +84,7 @@ def adam8p(
     schedule = linear_exponential_schedule(learning_rate, linear_decay, exponential_decay)
 
     def init(params: Any) -> optax.ScaleByAdamState:
-        zeros = optax.tree.zeros_like(params)
-        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+        return optax.scale_by_adam().init(params)  # count, mu, nu: separate buffers (donatable)
 
     def update(
         grads: Any, state: optax.ScaleByAdamState, params: Any = None

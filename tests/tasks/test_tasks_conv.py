@@ -209,3 +209,25 @@ def test_a_conv_task_learns(fast_jit):
     before, after = train(task, jax.random.key(0))
     assert float(after["loss"]) < 0.5 * float(before["loss"])
     assert float(after["accuracy"]) > 0.6
+
+
+@pytest.mark.parametrize(("initializer", "std"), [
+    ("he_normal", lambda fi, fo: math.sqrt(2 / fi)),
+    ("glorot_normal", lambda fi, fo: math.sqrt(2 / (fi + fo))),
+    ("glorot_uniform", lambda fi, fo: math.sqrt(2 / (fi + fo))),  # U(-l, l), l = sqrt(6 / (fi + fo))
+    ("lecun_normal", lambda fi, fo: math.sqrt(1 / fi)),
+])
+def test_initializers_have_the_right_scale_per_layer(initializer, std, fast_jit):
+    task = lopt.tasks.build({"family": "conv_fc", "dataset": "digits", "image_size": 16, "channels": [16, 32],
+                             "hidden_sizes": [64], "initializer": initializer, "init_scale": 2.0})
+    params = fast_jit(lambda t: t.init(jax.random.key(0)))(task)
+    fans = [(9 * 1, 9 * 16), (9 * 16, 9 * 32), (4 * 4 * 32, 64), (64, 10)]
+    weights = [layer["w"] for layer in params["conv"] + params["fc"]]
+    for w, (fan_in, fan_out) in zip(weights, fans):
+        w = np.asarray(w, np.float64)
+        assert w.std() == pytest.approx(2.0 * std(fan_in, fan_out), rel=0.25 if w.size < 1000 else 0.06)
+        if initializer == "glorot_uniform":
+            assert np.abs(w).max() <= 2.0 * math.sqrt(6 / (fan_in + fan_out))
+    assert all(np.all(layer["b"] == 0) for layer in params["conv"] + params["fc"])
+    # Layers are independent draws (no slice is repeated).
+    assert not np.allclose(weights[0].ravel()[:10] / weights[0].std(), weights[1].ravel()[:10] / weights[1].std())

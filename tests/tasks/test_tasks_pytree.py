@@ -54,8 +54,7 @@ def test_jit_compiles_once_for_tasks_of_one_spec(name, fast_jit):
 def test_data_and_settings_are_arguments_not_constants(name):
     task = _variants(name, 1)[0]
     params = task.init(jax.random.key(0))
-    fn = lambda t, p, k: t.loss(p, t.sample_batch(k))  # noqa: E731
-    closed = jax.make_jaxpr(fn)(task, params, jax.random.key(1))
+    closed = jax.make_jaxpr(lambda t, p, k: t.loss(p, t.sample_batch(k)))(task, params, jax.random.key(1))
     leaves = jax.tree.leaves((task, params, jax.random.key(1)))
     assert len(closed.jaxpr.invars) == len(leaves)
     assert all(np.size(c) <= 16 for c in closed.consts), [np.shape(c) for c in closed.consts]
@@ -91,7 +90,8 @@ def test_stack_and_vmap_match_running_each_task(name, fast_jit):
     for i, task in enumerate(tasks):
         loss_i, params_i = run_one(task, init_keys[i], batch_keys[i])
         np.testing.assert_allclose(losses[i], loss_i, rtol=2e-5, atol=1e-6)
-        jax.tree.map(lambda s, p: np.testing.assert_allclose(s[i], p, rtol=1e-5, atol=1e-6), params, params_i)
+        for stacked_leaf, leaf in zip(jax.tree.leaves(params), jax.tree.leaves(params_i)):
+            np.testing.assert_allclose(stacked_leaf[i], leaf, rtol=1e-5, atol=1e-6)
     assert stacked.data is tasks[0].data  # shared, not copied
 
 

@@ -82,14 +82,14 @@ class QuadraticFamily(TaskFamily):
         for key in ("condition_number", "noise", "init_scale"):
             value = cfg[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"quadratic: {key}={value!r} must be a number.")
+                raise ValueError(f"quadratic: {key}={value!r} must be a number.")  # noqa: TRY004
         if cfg["condition_number"] < 1:
             raise ValueError(f"quadratic: condition_number={cfg['condition_number']} must be >= 1.")
         for key in ("noise", "init_scale"):
             if cfg[key] < 0:
                 raise ValueError(f"quadratic: {key}={cfg[key]} must be >= 0.")
         if not isinstance(cfg["rotate"], bool):
-            raise ValueError(f"quadratic: rotate={cfg['rotate']!r} must be True or False.")
+            raise ValueError(f"quadratic: rotate={cfg['rotate']!r} must be True or False.")  # noqa: TRY004
         if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int) or cfg["seed"] < 0:
             raise ValueError(f"quadratic: seed={cfg['seed']!r} must be a non-negative integer.")
 

@@ -28,6 +28,12 @@ class TaskSection:
             ``config`` (only keys that keep one structure should vary: use the family's dynamic
             settings); empty means a pool of the single config.
         fallback_dataset: dataset used when the configured one is not installed (``""``: none).
+        mixture: if non-empty, train on a mixture of families instead: ``{family: weight}``, or
+            ``{"taskset": 1}`` for the default distribution over every family. Its configs are
+            grouped into ``num_buckets`` structures (one compiled program each) of
+            ``configs_per_bucket`` configs; outer step ``s`` trains bucket ``s % num_buckets``.
+        num_buckets: structures drawn from the mixture.
+        configs_per_bucket: configs (differing in dynamic settings) per structure.
     """
 
     family: str = "mlp"
@@ -36,6 +42,9 @@ class TaskSection:
         "batch_size": 128})
     pool_seeds: list = dataclasses.field(default_factory=list)
     fallback_dataset: str = "digits"
+    mixture: dict = dataclasses.field(default_factory=dict)
+    num_buckets: int = 4
+    configs_per_bucket: int = 4
 
 
 @dataclasses.dataclass

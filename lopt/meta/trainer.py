@@ -37,7 +37,13 @@ INIT_STREAM = 2**31 - 1
 
 @dataclasses.dataclass
 class TrainingSetup:
-    """Everything built from a config: the learned optimizer, task configs, normalisers, estimator."""
+    """Everything built from a config: the learned optimizer, task buckets, estimators.
+
+    Attributes:
+        task_configs: the configs of the first bucket (the one evaluated and reported on).
+        buckets: every bucket's configs (one structure, one compiled program each).
+        estimators: one estimator per bucket; ``estimator`` is the first.
+    """
 
     config: MetaTrainConfig
     lopt: Any
@@ -45,6 +51,20 @@ class TrainingSetup:
     normalizers: list
     estimator: Any
     outer: optax.GradientTransformation
+    buckets: list = dataclasses.field(default_factory=list)
+    estimators: list = dataclasses.field(default_factory=list)
+
+
+def _task_buckets(cfg: MetaTrainConfig, notes: list[str]) -> list[list]:
+    """The task pools: one bucket for a single family, ``num_buckets`` for a mixture."""
+    weights = cfg.task.mixture
+    if not weights:
+        return [_task_configs(cfg, notes)]
+    for name in ("num_buckets", "configs_per_bucket"):
+        if getattr(cfg.task, name) < 1:
+            raise ValueError(f"task.{name}={getattr(cfg.task, name)} must be >= 1.")
+    dist = lopt.tasks.taskset() if set(weights) == {"taskset"} else lopt.tasks.mixture(weights)
+    return dist.buckets(cfg.seed, cfg.task.num_buckets, cfg.task.configs_per_bucket)
 
 
 def _task_configs(cfg: MetaTrainConfig, notes: list[str]) -> list:
@@ -69,36 +89,40 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
     """
     notes = [] if notes is None else notes
     lopt_ = lopt.learned.get(cfg.lopt.name, **cfg.lopt.config)
-    task_configs = _task_configs(cfg, notes)
+    buckets = _task_buckets(cfg, notes)
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
-    if cfg.normalizer.enabled:
-        steps = cfg.normalizer.num_steps or min(truncation.max_horizon, 10_000)
-        cache = NormalizerCache(cfg.normalizer.cache_dir or None)
-        normalizers = cache.get_many(task_configs, progress=progress, num_steps=steps,
-                                     num_seeds=cfg.normalizer.num_seeds)
-    else:
-        normalizers = [LossNormalizer(1.0, 0.0)] * len(task_configs)
     est = cfg.estimator
-    problem = make_problem(lopt_, task_configs, truncation=truncation, unroll_length=est.unroll_length,
-                           objective=est.objective, normalizers=normalizers)
     if est.kind not in ESTIMATORS:
         raise ValueError(f"estimator.kind={est.kind!r} is unknown; use one of {sorted(ESTIMATORS)}.")
-    if est.kind == "tbptt":
-        estimator = ESTIMATORS["tbptt"](problem, num_tasks=est.num_tasks)
-    elif est.kind == "full_es":
-        estimator = FullHorizonES(problem, num_tasks=est.num_tasks, std=est.std, meta_loss=est.full_es_meta_loss,
-                                  sign_only=est.sign_only)
-    else:
-        estimator = ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std)
+    estimators, all_normalizers = [], []
+    for task_configs in buckets:
+        if cfg.normalizer.enabled:
+            steps = cfg.normalizer.num_steps or min(truncation.max_horizon, 10_000)
+            cache = NormalizerCache(cfg.normalizer.cache_dir or None)
+            normalizers = cache.get_many(task_configs, progress=progress, num_steps=steps,
+                                         num_seeds=cfg.normalizer.num_seeds)
+        else:
+            normalizers = [LossNormalizer(1.0, 0.0)] * len(task_configs)
+        problem = make_problem(lopt_, task_configs, truncation=truncation, unroll_length=est.unroll_length,
+                               objective=est.objective, normalizers=normalizers)
+        if est.kind == "tbptt":
+            estimators.append(ESTIMATORS["tbptt"](problem, num_tasks=est.num_tasks))
+        elif est.kind == "full_es":
+            estimators.append(FullHorizonES(problem, num_tasks=est.num_tasks, std=est.std,
+                                            meta_loss=est.full_es_meta_loss, sign_only=est.sign_only))
+        else:
+            estimators.append(ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std))
+        all_normalizers.append(normalizers)
     outer_cfg = cfg.outer
     outer = lopt.optimizers.get(outer_cfg.optimizer, learning_rate=outer_cfg.learning_rate)
     if outer_cfg.clip_grad_norm > 0:
         outer = optax.chain(optax.clip_by_global_norm(outer_cfg.clip_grad_norm), outer)
-    return TrainingSetup(cfg, lopt_, task_configs, normalizers, estimator, outer)
+    return TrainingSetup(cfg, lopt_, list(buckets[0]), all_normalizers[0], estimators[0], outer,
+                         buckets=[list(b) for b in buckets], estimators=estimators)
 
 
-def inner_steps_per_outer_step(setup: TrainingSetup) -> int:
+def inner_steps_per_outer_step(setup: TrainingSetup) -> int:  # the same for every bucket
     """Inner steps one outer step trains (both antithetic members counted)."""
     est = setup.config.estimator
     members = 1 if est.kind == "tbptt" else 2
@@ -139,9 +163,10 @@ class MetaTrainer:
             theta = optax.apply_updates(theta, updates)
             return theta, outer_state, est_state, metrics
 
-        self._outer_step = jax.jit(outer_step)
+        self._outer_step = jax.jit(outer_step)  # compiles once per bucket (each a pytree structure)
         self._evaluate = jax.jit(self._evaluate_impl)
         self._estimator = estimator
+        self._estimators = self.setup.estimators
 
     # --- state -------------------------------------------------------------------------------
 
@@ -149,8 +174,10 @@ class MetaTrainer:
         """Fresh theta, outer-optimizer state and estimator state (step 0)."""
         theta_key, est_key = jax.random.split(jax.random.fold_in(self.root_key, INIT_STREAM))
         theta = self.setup.lopt.init(theta_key)
+        states = tuple(est.init(theta, key=est_key if i == 0 else jax.random.fold_in(est_key, i))
+                       for i, est in enumerate(self._estimators))
         return {"theta": theta, "outer_state": self.setup.outer.init(theta),
-                "estimator_state": self._estimator.init(theta, key=est_key)}
+                "estimator_state": states[0] if len(states) == 1 else states}
 
     # --- evaluation --------------------------------------------------------------------------
 
@@ -218,8 +245,15 @@ class MetaTrainer:
         start, start_step, smoothed, last = time.perf_counter(), step, None, {}
         while step < total:
             key = jax.random.fold_in(self.root_key, step)
-            theta, outer_state, est_state, metrics = self._outer_step(self._estimator, theta, outer_state,
-                                                                      est_state, key)
+            if len(self._estimators) == 1:
+                theta, outer_state, est_state, metrics = self._outer_step(self._estimator, theta, outer_state,
+                                                                          est_state, key)
+            else:  # a mixture: outer step s trains bucket s % B
+                bucket = step % len(self._estimators)
+                theta, outer_state, bucket_state, metrics = self._outer_step(
+                    self._estimators[bucket], theta, outer_state, est_state[bucket], key)
+                est_state = est_state[:bucket] + (bucket_state,) + est_state[bucket + 1:]
+                metrics = {**metrics, "bucket": bucket}
             step += 1
             metrics = {k: float(v) for k, v in metrics.items()}
             elapsed = time.perf_counter() - start

@@ -383,6 +383,13 @@ class ConvPoolingFamily(_ConvFamily):
         return {**self._conv_defaults(), "pooling": "mean"}
 
     def sampling_ranges(self):
+        """What :meth:`sample` draws, key by key (the conv keys, plus ``pooling``).
+
+        Example:
+            >>> import lopt
+            >>> lopt.tasks.get("conv_pooling").sampling_ranges()["pooling"]
+            "uniform over ('mean', 'max')"
+        """
         return {**self._conv_ranges(), "pooling": f"uniform over {POOLINGS}"}
 
     def sample_config(self, rng):
@@ -423,6 +430,13 @@ class ConvFCFamily(_ConvFamily):
         return {**self._conv_defaults(), "hidden_sizes": [64]}
 
     def sampling_ranges(self):
+        """What :meth:`sample` draws, key by key (the conv keys, plus ``hidden_sizes``).
+
+        Example:
+            >>> import lopt
+            >>> lopt.tasks.get("conv_fc").sampling_ranges()["channels"]
+            '1-3 layers (uniform); each width log-uniform integer in [8, 64]'
+        """
         return {**self._conv_ranges(),
                 "hidden_sizes": "depth uniform in {0, 1, 2}; each width log-uniform integer in [32, 128]"}
 

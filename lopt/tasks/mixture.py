@@ -90,6 +90,8 @@ def _structure(cfg: TaskConfig) -> Any:
         return ["fixed", cfg["name"]]
     if hasattr(family, "static_config"):
         return [family.name, family.static_config(cfg)]
+    if hasattr(family, "dynamic_keys"):
+        return [family.name, {k: v for k, v in cfg.to_dict().items() if k not in family.dynamic_keys()}]
     if family.name in _BUILTIN_GRIDS:
         return [family.name, _builtin_static(cfg)]
     # Any other family: build it and name the structure of the built task (exact, but builds).
@@ -99,9 +101,9 @@ def _structure(cfg: TaskConfig) -> Any:
 def structure_key(cfg: Mapping[str, Any]) -> str:
     """A string naming the compiled structure of ``cfg``: equal keys <=> the built tasks stack.
 
-    Computed from the config alone for the built-in families and those declaring
-    ``static_config`` (every family of this package except the language families, whose
-    configs are built once, and cached, to read the structure off the task).
+    Computed from the config alone for the families that declare ``static_config(cfg)`` or
+    ``dynamic_keys()`` and for the older built-in ones (quadratic, mlp, conv); any other family's
+    config is built once (cached) to read the structure off the task (the language families).
 
     Example:
         >>> a = structure_key({"family": "quadratic", "dim": 5, "seed": 1})

@@ -1,9 +1,27 @@
-"""Test-wide settings: a persistent XLA compilation cache so identical programs compile once."""
+"""Test-wide settings: a persistent XLA compilation cache so identical programs compile once.
+
+Tests marked ``@pytest.mark.slow`` under the folders in ``SLOW_OPT_IN_FOLDERS`` (many sampled
+configs per family) are skipped unless selected with ``-m slow`` (or any ``-m`` expression naming
+``slow``) or ``LOPT_RUN_SLOW=1`` is set; slow tests elsewhere run by default.
+"""
 
 import os
 import tempfile
+from pathlib import Path
 
 import jax
+import pytest
+
+SLOW_OPT_IN_FOLDERS = tuple(Path(__file__).parent / name for name in ("tasks", "tasks_dist"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if "slow" in (config.getoption("markexpr") or "") or os.environ.get("LOPT_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow; run with -m slow or LOPT_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords and any(folder in Path(item.path).parents for folder in SLOW_OPT_IN_FOLDERS):
+            item.add_marker(skip)
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("LOPT_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "lopt-test-jax-cache")))

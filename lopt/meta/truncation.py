@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 
@@ -13,16 +14,17 @@ __all__ = ["ConstantHorizon", "LogUniformHorizon", "NeverEnding", "TruncationSch
 NEVER_ENDING_HORIZON = 2**30
 
 
-class TruncationSchedule:
+class TruncationSchedule(abc.ABC):
     """Samples episode horizons inside jit: ``sample(key) -> int32`` scalar."""
 
-    def sample(self, key: jax.Array) -> jax.Array:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def sample(self, key: jax.Array) -> jax.Array:
+        """One horizon (an int32 scalar; may be traced)."""
 
     @property
+    @abc.abstractmethod
     def max_horizon(self) -> int:
         """The longest horizon this schedule can produce."""
-        raise NotImplementedError  # pragma: no cover - interface
 
 
 @dataclasses.dataclass(frozen=True)

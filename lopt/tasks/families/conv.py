@@ -12,6 +12,7 @@ task's spec. The activation index and ``init_scale`` are dynamic settings, as in
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import itertools
 import math
@@ -177,9 +178,9 @@ class _ConvTask(ClassificationTask):
 
     _dense_name = "dense"
 
+    @abc.abstractmethod
     def _dense_sizes(self) -> list[int]:
         """Widths of the dense layers after the conv stack, input first, classes last."""
-        raise NotImplementedError
 
     def init(self, key):
         spec = self.spec

@@ -48,7 +48,7 @@ import numpy as np
 from lopt.tasks.augment import REPARAM_MODES, batch_size_of
 from lopt.tasks.budget import Budget, task_signature
 from lopt.tasks.config import TaskConfig
-from lopt.tasks.family import TaskFamily, build, get, names
+from lopt.tasks.family import build, get, names
 from lopt.tasks.sampling import numpy_rng
 
 __all__ = ["Augmentation", "Mixture", "base_family", "mixture", "structure_key", "taskset", "variation_grid"]
@@ -129,7 +129,7 @@ def base_family(cfg: Mapping[str, Any]) -> str:
     return cfg["family"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_scale_is_dynamic(name: str) -> bool:
     family = get(name)
     if "init_scale" not in family.defaults():
@@ -214,7 +214,7 @@ def _decode(index: int, sizes: Sequence[int]) -> list[int]:
 
 
 def _distinct_indices(rng: np.random.Generator, total: int, count: int) -> list[int]:
-    if count <= total and total <= 10**7:
+    if count <= total <= 10**7:
         return [int(i) for i in rng.choice(total, size=count, replace=False)]
     if count > total:  # more configs asked for than exist: repeat some
         return [int(i) for i in rng.integers(total, size=count)]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import pytest
+
+from lopt.tasks import datasets
 
 #: The families these tests are about.
 NEW_FAMILIES = ("losg", "mlp_ae", "mlp_vae", "nvp", "maf", "fixed", "augmented")
@@ -27,3 +32,18 @@ def first_loss(task, key):
 def first_losses(tasks, key):
     """``first_loss`` of each task (one small program per structure; one big one compiles slower)."""
     return jnp.stack([first_loss(task, jax.random.fold_in(key, i)) for i, task in enumerate(tasks)])
+
+
+@functools.cache
+def fashion_installed() -> bool:
+    """Whether the Fashion-MNIST IDX files are on this machine."""
+    try:
+        datasets.load("fashion_mnist", 8)
+    except datasets.DatasetNotFoundError:
+        return False
+    return True
+
+
+#: Marks a test that builds sampled image configs (some of which use Fashion-MNIST).
+needs_fashion = pytest.mark.skipif(not fashion_installed(), reason="Fashion-MNIST is not installed "
+                                   "(apt-get install dataset-fashion-mnist).")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import jax
 import pytest
 
 import lopt
 from lopt.tasks import Budget, BudgetError, TaskCost, estimate_cost, sample_within_budget
 from lopt.tasks.budget import task_signature
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dist_helpers import needs_fashion  # noqa: E402
 
 
 def test_costs_count_params_and_flops_and_are_cached_per_structure():
@@ -36,6 +42,7 @@ def test_signatures_separate_structures():
     assert task_signature(a) == task_signature(b) != task_signature(c)
 
 
+@needs_fashion
 @pytest.mark.parametrize("seed", range(5))
 def test_budgeted_sampling_respects_the_budget(seed):
     budget = Budget(max_params=5_000, max_flops=2e6)
@@ -65,6 +72,7 @@ def test_budget_errors():
     assert Budget(max_seconds=1e-3).admits(TaskCost(num_params=10 ** 9))  # unmeasured time passes
 
 
+@needs_fashion
 def test_a_budgeted_mixture_keeps_only_structures_within_budget():
     budget = Budget(max_params=3_000)
     dist = lopt.tasks.mixture({"mlp": 1.0, "losg": 1.0}, num_structures=3, budget=budget)

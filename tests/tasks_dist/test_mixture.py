@@ -17,7 +17,7 @@ from lopt.tasks.budget import task_signature
 from lopt.tasks.mixture import NOT_IN_TASKSET, Augmentation
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_helpers import fast_jit  # noqa: E402
+from dist_helpers import fast_jit, needs_fashion  # noqa: E402
 
 WEIGHTS = {"quadratic": 1.0, "losg": 2.0, "mlp": 0.5, "nvp": 1.5}
 
@@ -54,6 +54,7 @@ def _stackable(a, b) -> bool:
     return task_signature(ta) == task_signature(tb)
 
 
+@needs_fashion
 def test_equal_structure_keys_iff_the_tasks_stack():
     family_configs = []
     for name in ("quadratic", "losg", "mlp", "conv_fc", "mlp_ae", "maf", "augmented", "fixed"):
@@ -80,6 +81,7 @@ def test_equal_structure_keys_iff_the_tasks_stack():
         assert not _stackable(configs[i], configs[j]), (configs[i], configs[j])
 
 
+@needs_fashion
 def test_buckets_are_stackable_distinct_and_bounded():
     dist = lopt.tasks.mixture({"quadratic": 1.0, "losg": 1.0, "mlp": 1.0}, num_structures=3)
     catalogue = {structure_key(s) for s in dist.structures()}
@@ -106,6 +108,7 @@ def _pool_losses(stacked, key):
         stacked)
 
 
+@needs_fashion
 def test_redrawn_variants_reuse_the_compiled_program():
     dist = lopt.tasks.mixture({"mlp": 1.0}, num_structures=2)
     structure = dist.structures()[0]

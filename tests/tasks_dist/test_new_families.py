@@ -18,7 +18,7 @@ from lopt.tasks import TaskConfig
 from lopt.tasks.families import fixed, losg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_helpers import NEW_FAMILIES, fast_jit, first_losses  # noqa: E402
+from dist_helpers import NEW_FAMILIES, fast_jit, first_losses, needs_fashion  # noqa: E402
 
 
 def _cheap(cfg):
@@ -30,6 +30,7 @@ def _cheap(cfg):
     return cfg
 
 
+@needs_fashion
 @pytest.mark.parametrize("name", NEW_FAMILIES)
 def test_twenty_sampled_configs_build_init_and_give_finite_losses(name):
     family = lopt.tasks.get(name)
@@ -173,6 +174,7 @@ def test_bits_are_nats_over_log_two():
     assert float(bits.loss(params, batch)) == pytest.approx(float(nats.loss(params, batch)) / np.log(2), rel=1e-5)
 
 
+@needs_fashion
 def test_fixed_names_cycle_and_build():
     family = lopt.tasks.get("fixed")
     names = fixed.fixed_names()

@@ -27,7 +27,13 @@ import numpy as np
 
 from lopt.tasks import datasets
 from lopt.tasks.base import Task, TaskSpec
-from lopt.tasks.classification import BATCH_SIZES, IMAGE_DATASETS, check_image_config, check_int, check_int_list
+from lopt.tasks.classification import (
+    BATCH_SIZES,
+    IMAGE_DATASETS,
+    check_image_config,
+    check_int,
+    check_int_list,
+)
 from lopt.tasks.families.generative import apply_mlp, image_pixels, init_mlp
 from lopt.tasks.family import TaskFamily
 from lopt.tasks.layers import ACTIVATIONS, INITIALIZERS, activate
@@ -104,7 +110,7 @@ class _FlowTask(Task):
         return jnp.where(self.settings["unit"] == 0, nats, nats / math.log(2.0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def checkerboard(input_shape: tuple[int, ...]) -> np.ndarray:
     """The flattened checkerboard mask ``(row + column) % 2`` of an ``(H, W, C)`` image (float32)."""
     height, width, channels = input_shape
@@ -146,7 +152,7 @@ class NVPTask(_FlowTask):
         return y, logdet
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def made_masks(num_inputs: int, hidden_sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Connectivity masks of a MADE network with inputs ordered ``1..D`` (Germain et al. 2015).
 

@@ -51,7 +51,8 @@ from lopt.tasks.config import TaskConfig
 from lopt.tasks.family import build, get, names
 from lopt.tasks.sampling import numpy_rng
 
-__all__ = ["Augmentation", "Mixture", "base_family", "mixture", "structure_key", "taskset", "variation_grid"]
+__all__ = ["TASKSET_BUDGET", "Augmentation", "Mixture", "base_family", "mixture", "structure_key", "taskset",
+           "variation_grid"]
 
 AUGMENTED = "augmented"
 #: Families left out of :func:`taskset`: wrappers of other families' configs.

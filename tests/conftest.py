@@ -27,3 +27,13 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("LOPT_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "lopt-test-jax-cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees each module's compiled programs afterwards: xdist workers otherwise grow to ~7 GB.
+
+    Recompiling a program another module needs again is cheap: it comes from the disk cache above.
+    """
+    yield
+    jax.clear_caches()

@@ -107,7 +107,8 @@ class Task(abc.ABC):
     def sample_batch(self, key: jax.Array, split: str = "train") -> Batch:
         """Draws one batch of ``spec.batch_size`` examples from ``split`` (inside jit is fine)."""
         if self.data is None:
-            raise NotImplementedError(f"{type(self).__name__} has no dataset; override sample_batch.")
+            raise TypeError(f"{type(self).__name__} has no dataset (data=None): build it with a Dataset "
+                            "or override sample_batch to generate its batches.")
         return self.data.sample(key, check_split(split), self.spec.batch_size)
 
     # --- conveniences -----------------------------------------------------------------------

@@ -84,6 +84,13 @@ class _FlowTask(Task):
     Settings (dynamic): ``activation`` (index), ``init_scale``, ``unit`` (index into ``UNITS``).
     """
 
+    def init(self, key):
+        """One MLP per coupling/MADE layer, last layer zero: the flow starts as the identity."""
+        spec = self.spec
+        sizes = [spec.num_inputs, *spec.hidden_sizes, 2 * spec.num_inputs]
+        keys = jax.random.split(key, spec.num_layers)
+        return [init_mlp(k, sizes, spec.initializer, self.settings["init_scale"], zero_last=True) for k in keys]
+
     @abc.abstractmethod
     def transform(self, params, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Maps ``y`` ``[batch, D]`` to ``(z, log|det dz/dy|)`` with shapes ``[batch, D]``, ``[batch]``."""
@@ -133,12 +140,6 @@ class NVPTask(_FlowTask):
         >>> float(task.loss(params, task.sample_batch(jax.random.key(1)))) > 0
         True
     """
-
-    def init(self, key):
-        spec = self.spec
-        sizes = [spec.num_inputs, *spec.hidden_sizes, 2 * spec.num_inputs]
-        keys = jax.random.split(key, spec.num_layers)
-        return [init_mlp(k, sizes, spec.initializer, self.settings["init_scale"], zero_last=True) for k in keys]
 
     def transform(self, params, y):
         board = jnp.asarray(checkerboard(self.spec.input_shape))
@@ -194,12 +195,6 @@ class MAFTask(_FlowTask):
         >>> float(task.loss(params, task.sample_batch(jax.random.key(1)))) > 0
         True
     """
-
-    def init(self, key):
-        spec = self.spec
-        sizes = [spec.num_inputs, *spec.hidden_sizes, 2 * spec.num_inputs]
-        keys = jax.random.split(key, spec.num_layers)
-        return [init_mlp(k, sizes, spec.initializer, self.settings["init_scale"], zero_last=True) for k in keys]
 
     def transform(self, params, y):
         masks = made_masks(self.spec.num_inputs, self.spec.hidden_sizes)

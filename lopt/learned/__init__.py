@@ -9,7 +9,7 @@ Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> import lopt.learned
     >>> lopt.learned.names()
-    ('hierarchical', 'hyper', 'learnable_adam', 'learnable_sgdm', 'lstm', 'mlp')
+    ('hierarchical', 'hyper', 'learnable_adam', 'learnable_sgdm', 'lstm', 'mlp', 'nominal')
     >>> lopt_ = lopt.learned.get("mlp")
     >>> opt = lopt_.optimizer(lopt_.init(jax.random.key(0)), num_steps=100)
     >>> params = {"w": jnp.ones((3, 2))}
@@ -30,10 +30,11 @@ from lopt.learned.learnable import (
 )
 from lopt.learned.lstm import LSTMLOpt, LSTMLOptState
 from lopt.learned.mlp import MLPLOpt, MLPLOptState
+from lopt.learned.nominal import NominalLOpt, NominalState
 from lopt.learned.registry import get, names, register
 from lopt.learned.serialization import THETA_FORMAT_VERSION, load_theta, save_theta
 
-for _cls in (MLPLOpt, LSTMLOpt, HierarchicalLOpt, HyperLOpt, LearnableAdam, LearnableSGDM):
+for _cls in (MLPLOpt, LSTMLOpt, HierarchicalLOpt, HyperLOpt, LearnableAdam, LearnableSGDM, NominalLOpt):
     register(_cls)
 del _cls
 
@@ -52,6 +53,8 @@ __all__ = [
     "LearnedOptimizer",
     "MLPLOpt",
     "MLPLOptState",
+    "NominalLOpt",
+    "NominalState",
     "Transform",
     "features",
     "get",

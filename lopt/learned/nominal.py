@@ -1,0 +1,260 @@
+"""Nominal-term learned optimizer: Adam at its initial theta, a small learned correction on top.
+
+The architecture of lopt's pretrained optimizer. It is built for generalising from a small
+meta-training budget, following three findings from the field:
+
+* **A nominal term** (Harrison et al. 2022, "A closer look at learned optimization"): the update
+  is a hand-designed preconditioned direction (Adam's bias-corrected ``m / (sqrt(v) + eps)``)
+  plus a learned term. At its initial theta the learned term is exactly zero and every
+  multiplier is one, so the optimizer *is* ``optax.adam(1e-3)``; meta-training starts from an
+  Adam-level optimizer and only has to learn to beat it.
+* **Small, normalised per-parameter network** (Celo2, Moudgil et al. 2026): every input is
+  scale-free (Adam-preconditioned gradient and momenta at 0.9/0.99/0.999, the Adafactor-
+  normalised gradient, the parameter over its tensor's RMS), clipped, fed to an MLP with two
+  hidden layers of 8 units. Its two outputs add a direction ``d`` to the nominal direction and
+  scale the step by ``exp(s)``. About 300 FLOPs and 16 bytes of state per parameter, so a fused
+  one-pass kernel can serve it (see ``lopt.kernels``).
+* **Learned schedule and per-tensor scaling**: the base step size is
+  ``lr * exp(schedule(tau))`` with a piecewise-linear learned log-schedule over the fraction of
+  training ``tau = t / num_steps`` (warm-up and decay are learned, not hand-set), times a learned
+  multiplier for vectors and for matrices, and ``(fan_in / 64) ** -mup`` for matrices with a
+  learned exponent (muP-style width scaling, initialised at 0).
+
+Per-tensor context (fraction-of-training embedding, tensor rank and size) enters the MLP's
+first layer once per tensor. The MLP is written as unrolled elementwise multiply-adds, so XLA
+fuses features, network and update into one loop over the tensor (no ``[params, 8]``
+activations in memory).
+
+Without ``num_steps`` the schedule is frozen at ``unknown_horizon_fraction`` of training (no
+warm-up, no final decay); pass ``num_steps`` for the full learned schedule.
+
+Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from lopt.learned import NominalLOpt
+    >>> lopt_ = NominalLOpt()
+    >>> theta = lopt_.init(jax.random.key(0))
+    >>> opt, adam = lopt_.optimizer(theta, num_steps=100), optax.adam(1e-3)
+    >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+    >>> grads = jax.tree.map(lambda p: p + 0.5, params)
+    >>> u1, _ = opt.update(grads, opt.init(params), params)
+    >>> u2, _ = adam.update(grads, adam.init(params), params)
+    >>> bool(jnp.allclose(u1["w"], u2["w"], rtol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lopt.learned import base
+from lopt.learned import features as F
+
+__all__ = ["NominalLOpt", "NominalState"]
+
+_f32 = jnp.float32
+#: Per-parameter inputs: g, three momenta (Adam-preconditioned), factored g, p / rms(p).
+NUM_PARAM_INPUTS = 6
+#: Per-tensor context inputs: fraction embedding (9), is-vector, log size, log fan-in.
+NUM_CONTEXT_INPUTS = len(F.FRACTION_POINTS) + 3
+FAN_IN_REFERENCE = 64.0
+
+
+class NominalState(NamedTuple):
+    """State of :class:`NominalLOpt`.
+
+    Attributes:
+        count: int32 step counter.
+        momentum: per leaf ``(*p.shape, 3)`` float32 momenta.
+        rms: per leaf float32 second moment (``p.shape``).
+        factored: per leaf :class:`~lopt.learned.features.FactoredAccumulator` (one decay).
+    """
+
+    count: jax.Array
+    momentum: Any
+    rms: Any
+    factored: Any
+
+
+def _fan_in(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape[:-1])) if len(shape) >= 2 else 1
+
+
+def _dense(xs: list[jax.Array], w: jax.Array, b: jax.Array, extra: jax.Array | None = None) -> list[jax.Array]:
+    """``y_j = sum_i x_i w_ij + b_j (+ extra_j)`` as unrolled elementwise ops (fuses in XLA)."""
+    bias = b if extra is None else b + extra
+    return [sum(x * w[i, j] for i, x in enumerate(xs)) + bias[j] for j in range(w.shape[1])]
+
+
+@dataclasses.dataclass(frozen=True)
+class NominalLOpt(base.LearnedOptimizer):
+    """Adam plus a learned per-parameter correction, a learned schedule and learned tensor scales.
+
+    Attributes:
+        lr: the base learning rate at the initial theta (Adam's default 1e-3).
+        b1, b2: decays of the nominal Adam direction's first and second moments.
+        extra_decays: two more momentum decays fed to the network.
+        factored_decay: decay of the Adafactor row/column accumulators.
+        eps: Adam's epsilon.
+        hidden_size: width of the two hidden layers.
+        schedule_knots: knots of the piecewise-linear log-learning-rate schedule over [0, 1].
+        input_clip: every network input is clipped to ``[-input_clip, input_clip]``.
+        update_clip: the combined direction is clipped to this magnitude per parameter.
+        unknown_horizon_fraction: the fraction of training assumed when ``num_steps`` is None.
+
+    Example:
+        >>> NominalLOpt().flops_per_param() < 400
+        True
+    """
+
+    name: ClassVar[str] = "nominal"
+    needs_params: ClassVar[bool] = True
+
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    extra_decays: tuple[float, ...] = (0.99, 0.999)
+    factored_decay: float = 0.999
+    eps: float = 1e-8
+    hidden_size: int = 8
+    schedule_knots: int = 9
+    input_clip: float = 10.0
+    update_clip: float = 10.0
+    unknown_horizon_fraction: float = 0.3
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for field in ("lr", "eps", "input_clip", "update_clip"):
+            base.check_positive(owner, field, getattr(self, field))
+        for field in ("b1", "b2", "factored_decay"):
+            base.as_decays(owner, field, [getattr(self, field)])
+        base.set_field(self, "extra_decays", base.as_decays(owner, "extra_decays", self.extra_decays))
+        if len(self.extra_decays) != 2:
+            raise ValueError(f"{owner}: extra_decays={self.extra_decays!r} must hold exactly two decays.")
+        base.check_positive_int(owner, "hidden_size", self.hidden_size)
+        base.check_positive_int(owner, "schedule_knots", self.schedule_knots)
+        if self.schedule_knots < 2:
+            raise ValueError(f"{owner}: schedule_knots={self.schedule_knots} must be at least 2.")
+        if not 0.0 <= self.unknown_horizon_fraction <= 1.0:
+            raise ValueError(f"{owner}: unknown_horizon_fraction={self.unknown_horizon_fraction!r} "
+                             "must be in [0, 1].")
+
+    # -- sizes -------------------------------------------------------------------------
+
+    def flops_per_param(self) -> int:
+        """Approximate FLOPs per parameter of one update (features, network, update)."""
+        h = self.hidden_size
+        network = 2 * (NUM_PARAM_INPUTS * h + h * h + 2 * h) + 2 * h
+        return network + 60
+
+    def state_bytes_per_param(self) -> int:
+        """Bytes of optimizer state per parameter (three momenta, one second moment)."""
+        return 16
+
+    @property
+    def decays(self) -> tuple[float, ...]:
+        """Momentum decays: the nominal ``b1`` first, then :attr:`extra_decays`."""
+        return (self.b1, *self.extra_decays)
+
+    # -- theta ---------------------------------------------------------------------------
+
+    def init(self, key: jax.Array) -> dict[str, Any]:
+        """theta: the network (last layer zero), schedule knots, tensor multipliers, log lr."""
+        h = self.hidden_size
+        k0, k1, k2 = jax.random.split(key, 3)
+
+        def glorot(k, fan_in, fan_out):
+            return jax.random.normal(k, (fan_in, fan_out), _f32) * math.sqrt(2.0 / (fan_in + fan_out))
+
+        network = {
+            "w0": glorot(k0, NUM_PARAM_INPUTS, h), "b0": jnp.zeros((h,), _f32),
+            "w_context": glorot(k1, NUM_CONTEXT_INPUTS, h) * 0.1,
+            "w1": glorot(k2, h, h), "b1": jnp.zeros((h,), _f32),
+            "w2": jnp.zeros((h, 2), _f32), "b2": jnp.zeros((2,), _f32),
+        }
+        return {
+            "network": network,
+            "log_lr": jnp.asarray(math.log(self.lr), _f32),
+            "schedule": jnp.zeros((self.schedule_knots,), _f32),
+            "log_tensor_mult": jnp.zeros((2,), _f32),  # [vectors and scalars, matrices and kernels]
+            "mup_exponent": jnp.zeros((), _f32),
+        }
+
+    def learning_rate(self, theta: dict[str, Any], fraction: jax.Array) -> jax.Array:
+        """The base step size ``lr * exp(schedule(fraction))`` (before tensor multipliers).
+
+        Example:
+            >>> import jax
+            >>> lopt_ = NominalLOpt()
+            >>> round(float(lopt_.learning_rate(lopt_.init(jax.random.key(0)), 0.5)), 6)
+            0.001
+        """
+        knots = jnp.linspace(0.0, 1.0, self.schedule_knots)
+        tau = jnp.clip(jnp.asarray(fraction, _f32), 0.0, 1.0)
+        return jnp.exp(theta["log_lr"] + jnp.interp(tau, knots, theta["schedule"]))
+
+    # -- the update -----------------------------------------------------------------------
+
+    def _build(self, theta: Any, num_steps: Any) -> base.Transform:
+        decays = jnp.asarray(self.decays, _f32)
+        net = theta["network"]
+        clip = self.input_clip
+
+        def init(params):
+            zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params)
+            return NominalState(jnp.zeros((), jnp.int32), F.momentum_init(params, len(decays)), zeros,
+                                F.factored_init(params, 1))
+
+        def update(grads, state, params, loss, valid_loss):
+            del loss, valid_loss
+            count = state.count + 1
+            t = count.astype(_f32)
+            momentum = F.momentum_update(state.momentum, grads, decays)
+            rms = jax.tree.map(lambda v, g: self.b2 * v + (1 - self.b2) * jnp.square(g.astype(_f32)),
+                               state.rms, grads)
+            factored, fac_g = F.factored_update(state.factored, grads, [self.factored_decay])
+            if num_steps is None:
+                fraction = jnp.asarray(self.unknown_horizon_fraction, _f32)
+            else:
+                fraction = jnp.clip((t - 1.0) / num_steps, 0.0, 1.0)
+            lr = self.learning_rate(theta, fraction)
+            time_context = F.fraction_embedding(fraction)
+            m_correction = 1.0 / (1.0 - decays ** t)
+            v_correction = 1.0 / (1.0 - self.b2 ** t)
+
+            flat_g, treedef = jax.tree.flatten(grads)
+            flat = [treedef.flatten_up_to(tree) for tree in (params, momentum, rms, fac_g)]
+            steps = []
+            for g, p, m, v, fg in zip(flat_g, *flat):
+                shape = g.shape
+                g = g.astype(_f32)
+                p = p.astype(_f32)
+                precond = 1.0 / (jnp.sqrt(v * v_correction) + self.eps)
+                moments = [m[..., k] * m_correction[k] * precond for k in range(len(self.decays))]
+                p_rms = jnp.sqrt(jnp.mean(jnp.square(p))) if p.size else jnp.zeros((), _f32)
+                inputs = [g * precond, *moments, fg[..., 0], p / (p_rms + 1e-8)]
+                inputs = [jnp.clip(x, -clip, clip) for x in inputs]
+                is_vector = len(shape) < 2
+                tensor_context = jnp.asarray(
+                    [float(is_vector), math.log10(max(int(np.prod(shape)), 1)) / 4.0,
+                     math.log10(_fan_in(shape)) / 4.0], _f32)
+                context = jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
+                hidden = [jax.nn.relu(x) for x in _dense(inputs, net["w0"], net["b0"], context)]
+                hidden = [jax.nn.relu(x) for x in _dense(hidden, net["w1"], net["b1"])]
+                direction, log_scale = _dense(hidden, net["w2"], net["b2"])
+                combined = jnp.clip(moments[0] + direction, -self.update_clip, self.update_clip)
+                if is_vector:
+                    mult = jnp.exp(theta["log_tensor_mult"][0])
+                else:
+                    mult = jnp.exp(theta["log_tensor_mult"][1]
+                                   - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE))
+                scale = jnp.exp(jnp.clip(log_scale, -4.0, 4.0))
+                steps.append(-(lr * mult) * combined * scale)
+            return treedef.unflatten(steps), NominalState(count, momentum, rms, factored)
+
+        return base.Transform(init, update)

@@ -13,6 +13,13 @@ reader never sees a half-written file and a crash mid-write leaves the previous 
 place. Loads against a template (``like=``) check structure, shapes and dtypes and name
 the first leaf that does not match.
 
+Every file carries a SHA-256 digest (``"sha256"`` in its JSON document) over the document
+itself (leaf names, paths, the caller's metadata) and, for every tensor in order, its name,
+dtype, shape and little-endian bytes. Every read verifies it: a flipped byte anywhere in the
+tensors or the metadata raises :class:`DigestMismatchError` naming the file. Files written
+before digests existed (no ``"sha256"``) still load; :func:`stored_digest` returns ``None``
+for them, so a caller can warn (``lopt.learned.load_theta`` does).
+
 Example:
     >>> import tempfile, os
     >>> import jax.numpy as jnp
@@ -29,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -44,12 +52,14 @@ import numpy as np
 
 __all__ = [
     "FORMAT_VERSION",
+    "DigestMismatchError",
     "atomic_write",
     "check_tree",
     "leaf_names",
     "load_tree",
     "read_metadata",
     "save_tree",
+    "stored_digest",
     "tree_mismatch",
 ]
 
@@ -80,6 +90,21 @@ _DTYPE_TO_CODE = {
     np.dtype(np.bool_): "BOOL",
 }
 _CODE_TO_DTYPE = {code: dtype for dtype, code in _DTYPE_TO_CODE.items()}
+
+
+class DigestMismatchError(ValueError):
+    """A file's tensors or metadata do not match the SHA-256 digest recorded when it was saved."""
+
+
+def _digest(doc: dict[str, Any], tensors: list[tuple[str, str, list[int], bytes | memoryview]]) -> str:
+    """SHA-256 of a file's JSON document (without its digest) and of every tensor, in order."""
+    h = hashlib.sha256()
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    for name, code, shape, data in tensors:
+        h.update(json.dumps([name, code, list(shape)]).encode("utf-8"))
+        h.update(data)
+    return h.hexdigest()
 
 
 def _key_entry(entry: Any) -> tuple[str, str]:
@@ -216,19 +241,27 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return np.array(arr, order="C", copy=True)
 
 
-def _encode(arrays: dict[str, np.ndarray], meta_json: str) -> bytes:
-    header: dict[str, Any] = {"__metadata__": {_META_KEY: meta_json}}
+def _encode(arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> bytes:
+    """Serialises tensors and the JSON document (to which it adds the ``"sha256"`` digest)."""
+    tensors: dict[str, Any] = {}
     offset = 0
     chunks = []
     for name, arr in arrays.items():
         data = arr.tobytes() if sys.byteorder == "little" else arr.byteswap().tobytes()
-        header[name] = {
+        tensors[name] = {
             "dtype": _DTYPE_TO_CODE[arr.dtype],
             "shape": list(arr.shape),
             "data_offsets": [offset, offset + len(data)],
         }
         offset += len(data)
         chunks.append(data)
+    try:
+        doc = {**doc, "sha256": _digest(doc, [(name, info["dtype"], info["shape"], data)
+                                            for (name, info), data in zip(tensors.items(), chunks)])}
+        meta_json = json.dumps(doc)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"metadata must be JSON-serialisable: {e}.") from e
+    header = {"__metadata__": {_META_KEY: meta_json}, **tensors}
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     header_bytes += b" " * (-len(header_bytes) % 8)
     return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(chunks)
@@ -325,30 +358,23 @@ def save_tree(path: PathLike, tree: Any, metadata: dict[str, Any] | None = None)
         "treedef": str(treedef),
         "metadata": metadata,
     }
-    try:
-        meta_json = json.dumps(doc)
-    except TypeError as e:
-        raise TypeError(f"metadata must be JSON-serialisable: {e}.") from e
-    atomic_write(path, _encode(arrays, meta_json))
+    atomic_write(path, _encode(arrays, doc))
     return path
 
 
-
-
-def _read(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}.")
-    raw = path.read_bytes()
+def _parse_header(head: bytes, size: int, path: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """``(tensor header, JSON document, header length)`` from the first bytes of a file of ``size`` bytes."""
     bad = f"{str(path)!r} is not a valid lopt checkpoint"
-    if len(raw) < 8:
-        raise ValueError(f"{bad}: file is {len(raw)} bytes long.")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > _MAX_HEADER_BYTES or 8 + n > len(raw):
+    if size < 8 or len(head) < 8:
+        raise ValueError(f"{bad}: file is {size} bytes long.")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > _MAX_HEADER_BYTES or 8 + n > size:
         raise ValueError(f"{bad}: header length {n} is out of range.")
     try:
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+        header = json.loads(bytes(head[8 : 8 + n]).decode("utf-8"))
         doc = json.loads(header.pop("__metadata__")[_META_KEY])
+        if not isinstance(doc, dict):
+            raise TypeError(f"its document is a {type(doc).__name__}, not an object")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{bad}: cannot parse its header ({e}).") from e
     if doc.get("format") != _FORMAT_NAME:
@@ -358,8 +384,44 @@ def _read(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             f"{str(path)!r} has format version {doc.get('format_version')}, newer than this "
             f"lopt understands ({FORMAT_VERSION}); upgrade lopt to read it."
         )
+    return header, doc, n
+
+
+def stored_digest(path: PathLike) -> str | None:
+    """The SHA-256 digest recorded in a file's header (``None`` for files written before digests).
+
+    Reads only the header; :func:`load_tree` and :func:`read_metadata` verify the digest.
+
+    Example:
+        >>> import tempfile, os
+        >>> import jax.numpy as jnp
+        >>> p = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+        >>> _ = save_tree(p, {"x": jnp.zeros(2)})
+        >>> len(stored_digest(p))
+        64
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}.")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) == 8:
+            (n,) = struct.unpack("<Q", head)
+            head += f.read(min(n, _MAX_HEADER_BYTES))
+    return _parse_header(head, size, path)[1].get("sha256")
+
+
+def _read(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}.")
+    raw = path.read_bytes()
+    bad = f"{str(path)!r} is not a valid lopt checkpoint"
+    header, doc, n = _parse_header(raw, len(raw), path)
     data = memoryview(raw)[8 + n :]
     arrays = {}
+    tensors = []
     for name in doc["leaves"]:
         if name not in header:
             raise ValueError(f"{bad}: tensor {name!r} listed in metadata is absent.")
@@ -374,10 +436,18 @@ def _read(path: PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             or end - begin != int(np.prod(shape)) * dtype.itemsize
         ):
             raise ValueError(f"{bad}: tensor {name!r} has inconsistent data offsets.")
+        tensors.append((name, info["dtype"], info["shape"], data[begin:end]))
         arr = np.frombuffer(data[begin:end], dtype=dtype)
         if sys.byteorder != "little":
             arr = arr.byteswap()
         arrays[name] = arr.reshape(shape).copy()
+    recorded = doc.get("sha256")
+    if recorded is not None and _digest(doc, tensors) != recorded:
+        raise DigestMismatchError(
+            f"{str(path)!r} is damaged: its contents do not match the SHA-256 digest recorded when "
+            "it was saved (a changed byte in its tensors or metadata). Do not use it; restore the "
+            "file from its source (re-download it, or re-save it from a checkpoint of its run)."
+        )
     return arrays, doc
 
 

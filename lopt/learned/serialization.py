@@ -6,7 +6,11 @@ named by its path, e.g. ``"mlp/w0"``) whose JSON metadata records::
     {"kind": "lopt.theta", "theta_format_version": 1,
      "architecture": "mlp", "config": {...}, "extra": {...}}
 
-No pickle: loading a file from a stranger cannot run code.
+No pickle: loading a file from a stranger cannot run code. Every file carries a SHA-256
+digest of its tensors and metadata (see :mod:`lopt.checkpoint`), verified by
+:func:`load_theta`: a damaged file raises :class:`lopt.checkpoint.DigestMismatchError` (a
+``ValueError``) naming the file. Files written before digests existed load with a
+``UserWarning`` saying they cannot be checked; re-save them with :func:`save_theta` to add one.
 
 Example:
     >>> import tempfile, os, jax
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 from typing import Any
 
 from lopt import checkpoint
@@ -92,11 +97,17 @@ def load_theta(
         ``(theta, lopt)``.
 
     Raises:
-        ValueError: the file is not a theta file, is from a newer format, or does not
-            match ``lopt``: a structural difference names the first leaf that differs;
-            otherwise the first config field that differs is named.
+        ValueError: the file is damaged (its SHA-256 digest does not match:
+            :class:`lopt.checkpoint.DigestMismatchError`), is not a theta file, is from a newer
+            format, or does not match ``lopt``: a structural difference names the first leaf that
+            differs; otherwise the first config field that differs is named.
     """
-    meta = checkpoint.read_metadata(path)
+    meta = checkpoint.read_metadata(path)  # verifies the digest
+    if checkpoint.stored_digest(path) is None:
+        warnings.warn(
+            f"{str(path)!r} has no SHA-256 digest (written by an older lopt), so damage to it cannot "
+            "be detected; re-save it with lopt.learned.save_theta(path, *reversed(load_theta(path))) "
+            "to add one.", UserWarning, stacklevel=2)
     if not isinstance(meta, dict) or meta.get("kind") != _KIND:
         raise ValueError(
             f"{str(path)!r} is a checkpoint but not a theta file (kind={meta.get('kind')!r})."

@@ -1,0 +1,98 @@
+"""The contract of a PyTorch port of one learned-optimizer architecture.
+
+A port holds theta (float32 tensors, one copy per device) and the architecture's static
+config (the JAX :class:`lopt.learned.LearnedOptimizer` read from the theta file). The
+:class:`lopt.torch.LearnedOptimizer` calls it once per step for all tensors of a param group
+that share a device and a step count:
+
+* :meth:`Port.init_state` makes the float32 accumulators of one parameter, named by
+  :attr:`Port.state_keys`, in the same layout as the JAX state (``(*p.shape, k)``);
+* :meth:`Port.update` updates those accumulators in place and returns the float32 updates
+  (what the JAX transformation returns: ``params_new = params + update``).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+
+from lopt.learned.base import LearnedOptimizer as JaxLearnedOptimizer
+
+__all__ = ["Port", "tree_to"]
+
+Tree = Any
+
+
+def tree_to(tree: Tree, device: torch.device) -> Tree:
+    """Moves the tensors of a tree of dicts/lists/tuples to ``device``."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {k: tree_to(v, device) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_to(v, device) for v in tree)
+    raise TypeError(f"theta leaf of type {type(tree).__name__} is not a tensor.")
+
+
+class Port(abc.ABC):
+    """One architecture's update rule on lists of PyTorch tensors.
+
+    Args:
+        arch: the JAX learned optimizer (its static config).
+        theta: theta as a tree of float32 CPU tensors, structured like ``arch.init(key)``.
+    """
+
+    #: Registry name of the architecture this port implements.
+    name: ClassVar[str] = ""
+    #: Names of the float32 accumulators in each parameter's state.
+    state_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, arch: JaxLearnedOptimizer, theta: Tree):
+        self.arch = arch
+        self._theta = {torch.device("cpu"): theta}
+
+    @property
+    def needs_loss(self) -> bool:
+        """Whether the update reads the training loss."""
+        return self.arch.needs_loss
+
+    def needs_num_steps(self) -> bool:
+        """Whether the update needs the horizon ``num_steps``."""
+        return self.arch.requires_num_steps()
+
+    def theta(self, device: torch.device) -> Tree:
+        """Theta on ``device`` (copied once per device, then cached)."""
+        if device not in self._theta:
+            self._theta[device] = tree_to(self._theta[torch.device("cpu")], device)
+        return self._theta[device]
+
+    @abc.abstractmethod
+    def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Zero float32 accumulators of one parameter, keyed by :attr:`state_keys`."""
+
+    @abc.abstractmethod
+    def update(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, torch.Tensor]],
+        count: int,
+        loss: torch.Tensor | None,
+        num_steps: int | None,
+    ) -> list[torch.Tensor]:
+        """One step for tensors on one device that share the step ``count``.
+
+        Args:
+            params: the parameters (any float dtype), before the update.
+            grads: their gradients.
+            states: each parameter's accumulators, updated in place.
+            count: updates made so far (0 on the first step).
+            loss: the training loss as a float32 0-d tensor on the params' device, or
+                ``None`` when the architecture does not read it.
+            num_steps: the horizon, or ``None`` when not needed.
+
+        Returns:
+            The float32 updates, shaped like ``params``.
+        """

@@ -1,0 +1,159 @@
+"""The PyTorch port takes the same steps as JAX: same params, gradients, losses and theta.
+
+For every architecture with a PyTorch port: params with a rank-4 tensor, a matrix, a vector
+and a 0-d scalar; 100 steps of fixed gradients (with different scales per tensor, so the
+per-tensor normalisation matters) and losses; a theta drawn away from its initial value so
+every weight of the network matters. JAX runs ``opt.update`` + ``optax.apply_updates`` in one
+``lax.scan``; PyTorch runs ``LearnedOptimizer.step`` with the same gradients. Parameters must
+agree to 1e-5 relative at every step, and the distance travelled (params minus initial
+params, which is what the optimizer decides) to 1e-4 of its size.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import jax  # noqa: E402
+import optax  # noqa: E402
+
+import lopt.learned  # noqa: E402
+import lopt.torch  # noqa: E402
+
+SHAPES = {"conv": (3, 2, 3, 4), "w": (5, 7), "b": (7,), "s": ()}
+GRAD_SCALES = {"conv": 0.3, "w": 1.0, "b": 0.01, "s": 3.0}
+NUM_STEPS = 100
+
+# (architecture, config) pairs: every ported architecture, plus config variants that take
+# other code paths.
+CASES = [
+    ("mlp", {}),
+    ("mlp", {"fraction_features": True, "hidden_layers": 1}),
+    ("learnable_adam", {}),
+    ("learnable_sgdm", {}),
+]
+
+
+def case_id(case):
+    name, config = case
+    return name + "".join(f"-{k}={v}" for k, v in config.items())
+
+
+def perturbed_theta(lopt_, seed):
+    """``init(key)`` plus noise: a theta no test could pass by symmetry or zero weights."""
+    theta = lopt_.init(jax.random.key(seed))
+    leaves, treedef = jax.tree.flatten(theta)
+    rng = np.random.default_rng(seed)
+    noisy = []
+    for leaf in leaves:
+        leaf = np.asarray(leaf, np.float32)
+        scale = 0.2 if leaf.ndim == 0 else 0.1 * max(float(leaf.std()), 0.1)
+        noisy.append((leaf + scale * rng.standard_normal(leaf.shape)).astype(np.float32))
+    return jax.tree.unflatten(treedef, noisy)
+
+
+def problem(seed):
+    """Initial params, ``NUM_STEPS`` gradients per tensor and a loss sequence (numpy float32)."""
+    rng = np.random.default_rng(seed)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    drift = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
+    grads = {
+        k: (
+            GRAD_SCALES[k]
+            * (0.5 * drift[k] + rng.standard_normal((NUM_STEPS, *s)))
+            * np.exp(-np.arange(NUM_STEPS) / 60.0).reshape(-1, *[1] * len(s))
+        ).astype(np.float32)
+        for k, s in SHAPES.items()
+    }
+    losses = (2.0 * np.exp(-np.arange(NUM_STEPS) / 40.0) + 0.1 * rng.random(NUM_STEPS)).astype(
+        np.float32
+    )
+    return params, grads, losses
+
+
+def jax_trajectory(lopt_, theta, params, grads, losses):
+    """Params after each of the steps, ``{name: [NUM_STEPS, *shape]}``."""
+    num_steps = NUM_STEPS if lopt_.requires_num_steps() else None
+    opt = lopt_.optimizer(theta, num_steps=num_steps)
+
+    @jax.jit
+    def run(params, grads, losses):
+        def body(carry, xs):
+            params, state = carry
+            g, loss = xs
+            updates, state = opt.update(g, state, params, loss=loss)
+            params = optax.apply_updates(params, updates)
+            return (params, state), params
+
+        return jax.lax.scan(body, (params, opt.init(params)), (grads, losses))[1]
+
+    return jax.tree.map(np.asarray, run(params, grads, losses))
+
+
+def torch_trajectory(opt_factory, params, grads, losses, *, steps=range(NUM_STEPS), state=None):
+    """Params after each step of ``steps``, from a fresh optimizer (or ``state``)."""
+    tensors = {k: torch.nn.Parameter(torch.from_numpy(np.array(v))) for k, v in params.items()}
+    opt = opt_factory(list(tensors.values()))
+    if state is not None:
+        opt.load_state_dict(state)
+    out = {k: [] for k in tensors}
+    for t in steps:
+        for k, p in tensors.items():
+            p.grad = torch.from_numpy(np.array(grads[k][t]))
+        opt.step(loss=torch.tensor(losses[t]))
+        for k, p in tensors.items():
+            out[k].append(p.detach().numpy().copy())
+    return {k: np.stack(v) for k, v in out.items()}, opt, tensors
+
+
+def assert_same_trajectory(got, want, params0, *, rtol=1e-5, travel_rtol=1e-4):
+    for k in SHAPES:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-6, err_msg=k)
+        travel = np.abs(want[k] - params0[k]).max()
+        assert travel > 0, f"{k} did not move: the test would not see a wrong update"
+        err = np.abs(got[k] - want[k]).max()
+        assert err <= travel_rtol * travel, f"{k}: error {err:.3g} vs distance {travel:.3g}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_torch_matches_jax_over_100_steps(case):
+    name, config = case
+    lopt_ = lopt.learned.get(name, **config)
+    theta = perturbed_theta(lopt_, seed=1)
+    params, grads, losses = problem(seed=2)
+    want = jax_trajectory(lopt_, theta, params, grads, losses)
+
+    num_steps = NUM_STEPS if lopt_.requires_num_steps() else None
+    got, _, _ = torch_trajectory(
+        lambda ps: lopt.torch.LearnedOptimizer(ps, (theta, lopt_), num_steps=num_steps),
+        params,
+        grads,
+        losses,
+    )
+    assert_same_trajectory(got, want, params)
+
+
+@pytest.mark.parametrize("case", CASES[:1] + CASES[2:3], ids=case_id)
+def test_state_dict_round_trip_continues_identically(case, tmp_path):
+    """Saving at step 40 and resuming in a fresh optimizer gives the same remaining steps."""
+    name, config = case
+    lopt_ = lopt.learned.get(name, **config)
+    theta = perturbed_theta(lopt_, seed=3)
+    path = lopt.learned.save_theta(tmp_path / "theta.safetensors", lopt_, theta)
+    params, grads, losses = problem(seed=4)
+
+    def factory(ps):
+        return lopt.torch.LearnedOptimizer(ps, path, num_steps=NUM_STEPS)
+
+    full, _, _ = torch_trajectory(factory, params, grads, losses)
+    first, opt, tensors = torch_trajectory(factory, params, grads, losses, steps=range(40))
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    state = torch.load(tmp_path / "opt.pt", weights_only=True)
+    resumed_params = {k: p.detach().numpy().copy() for k, p in tensors.items()}
+    rest, opt2, _ = torch_trajectory(
+        factory, resumed_params, grads, losses, steps=range(40, NUM_STEPS), state=state
+    )
+    for k in SHAPES:
+        np.testing.assert_array_equal(first[k], full[k][:40])
+        np.testing.assert_array_equal(rest[k], full[k][40:], err_msg=k)
+    assert all(s["step"] == NUM_STEPS for s in opt2.state.values())

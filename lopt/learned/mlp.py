@@ -137,6 +137,9 @@ class MLPLOpt(base.LearnedOptimizer):
         return {"mlp": nn.mlp_init(key, self.layer_sizes())}
 
     def _build(self, theta: Any, num_steps: Any) -> base.Transform:
+        from lopt import kernels  # lazy: lopt.kernels imports lopt.learned
+        from lopt.kernels import mlp_step as kernels_mlp
+
         decays = jnp.asarray(self.decays, _f32)
         net = theta["mlp"]
 
@@ -145,11 +148,16 @@ class MLPLOpt(base.LearnedOptimizer):
 
         def update(grads, state, params, loss, valid_loss):
             del loss, valid_loss
-            momentum = F.momentum_update(state.momentum, grads, decays)
             ctx = [F.tanh_time_embedding(state.count, self.time_scales)]
             if self.fraction_features:
                 ctx.append(F.fraction_embedding(state.count.astype(_f32) / num_steps))
             context = jnp.concatenate(ctx)
+            interpret = kernels.resolve(kernels_mlp.supported(self))
+            if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
+                updates, momentum = kernels_mlp.mlp_update(
+                    self, net, context, grads, state.momentum, params, interpret=interpret)
+                return updates, MLPLOptState(state.count + 1, momentum)
+            momentum = F.momentum_update(state.momentum, grads, decays)
 
             # Features per tensor (normalised within the tensor), then one MLP call over
             # the rows of all tensors.

@@ -1,0 +1,139 @@
+"""The fused ``mlp`` step (Pallas interpret mode on CPU) equals the plain XLA path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt import kernels
+from lopt.kernels import mlp_step, tiles
+from lopt.learned import MLPLOpt
+
+LOPT = MLPLOpt()
+THETA = LOPT.init(jax.random.key(0))
+# Ranks 0-4, odd sizes, one tensor over several programs (block 256, reduce block 1024).
+SHAPES = {"s": (), "v": (7,), "m": (33, 5), "t3": (3, 4, 5), "t4": (2, 3, 2, 5), "big": (1031, 3)}
+
+
+def _inputs(seed, dtype=jnp.float32, shapes=SHAPES):
+    rng = np.random.default_rng(seed)
+
+    def draw(shape, scale=1.0):
+        return jnp.asarray(rng.standard_normal(shape) * scale, jnp.float32)
+
+    g = {k: draw(s).astype(dtype) for k, s in shapes.items()}
+    p = {k: draw(s, 0.5).astype(dtype) for k, s in shapes.items()}
+    m = {k: draw((*s, len(LOPT.decays)), 0.1) for k, s in shapes.items()}
+    return g, p, m, draw(len(LOPT.time_scales))
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+@pytest.mark.parametrize("apply", [False, True])
+def test_fused_equals_xla_all_ranks(apply):
+    g, p, m, ctx = _inputs(1)
+    fused = jax.jit(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, apply=apply))
+    ref = jax.jit(lambda *a: mlp_step.mlp_update_reference(LOPT, *a, apply=apply))
+    (u, m1), (ur, mr) = fused(THETA["mlp"], ctx, g, m, p), ref(THETA["mlp"], ctx, g, m, p)
+    for k in SHAPES:
+        assert u[k].shape == SHAPES[k] and m1[k].shape == m[k].shape
+        assert _rel(u[k] - (p[k] if apply else 0), ur[k] - (p[k] if apply else 0)) < 1e-5, k
+        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+        assert not np.allclose(m1[k], m[k])  # the momenta really moved
+
+
+def test_bfloat16_params_and_grads():
+    g, p, m, ctx = _inputs(2, jnp.bfloat16, {"w": (37, 9), "b": (9,)})
+    fused = jax.jit(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, apply=True))
+    u, m1 = fused(THETA["mlp"], ctx, g, m, p)
+    ur, mr = mlp_step.mlp_update_reference(LOPT, THETA["mlp"], ctx, g, m, p, apply=True)
+    for k in g:
+        assert u[k].dtype == jnp.bfloat16 and m1[k].dtype == jnp.float32
+        # Same bfloat16 rounding of p + u: at most one ulp apart where float32 sums differ.
+        diff = np.abs(np.asarray(u[k], np.float32) - np.asarray(ur[k], np.float32))
+        assert np.mean(diff == 0) > 0.95 and diff.max() <= 2 ** -7 * np.abs(
+            np.asarray(ur[k], np.float32)).max()
+        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+
+
+def test_vmap_over_tasks_and_theta():
+    shapes = {"w": (19, 6), "b": (6,)}
+    batch = [_inputs(10 + i, shapes=shapes) for i in range(3)]
+    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *batch)
+    thetas = jax.vmap(LOPT.init)(jax.random.split(jax.random.key(3), 3))["mlp"]
+    fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True)))
+    ref = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update_reference(LOPT, *a)))
+    (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), ref(thetas, ctx, g, m, p)
+    for k in shapes:
+        assert u[k].shape == (3, *shapes[k])
+        assert _rel(u[k], ur[k]) < 1e-5
+        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+
+
+def test_grad_through_fused_step_equals_xla_grad():
+    g, p, m, ctx = _inputs(4, shapes={"w": (21, 4), "b": (4,)})
+
+    def loss(net, update_fn):
+        u, mom = update_fn(LOPT, net, ctx, g, m, p)
+        return sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves((u, mom)))
+
+    fused = jax.jit(jax.grad(
+        lambda net: loss(net, lambda *a: mlp_step.mlp_update(*a, interpret=True))))
+    ref = jax.jit(jax.grad(lambda net: loss(net, mlp_step.mlp_update_reference)))
+    gf, gr = fused(THETA["mlp"]), ref(THETA["mlp"])
+    for k in gr:
+        assert _rel(gf[k], gr[k]) < 1e-5, k
+    assert float(jnp.abs(gr["w0"]).max()) > 0
+
+
+def test_optimizer_uses_kernel_under_mode_and_matches_xla_over_steps():
+    params = {"w": jnp.linspace(-1, 1, 45).reshape(9, 5), "b": jnp.zeros(5)}
+    opt = LOPT.optimizer(THETA)
+
+    def run(mode):
+        with kernels.mode_scope(mode):
+            step = jax.jit(lambda p, s: opt.update(jax.tree.map(lambda x: x ** 3 + 0.1, p), s, p))
+            p, s = params, opt.init(params)
+            jaxpr = str(jax.make_jaxpr(step)(p, s))
+            for _ in range(3):
+                u, s = step(p, s)
+                p = optax.apply_updates(p, u)
+        return p, s, "pallas_call" in jaxpr
+
+    (pf, sf, used_f), (px, sx, used_x) = run("interpret"), run("xla")
+    assert used_f and not used_x
+    for k in params:
+        np.testing.assert_allclose(pf[k], px[k], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(sf.momentum[k], sx.momentum[k], rtol=1e-5, atol=1e-8)
+    assert not np.allclose(pf["w"], params["w"])
+
+
+def test_modes_and_bad_input(monkeypatch):
+    assert kernels.resolve(False) is None
+    with kernels.mode_scope("auto"):  # CPU here: auto keeps the XLA path
+        assert kernels.resolve(True) is (None if jax.default_backend() != "gpu" else False)
+    with kernels.mode_scope("pallas"):
+        assert kernels.resolve(True) is (jax.default_backend() != "gpu")
+    with pytest.raises(ValueError, match="not one of"):
+        kernels.set_mode("fast")
+    monkeypatch.setenv("LOPT_KERNELS", "triton")
+    with pytest.raises(ValueError, match="LOPT_KERNELS='triton'"):
+        kernels.get_mode()
+    assert not mlp_step.supported(MLPLOpt(hidden_size=24))
+    with pytest.raises(ValueError, match="power-of-two hidden_size"):
+        mlp_step.mlp_update(MLPLOpt(hidden_size=24), None, None, {}, {}, {}, interpret=True)
+    with pytest.raises(ValueError, match="block=100"):
+        tiles.KernelConfig(block=100)
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        tiles.KernelConfig(precision="fp8")
+
+
+def test_bytes_per_param_counts_both_passes():
+    # reduction: g, p, 6 momenta read (32 B); main: same read + 6 momenta and p written (28 B)
+    assert mlp_step.bytes_per_param() == 32 + 32 + 28
+    assert mlp_step.bytes_per_param(apply=False) == 92 + 12
+    assert mlp_step.passes() == 2 and mlp_step.tile_width(6) == 16 and mlp_step.tile_width(14) == 32

@@ -39,8 +39,8 @@ def test_fused_equals_xla_all_ranks(apply):
     fused = jax.jit(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, apply=apply))
     ref = jax.jit(lambda *a: mlp_step.mlp_update_reference(LOPT, *a, apply=apply))
     (u, m1), (ur, mr) = fused(THETA["mlp"], ctx, g, m, p), ref(THETA["mlp"], ctx, g, m, p)
-    for k in SHAPES:
-        assert u[k].shape == SHAPES[k] and m1[k].shape == m[k].shape
+    for k, shape in SHAPES.items():
+        assert u[k].shape == shape and m1[k].shape == m[k].shape
         assert _rel(u[k] - (p[k] if apply else 0), ur[k] - (p[k] if apply else 0)) < 1e-5, k
         np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
         assert not np.allclose(m1[k], m[k])  # the momenta really moved
@@ -68,8 +68,8 @@ def test_vmap_over_tasks_and_theta():
     fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True)))
     ref = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update_reference(LOPT, *a)))
     (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), ref(thetas, ctx, g, m, p)
-    for k in shapes:
-        assert u[k].shape == (3, *shapes[k])
+    for k, shape in shapes.items():
+        assert u[k].shape == (3, *shape)
         assert _rel(u[k], ur[k]) < 1e-5
         np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
 

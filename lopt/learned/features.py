@@ -47,6 +47,7 @@ __all__ = [
     "factored_dims",
     "factored_features",
     "factored_init",
+    "factored_scale_factors",
     "factored_update",
     "fraction_embedding",
     "loss_buffer_features",
@@ -232,13 +233,29 @@ def factored_update(
     return new_acc, fac_g
 
 
-def _factored_scale(a: FactoredAccumulator, shape: Sequence[int]) -> Array:
-    """``1/sqrt(row * col / mean(row))`` broadcast to ``(*shape, k)``."""
+def factored_scale_factors(a: FactoredAccumulator, shape: Sequence[int]) -> tuple[Array, Array]:
+    """The two factors of the factored scale, unbroadcast: ``(row_factor, col_factor)``.
+
+    ``row_factor = 1/sqrt(row / mean(row))`` (shaped like ``a.row``) and ``col_factor =
+    1/sqrt(col)`` (like ``a.col``); their broadcast product is the per-parameter scale.
+    A fused kernel reads the two small factors instead of a full-size scale.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> acc = factored_init({"w": jnp.ones((2, 3))}, 1)["w"]
+        >>> [f.shape for f in factored_scale_factors(acc, (2, 3))]
+        [(2, 1), (3, 1)]
+    """
     d1, d0 = factored_dims(shape)
     reduced_d1 = d1 - 1 if d1 > d0 else d1
     row_mean = jnp.mean(a.row, axis=reduced_d1, keepdims=True)
-    row_factor = safe_rsqrt(a.row / (row_mean + 1e-9))
-    col_factor = safe_rsqrt(a.col)
+    return safe_rsqrt(a.row / (row_mean + 1e-9)), safe_rsqrt(a.col)
+
+
+def _factored_scale(a: FactoredAccumulator, shape: Sequence[int]) -> Array:
+    """``1/sqrt(row * col / mean(row))`` broadcast to ``(*shape, k)``."""
+    d1, d0 = factored_dims(shape)
+    row_factor, col_factor = factored_scale_factors(a, shape)
     return jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
 
 

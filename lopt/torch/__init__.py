@@ -9,7 +9,7 @@ Example:
     >>> import jax, torch
     >>> import lopt.learned, lopt.torch
     >>> lopt.torch.names()
-    ('learnable_adam', 'learnable_sgdm', 'mlp')
+    ('learnable_adam', 'learnable_sgdm', 'mlp', 'nominal')
     >>> lopt_ = lopt.learned.get("learnable_adam", lr=0.1)
     >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     >>> opt = lopt.torch.LearnedOptimizer([w], (lopt_.init(jax.random.key(0)), lopt_))

@@ -215,21 +215,22 @@ class LearnedOptimizer(torch.optim.Optimizer):
             ValueError: the state dict comes from a different architecture (its per-parameter
                 state has other accumulators).
         """
-        expected = set(self._port.state_keys) | {"step"}
-        for index, saved in state_dict["state"].items():
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        pairs = [(i, p) for i, p in zip(saved_ids, params) if i in state_dict["state"]]
+        for index, p in pairs:
+            expected = set(self._port.init_state(torch.empty(p.shape, device="meta"))) | {"step"}
+            saved = state_dict["state"][index]
             if set(saved) != expected:
                 raise ValueError(
                     f"state_dict entry {index} has state {sorted(saved)}, but the "
-                    f"`{self.architecture.name}` learned optimizer keeps {sorted(expected)}; "
-                    "load a state dict saved by a LearnedOptimizer with the same theta file."
+                    f"`{self.architecture.name}` learned optimizer keeps {sorted(expected)} for a "
+                    f"parameter of shape {tuple(p.shape)}; load a state dict saved by a "
+                    "LearnedOptimizer with the same theta file and the same parameters."
                 )
         saved_state = copy.copy(state_dict["state"])
         super().load_state_dict(state_dict)
-        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
-        for index, p in zip(saved_ids, params):
-            if index not in saved_state:
-                continue
-            for key in self._port.state_keys:
-                value = saved_state[index][key]
-                self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)
+        for index, p in pairs:
+            for key, value in saved_state[index].items():
+                if key != "step":
+                    self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)

@@ -6,7 +6,8 @@ per-tensor normalisation matters) and losses; a theta drawn away from its initia
 every weight of the network matters. JAX runs ``opt.update`` + ``optax.apply_updates`` in one
 ``lax.scan``; PyTorch runs ``LearnedOptimizer.step`` with the same gradients. Parameters must
 agree to 1e-5 relative at every step, and the distance travelled (params minus initial
-params, which is what the optimizer decides) to 1e-4 of its size.
+params, which is what the optimizer decides) to 2e-5 of its size (float32 rounding gives
+~5e-6; an off-by-one step count or a 2% error in one network input fails).
 """
 
 import numpy as np
@@ -24,19 +25,21 @@ SHAPES = {"conv": (3, 2, 3, 4), "w": (5, 7), "b": (7,), "s": ()}
 GRAD_SCALES = {"conv": 0.3, "w": 1.0, "b": 0.01, "s": 3.0}
 NUM_STEPS = 100
 
-# (architecture, config) pairs: every ported architecture, plus config variants that take
-# other code paths.
+# (architecture, config, num_steps): every ported architecture, plus variants that take other
+# code paths (fraction-of-training features; nominal's schedule without a known horizon).
 CASES = [
-    ("mlp", {}),
-    ("mlp", {"fraction_features": True, "hidden_layers": 1}),
-    ("learnable_adam", {}),
-    ("learnable_sgdm", {}),
+    ("mlp", {}, NUM_STEPS),
+    ("mlp", {"fraction_features": True, "hidden_layers": 1}, NUM_STEPS),
+    ("learnable_adam", {}, None),
+    ("learnable_sgdm", {}, None),
+    ("nominal", {}, NUM_STEPS),
+    ("nominal", {"hidden_size": 4}, None),
 ]
 
 
 def case_id(case):
-    name, config = case
-    return name + "".join(f"-{k}={v}" for k, v in config.items())
+    name, config, num_steps = case
+    return name + "".join(f"-{k}={v}" for k, v in config.items()) + f"-T={num_steps}"
 
 
 def perturbed_theta(lopt_, seed):
@@ -47,7 +50,7 @@ def perturbed_theta(lopt_, seed):
     noisy = []
     for leaf in leaves:
         leaf = np.asarray(leaf, np.float32)
-        scale = 0.2 if leaf.ndim == 0 else 0.1 * max(float(leaf.std()), 0.1)
+        scale = 0.2 if leaf.ndim == 0 else 0.2 * max(float(leaf.std()), 0.5)
         noisy.append((leaf + scale * rng.standard_normal(leaf.shape)).astype(np.float32))
     return jax.tree.unflatten(treedef, noisy)
 
@@ -71,9 +74,8 @@ def problem(seed):
     return params, grads, losses
 
 
-def jax_trajectory(lopt_, theta, params, grads, losses):
+def jax_trajectory(lopt_, theta, params, grads, losses, num_steps):
     """Params after each of the steps, ``{name: [NUM_STEPS, *shape]}``."""
-    num_steps = NUM_STEPS if lopt_.requires_num_steps() else None
     opt = lopt_.optimizer(theta, num_steps=num_steps)
 
     @jax.jit
@@ -106,7 +108,7 @@ def torch_trajectory(opt_factory, params, grads, losses, *, steps=range(NUM_STEP
     return {k: np.stack(v) for k, v in out.items()}, opt, tensors
 
 
-def assert_same_trajectory(got, want, params0, *, rtol=1e-5, travel_rtol=1e-4):
+def assert_same_trajectory(got, want, params0, *, rtol=1e-5, travel_rtol=2e-5):
     for k in SHAPES:
         np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-6, err_msg=k)
         travel = np.abs(want[k] - params0[k]).max()
@@ -117,13 +119,11 @@ def assert_same_trajectory(got, want, params0, *, rtol=1e-5, travel_rtol=1e-4):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_torch_matches_jax_over_100_steps(case):
-    name, config = case
+    name, config, num_steps = case
     lopt_ = lopt.learned.get(name, **config)
     theta = perturbed_theta(lopt_, seed=1)
     params, grads, losses = problem(seed=2)
-    want = jax_trajectory(lopt_, theta, params, grads, losses)
-
-    num_steps = NUM_STEPS if lopt_.requires_num_steps() else None
+    want = jax_trajectory(lopt_, theta, params, grads, losses, num_steps)
     got, _, _ = torch_trajectory(
         lambda ps: lopt.torch.LearnedOptimizer(ps, (theta, lopt_), num_steps=num_steps),
         params,
@@ -133,17 +133,17 @@ def test_torch_matches_jax_over_100_steps(case):
     assert_same_trajectory(got, want, params)
 
 
-@pytest.mark.parametrize("case", CASES[:1] + CASES[2:3], ids=case_id)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4]], ids=case_id)
 def test_state_dict_round_trip_continues_identically(case, tmp_path):
     """Saving at step 40 and resuming in a fresh optimizer gives the same remaining steps."""
-    name, config = case
+    name, config, num_steps = case
     lopt_ = lopt.learned.get(name, **config)
     theta = perturbed_theta(lopt_, seed=3)
     path = lopt.learned.save_theta(tmp_path / "theta.safetensors", lopt_, theta)
     params, grads, losses = problem(seed=4)
 
     def factory(ps):
-        return lopt.torch.LearnedOptimizer(ps, path, num_steps=NUM_STEPS)
+        return lopt.torch.LearnedOptimizer(ps, path, num_steps=num_steps)
 
     full, _, _ = torch_trajectory(factory, params, grads, losses)
     first, opt, tensors = torch_trajectory(factory, params, grads, losses, steps=range(40))

@@ -11,11 +11,12 @@ from __future__ import annotations
 from lopt.torch.architectures.base import Port
 from lopt.torch.architectures.learnable import LearnableAdamPort, LearnableSGDMPort
 from lopt.torch.architectures.mlp import MLPPort
+from lopt.torch.architectures.nominal import NominalPort
 
 __all__ = ["Port", "get", "names"]
 
 _PORTS: dict[str, type[Port]] = {
-    cls.name: cls for cls in (MLPPort, LearnableAdamPort, LearnableSGDMPort)
+    cls.name: cls for cls in (MLPPort, NominalPort, LearnableAdamPort, LearnableSGDMPort)
 }
 
 

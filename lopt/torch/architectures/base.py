@@ -5,8 +5,8 @@ config (the JAX :class:`lopt.learned.LearnedOptimizer` read from the theta file)
 :class:`lopt.torch.LearnedOptimizer` calls it once per step for all tensors of a param group
 that share a device and a step count:
 
-* :meth:`Port.init_state` makes the float32 accumulators of one parameter, named by
-  :attr:`Port.state_keys`, in the same layout as the JAX state (``(*p.shape, k)``);
+* :meth:`Port.init_state` makes the float32 accumulators of one parameter, in the same
+  layout as the JAX state (``(*p.shape, k)``);
 * :meth:`Port.update` updates those accumulators in place and returns the float32 updates
   (what the JAX transformation returns: ``params_new = params + update``).
 """
@@ -46,8 +46,6 @@ class Port(abc.ABC):
 
     #: Registry name of the architecture this port implements.
     name: ClassVar[str] = ""
-    #: Names of the float32 accumulators in each parameter's state.
-    state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, arch: JaxLearnedOptimizer, theta: Tree):
         self.arch = arch
@@ -70,7 +68,7 @@ class Port(abc.ABC):
 
     @abc.abstractmethod
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Zero float32 accumulators of one parameter, keyed by :attr:`state_keys`."""
+        """Zero float32 accumulators of one parameter, by name (``param`` may be on "meta")."""
 
     @abc.abstractmethod
     def update(

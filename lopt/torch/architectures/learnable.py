@@ -30,7 +30,6 @@ class LearnableAdamPort(Port):
     """``learnable_adam``: Adam with log-lr, logit-betas and log-eps from theta."""
 
     name: ClassVar[str] = "learnable_adam"
-    state_keys: ClassVar[tuple[str, ...]] = ("mu", "nu")
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mu": _zeros_f32(param), "nu": _zeros_f32(param)}
@@ -67,7 +66,6 @@ class LearnableSGDMPort(Port):
     """``learnable_sgdm``: heavy-ball SGD with log-lr and logit-momentum from theta."""
 
     name: ClassVar[str] = "learnable_sgdm"
-    state_keys: ClassVar[tuple[str, ...]] = ("trace",)
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"trace": _zeros_f32(param)}

@@ -26,7 +26,6 @@ class MLPPort(Port):
     """The ``mlp`` architecture on PyTorch tensors (state: ``momentum`` of ``(*p.shape, k)``)."""
 
     name: ClassVar[str] = "mlp"
-    state_keys: ClassVar[tuple[str, ...]] = ("momentum",)
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         k = len(self.arch.decays)

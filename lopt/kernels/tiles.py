@@ -77,17 +77,23 @@ def row_ids(block: int, width: int | None = None) -> jax.Array:
     return start + jax.lax.broadcasted_iota(jnp.int32, (block, width), 0)
 
 
-def load_rows(ref: Any, n: int, block: int) -> jax.Array:
-    """This program's ``[block]`` rows of a 1-D ref as float32 (rows ``>= n`` read as 0)."""
-    start = pl.program_id(0) * block
-    x = plgpu.load(ref.at[pl.ds(start, block)], mask=row_ids(block) < n, other=0)
+def _rows_view(ref: Any, block: int, col: int | None) -> Any:
+    rows = pl.ds(pl.program_id(0) * block, block)
+    return ref.at[rows] if col is None else ref.at[rows, jnp.int32(col)]
+
+
+def load_rows(ref: Any, n: int, block: int, col: int | None = None) -> jax.Array:
+    """This program's ``[block]`` rows of a 1-D ref (or column ``col`` of a 2-D ref) as float32.
+
+    Rows ``>= n`` read as 0.
+    """
+    x = plgpu.load(_rows_view(ref, block, col), mask=row_ids(block) < n, other=0)
     return x.astype(jnp.float32)
 
 
-def store_rows(ref: Any, value: jax.Array, n: int, block: int) -> None:
-    """Writes ``value`` (cast to the ref's dtype) to this program's rows ``< n``."""
-    start = pl.program_id(0) * block
-    plgpu.store(ref.at[pl.ds(start, block)], value.astype(ref.dtype), mask=row_ids(block) < n)
+def store_rows(ref: Any, value: jax.Array, n: int, block: int, col: int | None = None) -> None:
+    """Writes ``value`` (cast to the ref's dtype) to this program's rows ``< n`` (of ``col``)."""
+    plgpu.store(_rows_view(ref, block, col), value.astype(ref.dtype), mask=row_ids(block) < n)
 
 
 def _tile_mask(n: int, k: int, block: int, width: int) -> jax.Array:

@@ -1,0 +1,266 @@
+"""Fused Pallas step of the ``nominal`` learned optimizer (:class:`lopt.learned.NominalLOpt`).
+
+Per tensor of rank >= 2, one extra pass and one main pass:
+
+1. **Reductions** (XLA): the factored row and column means of ``g**2`` and the mean of
+   ``p**2`` (the parameter's RMS input). They read ``g`` twice and ``p`` once (XLA makes
+   one reduction kernel per reduced axis: 12 bytes per float32 parameter; a single
+   hand-written pass would read 8). The new row/column accumulators and their two small
+   scale factors (:func:`lopt.learned.features.factored_scale_factors`) are computed from
+   them in XLA, at the size of a row plus a column.
+2. **Main pass** (Pallas): reads ``g``, ``p``, the three momenta and the second moment,
+   updates them, gathers each parameter's row and column factor, forms the six clipped
+   inputs, runs the 6-8-8-2 network as unrolled multiply-adds (about 300 FLOPs, no
+   tensor cores at this width) and writes the momenta, the second moment and the update
+   (or the new parameter when ``apply=True``): 24 bytes read and 20 written.
+
+So 56 bytes per float32 parameter with ``apply=True`` (Adam's fused minimum is 28).
+Tensors of rank < 2 (biases, scales: an unfactored accumulator per element) and empty
+tensors take the XLA path inside the same step. Gradients come from the XLA path.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from lopt.learned import NominalLOpt
+    >>> from lopt.kernels import nominal_step
+    >>> lopt_ = NominalLOpt()
+    >>> theta = lopt_.init(jax.random.key(0))
+    >>> opt = lopt_.optimizer(theta, num_steps=10)
+    >>> params = {"w": jnp.ones((5, 3)), "b": jnp.zeros(3)}
+    >>> state = opt.init(params)
+    >>> u, _ = nominal_step.nominal_update(lopt_, theta, 10, params, state, params,
+    ...                                    interpret=True)
+    >>> u_ref, _ = opt.update(params, state, params)
+    >>> bool(jnp.allclose(u["w"], u_ref["w"], rtol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lopt.kernels import tiles
+from lopt.learned import features as F
+from lopt.learned import nominal
+
+__all__ = ["bytes_per_param", "nominal_update", "passes", "supported"]
+
+_f32 = jnp.float32
+_FACTORED_EPS = 1e-30  # F.factored_update's default
+_MAX_HIDDEN = 32  # the network is unrolled: keep the kernel's code small
+
+
+def supported(lopt: Any) -> bool:
+    """Whether the fused kernel implements this :class:`NominalLOpt` config.
+
+    Example:
+        >>> from lopt.learned import NominalLOpt
+        >>> supported(NominalLOpt()), supported(NominalLOpt(hidden_size=64))
+        (True, False)
+    """
+    return lopt.hidden_size <= _MAX_HIDDEN
+
+
+def passes() -> int:
+    """Passes over a rank >= 2 tensor: one (XLA) reduction pass plus the main pass."""
+    return 2
+
+
+def bytes_per_param(param_bytes: int = 4, *, apply: bool = True) -> int:
+    """Bytes a fused step moves per parameter of a rank >= 2 tensor, as implemented."""
+    reductions = 3 * param_bytes  # g for the row means, g for the column means, p
+    read = 2 * param_bytes + 4 * 4  # g, p, three momenta, second moment
+    written = 4 * 4 + param_bytes  # momenta, second moment, new parameter or update
+    return reductions + read + written + (0 if apply else 3 * param_bytes)
+
+
+def _step_scalars(lopt, theta, count, num_steps):
+    """``(t, lr, time_context)`` of this step, as :class:`NominalLOpt` computes them."""
+    t = count.astype(_f32)
+    if num_steps is None:
+        fraction = jnp.asarray(lopt.unknown_horizon_fraction, _f32)
+    else:
+        fraction = jnp.clip((t - 1.0) / num_steps, 0.0, 1.0)
+    return t, lopt.learning_rate(theta, fraction), F.fraction_embedding(fraction)
+
+
+def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) -> jax.Array:
+    """Row-major index into ``shape`` with axis ``drop`` removed."""
+    out, stride = 0, 1
+    for a in reversed(range(len(shape))):
+        if a != drop:
+            out = out + axis_ids[a] * stride
+            stride *= shape[a]
+    return out
+
+
+def _kernel(g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out, *, n,
+            shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply):
+    g = tiles.load_rows(g_ref, n, block)
+    p = tiles.load_rows(p_ref, n, block)
+    v = b2 * tiles.load_rows(v_ref, n, block) + (1.0 - b2) * (g * g)
+    tiles.store_rows(v_out, v, n, block)
+    ms = []
+    for j, d in enumerate(decays):
+        m = d * tiles.load_rows(m_ref, n, block, col=j) + (1.0 - d) * g
+        tiles.store_rows(m_out, m, n, block, col=j)
+        ms.append(m)
+    # Row and column of each parameter (rows past the end clamp to the last parameter).
+    i = jnp.minimum(tiles.row_ids(block), n - 1)
+    axis_ids, stride = [None] * len(shape), 1
+    for a in reversed(range(len(shape))):
+        axis_ids[a] = jax.lax.rem(jax.lax.div(i, stride), shape[a]) if a else jax.lax.div(i, stride)
+        stride *= shape[a]
+    row_factor = rf_ref[_flat_index(axis_ids, shape, d0)]
+    col_factor = cf_ref[_flat_index(axis_ids, shape, d1)]
+
+    offset = itertools.count()  # read the packed scalars in the order _pack wrote them
+
+    def scalar():
+        return s_ref[next(offset)]
+
+    v_corr, p_rms = scalar(), scalar()
+    m_corr = [scalar() for _ in decays]
+    step_scale = scalar()
+    precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
+    moments = [m * c * precond for m, c in zip(ms, m_corr)]
+    inputs = [g * precond, *moments, g * (row_factor * col_factor), p / p_rms]
+    inputs = [jnp.clip(x, -clip, clip) for x in inputs]
+
+    def dense(xs, width, bias_first=False):
+        if bias_first:  # first layer: bias = b0 + context, packed before w0
+            bias = [scalar() for _ in range(width)]
+        w = [[scalar() for _ in range(width)] for _ in xs]
+        if not bias_first:
+            bias = [scalar() for _ in range(width)]
+        out = []
+        for j in range(width):
+            acc = xs[0] * w[0][j]
+            for x, w_row in zip(xs[1:], w[1:]):
+                acc = acc + x * w_row[j]
+            out.append(acc + bias[j])
+        return out
+
+    h = [jax.nn.relu(x) for x in dense(inputs, hidden, bias_first=True)]
+    h = [jax.nn.relu(x) for x in dense(h, hidden)]
+    direction, log_scale = dense(h, 2)
+    combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
+    update = -step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0))
+    update = update.astype(out_ref.dtype)
+    tiles.store_rows(out_ref, (p + update.astype(_f32)) if apply else update, n, block)
+
+
+def _pack(lopt, theta, t, lr, time_context, shape, p_rms):
+    """Per-tensor scalars, in the order the kernel reads them."""
+    net = theta["network"]
+    decays = jnp.asarray(lopt.decays, _f32)
+    tensor_context = jnp.asarray(
+        [0.0, math.log10(max(int(np.prod(shape)), 1)) / 4.0,
+         math.log10(nominal._fan_in(shape)) / 4.0], _f32)
+    context = jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
+    mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
+        nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
+    parts = [1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t), lr * mult,
+             net["b0"] + context, net["w0"], net["w1"], net["b1"], net["w2"], net["b2"]]
+    return jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in parts])
+
+
+def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col, theta, count,
+                  num_steps):
+    shape, n = g.shape, g.size
+    d1, d0 = F.factored_dims(shape)
+    t, lr, time_context = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
+    g2 = jnp.square(g.astype(_f32))[..., None] + _FACTORED_EPS
+    fd = lopt.factored_decay
+    acc = F.FactoredAccumulator(fd * row + (1.0 - fd) * jnp.mean(g2, axis=d0),
+                                fd * col + (1.0 - fd) * jnp.mean(g2, axis=d1), None)
+    row_factor, col_factor = F.factored_scale_factors(acc, shape)
+    p_rms = jnp.sqrt(jnp.mean(jnp.square(p.astype(_f32))))
+    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms)
+    k = len(lopt.decays)
+    kernel = functools.partial(
+        _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
+        clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
+        block=cfg.block, apply=apply)
+    call = tiles.call(
+        kernel,
+        [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), _f32),
+         jax.ShapeDtypeStruct((n,), _f32)],
+        rows=n, block=cfg.block, cfg=cfg, interpret=interpret, aliases={2: 1, 3: 2},
+        name="lopt_nominal_step")
+    out, m_new, v_new = call(g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n),
+                             row_factor.reshape(-1), col_factor.reshape(-1), scalars)
+    return out.reshape(shape), m_new.reshape(m.shape), v_new.reshape(shape), acc.row, acc.col
+
+
+def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, theta, count, num_steps):
+    """One tensor through :class:`NominalLOpt`'s own XLA update (``count`` before the step)."""
+    impl = lopt._build(theta, num_steps if has_horizon else None)
+    state = nominal.NominalState(count, {"x": m}, {"x": v}, {"x": acc})
+    updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
+    update = updates["x"].astype(jnp.result_type(p))
+    return (p + update if apply else update), new.momentum["x"], new.rms["x"], new.factored["x"]
+
+
+def _reference_tensor(lopt, apply, has_horizon, g, p, m, v, row, col, theta, count, num_steps):
+    """:func:`_reference_leaf` for a factored tensor, with :func:`_fused_tensor`'s signature."""
+    out, m_new, v_new, acc = _reference_leaf(
+        lopt, apply, has_horizon, g, p, m, v, F.FactoredAccumulator(row, col, None), theta, count,
+        num_steps)
+    return out, m_new, v_new, acc.row, acc.col
+
+
+def nominal_update(
+    lopt: Any,
+    theta: Any,
+    num_steps: Any,
+    grads: Any,
+    state: Any,
+    params: Any,
+    *,
+    interpret: bool,
+    apply: bool = False,
+    cfg: tiles.KernelConfig | None = None,
+) -> tuple[Any, Any]:
+    """One fused :class:`NominalLOpt` step: ``(updates or new params, new NominalState)``.
+
+    Args:
+        lopt: the config (must be :func:`supported`).
+        theta: its meta-parameters.
+        num_steps: the horizon or ``None`` (as given to ``lopt.optimizer``).
+        grads, state, params: the step's gradient, :class:`NominalState` and parameters.
+        interpret: Pallas interpret mode (CPU tests) instead of Triton.
+        apply: return ``params + updates`` instead of the updates.
+        cfg: launch settings.
+    """
+    if not supported(lopt):
+        raise ValueError(f"no fused kernel for {lopt!r}: hidden_size must be <= {_MAX_HIDDEN}; "
+                         "use the XLA path (mode 'xla').")
+    cfg = cfg or tiles.KernelConfig()
+    has_horizon = num_steps is not None
+    horizon = jnp.asarray(num_steps if has_horizon else 1.0, _f32)
+    fused = tiles.with_reference_vjp(
+        functools.partial(_fused_tensor, lopt, cfg, interpret, apply, has_horizon),
+        functools.partial(_reference_tensor, lopt, apply, has_horizon))
+
+    flat_g, treedef = jax.tree.flatten(grads)
+    flat = [treedef.flatten_up_to(x) for x in (params, state.momentum, state.rms)]
+    flat_acc = treedef.flatten_up_to(state.factored)
+    results = []
+    for g, p, m, v, acc in zip(flat_g, *flat, flat_acc):
+        if g.ndim < 2 or g.size == 0:  # unfactored accumulator: the XLA path
+            out, m_new, v_new, new_acc = _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc,
+                                                         theta, state.count, horizon)
+        else:
+            out, m_new, v_new, r, c = fused(g, p, m, v, acc.row, acc.col, theta, state.count,
+                                            horizon)
+            new_acc = F.FactoredAccumulator(r, c, None)
+        results.append((out, m_new, v_new, new_acc))
+    pick = [treedef.unflatten([r[i] for r in results]) for i in range(4)]
+    return pick[0], nominal.NominalState(state.count + 1, *pick[1:])

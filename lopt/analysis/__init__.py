@@ -16,7 +16,9 @@ Example:
 
 from lopt.analysis.adaptation import Adaptation, learning_rate_adaptation
 from lopt.analysis.clipping import Clipping, clipping
+from lopt.analysis.implicit_regularization import ImplicitRegularization, implicit_regularization
 from lopt.analysis.layout import StateLayout, leaf_names
+from lopt.analysis.meta_gradients import MetaGradientDiagnostics, meta_gradient_diagnostics
 from lopt.analysis.schedule import Schedule, learning_rate_schedule
 from lopt.analysis.subject import Subject, as_subject
 from lopt.analysis.timescales import Timescales, momentum_timescales, timescale
@@ -26,6 +28,8 @@ from lopt.analysis.update_function import UpdateFunction, update_function
 __all__ = [
     "Adaptation",
     "Clipping",
+    "ImplicitRegularization",
+    "MetaGradientDiagnostics",
     "Schedule",
     "Snapshot",
     "StateLayout",
@@ -35,9 +39,11 @@ __all__ = [
     "UpdateFunction",
     "as_subject",
     "clipping",
+    "implicit_regularization",
     "leaf_names",
     "learning_rate_adaptation",
     "learning_rate_schedule",
+    "meta_gradient_diagnostics",
     "momentum_timescales",
     "record_trace",
     "timescale",

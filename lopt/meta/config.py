@@ -1,4 +1,4 @@
-"""Typed meta-training configs: dataclasses, built-in presets, TOML files, ``a.b=value`` overrides."""
+"""Typed meta-training configs: dataclasses, built-in presets, TOML or JSON files, ``a.b=value`` overrides."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["MetaTrainConfig", "PRESETS", "load_config"]
+__all__ = ["PRESETS", "MetaTrainConfig", "apply_overrides", "load_config"]
 
 
 @dataclasses.dataclass
@@ -34,6 +34,12 @@ class TaskSection:
             ``configs_per_bucket`` configs; outer step ``s`` trains bucket ``s % num_buckets``.
         num_buckets: structures drawn from the mixture.
         configs_per_bucket: configs (differing in dynamic settings) per structure.
+        redraw_every: mixture runs re-draw half of every bucket's configs every N outer steps
+            (new dynamic variants, same compiled program; 0: never).
+        heldout_per_bucket: variants of every training structure held out for validation.
+        heldout_families: families used only for held-out validation, never for training.
+        structures: explicit training structures (configs) instead of drawing ``num_buckets``
+            from the mixture (a campaign fixes them so every session trains the same programs).
     """
 
     family: str = "mlp"
@@ -45,6 +51,10 @@ class TaskSection:
     mixture: dict = dataclasses.field(default_factory=dict)
     num_buckets: int = 4
     configs_per_bucket: int = 4
+    redraw_every: int = 100
+    heldout_per_bucket: int = 2
+    heldout_families: list = dataclasses.field(default_factory=list)
+    structures: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -126,6 +136,11 @@ class TrainerSection:
         checkpoint_every: save every N outer steps.
         checkpoint_minutes: also save when this many minutes passed since the last save.
         keep_checkpoints: checkpoints kept on disk.
+        max_minutes: stop (after a checkpoint) once this many minutes of training passed (0: no
+            limit); ``--resume`` continues.
+        checkpoint_dir: where full checkpoints go (``""``: ``<out>/checkpoints``).
+        init_from: warm start: a theta file or a ``warm_start.safetensors`` (theta and outer
+            state) to start from, with fresh inner tasks (``""``: a fresh theta).
     """
 
     outer_steps: int = 1000
@@ -135,6 +150,9 @@ class TrainerSection:
     checkpoint_every: int = 100
     checkpoint_minutes: float = 5.0
     keep_checkpoints: int = 3
+    max_minutes: float = 0.0
+    checkpoint_dir: str = ""
+    init_from: str = ""
 
 
 @dataclasses.dataclass
@@ -261,24 +279,80 @@ def _canonical() -> MetaTrainConfig:
     return cfg
 
 
-PRESETS = {"quickstart": _quickstart, "canonical": _canonical}
+def _taskset() -> MetaTrainConfig:
+    """The pretrained optimizer's recipe: ``nominal`` lopt, PES on every family of the taskset.
+
+    16 structures (shape buckets) in every outer gradient, 8 pairs each, truncation 50,
+    log-uniform horizons 100..2,000, half of every bucket re-drawn every 50 outer steps, two
+    held-out variants per structure plus the held-out families. Sized for one GPU.
+    """
+    cfg = MetaTrainConfig(name="taskset")
+    cfg.task = TaskSection(mixture={"taskset": 1}, num_buckets=16, configs_per_bucket=8, redraw_every=50,
+                           heldout_per_bucket=2)
+    cfg.lopt = LOptSection(name="nominal")
+    cfg.estimator = EstimatorSection(kind="pes", num_tasks=8, std=0.01, unroll_length=50)
+    cfg.truncation = TruncationSection(kind="log_uniform", min_horizon=100, max_horizon=2000)
+    cfg.normalizer = NormalizerSection(num_steps=1000)
+    cfg.outer = OuterSection(learning_rate=1e-3, clip_grad_norm=1.0)
+    cfg.trainer = TrainerSection(outer_steps=100_000, eval_every=200, eval_steps=1000, checkpoint_every=200,
+                                 checkpoint_minutes=3.0)
+    cfg.final_eval = FinalEvalSection(enabled=False)
+    return cfg
+
+
+PRESETS = {"quickstart": _quickstart, "canonical": _canonical, "taskset": _taskset}
+
+
+def _read_json_config(path: str) -> MetaTrainConfig:
+    """A config saved as JSON (a run's ``config.json``): every key, nothing from a preset."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: invalid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: a config must be a JSON object, got {type(data).__name__}.")
+    return MetaTrainConfig.from_dict(data)
 
 
 def load_config(source: str = "quickstart", overrides: list[str] | tuple[str, ...] = ()) -> MetaTrainConfig:
-    """A preset name or a TOML file, then ``section.key=value`` overrides.
+    """A preset name, a TOML file, a JSON config or a run directory, then ``section.key=value`` overrides.
 
     Args:
-        source: a preset (``"quickstart"``, ``"canonical"``) or a path to a ``.toml`` file
-            (its tables mirror :class:`MetaTrainConfig`; a top-level ``preset = "..."`` key picks
-            the preset it starts from).
+        source: a preset (``"quickstart"``, ``"canonical"``); a path to a ``.toml`` file (its
+            tables mirror :class:`MetaTrainConfig`; a top-level ``preset = "..."`` key picks the
+            preset it starts from); a ``.json`` file holding a whole config (the ``config.json``
+            that ``lopt train`` writes into its output directory); or such an output directory.
         overrides: e.g. ``["estimator.num_tasks=32", "outer.learning_rate=1e-3"]``.
 
     Raises:
         ValueError: unknown preset, key or badly typed value.
-        FileNotFoundError: missing TOML file.
+        FileNotFoundError: missing file, or a directory without ``config.json``.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> cfg = load_config("quickstart", ["trainer.outer_steps=300"])
+        >>> with open(os.path.join(run, "config.json"), "w") as f:
+        ...     json.dump(cfg.to_dict(), f)
+        >>> load_config(run) == cfg, load_config(os.path.join(run, "config.json")).trainer.outer_steps
+        (True, 300)
     """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"config source must be a preset name or a path, got {source!r}.")
+    source = os.fspath(source)
     if source in PRESETS:
         cfg = PRESETS[source]()
+    elif os.path.isdir(source):
+        path = os.path.join(source, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"directory {source!r} has no config.json, so it is not a `lopt train` "
+                                    "output directory; give a preset, a .toml or .json file, or a run directory.")
+        cfg = _read_json_config(path)
+    elif source.endswith(".json"):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"config file {source!r} does not exist.")
+        cfg = _read_json_config(source)
     elif source.endswith(".toml") or os.path.exists(source):
         if not os.path.exists(source):
             raise FileNotFoundError(f"config file {source!r} does not exist.")
@@ -292,7 +366,21 @@ def load_config(source: str = "quickstart", overrides: list[str] | tuple[str, ..
             raise ValueError(f"{source}: preset={preset!r} is unknown; use one of {sorted(PRESETS)}.")
         cfg = _apply(PRESETS[preset](), data, "")
     else:
-        raise ValueError(f"config {source!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a .toml file.")
+        raise ValueError(f"config {source!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .toml or "
+                         ".json file, nor a run directory.")
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: MetaTrainConfig, overrides: list[str] | tuple[str, ...]) -> MetaTrainConfig:
+    """Applies ``section.key=value`` overrides to ``cfg`` in place and returns it.
+
+    Raises:
+        ValueError: a malformed override, an unknown key or a badly typed value.
+
+    Example:
+        >>> apply_overrides(MetaTrainConfig(), ["seed=4"]).seed
+        4
+    """
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.key=value, e.g. estimator.num_tasks=32.")

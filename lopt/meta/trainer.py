@@ -9,7 +9,6 @@ trajectory as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -25,9 +24,13 @@ from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
 from lopt.meta.metrics_log import MetricsLog, read_metrics
+from lopt.meta.mixture_engine import MixtureEngine, outer_update
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
 from lopt.meta.problem import make_problem
+from lopt.meta.run_directory import open_run
 from lopt.meta.truncation import make_schedule
+from lopt.meta.warm_start import load_warm_start, save_warm_start
+from lopt.tasks.mixture import NOT_IN_TASKSET
 
 __all__ = ["MetaTrainer", "TrainingSetup", "build_setup"]
 
@@ -53,6 +56,53 @@ class TrainingSetup:
     outer: optax.GradientTransformation
     buckets: list = dataclasses.field(default_factory=list)
     estimators: list = dataclasses.field(default_factory=list)
+    engine: MixtureEngine | None = None
+
+
+def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, progress: bool) -> MixtureEngine:
+    """The engine of a mixture run: training structures, held-out families, devices."""
+    task, est = cfg.task, cfg.estimator
+    for name in ("num_buckets", "configs_per_bucket"):
+        if getattr(task, name) < 1:
+            raise ValueError(f"task.{name}={getattr(task, name)} must be >= 1.")
+    if est.kind != "pes":
+        raise ValueError(f"estimator.kind={est.kind!r}: mixture runs use 'pes' (set estimator.kind=pes).")
+    held = list(task.heldout_families)
+    if set(task.mixture) == {"taskset"}:
+        families = [f for f in lopt.tasks.names() if f not in NOT_IN_TASKSET]
+        unknown = [f for f in held if f not in families]
+        if unknown:
+            raise ValueError(f"task.heldout_families: {unknown} are not taskset families; choose from {families}.")
+        dist = lopt.tasks.taskset([f for f in families if f not in held], seed=cfg.seed)
+        held_dist = lopt.tasks.taskset(held, seed=cfg.seed) if held else None
+    else:
+        weights = {k: v for k, v in task.mixture.items() if k not in held}
+        if not weights:
+            raise ValueError("task.heldout_families leaves no family to train on.")
+        dist = lopt.tasks.mixture(weights, seed=cfg.seed)
+        held_dist = lopt.tasks.mixture({f: 1.0 for f in held}, seed=cfg.seed) if held else None
+    if task.structures:
+        structures = [lopt.tasks.TaskConfig(s) for s in task.structures]
+    else:
+        structures = [bucket[0] for bucket in dist.buckets(cfg.seed, task.num_buckets, 1)]
+    heldout_structures = [b[0] for b in held_dist.buckets(cfg.seed, max(1, len(held)), 1)] if held_dist else []
+    devices = jax.devices()
+    mesh = jax.make_mesh((len(devices),), ("tasks",)) if len(devices) > 1 else None
+    eval_steps = cfg.trainer.eval_steps or min(truncation.max_horizon, 2000)
+    return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures, truncation=truncation,
+                         num_tasks=est.num_tasks, std=est.std, unroll_length=est.unroll_length,
+                         objective=est.objective, configs_per_bucket=task.configs_per_bucket,
+                         redraw_every=task.redraw_every, heldout_per_bucket=task.heldout_per_bucket,
+                         eval_steps=eval_steps, normalizer_steps=cfg.normalizer.num_steps or eval_steps,
+                         seed=cfg.seed, mesh=mesh, progress=progress)
+
+
+def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraArgs:
+    outer_cfg = cfg.outer
+    outer = lopt.optimizers.get(outer_cfg.optimizer, learning_rate=outer_cfg.learning_rate)
+    if outer_cfg.clip_grad_norm > 0:
+        outer = optax.chain(optax.clip_by_global_norm(outer_cfg.clip_grad_norm), outer)
+    return optax.with_extra_args_support(outer)
 
 
 def _task_buckets(cfg: MetaTrainConfig, notes: list[str]) -> list[list]:
@@ -89,9 +139,14 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
     """
     notes = [] if notes is None else notes
     lopt_ = lopt.learned.get(cfg.lopt.name, **cfg.lopt.config)
-    buckets = _task_buckets(cfg, notes)
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
+    if cfg.task.mixture:  # every structure in every outer step (lopt.meta.mixture_engine)
+        engine = _mixture_engine(cfg, lopt_, truncation, progress)
+        configs = engine.training_configs()
+        return TrainingSetup(cfg, lopt_, list(configs[0]), list(engine._first_fits[0]), engine._estimators[0],
+                             _outer_optimizer(cfg), buckets=configs, estimators=[], engine=engine)
+    buckets = _task_buckets(cfg, notes)
     est = cfg.estimator
     if est.kind not in ESTIMATORS:
         raise ValueError(f"estimator.kind={est.kind!r} is unknown; use one of {sorted(ESTIMATORS)}.")
@@ -114,11 +169,7 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
         else:
             estimators.append(ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std))
         all_normalizers.append(normalizers)
-    outer_cfg = cfg.outer
-    outer = lopt.optimizers.get(outer_cfg.optimizer, learning_rate=outer_cfg.learning_rate)
-    if outer_cfg.clip_grad_norm > 0:
-        outer = optax.chain(optax.clip_by_global_norm(outer_cfg.clip_grad_norm), outer)
-    return TrainingSetup(cfg, lopt_, list(buckets[0]), all_normalizers[0], estimators[0], outer,
+    return TrainingSetup(cfg, lopt_, list(buckets[0]), all_normalizers[0], estimators[0], _outer_optimizer(cfg),
                          buckets=[list(b) for b in buckets], estimators=estimators)
 
 
@@ -128,7 +179,8 @@ def inner_steps_per_outer_step(setup: TrainingSetup) -> int:  # the same for eve
     members = 1 if est.kind == "tbptt" else 2
     if est.kind == "full_es":
         return members * est.num_tasks * setup.estimator.problem.truncation.max_horizon
-    return members * est.num_tasks * est.unroll_length
+    buckets = len(setup.engine.buckets) if setup.engine is not None else 1
+    return buckets * members * est.num_tasks * est.unroll_length
 
 
 class MetaTrainer:
@@ -159,11 +211,12 @@ class MetaTrainer:
 
         def outer_step(estimator, theta, outer_state, est_state, key):
             grad, est_state, metrics = estimator.estimate(theta, est_state, key=key)
-            updates, outer_state = outer.update(grad, outer_state, theta)
-            theta = optax.apply_updates(theta, updates)
+            theta, outer_state = outer_update(outer, theta, outer_state, grad, metrics["meta_loss"])
             return theta, outer_state, est_state, metrics
 
         self._outer_step = jax.jit(outer_step)  # compiles once per bucket (each a pytree structure)
+        self._apply_outer = jax.jit(lambda *args: outer_update(outer, *args))
+        self.engine = self.setup.engine
         self._evaluate = jax.jit(self._evaluate_impl)
         self._estimator = estimator
         self._estimators = self.setup.estimators
@@ -174,9 +227,16 @@ class MetaTrainer:
         """Fresh theta, outer-optimizer state and estimator state (step 0)."""
         theta_key, est_key = jax.random.split(jax.random.fold_in(self.root_key, INIT_STREAM))
         theta = self.setup.lopt.init(theta_key)
+        outer_state = self.setup.outer.init(theta)
+        if self.config.trainer.init_from:  # warm start: theta (and outer state) from a file, fresh tasks
+            theta, warm_outer, _ = load_warm_start(self.config.trainer.init_from, self.setup.lopt,
+                                                   outer_like=outer_state)
+            outer_state = warm_outer if warm_outer is not None else self.setup.outer.init(theta)
+        if self.engine is not None:
+            return {"theta": theta, "outer_state": outer_state, "estimator_state": self.engine.init(theta, key=est_key)}
         states = tuple(est.init(theta, key=est_key if i == 0 else jax.random.fold_in(est_key, i))
                        for i, est in enumerate(self._estimators))
-        return {"theta": theta, "outer_state": self.setup.outer.init(theta),
+        return {"theta": theta, "outer_state": outer_state,
                 "estimator_state": states[0] if len(states) == 1 else states}
 
     # --- evaluation --------------------------------------------------------------------------
@@ -200,8 +260,14 @@ class MetaTrainer:
                 "eval_valid_loss": jnp.nanmean(valid), "eval_diverged": diverged.sum()}
 
     def evaluate(self, theta, step: int) -> dict:
-        """Trains ``eval_tasks`` held-out inner runs with theta; mean final losses."""
+        """Trains ``eval_tasks`` held-out inner runs with theta; mean final losses.
+
+        Mixture runs evaluate every held-out config of every structure (see
+        :meth:`lopt.meta.MixtureEngine.evaluate`).
+        """
         key = jax.random.fold_in(jax.random.fold_in(self.root_key, EVAL_STREAM), step)
+        if self.engine is not None:
+            return self.engine.evaluate(theta, key=key)
         return {k: float(v) for k, v in self._evaluate(self._estimator.problem, theta, key).items()}
 
     # --- the loop ----------------------------------------------------------------------------
@@ -218,8 +284,10 @@ class MetaTrainer:
             A summary: final step, theta path, seconds, inner steps per second, last metrics.
         """
         cfg = self.config
-        os.makedirs(self.out_dir, exist_ok=True)
-        manager = CheckpointManager(os.path.join(self.out_dir, "checkpoints"), keep=cfg.trainer.keep_checkpoints)
+        run_dir = open_run(self.out_dir, cfg, resume=resume)  # refuses to clobber a run; locks; records config
+        self.notes.extend(run_dir.notes)
+        manager = CheckpointManager(cfg.trainer.checkpoint_dir or os.path.join(self.out_dir, "checkpoints"),
+                                    keep=cfg.trainer.keep_checkpoints)
         metrics_log = MetricsLog(os.path.join(self.out_dir, "metrics.jsonl"))
         eval_log = MetricsLog(os.path.join(self.out_dir, "eval.jsonl"))
         state, step = self.initial_state(), 0
@@ -227,14 +295,6 @@ class MetaTrainer:
             step, state, _ = manager.restore(like=state)
             metrics_log.truncate_after(step)
             eval_log.truncate_after(step)
-        elif not resume:
-            for log in (metrics_log, eval_log):
-                if log.path.exists():
-                    log.path.unlink()
-            for old in manager.list():
-                manager.path(old).unlink(missing_ok=True)
-        with open(os.path.join(self.out_dir, "config.json"), "w") as f:
-            json.dump(cfg.to_dict(), f, indent=2)
         total = cfg.trainer.outer_steps if stop_after is None else min(stop_after, cfg.trainer.outer_steps)
         per_step = inner_steps_per_outer_step(self.setup)
         from tqdm.auto import tqdm
@@ -243,44 +303,94 @@ class MetaTrainer:
                    desc="meta-training (compiling)")
         theta, outer_state, est_state = state["theta"], state["outer_state"], state["estimator_state"]
         start, start_step, smoothed, last = time.perf_counter(), step, None, {}
+        best = _best_heldout(eval_log)
+        if self.engine is not None:
+            self.engine.set_step(step)
+            est_state = self.engine.place(est_state)
+        pending = None  # mixture runs read an outer step's metrics after dispatching the next one
+
+        def record(done: int, metrics: dict) -> None:
+            nonlocal smoothed
+            per_bucket = metrics.pop("meta_loss_per_bucket", None)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if per_bucket is not None:
+                for family, value in self.engine.family_means(per_bucket).items():
+                    metrics[f"meta_loss/{family}"] = value
+            metrics.update(seconds=time.perf_counter() - start, inner_steps=done * per_step)
+            metrics_log.write(done, metrics)
+            meta_loss = metrics["meta_loss"]
+            smoothed = meta_loss if smoothed is None or not math.isfinite(smoothed) else 0.95 * smoothed + 0.05 * meta_loss
+
+        max_seconds = 60.0 * cfg.trainer.max_minutes if cfg.trainer.max_minutes > 0 else math.inf
         while step < total:
             key = jax.random.fold_in(self.root_key, step)
-            if len(self._estimators) == 1:
+            if self.engine is not None:  # every bucket, one averaged gradient
+                self.engine.set_step(step)
+                grad, est_state, metrics = self.engine.estimate(theta, est_state, key=key)
+                theta, outer_state = self._apply_outer(theta, outer_state, grad, metrics["meta_loss"])
+            elif len(self._estimators) == 1:
                 theta, outer_state, est_state, metrics = self._outer_step(self._estimator, theta, outer_state,
                                                                           est_state, key)
-            else:  # a mixture: outer step s trains bucket s % B
+            else:  # several buckets without the engine: outer step s trains bucket s % B
                 bucket = step % len(self._estimators)
                 theta, outer_state, bucket_state, metrics = self._outer_step(
                     self._estimators[bucket], theta, outer_state, est_state[bucket], key)
                 est_state = est_state[:bucket] + (bucket_state,) + est_state[bucket + 1:]
                 metrics = {**metrics, "bucket": bucket}
             step += 1
-            metrics = {k: float(v) for k, v in metrics.items()}
-            elapsed = time.perf_counter() - start
-            metrics.update(seconds=elapsed, inner_steps=step * per_step)
-            metrics_log.write(step, metrics)
-            meta_loss = metrics["meta_loss"]
-            smoothed = meta_loss if smoothed is None or not math.isfinite(smoothed) else 0.95 * smoothed + 0.05 * meta_loss
-            postfix = {"meta_loss": f"{smoothed:.4f}"}
+            if pending is not None:
+                record(*pending)
+            pending = (step, metrics)
+            if self.engine is None:
+                record(*pending)
+                pending = None
+            postfix = {"meta_loss": f"{smoothed:.4f}" if smoothed is not None else "..."}
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 last = self.evaluate(theta, step)
                 eval_log.write(step, last)
-                postfix["eval"] = f"{last['eval_normalized_loss']:.4f}"
+                score = last.get("heldout_normalized_loss", last.get("eval_normalized_loss"))
+                postfix["eval"] = f"{score:.4f}"
+                if score is not None and math.isfinite(score) and score < best:
+                    best = score
+                    save_theta(os.path.join(self.out_dir, "theta_best.safetensors"), self.setup.lopt, theta,
+                               extra={"outer_steps": step, "heldout_score": score, "config": cfg.name})
             if step == start_step + 1:
                 bar.set_description("meta-training")
             bar.set_postfix(postfix)
             bar.update(1)
+            out_of_time = time.perf_counter() - start > max_seconds
             if manager.should_save(step, every_steps=cfg.trainer.checkpoint_every,
-                                   every_seconds=60 * cfg.trainer.checkpoint_minutes) or step == total:
+                                   every_seconds=60 * cfg.trainer.checkpoint_minutes) or step == total or out_of_time:
+                if pending is not None:
+                    record(*pending)
+                    pending = None
                 manager.save(step, {"theta": theta, "outer_state": outer_state, "estimator_state": est_state},
                              {"step": step, "config": cfg.name})
+                save_warm_start(os.path.join(self.out_dir, "warm_start.safetensors"), self.setup.lopt, theta,
+                                outer_state, extra={"outer_steps": step, "config": cfg.name})
+            if out_of_time:
+                self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
+                                  "--resume continues")
+                break
+        if pending is not None:
+            record(*pending)
         bar.close()
         seconds = time.perf_counter() - start
         theta_path = save_theta(os.path.join(self.out_dir, "theta.safetensors"), self.setup.lopt, theta,
-                                extra={"outer_steps": step, "config": cfg.name})
+                                extra={"outer_steps": step, "config": cfg.name, "run_config": cfg.to_dict()})
+        run_dir.release()
         rows = read_metrics(os.path.join(self.out_dir, "metrics.jsonl"))
         done_here = step - start_step
         return {"step": step, "theta": theta, "theta_path": str(theta_path), "seconds": seconds,
                 "inner_steps_per_s": done_here * per_step / seconds if done_here else float("nan"),
                 "last_metrics": rows[-1] if rows else {}, "last_eval": last, "notes": self.notes}
 
+
+def _best_heldout(eval_log: MetricsLog) -> float:
+    """The best held-out score logged so far (``inf`` when none): ``theta_best`` is only replaced by a better one."""
+    best = math.inf
+    for row in read_metrics(str(eval_log.path)) if eval_log.path.exists() else []:
+        score = row.get("heldout_normalized_loss", row.get("eval_normalized_loss"))
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            best = min(best, float(score))
+    return best

@@ -53,6 +53,9 @@ class MetaProblem:
         unroll_length: ``K``, inner steps per unroll (static).
         objective: ``"train"`` (meta-loss on training batches) or ``"valid"`` (on validation
             batches of the inner task: the "validation outer objective" of Metz et al.).
+        active: optional ``[P]`` boolean mask of the pool tasks that new episodes may draw
+            (``None``: all). A mixture run re-draws the inactive half of a pool while running
+            episodes finish on the other half, so no episode's task changes under it.
     """
 
     lopt: LearnedOptimizer
@@ -62,6 +65,7 @@ class MetaProblem:
     truncation: TruncationSchedule
     unroll_length: int
     objective: str = "train"
+    active: jax.Array | None = None
 
     def __post_init__(self):
         if not isinstance(self.lopt, LearnedOptimizer):
@@ -89,7 +93,7 @@ class MetaProblem:
 
 
 jax.tree_util.register_dataclass(
-    MetaProblem, data_fields=["tasks", "initial_loss", "best_loss"],
+    MetaProblem, data_fields=["tasks", "initial_loss", "best_loss", "active"],
     meta_fields=["lopt", "truncation", "unroll_length", "objective"])
 
 
@@ -141,7 +145,10 @@ class UnrollOutput:
 def _fresh_episode(problem: MetaProblem, theta: Any, key: jax.Array, num_members: int):
     """A new episode for one slot: task index, horizon, key, params and state (members equal)."""
     index_key, horizon_key, episode_key = jax.random.split(key, 3)
-    task_index = jax.random.randint(index_key, (), 0, problem.pool_size)
+    if problem.active is None:
+        task_index = jax.random.randint(index_key, (), 0, problem.pool_size)
+    else:
+        task_index = jax.random.categorical(index_key, jnp.where(problem.active, 0.0, -jnp.inf))
     horizon = problem.round_horizon(problem.truncation.sample(horizon_key))
     task = problem.task(task_index)
     params = task.init(jax.random.fold_in(episode_key, 3))  # streams: 0 train, 1 valid, 2 final, 3 init

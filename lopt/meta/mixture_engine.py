@@ -1,0 +1,398 @@
+"""Meta-training on a whole task mixture: every outer gradient averages every structure.
+
+A :class:`MixtureEngine` serves ``B`` structures (shape buckets) of a task mixture:
+
+* **Every bucket in every outer step.** Each bucket has its own estimator (a compiled program
+  for its structure) and its own persistent state; an outer step runs all ``B`` estimates with
+  the *same* theta and averages their gradients, so every update of theta follows several task
+  kinds, and each bucket's PES state is always consistent with the theta it perturbs. The
+  bucket programs are compiled ahead of time in parallel threads and dispatched back to back
+  without host synchronisation (the trainer reads metrics one step late).
+* **Breadth at a bounded compile count.** A bucket's pool holds two halves of
+  ``configs_per_bucket`` configs. Every ``redraw_every`` outer steps one half is replaced by
+  freshly drawn dynamic variants (init scales, data seeds, reparameterisations, loss scales)
+  and becomes the half new episodes draw from; running episodes finish on the old half
+  (``redraw_every * unroll_length`` must cover the longest horizon). New configs reuse the
+  compiled program, so a long run sees thousands of configs with ``B`` programs.
+* **Cheap normalisers.** The first draw of each structure is fitted with Adam over a
+  learning-rate grid in one vectorised program per structure; later draws get their normaliser
+  from their measured initial loss and the structure's relative gap
+  (:mod:`lopt.meta.structure_normalizer`).
+* **Held-out validation.** ``heldout_per_bucket`` variants of each structure are set aside
+  before any training draw (and never drawn for training), plus whole held-out structures
+  (e.g. families left out of training). :meth:`evaluate` trains them with the current theta and
+  reports the normalised final loss per family.
+* **Several devices.** With ``mesh``, every bucket's task axis is sharded over the devices
+  (``jax.sharding``); theta and task data are replicated and the ES sums become all-reduces.
+
+Everything the engine draws is a deterministic function of ``(seed, bucket, redraw index)``,
+so a resumed run rebuilds the exact pools of the step it resumes from.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import lopt
+from lopt.learned.base import LearnedOptimizer
+from lopt.meta.estimators import PES
+from lopt.meta.normalizer import LossNormalizer, normalize_loss
+from lopt.meta.problem import make_problem
+from lopt.meta.structure_normalizer import extrapolate, fit_structure, initial_losses, relative_gap
+from lopt.meta.truncation import TruncationSchedule
+from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
+from lopt.tasks.mixture import Mixture, base_family
+
+__all__ = ["MixtureEngine"]
+
+_HELDOUT_STREAM = 7_000_001
+_DRAW_STREAM = 7_000_003
+
+
+def _draw_key(seed: int, bucket: int, redraw: int) -> int:
+    return int(np.random.default_rng([seed, _DRAW_STREAM, bucket, redraw + 1]).integers(2**31))
+
+
+def _estimate(estimator, theta, state, key):
+    return estimator.estimate(theta, state, key=key)
+
+
+def _heldout_scores(lopt_: LearnedOptimizer, pool, initial, best, theta, key, num_steps: int):
+    tail = max(1, num_steps // 10)
+
+    def one(task, init, bst, k):
+        curves = lopt.inner.train(task, lopt_.optimizer(theta, num_steps=num_steps), key=k,
+                                  num_steps=num_steps, eval_every=num_steps, eval_batches=2)
+        final = jnp.nanmean(curves.train_loss[-tail:])
+        return normalize_loss(final, init, bst), curves.diverged
+
+    keys = jax.random.split(key, initial.shape[0])
+    return jax.vmap(one, in_axes=(vmap_axes(pool), 0, 0, 0))(pool, initial, best, keys)
+
+
+@dataclasses.dataclass
+class _Bucket:
+    structure: TaskConfig
+    family: str
+    heldout: list
+    halves: list  # two lists of configs
+    gap: float = 0.1
+
+
+class MixtureEngine:
+    """Runs ``B`` bucket estimators per outer step over a :class:`~lopt.tasks.Mixture`.
+
+    Args:
+        lopt_: the learned optimizer.
+        dist: the mixture the structures come from (used to draw variants).
+        structures: one representative config per training bucket.
+        heldout_structures: structures used only for validation (e.g. held-out families).
+        truncation: the horizon schedule.
+        num_tasks: antithetic PES pairs per bucket.
+        std: PES perturbation standard deviation.
+        unroll_length: inner steps per truncation.
+        objective: ``"train"`` or ``"valid"``.
+        configs_per_bucket: configs per pool half.
+        redraw_every: outer steps between re-draws of a half (0: never re-draw).
+        heldout_per_bucket: held-out variants per structure.
+        eval_steps: inner steps of a held-out run.
+        normalizer_steps: Adam steps of the per-structure normaliser fit.
+        seed: seeds every draw.
+        mesh: optional ``jax.sharding.Mesh`` with one axis; shards each bucket's tasks over it.
+        progress: print set-up progress.
+
+    Example:
+        >>> import jax, lopt
+        >>> from lopt.meta.truncation import ConstantHorizon
+        >>> dist = lopt.tasks.mixture({"quadratic": 1.0, "losg": 1.0}, num_structures=2, augmentation=None)
+        >>> engine = MixtureEngine(lopt.learned.get("learnable_adam"), dist, dist.structures()[:2],
+        ...     truncation=ConstantHorizon(20), num_tasks=2, unroll_length=10, configs_per_bucket=2,
+        ...     redraw_every=2, heldout_per_bucket=1, eval_steps=20, normalizer_steps=20, progress=False)
+        >>> theta = engine.lopt.init(jax.random.key(0))
+        >>> states = engine.init(theta, key=jax.random.key(1))
+        >>> grad, states, metrics = engine.estimate(theta, states, key=jax.random.key(2))
+        >>> int(metrics["buckets"])
+        2
+    """
+
+    def __init__(self, lopt_: LearnedOptimizer, dist: Mixture, structures: Sequence[Any], *,
+                 heldout_structures: Sequence[Any] = (), truncation: TruncationSchedule, num_tasks: int = 16,
+                 std: float = 0.01, unroll_length: int = 50, objective: str = "train",
+                 configs_per_bucket: int = 8, redraw_every: int = 100, heldout_per_bucket: int = 2,
+                 eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0, mesh: Any = None,
+                 progress: bool = True):
+        if not structures:
+            raise ValueError("MixtureEngine: pass at least one training structure.")
+        for name, value in (("num_tasks", num_tasks), ("configs_per_bucket", configs_per_bucket),
+                            ("eval_steps", eval_steps), ("normalizer_steps", normalizer_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MixtureEngine: {name}={value!r} must be a positive integer.")
+        if redraw_every and redraw_every * unroll_length < truncation.max_horizon:
+            raise ValueError(
+                f"MixtureEngine: redraw_every={redraw_every} outer steps x unroll_length={unroll_length} is "
+                f"shorter than the longest horizon {truncation.max_horizon}; episodes would still run on a "
+                f"half that is being replaced. Use redraw_every >= "
+                f"{-(-truncation.max_horizon // unroll_length)} (or 0 to never re-draw).")
+        if mesh is not None and num_tasks % mesh.size:
+            raise ValueError(f"MixtureEngine: num_tasks={num_tasks} must be a multiple of the {mesh.size} devices "
+                             "of the mesh (each device trains an equal share of the tasks).")
+        self.lopt, self.dist, self.truncation = lopt_, dist, truncation
+        self.num_tasks, self.std, self.unroll_length, self.objective = num_tasks, std, unroll_length, objective
+        self.configs_per_bucket, self.redraw_every = configs_per_bucket, redraw_every
+        self.heldout_per_bucket, self.eval_steps, self.normalizer_steps = heldout_per_bucket, eval_steps, normalizer_steps
+        self.seed, self.mesh, self.progress = seed, mesh, progress
+        self.redraw_index = 0
+        self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in enumerate(structures)]
+        self.heldout_only = [TaskConfig(s) for s in heldout_structures]
+        self._estimators: list = []
+        self._compiled: list = []
+        self._eval_fns: dict = {}
+        self._fit_first_halves()
+        self._apply_pools()
+
+    # --- drawing ---------------------------------------------------------------------------
+
+    def _make_bucket(self, index: int, structure: TaskConfig) -> _Bucket:
+        heldout: list = []
+        if self.heldout_per_bucket:
+            key = int(np.random.default_rng([self.seed, _HELDOUT_STREAM, index]).integers(2**31))
+            heldout = self.dist.variants(structure, key, self.heldout_per_bucket)
+        bucket = _Bucket(structure, base_family(structure), heldout, [[], []])
+        bucket.halves = [self._draw(bucket, index, 0), self._draw(bucket, index, -1)]
+        return bucket
+
+    def _draw(self, bucket: _Bucket, index: int, redraw: int) -> list:
+        """``configs_per_bucket`` training variants of the bucket's structure, never a held-out one."""
+        want = self.configs_per_bucket
+        held = set(bucket.heldout)
+        candidates = self.dist.variants(bucket.structure, _draw_key(self.seed, index, redraw), want + len(held))
+        chosen = [c for c in candidates if c not in held][:want]
+        while len(chosen) < want:  # a structure with few variants: repeat (still never held-out ones)
+            chosen.append(chosen[len(chosen) % max(len(chosen), 1)] if chosen else bucket.structure)
+        return chosen
+
+    def training_configs(self) -> list[list]:
+        """The configs each bucket's new episodes currently draw from."""
+        return [b.halves[self._active_half()] for b in self.buckets]
+
+    def heldout_configs(self) -> list:
+        """Every held-out config (variants of the training structures, then held-out structures)."""
+        return [c for b in self.buckets for c in b.heldout] + list(self.heldout_only)
+
+    def _active_half(self, redraw: int | None = None) -> int:
+        r = self.redraw_index if redraw is None else redraw
+        return r % 2
+
+    # --- normalisers and problems ------------------------------------------------------------
+
+    def _fit_first_halves(self) -> None:
+        """One vectorised Adam-grid program per structure, compiled in parallel threads."""
+        def fit(bucket):
+            fits = fit_structure(stack([build(c) for c in bucket.halves[0]]), num_steps=self.normalizer_steps)
+            return fits
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self.buckets))) as pool:
+            results = list(pool.map(fit, self.buckets))
+        self._first_fits = results
+        for bucket, fits in zip(self.buckets, results):
+            bucket.gap = max(relative_gap(fits), 1e-3)
+
+    def _normalizers(self, index: int, configs: list, redraw: int) -> list[LossNormalizer]:
+        if redraw == 0:
+            return self._first_fits[index]
+        bucket = self.buckets[index]
+        return extrapolate(initial_losses(stack([build(c) for c in configs])), bucket.gap)
+
+    def _pool_problem(self, index: int):
+        bucket = self.buckets[index]
+        r = self.redraw_index
+        draws = {r % 2: r, (r - 1) % 2: r - 1}  # half -> the redraw that filled it
+        configs = bucket.halves[0] + bucket.halves[1]
+        normalizers = (self._normalizers(index, bucket.halves[0], draws[0])
+                       + self._normalizers(index, bucket.halves[1], draws[1]))
+        problem = make_problem(self.lopt, configs, truncation=self.truncation, unroll_length=self.unroll_length,
+                               objective=self.objective, normalizers=normalizers)
+        active = np.zeros(len(configs), bool)
+        c = self.configs_per_bucket
+        active[self._active_half() * c:(self._active_half() + 1) * c] = True
+        return dataclasses.replace(problem, active=jnp.asarray(active))
+
+    def _apply_pools(self) -> None:
+        problems = [self._pool_problem(i) for i in range(len(self.buckets))]
+        self._estimators = [PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems]
+
+    def set_step(self, step: int) -> bool:
+        """Brings the pools to where they are at outer step ``step``; returns whether they changed."""
+        target = step // self.redraw_every if self.redraw_every else 0
+        if target == self.redraw_index:
+            return False
+        for index, bucket in enumerate(self.buckets):
+            bucket.halves[target % 2] = self._draw(bucket, index, target) if target else bucket.halves[0]
+            other = target - 1
+            if other == 0:
+                bucket.halves[other % 2] = self._draw(bucket, index, 0)
+            elif other > 0:
+                bucket.halves[other % 2] = self._draw(bucket, index, other)
+        self.redraw_index = target
+        self._apply_pools()
+        return True
+
+    # --- sharding ------------------------------------------------------------------------------
+
+    def _shard_state(self, state: Any) -> Any:
+        if self.mesh is None:
+            return state
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        axis = self.mesh.axis_names[0]
+
+        def place(x):
+            spec = PartitionSpec(axis) if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == self.num_tasks else PartitionSpec()
+            return jax.device_put(x, NamedSharding(self.mesh, spec))
+
+        return jax.tree.map(place, state)
+
+    def place(self, states: tuple) -> tuple:
+        """Puts bucket states on the engine's devices (the task axis sharded over the mesh)."""
+        return tuple(self._shard_state(s) for s in states)
+
+    def family_means(self, per_bucket: Any) -> dict[str, float]:
+        """Mean of a per-bucket value (e.g. meta-loss) over the buckets of each family."""
+        values = np.asarray(per_bucket, np.float64)
+        groups: dict[str, list[float]] = {}
+        for bucket, value in zip(self.buckets, values):
+            groups.setdefault(bucket.family, []).append(float(value))
+        return {family: float(np.mean(v)) for family, v in sorted(groups.items())}
+
+    def _replicate(self, tree: Any) -> Any:
+        if self.mesh is None:
+            return tree
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    # --- the estimator protocol ---------------------------------------------------------------
+
+    def init(self, theta: Any, *, key: jax.Array) -> tuple:
+        """Every bucket's PES state (``B`` pytrees)."""
+        keys = jax.random.split(key, len(self._estimators))
+        return tuple(self._shard_state(jax.jit(lambda e, t, k: e.init(t, key=k))(e, theta, k))
+                     for e, k in zip(self._estimators, keys))
+
+    def compile(self, theta: Any, states: tuple, *, key: jax.Array) -> float:
+        """Compiles every bucket's estimate program in parallel threads; returns seconds taken."""
+        import time
+
+        start = time.perf_counter()
+        theta = self._replicate(theta)
+        fn = jax.jit(_estimate)
+
+        def one(args):
+            estimator, state = args
+            return fn.lower(self._replicate(estimator), theta, state, key).compile()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
+            self._compiled = list(pool.map(one, zip(self._estimators, states)))
+        return time.perf_counter() - start
+
+    def estimate(self, theta: Any, states: tuple, *, key: jax.Array) -> tuple[Any, tuple, dict]:
+        """Runs every bucket with ``theta``; returns the mean gradient, new states, device metrics."""
+        if len(states) != len(self._estimators):
+            raise ValueError(f"MixtureEngine.estimate: {len(states)} states for {len(self._estimators)} buckets.")
+        if not self._compiled:
+            self.compile(theta, states, key=key)
+        theta = self._replicate(theta)
+        keys = jax.random.split(key, len(states))
+        grads, new_states, metrics = [], [], []
+        for compiled, estimator, state, k in zip(self._compiled, self._estimators, states, keys):
+            g, s, m = compiled(self._replicate(estimator), theta, state, k)
+            grads.append(g)
+            new_states.append(s)
+            metrics.append(m)
+        grad, summary = _combine(grads, metrics)
+        return grad, tuple(new_states), summary
+
+    # --- held-out validation ----------------------------------------------------------------
+
+    def heldout_pools(self) -> list[tuple[str, list]]:
+        """``(family, configs)`` per held-out structure (one compiled evaluation program each)."""
+        pools = [(b.family, b.heldout) for b in self.buckets if b.heldout]
+        pools += [(base_family(s), self.dist.variants(s, _draw_key(self.seed, 10_000 + i, 0),
+                                                      max(self.heldout_per_bucket, 1)))
+                  for i, s in enumerate(self.heldout_only)]
+        return pools
+
+    def _eval_setup(self) -> list:
+        if "pools" not in self._eval_fns:
+            def one(item):
+                family, configs = item
+                pool = stack([build(c) for c in configs])
+                fits = fit_structure(pool, num_steps=self.eval_steps)
+                initial = jnp.asarray([n.initial_loss for n in fits], jnp.float32)
+                best = jnp.asarray([n.best_loss for n in fits], jnp.float32)
+                return family, structure_key(configs[0]), pool, initial, best
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+                self._eval_fns["pools"] = list(pool.map(one, self.heldout_pools()))
+            self._eval_fns["fn"] = jax.jit(functools.partial(_heldout_scores, self.lopt),
+                                           static_argnames=("num_steps",))
+        return self._eval_fns["pools"]
+
+    def evaluate(self, theta: Any, *, key: jax.Array) -> dict[str, float]:
+        """Trains every held-out config for ``eval_steps`` with theta; normalised final losses.
+
+        Returns:
+            ``heldout_normalized_loss`` (mean over structures), ``heldout/<family>`` means,
+            ``heldout_diverged`` (count) and ``heldout_configs``.
+        """
+        pools = self._eval_setup()
+        fn = self._eval_fns["fn"]
+        by_family: dict[str, list[float]] = {}
+        per_structure, diverged, count = [], 0, 0
+        for i, (family, _, pool, initial, best) in enumerate(pools):
+            scores, div = fn(pool, initial, best, theta, jax.random.fold_in(key, i), num_steps=self.eval_steps)
+            scores = np.asarray(scores, np.float64)
+            per_structure.append(float(scores.mean()))
+            by_family.setdefault(family, []).append(float(scores.mean()))
+            diverged += int(np.asarray(div).sum())
+            count += scores.size
+        out = {"heldout_normalized_loss": float(np.mean(per_structure)), "heldout_diverged": float(diverged),
+               "heldout_configs": float(count)}
+        out.update({f"heldout/{family}": float(np.mean(v)) for family, v in sorted(by_family.items())})
+        return out
+
+
+@jax.jit
+def _combine(grads: list, metrics: list) -> tuple[Any, dict]:
+    """The mean gradient over buckets and summary metrics (one small program)."""
+    n = len(grads)
+    grad = jax.tree.map(lambda *g: sum(g) / n, *grads)
+    per_bucket = jnp.stack([m["meta_loss"] for m in metrics])
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grad)))
+    summary = {
+        "meta_loss": per_bucket.mean(),
+        "meta_loss_per_bucket": per_bucket,
+        "train_loss": jnp.nanmean(jnp.stack([m["train_loss"] for m in metrics])),
+        "diverged": sum(m["diverged"] for m in metrics),
+        "resets": sum(m["resets"] for m in metrics),
+        "nonfinite_grad": sum(m["nonfinite_grad"] for m in metrics),
+        "grad_norm": norm,
+        "buckets": jnp.asarray(n, jnp.int32),
+    }
+    return grad, summary
+
+
+def outer_update(outer: optax.GradientTransformationExtraArgs, theta: Any, outer_state: Any, grad: Any,
+                 meta_loss: jax.Array) -> tuple[Any, Any]:
+    """One outer-optimizer step; the meta-loss is passed as ``loss`` (learned outer optimizers read it)."""
+    updates, outer_state = outer.update(grad, outer_state, theta, loss=meta_loss)
+    return optax.apply_updates(theta, updates), outer_state

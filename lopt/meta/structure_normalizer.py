@@ -1,0 +1,156 @@
+"""Normalisers for many configs of one structure, fitted in one vectorised program.
+
+:func:`lopt.meta.fit_normalizer` trains one config with Adam over a learning-rate grid. A
+mixture run has thousands of configs, so here every config of a structure (a stacked pool)
+is trained with every learning rate and seed in *one* compiled program, and configs drawn
+later (new dynamic variants of the same structure) get a normaliser without any Adam run:
+
+* :func:`fit_structure` measures ``(initial_loss, best_loss)`` for each config of a stacked pool.
+* :func:`initial_losses` measures only the initial loss (a forward pass on a few seeds).
+* :func:`extrapolate` turns a new config's initial loss into a normaliser with the structure's
+  median relative gap ``(initial - best) / |initial|`` (exact under loss scaling, which is what
+  most dynamic augmentations do to a task's loss).
+
+Example:
+    >>> import lopt
+    >>> from lopt.meta.structure_normalizer import fit_structure
+    >>> cfgs = [{"family": "quadratic", "dim": 4, "seed": s} for s in range(3)]
+    >>> pool = lopt.tasks.stack([lopt.tasks.build(c) for c in cfgs])
+    >>> fits = fit_structure(pool, num_steps=50, learning_rates=(0.01, 0.1))
+    >>> len(fits), all(n.best_loss < n.initial_loss for n in fits)
+    (3, True)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lopt import inner, optimizers
+from lopt.meta.normalizer import DEFAULT_LEARNING_RATES, LossNormalizer
+from lopt.tasks import Task, vmap_axes
+
+__all__ = ["extrapolate", "fit_structure", "initial_losses", "relative_gap"]
+
+_SMOOTHING = 20
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "num_seeds"))
+def _grid_curves(pool: Task, learning_rates: jax.Array, key: jax.Array, num_steps: int, num_seeds: int):
+    def one(task, lr, seed_key):
+        curves = inner.train(task, optimizers.adam(learning_rate=lr), key=seed_key, num_steps=num_steps,
+                             eval_every=num_steps, eval_batches=1)
+        return curves.train_loss, curves.diverged
+
+    seeds = jax.random.split(key, num_seeds)
+    over_seeds = jax.vmap(one, in_axes=(None, None, 0))
+    over_lrs = jax.vmap(over_seeds, in_axes=(None, 0, None))
+    return jax.vmap(over_lrs, in_axes=(vmap_axes(pool), None, None))(pool, learning_rates, seeds)
+
+
+def _smoothed_min(curve: np.ndarray, window: int) -> float:
+    kernel = np.ones(window) / window
+    return float(np.min(np.convolve(curve, kernel, mode="valid")))
+
+
+def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
+                  num_seeds: int = 1, key: jax.Array | None = None) -> list[LossNormalizer]:
+    """Fits a normaliser for every config of a stacked pool in one compiled program.
+
+    Same definition as :func:`lopt.meta.fit_normalizer` (initial loss: mean training loss at
+    step 0; best loss: the lowest smoothed mean training curve over the learning rates, runs that
+    diverged ignored), computed for all ``P`` configs x ``G`` rates x ``S`` seeds at once.
+
+    Args:
+        pool: configs of one structure stacked with :func:`lopt.tasks.stack`.
+        num_steps: Adam steps per run.
+        learning_rates: the Adam grid.
+        num_seeds: seeds per rate.
+        key: PRNG key (default ``jax.random.key(0)``).
+
+    Returns:
+        ``P`` normalisers. A config that Adam never improved gets a 1% gap so the map exists.
+
+    Raises:
+        ValueError: bad settings, or a config whose initial loss is not finite.
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"fit_structure: num_steps={num_steps!r} must be an int >= 2.")
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"fit_structure: num_seeds={num_seeds!r} must be a positive int.")
+    lrs = np.asarray(learning_rates, np.float32)
+    if lrs.ndim != 1 or not lrs.size or np.any(lrs <= 0):
+        raise ValueError(f"fit_structure: learning_rates={learning_rates!r} must be positive numbers.")
+    key = jax.random.key(0) if key is None else key
+    losses, diverged = _grid_curves(pool, jnp.asarray(lrs), key, num_steps, num_seeds)
+    losses, diverged = np.asarray(losses, np.float64), np.asarray(diverged)  # [P, G, S, T], [P, G, S]
+    window = min(_SMOOTHING, num_steps)
+    out = []
+    for p in range(losses.shape[0]):
+        initial = float(np.mean(losses[p, :, :, 0]))
+        if not math.isfinite(initial):
+            raise ValueError(f"fit_structure: config {p} of the pool has a non-finite initial loss {initial}.")
+        best = math.inf
+        for g in range(losses.shape[1]):
+            ok = ~diverged[p, g] & np.all(np.isfinite(losses[p, g]), axis=-1)
+            if ok.any():
+                best = min(best, _smoothed_min(losses[p, g, ok].mean(axis=0), window))
+        gap = 0.01 * max(abs(initial), 1e-6)
+        best = best if math.isfinite(best) and best < initial - gap else initial - gap
+        out.append(LossNormalizer(initial_loss=initial, best_loss=best))
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("num_seeds",))
+def _initial_losses(pool: Task, key: jax.Array, num_seeds: int) -> jax.Array:
+    def one(task, k):
+        init_key, batch_key = jax.random.split(k)
+        params = task.init(init_key)
+        return task.loss(params, task.sample_batch(batch_key, "train"))
+
+    over_seeds = jax.vmap(one, in_axes=(None, 0))
+    keys = jax.random.split(key, num_seeds)
+    return jax.vmap(over_seeds, in_axes=(vmap_axes(pool), None))(pool, keys).mean(axis=1)
+
+
+def initial_losses(pool: Task, *, num_seeds: int = 4, key: jax.Array | None = None) -> np.ndarray:
+    """``[P]`` mean training loss of freshly initialised params over ``num_seeds`` inits and batches.
+
+    Example:
+        >>> import lopt
+        >>> pool = lopt.tasks.stack([lopt.tasks.build({"family": "quadratic", "dim": 3, "seed": s})
+        ...                          for s in range(2)])
+        >>> initial_losses(pool).shape
+        (2,)
+    """
+    key = jax.random.key(1) if key is None else key
+    return np.asarray(_initial_losses(pool, key, int(num_seeds)), np.float64)
+
+
+def relative_gap(normalizers: Sequence[LossNormalizer]) -> float:
+    """The median of ``(initial - best) / |initial|`` over fitted normalisers of one structure."""
+    gaps = [(n.initial_loss - n.best_loss) / max(abs(n.initial_loss), 1e-6) for n in normalizers]
+    return float(np.median(gaps))
+
+
+def extrapolate(initial: Sequence[float], gap: float) -> list[LossNormalizer]:
+    """Normalisers for new configs of a structure from their initial losses and its relative gap.
+
+    Example:
+        >>> [n.best_loss for n in extrapolate([2.0, 4.0], 0.25)]
+        [1.5, 3.0]
+    """
+    if not gap > 0:
+        raise ValueError(f"extrapolate: gap={gap!r} must be positive (a structure whose loss goes down).")
+    out = []
+    for value in initial:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"extrapolate: a config's initial loss is {value}; the task is broken at init.")
+        out.append(LossNormalizer(initial_loss=value, best_loss=value - gap * max(abs(value), 1e-6)))
+    return out

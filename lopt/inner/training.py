@@ -25,10 +25,14 @@ import optax
 
 from lopt.tasks.base import Task
 
-__all__ = ["Curves", "InnerState", "evaluate", "init_state", "iterate", "num_evals", "run_steps", "train",
-           "train_many"]
+__all__ = ["BLOW_UP_FACTOR", "Curves", "InnerState", "evaluate", "init_state", "iterate", "num_evals", "run_steps",
+           "train", "train_many"]
 
 EVAL_SPLITS = ("valid", "test")
+
+#: A run *blew up* when its final loss is more than this many times its initial loss (see
+#: :meth:`Curves.blew_up`); ``diverged`` is kept for non-finite losses or params.
+BLOW_UP_FACTOR = 5.0
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["params", "opt_state", "step", "diverged",
@@ -64,8 +68,12 @@ class Curves:
         eval_steps: ``[num_evals]`` the steps at which valid/test were evaluated (0 and the end included).
         valid_loss, valid_accuracy, test_loss, test_accuracy: ``[num_evals]`` (accuracy is NaN
             for tasks without one; everything is NaN after divergence).
-        diverged: whether the run diverged.
+        diverged: whether the run diverged: met a non-finite loss or non-finite params.
         diverged_step: first non-finite step, ``-1`` if none.
+
+    A run that stays finite but ends far above where it started (e.g. Adam at learning rate 10)
+    is not ``diverged``; :meth:`blew_up` flags it, and :meth:`summary` reports both, with
+    ``unstable`` for either.
     """
 
     train_loss: jax.Array
@@ -77,25 +85,71 @@ class Curves:
     diverged: jax.Array
     diverged_step: jax.Array
 
+    def blew_up(self, factor: float = BLOW_UP_FACTOR, tail: int = 10) -> jax.Array:
+        """Whether each run ended far above where it started, while staying finite.
+
+        A run blew up when the mean of its last ``tail`` finite training losses exceeds its first
+        training loss by more than ``factor`` times, or its final validation loss exceeds its
+        validation loss at step 0 by as much: ``final > initial + (factor - 1) * |initial|`` (which
+        is ``final > factor * initial`` for positive losses, and still meaningful for negative
+        ones). Non-finite runs are ``diverged`` instead and never blew up.
+
+        Args:
+            factor: the multiple of the initial loss (> 1).
+            tail: training losses averaged for the final value.
+
+        Returns:
+            A bool array with the curves' batch shape (a scalar for one run).
+
+        Example:
+            >>> import jax, optax, lopt
+            >>> task = lopt.tasks.build({"family": "quadratic", "dim": 5})
+            >>> run = lambda lr: lopt.inner.train(task, optax.sgd(lr), key=jax.random.key(0), num_steps=30)
+            >>> bool(run(0.1).blew_up()), bool(run(3.0).blew_up()), bool(run(3.0).diverged)
+            (False, True, False)
+        """
+        if not factor > 1:
+            raise ValueError(f"Curves.blew_up: factor={factor!r} must be > 1, e.g. {BLOW_UP_FACTOR}.")
+        train = jnp.asarray(self.train_loss)
+        finite = jnp.isfinite(train)
+        counts = jnp.cumsum(finite[..., ::-1], axis=-1)[..., ::-1]  # finite losses from step t to the end
+        last = finite & (counts <= tail)
+        final_train = jnp.where(last, train, 0.0).sum(-1) / jnp.maximum(last.sum(-1), 1)
+
+        def above(final, initial):
+            return jnp.isfinite(final) & jnp.isfinite(initial) & (final > initial + (factor - 1) * jnp.abs(initial))
+
+        valid = jnp.asarray(self.valid_loss)
+        return (above(final_train, train[..., 0]) & last.any(-1)) | above(valid[..., -1], valid[..., 0])
+
     def summary(self, tail: int = 10) -> dict[str, float]:
-        """Host-side summary of a single run: final losses and accuracies.
+        """Host-side summary of a single run: final losses and accuracies, divergence and blow-up.
 
         Args:
             tail: the final training loss is the mean over the last ``tail`` steps.
+
+        Returns:
+            ``final_*``/``min_train_loss`` numbers, ``initial_train_loss``, and the flags
+            ``diverged`` (non-finite), ``blew_up`` (finite but ended above ``BLOW_UP_FACTOR``
+            times the initial loss, see :meth:`blew_up`) and ``unstable`` (either).
         """
         if np.ndim(self.diverged) != 0:
             raise ValueError("Curves.summary() is for a single run; index the batch axes first, "
                              "e.g. jax.tree.map(lambda x: x[0], curves).")
         train = np.asarray(self.train_loss)
+        diverged, blew_up = bool(self.diverged), bool(self.blew_up(tail=tail))
         return {
+            "initial_train_loss": float(train[0]) if train.size else float("nan"),
             "final_train_loss": float(np.mean(train[-tail:])),
             "min_train_loss": float(np.nanmin(train)) if np.isfinite(train).any() else float("nan"),
             "final_valid_loss": float(self.valid_loss[-1]),
             "final_valid_accuracy": float(self.valid_accuracy[-1]),
             "final_test_loss": float(self.test_loss[-1]),
             "final_test_accuracy": float(self.test_accuracy[-1]),
-            "diverged": bool(self.diverged),
+            "diverged": diverged,
             "diverged_step": int(self.diverged_step),
+            "blew_up": blew_up,
+            "unstable": diverged or blew_up,
         }
 
 
@@ -127,7 +181,7 @@ def _train_step(task: Task, optimizer: optax.GradientTransformationExtraArgs, ke
     params = optax.apply_updates(state.params, updates)
     ok = jnp.isfinite(loss) & _all_finite(params) & ~state.diverged
     newly_diverged = ~ok & ~state.diverged
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     new_state = InnerState(
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
@@ -174,7 +228,7 @@ def evaluate(task: Task, state: InnerState, *, key: jax.Array, num_batches: int)
             return metrics["loss"], metrics.get("accuracy", jnp.nan)
 
         losses, accuracies = jax.lax.map(one, keys)
-        nan_if_diverged = lambda x: jnp.where(state.diverged, jnp.nan, jnp.mean(x))  # noqa: E731
+        nan_if_diverged = lambda x: jnp.where(state.diverged, jnp.nan, jnp.mean(x))
         out[f"{split}_loss"] = nan_if_diverged(losses)
         out[f"{split}_accuracy"] = nan_if_diverged(accuracies).astype(jnp.float32)
     return out
@@ -330,12 +384,31 @@ def train_many(task: Task, optimizer_fn: Callable[..., optax.GradientTransformat
     lengths = {k: (v.shape[0] if v.ndim == 1 else None) for k, v in arrays.items()}
     if len(set(lengths.values())) != 1 or None in lengths.values():
         raise ValueError(f"hparams must all be 1-D arrays of one length; got lengths {lengths}.")
+    _check_hparams(optimizer_fn, arrays)
     if not isinstance(num_seeds, (int, np.integer)) or num_seeds < 1:
         raise ValueError(f"num_seeds={num_seeds!r} must be a positive integer.")
     eval_every = _check_schedule(num_steps, eval_every, eval_batches)
     _split_key(key)
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(num_seeds))
     return _train_grid(task, optimizer_fn, arrays, keys, int(num_steps), eval_every, int(eval_batches))
+
+
+def _check_hparams(optimizer_fn: Callable[..., optax.GradientTransformation], arrays: dict[str, jax.Array]) -> None:
+    """Every setting must be finite, learning rates positive, and accepted by ``optimizer_fn``.
+
+    ``optimizer_fn`` is called once per setting with concrete values, so factories that check
+    their hyperparameters (every :mod:`lopt.optimizers` factory) reject bad values here, with
+    their own message, before anything is traced.
+    """
+    host = {name: np.asarray(values) for name, values in arrays.items()}
+    for name, values in host.items():
+        bad = np.flatnonzero(~np.isfinite(values) | ((values <= 0) if name == "learning_rate" else False))
+        if bad.size:
+            need = "finite and > 0" if name == "learning_rate" else "finite"
+            raise ValueError(f"train_many: hparams[{name!r}][{bad[0]}]={values[bad[0]]:g} must be {need}; "
+                             f"e.g. {{'learning_rate': np.logspace(-4, 0, 15)}}.")
+    for index in range(next(iter(host.values())).shape[0]):
+        optimizer_fn(**{name: values[index] for name, values in host.items()})
 
 
 def num_evals(num_steps: int, eval_every: int) -> int:

@@ -34,6 +34,12 @@ class TaskSection:
             ``configs_per_bucket`` configs; outer step ``s`` trains bucket ``s % num_buckets``.
         num_buckets: structures drawn from the mixture.
         configs_per_bucket: configs (differing in dynamic settings) per structure.
+        redraw_every: mixture runs re-draw half of every bucket's configs every N outer steps
+            (new dynamic variants, same compiled program; 0: never).
+        heldout_per_bucket: variants of every training structure held out for validation.
+        heldout_families: families used only for held-out validation, never for training.
+        structures: explicit training structures (configs) instead of drawing ``num_buckets``
+            from the mixture (a campaign fixes them so every session trains the same programs).
     """
 
     family: str = "mlp"
@@ -45,6 +51,10 @@ class TaskSection:
     mixture: dict = dataclasses.field(default_factory=dict)
     num_buckets: int = 4
     configs_per_bucket: int = 4
+    redraw_every: int = 100
+    heldout_per_bucket: int = 2
+    heldout_families: list = dataclasses.field(default_factory=list)
+    structures: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -126,6 +136,11 @@ class TrainerSection:
         checkpoint_every: save every N outer steps.
         checkpoint_minutes: also save when this many minutes passed since the last save.
         keep_checkpoints: checkpoints kept on disk.
+        max_minutes: stop (after a checkpoint) once this many minutes of training passed (0: no
+            limit); ``--resume`` continues.
+        checkpoint_dir: where full checkpoints go (``""``: ``<out>/checkpoints``).
+        init_from: warm start: a theta file or a ``warm_start.safetensors`` (theta and outer
+            state) to start from, with fresh inner tasks (``""``: a fresh theta).
     """
 
     outer_steps: int = 1000
@@ -135,6 +150,9 @@ class TrainerSection:
     checkpoint_every: int = 100
     checkpoint_minutes: float = 5.0
     keep_checkpoints: int = 3
+    max_minutes: float = 0.0
+    checkpoint_dir: str = ""
+    init_from: str = ""
 
 
 @dataclasses.dataclass
@@ -261,7 +279,28 @@ def _canonical() -> MetaTrainConfig:
     return cfg
 
 
-PRESETS = {"quickstart": _quickstart, "canonical": _canonical}
+def _taskset() -> MetaTrainConfig:
+    """The pretrained optimizer's recipe: ``nominal`` lopt, PES on every family of the taskset.
+
+    16 structures (shape buckets) in every outer gradient, 8 pairs each, truncation 50,
+    log-uniform horizons 100..2,000, half of every bucket re-drawn every 50 outer steps, two
+    held-out variants per structure plus the held-out families. Sized for one GPU.
+    """
+    cfg = MetaTrainConfig(name="taskset")
+    cfg.task = TaskSection(mixture={"taskset": 1}, num_buckets=16, configs_per_bucket=8, redraw_every=50,
+                           heldout_per_bucket=2)
+    cfg.lopt = LOptSection(name="nominal")
+    cfg.estimator = EstimatorSection(kind="pes", num_tasks=8, std=0.01, unroll_length=50)
+    cfg.truncation = TruncationSection(kind="log_uniform", min_horizon=100, max_horizon=2000)
+    cfg.normalizer = NormalizerSection(num_steps=1000)
+    cfg.outer = OuterSection(learning_rate=1e-3, clip_grad_norm=1.0)
+    cfg.trainer = TrainerSection(outer_steps=100_000, eval_every=200, eval_steps=1000, checkpoint_every=200,
+                                 checkpoint_minutes=3.0)
+    cfg.final_eval = FinalEvalSection(enabled=False)
+    return cfg
+
+
+PRESETS = {"quickstart": _quickstart, "canonical": _canonical, "taskset": _taskset}
 
 
 def _read_json_config(path: str) -> MetaTrainConfig:

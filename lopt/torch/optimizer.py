@@ -112,10 +112,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
     # -- validation ----------------------------------------------------------------------
 
     def _reject_options(self, options: dict[str, Any], where: str) -> None:
-        for key in options:
+        for key, value in options.items():
             if key in _LR_KEYS:
                 raise TypeError(
-                    f"{where} got {key}={options[key]!r}, but a learned optimizer has no "
+                    f"{where} got {key}={value!r}, but a learned optimizer has no "
                     "learning rate: it was meta-trained to choose its own step sizes. Remove "
                     f"`{key}` (and any LR scheduler); pass `num_steps=` the training length instead."
                 )

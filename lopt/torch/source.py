@@ -90,7 +90,7 @@ def resolve_theta(source: Any) -> tuple[JaxLearnedOptimizer, Any]:
         theta, arch = source
         arch.check_theta(theta)
         return arch, _to_torch(theta)
-    if isinstance(source, os.PathLike) or isinstance(source, str):
+    if isinstance(source, (os.PathLike, str)):
         path = pathlib.Path(source)
         if path.is_dir() and (path / _THETA_FILE).is_file():
             path = path / _THETA_FILE

@@ -15,11 +15,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import jax  # noqa: E402
-import optax  # noqa: E402
+import jax
+import optax
 
-import lopt.learned  # noqa: E402
-import lopt.torch  # noqa: E402
+import lopt.learned
+import lopt.torch
 
 SHAPES = {"conv": (3, 2, 3, 4), "w": (5, 7), "b": (7,), "s": ()}
 GRAD_SCALES = {"conv": 0.3, "w": 1.0, "b": 0.01, "s": 3.0}

@@ -44,4 +44,16 @@ if ! "$VENV/bin/python" -m pip install -q -e ".[test]" >/tmp/lopt-pip.log 2>&1; 
   echo "[setup] ERROR: pip install failed (log above)" >&2
   exit 1
 fi
+
+# PyTorch for lopt.torch's tests: exactly this CPU build (a plain `pip install torch` pulls a
+# multi-GB CUDA build). Optional: if it cannot be installed, the lopt.torch tests skip.
+TORCH_VERSION="${LOPT_TORCH_VERSION:-2.13.0}"
+if ! "$VENV/bin/python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" >/dev/null 2>&1; then
+  echo "[setup] installing torch==$TORCH_VERSION into $VENV (for lopt.torch)"
+  if ! "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" >/tmp/lopt-torch-pip.log 2>&1; then
+    echo "[setup] WARNING: could not install torch==$TORCH_VERSION (see /tmp/lopt-torch-pip.log);" \
+         "the lopt.torch tests will be skipped." >&2
+  fi
+fi
 "$VENV/bin/python" -c "import lopt, jax; print(f'[setup] lopt {lopt.__version__}, jax {jax.__version__} on {jax.default_backend()}')"
+"$VENV/bin/python" -c "import torch; print(f'[setup] torch {torch.__version__}')" 2>/dev/null || true

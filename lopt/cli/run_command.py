@@ -13,10 +13,12 @@ import jax
 import numpy as np
 
 import lopt
+from lopt.output_dir import DirectoryLock, claim
 from lopt.plotting import plot_learning_curves
 
 DEFAULT_TASK = "mlp"
 FALLBACK_DATASET = "digits"
+OUTPUTS = ("train_loss.csv", "eval.csv", "run.json", "learning_curve.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-batches", type=int, default=16, help="batches per evaluation and split (default 16)")
     parser.add_argument("--key", type=int, default=0, help="seed of init and batches (default 0)")
     parser.add_argument("--out", help="output directory (default runs/<task>-<optimizer>-<time>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="if --out holds a run, move its files into --out/previous-<time>/ first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -97,15 +101,8 @@ def _write_outputs(out: str, cfg, optimizer: str, hparams: dict, curves, summary
         json.dump(record, f, indent=1, allow_nan=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = task_config(args)
-    hparams = optimizer_hparams(args)
-    optimizer = lopt.optimizers.get(args.optimizer, **hparams)
-    task = lopt.tasks.build(cfg)
-    out = args.out or os.path.join("runs", f"{args.task}-{args.optimizer}-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(out, exist_ok=True)
-    print(f"task: {cfg.to_json()}  ({task.num_params():,} params)")
-    print(f"optimizer: {args.optimizer} {json.dumps(hparams)}")
+def _train(args: argparse.Namespace, task, optimizer) -> tuple:
+    """Trains with a progress bar; returns the curves and the seconds taken."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=args.steps, unit="step", disable=args.no_progress, desc="training (compiling)")
@@ -127,10 +124,10 @@ def run(args: argparse.Namespace) -> int:
         train_loss=np.concatenate(losses), eval_steps=np.asarray(steps),
         diverged=np.asarray(state.diverged), diverged_step=np.asarray(state.diverged_step),
         **{k: np.asarray([e[k] for e in evals]) for k in evals[0]})
-    summary = {**curves.summary(), "seconds": seconds, "steps": args.steps}
-    _write_outputs(out, cfg, args.optimizer, hparams, curves, summary)
-    plot = plot_learning_curves({args.optimizer: curves}, os.path.join(out, "learning_curve.png"),
-                                title=f"{args.task} {cfg.to_json()}\n{args.optimizer} {json.dumps(hparams)}")
+    return curves, seconds
+
+
+def _print_summary(summary: dict) -> None:
     print(f"\nfinal train loss (mean of last 10 steps): {summary['final_train_loss']:.4f}")
     print(f"final valid loss {summary['final_valid_loss']:.4f}, test loss {summary['final_test_loss']:.4f}")
     if np.isfinite(summary["final_test_accuracy"]):
@@ -139,6 +136,39 @@ def run(args: argparse.Namespace) -> int:
     if summary["diverged"]:
         print(f"DIVERGED at step {summary['diverged_step']} (non-finite loss or params); "
               "try a smaller learning rate.")
+    elif summary["blew_up"]:
+        print(f"BLEW UP: the loss ended more than {lopt.inner.BLOW_UP_FACTOR:g}x above where it started "
+              f"(train {summary['initial_train_loss']:.4g} -> {summary['final_train_loss']:.4g}, valid "
+              f"{summary['initial_valid_loss']:.4g} -> {summary['final_valid_loss']:.4g}); "
+              "try a smaller learning rate.")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = task_config(args)
+    hparams = optimizer_hparams(args)
+    optimizer = lopt.optimizers.get(args.optimizer, **hparams)
+    task = lopt.tasks.build(cfg)
+    out = args.out or os.path.join("runs", f"{args.task}-{args.optimizer}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        with DirectoryLock(out):
+            moved = claim(out, OUTPUTS, overwrite=args.overwrite, what="the results of a `lopt run`",
+                          hint="choose another --out, or pass --overwrite to move them into a "
+                               "previous-<time>/ sub-folder.")
+            if moved is not None:
+                print(f"moved the previous results in {out} to {moved}")
+            print(f"task: {cfg.to_json()}  ({task.num_params():,} params)")
+            print(f"optimizer: {args.optimizer} {json.dumps(hparams)}")
+            curves, seconds = _train(args, task, optimizer)
+            summary = {**curves.summary(), "seconds": seconds, "steps": args.steps}
+            _write_outputs(out, cfg, args.optimizer, hparams, curves, summary)
+            plot = plot_learning_curves({args.optimizer: curves}, os.path.join(out, "learning_curve.png"),
+                                        title=f"{args.task} {cfg.to_json()}\n{args.optimizer} {json.dumps(hparams)}")
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # disk full, permissions, --out is a file
+        where = f" ({err.filename})" if err.filename else ""
+        raise ValueError(f"{err.strerror or err}{where}; fix that (free space, permissions or --out).") from None
+    _print_summary(summary)
     print(f"{args.steps} steps in {seconds:.1f}s (including compilation)")
     print(f"wrote {out}/: train_loss.csv, eval.csv, run.json, {os.path.basename(plot)}")
     return 0

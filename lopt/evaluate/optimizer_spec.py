@@ -274,6 +274,9 @@ def resolve(name_or_path: str, *, label: str | None = None) -> OptimizerSpec:
                                     "`lopt train` (or its output directory) or lopt.learned.save_theta, or an "
                                     "optimizer name.")
         theta, architecture = lopt.learned.load_theta(path)
+        from lopt.meta.run_directory import check_theta_matches_run  # here: keeps lopt.evaluate importable alone
+
+        check_theta_matches_run(path)  # a `lopt train` directory's theta must belong to its config.json
         source = {"checkpoint": str(path.resolve())}
         return OptimizerSpec.from_learned(architecture, theta, label=label or _checkpoint_label(path), source=source)
     name, _, rest = text.partition(":")

@@ -9,6 +9,7 @@ Example:
 """
 
 from lopt.inner.training import (
+    BLOW_UP_FACTOR,
     Curves,
     InnerState,
     evaluate,
@@ -20,5 +21,5 @@ from lopt.inner.training import (
     train_many,
 )
 
-__all__ = ["Curves", "InnerState", "evaluate", "init_state", "iterate", "num_evals", "run_steps", "train",
+__all__ = ["BLOW_UP_FACTOR", "Curves", "InnerState", "evaluate", "init_state", "iterate", "num_evals", "run_steps", "train",
            "train_many"]

@@ -129,7 +129,8 @@ class Curves:
             tail: the final training loss is the mean over the last ``tail`` steps.
 
         Returns:
-            ``final_*``/``min_train_loss`` numbers, ``initial_train_loss``, and the flags
+            ``final_*``/``min_train_loss`` numbers, ``initial_train_loss`` (step 1's batch),
+            ``initial_valid_loss`` (at step 0), and the flags
             ``diverged`` (non-finite), ``blew_up`` (finite but ended above ``BLOW_UP_FACTOR``
             times the initial loss, see :meth:`blew_up`) and ``unstable`` (either).
         """
@@ -140,6 +141,7 @@ class Curves:
         diverged, blew_up = bool(self.diverged), bool(self.blew_up(tail=tail))
         return {
             "initial_train_loss": float(train[0]) if train.size else float("nan"),
+            "initial_valid_loss": float(self.valid_loss[0]),
             "final_train_loss": float(np.mean(train[-tail:])),
             "min_train_loss": float(np.nanmin(train)) if np.isfinite(train).any() else float("nan"),
             "final_valid_loss": float(self.valid_loss[-1]),

@@ -65,9 +65,9 @@ class Adaptation:
     slot_names: tuple[str, ...]
     slot_responses: np.ndarray
 
-    def exponent(self, response: np.ndarray) -> float:
-        """Log-log slope of a response over the factors (``-1``: step size inversely proportional)."""
-        ok = np.isfinite(response) & (response > 0)
+    def exponent(self, response: np.ndarray, *, above: float = 0.0) -> float:
+        """Log-log slope of a response over the factors ``>= above`` (``-1``: inversely proportional)."""
+        ok = np.isfinite(response) & (response > 0) & (self.factors >= above)
         if ok.sum() < 2:
             return float("nan")
         return float(np.polyfit(np.log(self.factors[ok]), np.log(response[ok]), 1)[0])

@@ -98,25 +98,26 @@ def _fmt(value: float) -> str:
     return "none" if not np.isfinite(value) else f"{value:.3g}"
 
 
-@functools.partial(jax.jit, static_argnames=("subject", "leaf"))
-def _responses(subject, leaf, snapshot, coordinates, magnitudes):
+@functools.partial(jax.jit, static_argnames=("subject",))
+def _responses(subject, snapshot, coordinates, magnitudes):
+    """Per params leaf: ``[C, 2, G]`` responses and ``[C]`` slopes (one program for all leaves)."""
     params, state, grads, loss = snapshot
     treedef = jax.tree.structure(grads)
 
-    def coordinate_update(coordinate, value):
+    def coordinate_update(leaf, coordinate, value):
         g = jax.tree.leaves(grads)
         g[leaf] = g[leaf].reshape(-1).at[coordinate].set(value).reshape(g[leaf].shape)
         u, _ = update(subject, jax.tree.unflatten(treedef, g), state, params, loss)
         return jax.tree.leaves(u)[leaf].reshape(-1)[coordinate].astype(jnp.float32)
 
-    def one(coordinate):
-        at_zero = coordinate_update(coordinate, 0.0)
-        slope = jax.jvp(lambda v: coordinate_update(coordinate, v), (jnp.float32(0.0),), (jnp.float32(1.0),))[1]
-        signed = jnp.stack([magnitudes, -magnitudes])
-        response = jnp.abs(jax.vmap(jax.vmap(lambda v: coordinate_update(coordinate, v)))(signed) - at_zero)
+    def one(leaf, coordinate, grid):
+        at = functools.partial(coordinate_update, leaf, coordinate)
+        slope = jax.jvp(at, (jnp.float32(0.0),), (jnp.float32(1.0),))[1]
+        response = jnp.abs(jax.vmap(jax.vmap(at))(jnp.stack([grid, -grid])) - at(0.0))
         return response, slope
 
-    return jax.vmap(one)(coordinates)
+    return [jax.vmap(functools.partial(one, leaf), in_axes=(0, None))(c, m)
+            for leaf, (c, m) in enumerate(zip(coordinates, magnitudes))]
 
 
 def _threshold(magnitudes: np.ndarray, response: np.ndarray, slope: float) -> float:
@@ -157,20 +158,19 @@ def clipping(trace: Trace, *, snapshot: int = -1, magnitudes: Sequence[float] | 
     snap = trace.snapshot(snapshot)
     names = leaf_names(snap.params)
     leaves = jax.tree.leaves(snap.grads)
-    responses, slopes, thresholds, rms, grids = [], [], [], [], []
-    for leaf, g in enumerate(leaves):
+    rms, grids, coords = [], [], []
+    for g in leaves:
         g = np.asarray(g, np.float64)
         rms.append(float(np.sqrt(np.mean(g**2))) if g.size else 0.0)
-        grid = magnitudes if magnitudes is not None else (np.logspace(-3, 5, 64) * (rms[-1] or 1.0)).astype(np.float32)
-        coords = pick_coordinates(g, coordinates_per_tensor)
-        coords = np.resize(coords, coordinates_per_tensor)
-        resp, slope = _responses(trace.subject, leaf, (snap.params, snap.opt_state, snap.grads, snap.loss),
-                                 jnp.asarray(coords), jnp.asarray(grid))
-        resp, slope = np.asarray(resp, np.float64), np.asarray(slope, np.float64)
-        responses.append(resp)
-        slopes.append(slope)
-        grids.append(grid)
-        thresholds.append(float(np.median([_threshold(grid, r, s) for r, s in zip(resp, slope)])))
+        grids.append(magnitudes if magnitudes is not None
+                     else (np.logspace(-3, 5, 64) * (rms[-1] or 1.0)).astype(np.float32))
+        coords.append(jnp.asarray(np.resize(pick_coordinates(g, coordinates_per_tensor), coordinates_per_tensor)))
+    out = _responses(trace.subject, (snap.params, snap.opt_state, snap.grads, snap.loss), coords,
+                     [jnp.asarray(m) for m in grids])
+    responses = [np.asarray(r, np.float64) for r, _ in out]
+    slopes = [np.asarray(s, np.float64) for _, s in out]
+    thresholds = [float(np.median([_threshold(grid, r, s) for r, s in zip(resp, slope)]))
+                  for grid, resp, slope in zip(grids, responses, slopes)]
     shapes = [np.shape(x) for x in leaves]
     return Clipping(label=trace.subject.label, step=snap.step, tensors=tuple(names),
                     kinds=tuple(tensor_kind(s) for s in shapes), magnitudes=np.stack(grids).astype(np.float64),

@@ -67,7 +67,12 @@ class UpdateFunction:
     def plot(self, path: str | os.PathLike, *, max_slots: int = 5) -> str:
         """Saves the curves: update vs gradient (one line per snapshot), then vs each state input."""
         shown = min(len(self.slot_names), max_slots)
-        fig, axes = new_figure(1 + shown, width=4.2, height=3.6)
+        ncols = min(3, 1 + shown)
+        nrows = -(-(1 + shown) // ncols)
+        fig, grid = new_figure(ncols, nrows, width=4.4, height=3.6)
+        axes = grid.reshape(1, -1)
+        for extra in axes[0, 1 + shown:]:
+            extra.axis("off")
         cmap = _snapshot_colors(len(self.steps))
         ax = axes[0, 0]
         for s, step in enumerate(self.steps):

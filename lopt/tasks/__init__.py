@@ -43,6 +43,8 @@ from lopt.tasks.families import (
     QuadraticFamily,
     QuadraticTask,
     RNNTextClassificationFamily,
+    RegressionFamily,
+    TransformerLMFamily,
     WordRNNLMFamily,
 )
 from lopt.tasks.family import TaskFamily, build, get, names, register, sample
@@ -61,6 +63,8 @@ register(MLPAutoencoderFamily())
 register(MLPVAEFamily())
 register(NVPFamily())
 register(MAFFamily())
+register(TransformerLMFamily())
+register(RegressionFamily())
 register(FixedFamily())
 register(AugmentedFamily())
 

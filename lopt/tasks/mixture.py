@@ -55,8 +55,9 @@ __all__ = ["TASKSET_BUDGET", "Augmentation", "Mixture", "base_family", "mixture"
            "variation_grid"]
 
 AUGMENTED = "augmented"
-#: Families left out of :func:`taskset`: wrappers of other families' configs.
-NOT_IN_TASKSET = (AUGMENTED, "fixed")
+#: Families left out of :func:`taskset`: wrappers of other families' configs, and families kept
+#: unseen for held-out evaluation (:mod:`lopt.pretrained.heldout`).
+NOT_IN_TASKSET = (AUGMENTED, "fixed", "transformer_lm", "regression")
 INIT_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
 
 # Families defined before this module that do not declare ``static_config``/``variation_grid``:

@@ -14,6 +14,8 @@ from lopt.tasks.families.language import (
 from lopt.tasks.families.losg import LosgFamily, LosgTask
 from lopt.tasks.families.mlp import MLPFamily, MLPTask
 from lopt.tasks.families.quadratic import QuadraticFamily, QuadraticTask
+from lopt.tasks.families.regression import RegressionFamily, RegressionTask
+from lopt.tasks.families.transformer import TransformerLMFamily, TransformerLMTask
 
 __all__ = [
     "CharRNNLMFamily",
@@ -39,5 +41,9 @@ __all__ = [
     "RNNLanguageModelTask",
     "RNNTextClassificationFamily",
     "RNNTextClassificationTask",
+    "RegressionFamily",
+    "RegressionTask",
+    "TransformerLMFamily",
+    "TransformerLMTask",
     "WordRNNLMFamily",
 ]

@@ -1,0 +1,292 @@
+"""Held-out evaluation of a learned optimizer against Adam: default, suite-tuned and per-task-tuned.
+
+Every task of :mod:`lopt.pretrained.heldout` (tasks the pretrained optimizer's campaign never
+trains on) is trained with ``--seeds`` seeds by
+
+* the candidate: ``--theta PATH`` (a theta file) or ``--init ARCH`` (that architecture at its
+  initial theta; ``nominal`` at init *is* Adam(1e-3), a sanity check), with ``num_steps`` = the
+  task's horizon (one program per task: ``lopt.inner.train`` vmapped over seeds);
+* Adam over a 15-point log grid of learning rates 1e-5..1 plus the default 1e-3 (one program per
+  task: ``lopt.inner.train_many``). Every run of one seed starts from the same params and sees the
+  same batches as the candidate's run of that seed.
+
+Baselines, all selected on the **validation** loss (final, mean over seeds; a diverged seed
+makes a setting worst):
+
+* ``adam_default``: Adam at learning rate 1e-3 (not selected);
+* ``adam_suite``: the one grid learning rate with the best median normalised validation loss over
+  the suite's tasks (normalised per task: initial loss -> 1, best grid point -> 0);
+* ``adam_per_task``: the grid learning rate with the best validation loss on each task.
+
+Scores use the **test** loss (the split nothing is selected on): a *win* is a lower final test
+loss (mean over seeds) than the baseline's (ties, within a relative 1e-3, count one half);
+the *speedup* is VeLO's
+(:func:`lopt.evaluate.metrics.speedup`): the steps the baseline's mean test curve needs to reach
+the candidate's final mean test loss (plus the 1e-3 tie slack), over the horizon (> 1: the candidate is faster; inf: the
+baseline never gets there), on the evaluation grid of ``horizon / 40`` steps. Normalised
+losses in the table use the task's initial test loss (-> 1) and the best grid point's test
+loss (-> 0).
+
+Usage:
+    python benchmarks/pretrained_heldout.py --theta path/to/theta.safetensors
+    python benchmarks/pretrained_heldout.py --init nominal --steps-scale 0.05 --seeds 1   # quick CPU check
+Prints a table last; saves ``results/pretrained_heldout_<device>.json`` and a PNG of learning
+curves (``--out DIR``, default ``benchmarks/results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import RESULTS_DIR, device_tag, save
+
+import lopt
+from lopt.evaluate import metrics
+from lopt.pretrained import heldout
+
+#: The per-task grid: 15 log-spaced learning rates, 1e-5..1.
+GRID = lopt.optimizers.learning_rate_grid(15, low=1e-5, high=1.0)
+DEFAULT_LR = 1e-3
+NUM_EVALS = 40
+EVAL_BATCHES = 8
+BASELINES = ("adam_default", "adam_suite", "adam_per_task")
+#: Final losses within this relative difference are a tie (float noise is not a win), and the
+#: speedup's target is the candidate's final loss plus this slack.
+TIE_TOLERANCE = 1e-3
+
+
+def with_tie_tolerance(candidate_loss: float, baseline_loss: float) -> float:
+    """The candidate's loss, snapped to the baseline's when they differ by less than the tolerance."""
+    close = abs(candidate_loss - baseline_loss) <= TIE_TOLERANCE * max(abs(baseline_loss), 1e-12)
+    return baseline_loss if close else candidate_loss
+
+
+def horizon_and_eval_every(num_steps: int) -> tuple[int, int]:
+    """Rounds the horizon to a multiple of the evaluation interval (``NUM_EVALS`` evaluations)."""
+    every = max(1, round(num_steps / NUM_EVALS))
+    return every * max(1, round(num_steps / every)), every
+
+
+def candidate(args) -> tuple[str, object, object]:
+    """``(label, theta, learned optimizer)`` from ``--theta`` or ``--init``."""
+    if args.theta:
+        theta, lopt_ = lopt.learned.load_theta(args.theta)
+        return os.path.splitext(os.path.basename(args.theta))[0], theta, lopt_
+    lopt_ = lopt.learned.get(args.init)
+    return f"{args.init}@init", lopt_.init(jax.random.key(0)), lopt_
+
+
+def seed_keys(num_seeds: int) -> jax.Array:
+    """The keys ``train_many`` gives seed ``s``: ``fold_in(key(0), s)``."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(jnp.arange(num_seeds))
+
+
+def train_task(task, lopt_, theta, num_steps: int, eval_every: int, num_seeds: int) -> dict[str, np.ndarray]:
+    """Curves of the candidate ``[S, ...]`` and of Adam on ``GRID + [1e-3]`` ``[G + 1, S, ...]``."""
+    kwargs = {"num_steps": num_steps, "eval_every": eval_every, "eval_batches": EVAL_BATCHES}
+    adam = lopt.inner.train_many(task, optax.adam, {"learning_rate": np.append(GRID, DEFAULT_LR)},
+                                 key=jax.random.key(0), num_seeds=num_seeds, **kwargs)
+
+    @jax.jit
+    def run(theta, keys):
+        optimizer = lopt_.optimizer(theta, num_steps=num_steps)
+        return jax.vmap(lambda k: lopt.inner.train(task, optimizer, key=k, **kwargs))(keys)
+
+    cand = run(theta, seed_keys(num_seeds))
+    return {"adam": jax.tree.map(np.asarray, adam), "cand": jax.tree.map(np.asarray, cand)}
+
+
+def seed_mean(curves_loss: np.ndarray) -> np.ndarray:
+    """Mean over the seed axis (the second to last); NaN if any seed diverged."""
+    return np.mean(curves_loss, axis=-2)
+
+
+def summarize_task(name: str, num_steps: int, out: dict) -> dict:
+    """Per-task numbers: final losses, the per-task choice, curves (suite choice filled in later)."""
+    adam, cand = out["adam"], out["cand"]
+    valid = seed_mean(adam.valid_loss)  # [G + 1, E]
+    test = seed_mean(adam.test_loss)
+    cand_valid, cand_test = seed_mean(cand.valid_loss[None])[0], seed_mean(cand.test_loss[None])[0]
+    grid_valid = valid[: len(GRID), -1]
+    per_task = metrics.select_per_task(grid_valid)
+    finite = np.where(np.isfinite(test[: len(GRID), -1]), test[: len(GRID), -1], np.inf)
+    return {
+        "name": name, "num_steps": num_steps, "eval_steps": adam.eval_steps[0, 0].tolist(),
+        "initial_valid": float(valid[0, 0]), "initial_test": float(test[0, 0]),
+        "grid_final_valid": grid_valid.tolist(), "grid_final_test": test[: len(GRID), -1].tolist(),
+        "best_grid_test": float(finite.min()) if np.isfinite(finite.min()) else float(test[0, 0]),
+        "per_task_index": per_task, "per_task_lr": float(GRID[per_task]),
+        "default_index": len(GRID),
+        "candidate_final_valid": float(cand_valid[-1]), "candidate_final_test": float(cand_test[-1]),
+        "candidate_diverged_seeds": int(np.sum(cand.diverged)),
+        "test_curves": {"candidate": cand_test.tolist(), **{f"lr_{i}": test[i].tolist() for i in range(len(test))}},
+    }
+
+
+def choose_suite_lr(tasks: list[dict]) -> int:
+    """The grid index with the best median normalised validation loss over the tasks."""
+    scores = np.stack([metrics.normalized(t["grid_final_valid"], t["initial_valid"],
+                                          np.nanmin(np.where(np.isfinite(t["grid_final_valid"]),
+                                                             t["grid_final_valid"], np.nan)))
+                       for t in tasks])  # [tasks, G]
+    return int(np.argmin(np.median(scores, axis=0)))
+
+
+def compare(tasks: list[dict], suite_index: int) -> dict:
+    """Fills each task's baseline numbers and returns the overall win fractions and speedups."""
+    overall = {}
+    for task in tasks:
+        chosen = {"adam_default": task["default_index"], "adam_suite": suite_index,
+                  "adam_per_task": task["per_task_index"]}
+        cand_curve = np.asarray(task["test_curves"]["candidate"][1:], np.float64)
+        cand_curve[-1] += TIE_TOLERANCE * abs(cand_curve[-1])  # reaching within the tolerance counts
+        task["baselines"] = {}
+        for baseline, index in chosen.items():
+            curve = np.asarray(task["test_curves"][f"lr_{index}"], np.float64)
+            task["baselines"][baseline] = {
+                "learning_rate": float(np.append(GRID, DEFAULT_LR)[index]),
+                "final_test": float(curve[-1]),
+                "speedup": metrics.speedup(cand_curve, curve[1:]),
+                "normalized_test": float(metrics.normalized(curve[-1], task["initial_test"], task["best_grid_test"])),
+            }
+        task["candidate_normalized_test"] = float(metrics.normalized(task["candidate_final_test"],
+                                                                      task["initial_test"], task["best_grid_test"]))
+    for baseline in BASELINES:
+        base = [t["baselines"][baseline]["final_test"] for t in tasks]
+        cand = [with_tie_tolerance(t["candidate_final_test"], b) for t, b in zip(tasks, base)]
+        speedups = [t["baselines"][baseline]["speedup"] for t in tasks]
+        overall[baseline] = {"win_fraction": metrics.win_fraction(cand, base),
+                             "median_speedup": metrics.median(speedups),
+                             "median_normalized_test": float(np.median([t["baselines"][baseline]["normalized_test"]
+                                                                        for t in tasks]))}
+    overall["candidate_median_normalized_test"] = float(np.median([t["candidate_normalized_test"] for t in tasks]))
+    overall["suite_learning_rate"] = float(GRID[suite_index])
+    return overall
+
+
+def plot(tasks: list[dict], label: str, path: str) -> str:
+    """A grid of small panels (one per task): mean test curves of the candidate and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    styles = {"adam_default": ("tab:gray", "--"), "adam_suite": ("tab:orange", "-."), "adam_per_task": ("tab:blue", ":")}
+    for ax, task in zip(axes.flat, tasks):
+        steps = task["eval_steps"]
+        for baseline, (color, style) in styles.items():
+            b = task["baselines"][baseline]
+            ax.plot(steps, task["test_curves"][f"lr_{chosen_index(task, baseline)}"], style, color=color,
+                    label=f"{baseline} ({b['learning_rate']:.2g})")
+        ax.plot(steps, task["test_curves"]["candidate"], "-", color="tab:red", label=label)
+        finite = [v for v in task["test_curves"]["candidate"] + task["test_curves"][f"lr_{task['per_task_index']}"]
+                  if np.isfinite(v)]
+        if finite:
+            low, high = min(finite), task["initial_test"]
+            pad = 0.05 * max(high - low, 1e-12)
+            ax.set_ylim(low - pad, max(high, low) + pad)
+        ax.set_title(task["name"], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=5)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.suptitle(f"held-out suite: mean test loss vs step ({label})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def chosen_index(task: dict, baseline: str) -> int:
+    """The Adam run index (into ``GRID + [1e-3]``) a baseline uses on ``task``."""
+    lr = task["baselines"][baseline]["learning_rate"]
+    return int(np.argmin(np.abs(np.log(np.append(GRID, DEFAULT_LR)) - np.log(lr))))
+
+
+def table(tasks: list[dict], overall: dict, label: str) -> str:
+    """The per-task table and the overall lines."""
+    head = (f"{'task':34s} {'steps':>6s} {'cand':>9s} {'adam1e-3':>9s} {'suite':>9s} {'per-task':>9s} "
+            f"{'lr*':>8s} {'x def':>6s} {'x suite':>7s} {'x tuned':>7s}")
+    lines = [f"candidate: {label}; final test loss (mean over seeds); x = speedup of the candidate", head,
+             "-" * len(head)]
+    for t in tasks:
+        b = t["baselines"]
+        lines.append(f"{t['name']:34s} {t['num_steps']:6d} {t['candidate_final_test']:9.4g} "
+                     f"{b['adam_default']['final_test']:9.4g} {b['adam_suite']['final_test']:9.4g} "
+                     f"{b['adam_per_task']['final_test']:9.4g} {t['per_task_lr']:8.2g} "
+                     f"{b['adam_default']['speedup']:6.2f} {b['adam_suite']['speedup']:7.2f} "
+                     f"{b['adam_per_task']['speedup']:7.2f}")
+    lines.append("-" * len(head))
+    lines.append(f"suite-tuned Adam learning rate: {overall['suite_learning_rate']:.3g}; candidate median "
+                 f"normalised test loss {overall['candidate_median_normalized_test']:.3f} (1 = initial, "
+                 "0 = best grid point)")
+    for baseline in BASELINES:
+        o = overall[baseline]
+        lines.append(f"vs {baseline:14s}: win fraction {o['win_fraction']:.2f} of {len(tasks)} tasks, median "
+                     f"speedup {o['median_speedup']:.2f}, baseline median normalised test loss "
+                     f"{o['median_normalized_test']:.3f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--theta", help="theta safetensors file of the candidate learned optimizer")
+    group.add_argument("--init", help="an architecture at its initial theta (e.g. nominal = Adam 1e-3)")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=heldout.names(), help="a subset of the suite")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiplies every horizon")
+    parser.add_argument("--quick", action="store_true", help="--steps-scale 0.05 --seeds 1")
+    parser.add_argument("--out", default=RESULTS_DIR, help="directory of the learning-curve PNG")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps_scale, args.seeds = 0.05, 1
+    if args.seeds < 1:
+        parser.error(f"--seeds={args.seeds} must be >= 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    label, theta, lopt_ = candidate(args)
+    suite = heldout.suite(args.tasks, steps_scale=args.steps_scale)
+    start, tasks = time.perf_counter(), []
+    for entry in suite:
+        task_start = time.perf_counter()
+        num_steps, eval_every = horizon_and_eval_every(entry.num_steps)
+        out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
+        tasks.append(summarize_task(entry.name, num_steps, out))
+        tasks[-1]["seconds"] = time.perf_counter() - task_start
+        print(f"{entry.name}: {num_steps} steps x {args.seeds} seeds, {tasks[-1]['seconds']:.1f} s "
+              f"(candidate {tasks[-1]['candidate_final_test']:.4g}, best Adam lr {tasks[-1]['per_task_lr']:.2g})",
+              flush=True)
+    overall = compare(tasks, choose_suite_lr(tasks))
+    total = time.perf_counter() - start
+    os.makedirs(args.out, exist_ok=True)
+    png = plot(tasks, label, os.path.join(args.out, f"pretrained_heldout_{device_tag()}.png"))
+    payload = {"candidate": label, "theta": args.theta, "init": args.init, "seeds": args.seeds,
+               "steps_scale": args.steps_scale, "grid": GRID.tolist(), "default_lr": DEFAULT_LR,
+               "selection": "final validation loss, mean over seeds",
+               "score": "final test loss, mean over seeds; speedup on the mean test curve",
+               "total_seconds": total, "overall": overall, "tasks": tasks, "plot": png}
+    path = save("pretrained_heldout", payload)
+    print(f"\nsaved {path} and {png}; {total:.0f} s in all\n")
+    print(table(tasks, overall, label))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

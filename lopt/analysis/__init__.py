@@ -15,6 +15,7 @@ Example:
 """
 
 from lopt.analysis.adaptation import Adaptation, learning_rate_adaptation
+from lopt.analysis.chaotic_task import DoubleWellTask
 from lopt.analysis.clipping import Clipping, clipping
 from lopt.analysis.implicit_regularization import ImplicitRegularization, implicit_regularization
 from lopt.analysis.layout import StateLayout, leaf_names
@@ -28,6 +29,7 @@ from lopt.analysis.update_function import UpdateFunction, update_function
 __all__ = [
     "Adaptation",
     "Clipping",
+    "DoubleWellTask",
     "ImplicitRegularization",
     "MetaGradientDiagnostics",
     "Schedule",

@@ -68,11 +68,14 @@ def _evaluation(subject: Subject, task_config: dict, out: pathlib.Path, *, num_s
     key = jax.random.key(1)
     rows = []
 
+    def mean(x):
+        x = np.asarray(x, np.float64)
+        return float(x[np.isfinite(x)].mean()) if np.isfinite(x).any() else float("nan")
+
     def row(label, curves):
-        train_loss = np.asarray(curves.train_loss, np.float64)
-        return {"optimizer": label, "train_loss_last_50": float(np.nanmean(train_loss[..., -50:])),
-                "test_loss": float(np.nanmean(np.asarray(curves.test_loss)[..., -1])),
-                "test_accuracy": float(np.nanmean(np.asarray(curves.test_accuracy)[..., -1])),
+        return {"optimizer": label, "train_loss_last_50": mean(np.asarray(curves.train_loss)[..., -50:]),
+                "test_loss": mean(np.asarray(curves.test_loss)[..., -1]),
+                "test_accuracy": mean(np.asarray(curves.test_accuracy)[..., -1]),
                 "diverged": int(np.sum(np.asarray(curves.diverged)))}
 
     runs = jax.vmap(lambda k: train(task, subject.optimizer, key=k, num_steps=num_steps))(
@@ -130,7 +133,7 @@ def _external_evaluation(source: str | None, eval_dir: str | None) -> list[str]:
 
 def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, label: str | None = None,
                num_steps: int = 1000, seeds: int = 2, eval_dir: str | None = None, notes: str | None = None,
-               quick: bool = False) -> pathlib.Path:
+               task_config: dict | None = None, quick: bool = False) -> pathlib.Path:
     """Writes ``card.md`` and its figures for ``optimizer`` into ``out``.
 
     Args:
@@ -143,6 +146,7 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
         seeds: seeds per evaluation run.
         eval_dir: optional ``lopt eval`` results directory to summarise as well.
         notes: optional markdown (a reading of the findings by a person) placed after them.
+        task_config: the task to trace and evaluate on (default :data:`CARD_TASK`).
         quick: tiny settings (200 steps, short meta-gradient unrolls) for smoke tests.
 
     Returns:
@@ -154,8 +158,9 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
     subject = as_subject(optimizer, theta=theta, label=label, num_steps=num_steps)
     if quick:
         num_steps, seeds = 200, 1
+    task_config = dict(CARD_TASK if task_config is None else task_config)
     started = time.perf_counter()
-    task = build(CARD_TASK)
+    task = build(task_config)
     trace = record_trace(subject, task, key=jax.random.key(0), num_steps=num_steps, num_snapshots=20)
     probes = {
         "update_function": update_function(trace),
@@ -177,27 +182,28 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
     figures["implicit_regularization"] = ir.plot(out / "implicit_regularization.png")
     if meta is not None:
         figures["meta_gradients"] = meta.plot(out / "meta_gradients.png")
-    digest = json.dumps({"label": subject.label, "steps": num_steps, "seeds": seeds, "source": source,
+    digest = json.dumps({"label": subject.label, "task": task_config, "steps": num_steps, "seeds": seeds, "source": source,
                          "theta": None if subject.theta is None else [float(np.sum(np.asarray(x, np.float64)))
                                                                       for x in jax.tree.leaves(subject.theta)]})
-    evaluation = _evaluation(subject, CARD_TASK, out, num_steps=num_steps, seeds=seeds, cache_key=digest)
-    text = _markdown(subject, source, trace, probes, ir, meta, meta_subject, evaluation,
+    evaluation = _evaluation(subject, task_config, out, num_steps=num_steps, seeds=seeds, cache_key=digest)
+    text = _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subject, evaluation,
                      _external_evaluation(source, eval_dir), notes, analysis_seconds)
     path = out / "card.md"
     path.write_text(text)
     return path
 
 
-def _markdown(subject, source, trace, probes, ir, meta, meta_subject, evaluation, external, notes,
+def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subject, evaluation, external, notes,
               analysis_seconds) -> str:
     what = (f"learned optimizer `{subject.lopt.name}` with config `{json.dumps(subject.lopt.config())}`"
             if subject.is_learned else "a hand-designed optax optimizer")
     lines = [f"# Optimizer card: {subject.label}", "",
              f"- what: {what}" + (f", theta from `{source}`" if source and os.path.exists(source) else ""),
-             f"- probed on: `{json.dumps(CARD_TASK)}`, one run of {trace.num_steps} steps "
-             f"(20 snapshots); final training loss {np.nanmean(trace.train_loss[-50:]):.4f} (mean of the last 50)",
+             f"- probed on: `{json.dumps(task_config)}`, one run of {trace.num_steps} steps "
+             f"(20 snapshots); final training loss {np.mean(trace.train_loss[-50:]):.4f} (mean of the last 50)",
              f"- the five trace probes took {analysis_seconds:.1f} s (including compilation)",
-             "- reproduce: `lopt card " + (source or subject.label) + " --out DIR`", "",
+             "- reproduce: `lopt card " + (source or subject.label) + " --out DIR`"
+             + ("" if task_config == CARD_TASK else f" `--task '{json.dumps(task_config)}'`"), "",
              "## What it does, in words", "",
              "- " + findings.describe_timescales(probes["timescales"]),
              "- " + findings.describe_clipping(probes["clipping"]),

@@ -59,7 +59,8 @@ def as_subject(optimizer: Any, *, theta: Any = None, num_steps: int | None = Non
     Args:
         optimizer: an ``optax.GradientTransformation``; a :class:`~lopt.learned.LearnedOptimizer`
             (with ``theta``; without it, its ``init(key(0))`` theta, labelled ``NAME@init``); a theta
-            file or ``lopt train`` directory; a name accepted by :func:`lopt.evaluate.resolve`; or a
+            file or ``lopt train`` directory; ``pretrained:NAME`` (a shipped optimizer, see
+            :mod:`lopt.pretrained`); a name accepted by :func:`lopt.evaluate.resolve`; or a
             :class:`Subject` (returned as is).
         theta: meta-parameters, with a learned optimizer.
         num_steps: the horizon, for learned optimizers and baselines that need one.
@@ -95,6 +96,11 @@ def as_subject(optimizer: Any, *, theta: Any = None, num_steps: int | None = Non
         return Subject(label or default, optimizer.optimizer(theta, num_steps=steps), optimizer, theta)
     if isinstance(optimizer, optax.GradientTransformation):
         return Subject(label or "optimizer", optax.with_extra_args_support(optimizer))
+    if isinstance(optimizer, str) and optimizer.startswith("pretrained:"):
+        import importlib
+
+        theta, lopt_ = importlib.import_module("lopt.pretrained").load(optimizer.partition(":")[2])
+        return as_subject(lopt_, theta=theta, num_steps=num_steps, label=label or optimizer)
     if isinstance(optimizer, (str, os.PathLike)):
         from lopt.evaluate import resolve
 

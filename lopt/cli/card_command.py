@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 
 
@@ -28,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the evaluation runs (default 2)")
     parser.add_argument("--eval", dest="eval_dir", help="also summarise these `lopt eval` results")
     parser.add_argument("--notes", help="a markdown file with a person's reading of the findings, included as is")
+    parser.add_argument("--task", help="task config as JSON (default: the MLP on 8x8 Fashion-MNIST, lopt's canonical "
+                        "meta-training task)")
     parser.add_argument("--quick", action="store_true", help="tiny settings, for smoke tests")
     parser.set_defaults(handler=run)
 
@@ -43,7 +46,16 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"--notes {args.notes!r} does not exist; give a markdown file.")
         notes = path.read_text()
+    task = None
+    if args.task:
+        try:
+            task = json.loads(args.task)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--task {args.task!r} is not JSON ({err}); give e.g. "
+                             "'{\"family\": \"quadratic\", \"dim\": 4}'.") from None
+        if not isinstance(task, dict):
+            raise ValueError(f"--task must be a JSON object (a task config), got {args.task!r}.")
     card = write_card(args.optimizer, args.out, label=args.label, num_steps=args.steps, seeds=args.seeds,
-                      eval_dir=args.eval_dir, notes=notes, quick=args.quick)
+                      eval_dir=args.eval_dir, notes=notes, task_config=task, quick=args.quick)
     print(f"card: {card}")
     return 0

@@ -31,16 +31,16 @@ import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import jax
+import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, environment  # noqa: E402
-from step_overhead import HORIZON, Stepper, available_bytes, make_params  # noqa: E402
+from common import RESULTS_DIR, environment
+from step_overhead import HORIZON, Stepper, available_bytes, make_params
 
-import lopt.learned  # noqa: E402
-import lopt.torch  # noqa: E402
+import lopt.learned
+import lopt.torch
 
 ARCHS = ("learnable_adam", "nominal", "mlp")
 

@@ -7,6 +7,10 @@ Examples::
     lopt eval adam optax.lion --suite quick --out runs/eval-quick
     lopt eval --combine runs/eval-a runs/eval-b --out runs/eval-ab
     lopt eval --report runs/eval-a                      # re-draw the report of finished results
+    lopt eval CKPT --baselines all --trials 10 --opt-list-trials 10   # the whole ladder
+    lopt eval --rebuild-curves runs/eval-a              # (re)write runs/eval-a/curves from results.csv
+
+Every run also lands in ``<out>/curves``, a curve dataset (:mod:`lopt.evaluate.curves`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from lopt.evaluate import (
 from lopt.evaluate.analysis import format_speedup, summarize
 from lopt.evaluate.report import write_report
 from lopt.evaluate.results import load
+from lopt.evaluate.runner import divisor_near
 from lopt.evaluate.suites import suite_description
 
 DEFAULT_BASELINES = "adam_global,adam_per_task"
@@ -54,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, help="seeds per run (default 3 for iid, 2 otherwise)")
     parser.add_argument("--eval-every", type=int, help="evaluate valid/test every N steps (default steps/20)")
     parser.add_argument("--trials", type=int, default=8, help="random-search trials of adam8p/nadamw (default 8)")
+    parser.add_argument("--opt-list-trials", type=int, default=10,
+                        help="K, the first opt_list settings tried by the opt_list baselines (default 10)")
+    parser.add_argument("--baseline-steps-factor", type=int, default=4,
+                        help="the Adam learning-rate grid runs this many times --steps, so speedups up to this "
+                             "factor are measured (default 4; 1 = same steps, speedups capped at 1x)")
     parser.add_argument("--grid-size", type=int, default=15, help="points of the Adam learning-rate grid (default 15)")
     parser.add_argument("--tuning-tasks", type=int,
                         help="tuning tasks for *_global baselines (default: leave-one-out for iid, else 3)")
@@ -65,6 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--combine", nargs="+", metavar="DIR", help="merge results directories of one suite "
                         "into --out and report them together")
     parser.add_argument("--report", metavar="DIR", help="only (re)write the report of a results directory")
+    parser.add_argument("--rebuild-curves", metavar="DIR", help="(re)build DIR/curves, the curve dataset, from "
+                        "DIR/results.csv (skips runs already there)")
     parser.add_argument("--list", action="store_true", help="list suites and baselines and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -94,7 +106,7 @@ def _print_summary(report_path) -> None:
         print(f"{'optimizer':<24} {'baseline':<18} {'win frac':>8} {'median norm. test loss':>24} "
               f"{'median speedup':>15}")
         for c in summary.comparisons:
-            speed_text = format_speedup(c.median_speedup, steps)
+            speed_text = format_speedup(c.median_speedup, steps, round(c.speedup_cap * steps))
             print(f"{c.candidate:<24} {c.baseline:<18} {c.win_fraction:>8.2f} "
                   f"{c.median_normalized_candidate:>11.3f} / {c.median_normalized_baseline:<10.3f} {speed_text:>15}")
     print(f"report: {report_path}")
@@ -115,6 +127,12 @@ def _list() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
+    if args.rebuild_curves:
+        from lopt.evaluate.curves import from_results
+
+        added = from_results(args.rebuild_curves)
+        print(f"added {added} runs to {os.path.join(args.rebuild_curves, 'curves')}")
+        return 0
     if args.report:
         path = write_report(args.report)
         _print_summary(path)
@@ -137,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
     suite = make_suite(args.suite, num_tasks=args.tasks, num_steps=args.steps, num_seeds=args.seeds,
                        eval_every=args.eval_every, seed=args.seed, family=args.family, full_size=args.full_size,
                        num_tuning_tasks=args.tuning_tasks, quick=args.quick)
+    if args.baseline_steps_factor > 1 and args.eval_every is None and suite.num_steps % suite.eval_every:
+        suite = make_suite(args.suite, num_tasks=args.tasks, num_steps=args.steps, num_seeds=args.seeds,
+                           eval_every=divisor_near(suite.num_steps, suite.eval_every), seed=args.seed,
+                           family=args.family, full_size=args.full_size, num_tuning_tasks=args.tuning_tasks,
+                           quick=args.quick)
     candidates = [resolve(name, label=args.label) for name in args.optimizers]
     out = args.out or _default_out(suite.name, [c.label for c in candidates])
     print(f"suite {suite.name}: {len(suite.tasks)} tasks (+{len(suite.tuning_tasks)} tuning), {suite.num_steps} "
@@ -145,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     _enable_compilation_cache()
     try:
         evaluate(suite, candidates, out, baselines=baselines, num_trials=args.trials, grid_size=args.grid_size,
-                 search_seed=args.seed, progress=not args.no_progress)
+                 search_seed=args.seed, opt_list_trials=args.opt_list_trials,
+                 baseline_steps_factor=args.baseline_steps_factor, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are saved in {out}; run the same command again to resume.",
               file=sys.stderr)

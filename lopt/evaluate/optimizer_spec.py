@@ -111,6 +111,8 @@ class OptimizerSpec:
         role: ``"candidate"`` (reported as itself) or ``"baseline"`` (runs that tuned
             baselines select from; see :mod:`lopt.evaluate.baselines`).
         source: JSON-serialisable provenance (checkpoint path and digest, search seed...).
+        num_steps: the spec's own horizon, for a baseline search run longer than the suite's
+            (to measure speedups past 1x); ``None``: the suite's horizon.
 
     Example:
         >>> spec = OptimizerSpec.from_baseline("adam", learning_rate=3e-3)
@@ -124,8 +126,12 @@ class OptimizerSpec:
     theta: Any = None
     role: str = "candidate"
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    num_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.num_steps is not None and (isinstance(self.num_steps, bool) or
+                                           not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 1):
+            raise ValueError(f"{self.label}: num_steps={self.num_steps!r} must be a positive integer or None.")
         if not isinstance(self.label, str) or not self.label or any(c in self.label for c in "\n\r"):
             raise ValueError(f"optimizer label {self.label!r} must be a non-empty string without newlines.")
         if self.factory.kind not in KINDS:
@@ -209,8 +215,11 @@ class OptimizerSpec:
 
     def describe(self) -> dict[str, Any]:
         """JSON description for the results header (identifies the spec on resume)."""
-        return {"kind": self.factory.kind, "name": self.factory.name, "role": self.role,
+        info = {"kind": self.factory.kind, "name": self.factory.name, "role": self.role,
                 "settings": self.keys(), "source": self.source}
+        if self.num_steps is not None:
+            info["num_steps"] = int(self.num_steps)
+        return info
 
 
 def _parse_hparams(text: str) -> dict[str, Any]:
@@ -274,7 +283,9 @@ def resolve(name_or_path: str, *, label: str | None = None) -> OptimizerSpec:
                                     "`lopt train` (or its output directory) or lopt.learned.save_theta, or an "
                                     "optimizer name.")
         theta, architecture = lopt.learned.load_theta(path)
-        from lopt.meta.run_directory import check_theta_matches_run  # here: keeps lopt.evaluate importable alone
+        from lopt.meta.run_directory import (
+            check_theta_matches_run,  # here: keeps lopt.evaluate importable alone
+        )
 
         check_theta_matches_run(path)  # a `lopt train` directory's theta must belong to its config.json
         source = {"checkpoint": str(path.resolve())}

@@ -164,7 +164,6 @@ def plot_improvement(summary: Summary, path: str | os.PathLike) -> str:
         left, right = axes[row]
         comparisons = [c for c in summary.comparisons if c.candidate == candidate]
         n = len(summary.tasks)
-        cap = (num_steps + 1) / num_steps
         shown = []
         for i, comp in enumerate(comparisons):
             x = np.arange(1, n + 1) + 0.08 * (i - (len(comparisons) - 1) / 2)  # overlapping lines stay visible
@@ -174,9 +173,12 @@ def plot_improvement(summary: Summary, path: str | os.PathLike) -> str:
                       label=f"vs {comp.baseline}: wins {comp.win_fraction:.0%} of tasks")
             speed = np.sort(comp.speedups)[::-1]
             finite = np.isfinite(speed)
+            cap = max(comp.speedup_cap, (num_steps + 1) / num_steps)
+            median = format_speedup(comp.median_speedup, num_steps, round(comp.speedup_cap * num_steps))
             right.plot(x[finite], speed[finite], marker=marker, color=col[comp.baseline],
-                       label=f"vs {comp.baseline}: median {format_speedup(comp.median_speedup, num_steps)}")
+                       label=f"vs {comp.baseline}: median {median}")
             if (~finite).any():
+                shown.append(cap)
                 right.plot(x[~finite], np.full((~finite).sum(), cap), marker="^", linestyle="none",
                            color=col[comp.baseline], markersize=9, markeredgecolor="black")
             shown.extend(speed[finite & (speed > 0)])

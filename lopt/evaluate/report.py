@@ -70,6 +70,36 @@ def _describe_optimizer(label: str, info: dict) -> str:
     return f"`{label}`: lopt baseline `{info['name']}` {info['settings'][0]}"
 
 
+def _settings_text(header: dict, label: str, steps: int) -> str:
+    info = header["optimizers"][label]
+    longer = info.get("num_steps")
+    extra = f", {longer} steps = {longer / steps:g}x the suite" if longer and longer != steps else ""
+    return f"{len(info['settings'])} settings{extra}"
+
+
+def _chosen_text(baseline, search: str, key: str, header: dict) -> str:
+    text = compact_hparams(key, header["optimizers"][search]["settings"])
+    return f"{search}: {text}" if baseline.extra_runs else text
+
+
+def _improvement_text(stats) -> str:
+    low, high = stats.median_ci
+    return f"{stats.median:+.3f} [{low:+.3f}, {high:+.3f}]; {stats.iqm:+.3f}"
+
+
+def _speedup_texts(comparison, steps: int) -> list[str]:
+    stats = comparison.speedup_stats
+    bound = ">= " if stats.is_lower_bound else ""
+    baseline_steps = round(comparison.speedup_cap * steps)
+    median = format_speedup(comparison.median_speedup, steps, baseline_steps)
+    if math.isfinite(comparison.median_speedup) and stats.is_lower_bound:
+        median = f">= {median}"
+    low, high = stats.median_ci
+    iqm_low, iqm_high = stats.iqm_ci
+    return [f"{median} [{bound}{low:.2f}, {bound}{high:.2f}] ({stats.q25:.2f}-{stats.q75:.2f})",
+            f"{bound}{stats.iqm:.2f}x [{bound}{iqm_low:.2f}, {bound}{iqm_high:.2f}]"]
+
+
 def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     suite = summary.suite
     header = summary.header
@@ -86,8 +116,9 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     lines += ["Optimizers evaluated:", ""]
     lines += [f"- {_describe_optimizer(label, header['optimizers'][label])}" for label in summary.candidates]
     lines += ["", "Baselines (selection always on the validation loss at the end of training, mean over seeds):", ""]
-    lines += [f"- `{b.name}`: {b.description} — runs: {search_description(b.runs)} "
-              f"({len(header['optimizers'][b.runs]['settings'])} settings)" for b in summary.baselines]
+    lines += [f"- `{b.name}`: {b.description} — runs: "
+              + " + ".join(f"{search_description(r)} ({_settings_text(header, r, steps)})" for r in b.searches)
+              for b in summary.baselines]
     if summary.missing:
         lines += ["", (f"**Incomplete:** {summary.missing} baseline runs are missing from the results; re-run "
                   "`lopt eval` with the same arguments to finish them.")]
@@ -95,9 +126,10 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     if summary.comparisons:
         rows = [[f"`{c.candidate}`", f"`{c.baseline}`", f"{c.win_fraction:.2f}",
                  f"{c.median_normalized_candidate:.3f} / {c.median_normalized_baseline:.3f}",
-                 f"{c.median_improvement:+.3f}", format_speedup(c.median_speedup, steps)] for c in summary.comparisons]
+                 _improvement_text(c.improvement_stats), *_speedup_texts(c, steps)] for c in summary.comparisons]
         lines += _table(["optimizer", "baseline", "win fraction", ("median normalised test loss (optimizer / "
-                         "baseline)"), "median improvement", "median speedup"], rows)
+                         "baseline)"), "improvement: median [95% CI]; IQM", "median speedup [95% CI] (IQR)",
+                         "IQM speedup [95% CI]"], rows)
         lines += ["", ("- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
                   "is lower than the tuned baseline's (ties count one half)."),
                   ("- *normalised test loss*: 1 is the loss at initialisation, 0 the lowest test loss any baseline run "
@@ -106,8 +138,12 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
                   "is better)."),
                   ("- *speedup* (VeLO): steps the baseline's per-step lower envelope of **training** loss (over its "
                   "whole search for per-task baselines, its one setting for global ones) needs to reach the "
-                  f"optimizer's final training loss (mean of the last 5% of steps), divided by {steps}. "
-                  f"`> {(steps + 1) / steps:.2f}x`: the baseline never got there within {steps} steps.")]
+                  f"optimizer's final training loss (mean of the last 5% of steps), divided by {steps}. Baselines "
+                  "whose search ran longer than the suite (the Adam grid with `--baseline-steps-factor F`) measure "
+                  f"speedups up to F; `> F.00x`: the baseline never got there within F x {steps} steps, and the "
+                  "aggregates count such a task as F (so they are lower bounds, marked `>=`)."),
+                  ("- *[95% CI]*: percentile bootstrap over tasks (2,000 resamples); *IQR*: 25th-75th percentile; "
+                  "*IQM*: interquartile mean, the mean of the middle 50% of tasks (rliable).")]
     else:
         lines += ["No candidate-versus-baseline comparisons (no candidates or no baselines)."]
     lines += ["", "## Figures", ""]
@@ -128,15 +164,15 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     if summary.candidates and summary.baselines:
         lines += ["", "Speedup (training loss) of each optimizer over each baseline.", ""]
         pairs = [(c, b.name) for c in summary.candidates for b in summary.baselines]
-        rows = [[t.task.label] + [format_speedup(t.speedup(c, b), steps) for c, b in pairs] for t in summary.tasks]
+        rows = [[t.task.label] + [format_speedup(t.speedup(c, b), steps, t.baseline_steps(b)) for c, b in pairs]
+                for t in summary.tasks]
         lines += _table(["task"] + [f"`{c}` vs `{b}`" for c, b in pairs], rows)
     if summary.baselines:
         lines += ["", "## Chosen baseline settings", ""]
         rows = []
         for t in summary.tasks:
             rows.append([t.task.label] + [
-                compact_hparams(t.chosen[b.name], header["optimizers"][b.runs]["settings"])
-                for b in summary.baselines])
+                _chosen_text(b, t.chosen_search[b.name], t.chosen[b.name], header) for b in summary.baselines])
         lines += _table(["task"] + [f"`{b.name}`" for b in summary.baselines], rows)
     if suite.tuning_tasks:
         lines += ["", "Tuning tasks: " + "; ".join(t.label for t in suite.tuning_tasks) + "."]

@@ -5,7 +5,9 @@
 the ``t``-th update was computed from; empty for ``t = 0``) and, where ``t`` is an evaluation
 step, the valid/test loss and accuracy after ``t`` updates (empty elsewhere; ``nan`` after a
 divergence). A *cell* is one (task, optimizer, hyperparameters, seed): the rows of a cell are
-written together, in step order, and a cell is finished when its last step is in the file.
+written together, in step order, and a cell is finished when its last step is in the file. The
+last step is the suite's horizon, or the optimizer's own ``num_steps`` in the header (a baseline
+search run longer than the candidates, to measure speedups past 1x).
 
 ``results.json`` records the format version, library versions, the suite (its tasks' configs
 included) and the optimizers and baselines evaluated. Re-opening a directory checks that it
@@ -29,7 +31,7 @@ import numpy as np
 
 from lopt import checkpoint
 
-__all__ = ["COLUMNS", "CSV_NAME", "HEADER_NAME", "Results", "ResultsWriter", "Run", "combine", "load",
+__all__ = ["COLUMNS", "CSV_NAME", "HEADER_NAME", "Results", "ResultsWriter", "Run", "combine", "horizon", "load",
            "make_header", "merge_headers", "read_header", "versions"]
 
 FORMAT = "lopt.eval.results"
@@ -105,6 +107,18 @@ def make_header(suite: Mapping[str, Any], optimizers: Mapping[str, Any], baselin
             "optimizers": dict(optimizers), "baselines": list(baselines), "columns": list(COLUMNS)}
 
 
+def horizon(header: Mapping[str, Any], label: str) -> int:
+    """The number of steps of optimizer ``label``'s runs: its own ``num_steps`` or the suite's.
+
+    Example:
+        >>> header = {"suite": {"num_steps": 100}, "optimizers": {"adam_lr_grid": {"num_steps": 400}}}
+        >>> horizon(header, "adam_lr_grid"), horizon(header, "sgd")
+        (400, 100)
+    """
+    info = header.get("optimizers", {}).get(label) or {}
+    return int(info.get("num_steps") or header["suite"]["num_steps"])
+
+
 def _parse_rows(text: str) -> tuple[list[list[str]], bool]:
     """Rows of a results CSV (header skipped) and whether the text ended mid-line."""
     torn = bool(text) and not text.endswith("\n")
@@ -116,11 +130,11 @@ def _parse_rows(text: str) -> tuple[list[list[str]], bool]:
     return [r for r in rows if len(r) == len(COLUMNS)], torn
 
 
-def _finished_rows(rows: list[list[str]], num_steps: int) -> tuple[list[list[str]], set[CellKey]]:
+def _finished_rows(rows: list[list[str]], header: Mapping[str, Any]) -> tuple[list[list[str]], set[CellKey]]:
     """Keeps the rows of finished cells (those whose last step is present), first copy only."""
     finished: set[CellKey] = set()
     for row in rows:
-        if int(row[4]) == num_steps:
+        if int(row[4]) == horizon(header, row[1]):
             finished.add((row[0], row[1], row[2], int(row[3])))
     kept, seen_steps = [], set()
     for row in rows:
@@ -162,12 +176,11 @@ class ResultsWriter:
             header = merge_headers(read_header(self.directory), header, where=str(self.directory))
         _atomic_write(header_path, json.dumps(header, indent=1, sort_keys=True))
         self.header = dict(header)
-        self.num_steps = int(header["suite"]["num_steps"])
         self.path = self.directory / CSV_NAME
         self.finished: set[CellKey] = set()
         if self.path.exists():
             rows, torn = _parse_rows(self.path.read_text())
-            kept, self.finished = _finished_rows(rows, self.num_steps)
+            kept, self.finished = _finished_rows(rows, self.header)
             if torn or len(kept) != len(rows):  # an interrupted write: keep only finished cells
                 _atomic_write(self.path, _rows_text(kept, header=True))
         else:
@@ -180,7 +193,7 @@ class ResultsWriter:
             f.flush()
             os.fsync(f.fileno())
         for row in rows:
-            if int(row[4]) == self.num_steps:
+            if int(row[4]) == horizon(self.header, str(row[1])):
                 self.finished.add((str(row[0]), str(row[1]), str(row[2]), int(row[3])))
 
 
@@ -202,6 +215,37 @@ class Run:
     valid_accuracy: np.ndarray
     test_loss: np.ndarray
     test_accuracy: np.ndarray
+
+    @property
+    def num_steps(self) -> int:
+        """The run's horizon T."""
+        return int(self.train_loss.shape[1])
+
+    def prefix(self, num_steps: int) -> Run:
+        """The first ``num_steps`` steps of a longer run (its evaluations up to ``num_steps``).
+
+        For a run without a horizon-dependent schedule (constant-learning-rate Adam), this equals
+        a ``num_steps``-step run exactly: the same params, batches and evaluation batches.
+
+        Raises:
+            ValueError: ``num_steps`` is longer than the run, or not one of its evaluation steps.
+
+        Example:
+            >>> run = Run(np.array([0]), np.arange(1.0, 9.0)[None], np.array([0, 4, 8]),
+            ...           *(np.array([[3.0, 2.0, 1.0]]),) * 4)
+            >>> short = run.prefix(4)
+            >>> short.train_loss.tolist(), short.eval_steps.tolist(), short.valid_loss.tolist()
+            ([[1.0, 2.0, 3.0, 4.0]], [0, 4], [[3.0, 2.0]])
+        """
+        if num_steps == self.num_steps:
+            return self
+        if not 1 <= num_steps <= self.num_steps or num_steps not in set(self.eval_steps.tolist()):
+            raise ValueError(f"Run.prefix: {num_steps} steps is not an evaluation step of this {self.num_steps}-step "
+                             f"run (evaluated at {self.eval_steps.tolist()[:6]}...); evaluate with an eval_every "
+                             "that divides the horizon.")
+        keep = self.eval_steps <= num_steps
+        return Run(self.seeds, self.train_loss[:, :num_steps], self.eval_steps[keep],
+                   *(getattr(self, c)[:, keep] for c in EVAL_COLUMNS))
 
 
 def _float(text: str) -> float:
@@ -228,9 +272,8 @@ def load(directory: str | os.PathLike) -> Results:
     """
     header = read_header(directory)
     path = Path(directory) / CSV_NAME
-    num_steps = int(header["suite"]["num_steps"])
     rows, _ = _parse_rows(path.read_text()) if path.exists() else ([], False)
-    rows, _ = _finished_rows(rows, num_steps)
+    rows, _ = _finished_rows(rows, header)
     cells: dict[CellKey, list[list[str]]] = {}
     for row in rows:
         cells.setdefault((row[0], row[1], row[2], int(row[3])), []).append(row)
@@ -267,7 +310,7 @@ def combine(directories: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         header = merge_headers(header, other, where=str(directory))
         path = Path(directory) / CSV_NAME
         rows, _ = _parse_rows(path.read_text()) if path.exists() else ([], False)
-        rows_by_dir.append(_finished_rows(rows, int(other["suite"]["num_steps"]))[0])
+        rows_by_dir.append(_finished_rows(rows, other)[0])
     writer = ResultsWriter(out, header)
     for rows in rows_by_dir:
         fresh = [r for r in rows if (r[0], r[1], r[2], int(r[3])) not in writer.finished]

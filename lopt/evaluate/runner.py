@@ -6,7 +6,13 @@ settings x seeds train as ONE compiled program (:func:`train_cells`: ``vmap`` ov
 arguments, so a 15-point learning-rate grid with three seeds compiles once, and a task of the
 same structure (or a new theta of the same architecture) reuses the program. Each finished job
 is appended to the results directory at once; re-running skips finished cells, so an
-interrupted evaluation loses at most the job in flight.
+interrupted evaluation loses at most the job in flight. Every finished job is also appended to
+the curve dataset ``<out>/curves`` (:mod:`lopt.evaluate.curves`).
+
+With ``baseline_steps_factor=F`` the Adam learning-rate grid runs ``F`` times the suite's
+horizon: its first T steps are exactly a T-step run (constant learning rate, batches indexed by
+step), so selection and final losses use that prefix, and the whole run measures speedups up
+to ``F``x (VeLOdrome ran Adam 10x longer).
 """
 
 from __future__ import annotations
@@ -24,13 +30,14 @@ import numpy as np
 
 import lopt.inner
 import lopt.tasks
-from lopt.evaluate.baselines import Baseline, parse_baselines, search_spec
+from lopt.evaluate.baselines import EXTENDABLE_SEARCHES, Baseline, parse_baselines, search_spec
+from lopt.evaluate.curves import CurveDataset, RunBatch
 from lopt.evaluate.optimizer_spec import OptimizerSpec
 from lopt.evaluate.results import ResultsWriter, make_header
 from lopt.evaluate.suites import Suite, SuiteTask
 from lopt.inner import Curves
 
-__all__ = ["Job", "evaluate", "optimizer_specs", "plan", "seed_keys", "train_cells"]
+__all__ = ["Job", "divisor_near", "evaluate", "optimizer_specs", "plan", "seed_keys", "train_cells"]
 
 #: The base key of every evaluation: seed ``s`` trains with ``fold_in(BASE_KEY, s)``, so all
 #: optimizers start seed ``s`` of a task from the same params and see the same batches.
@@ -109,8 +116,17 @@ class Job:
 
 
 def optimizer_specs(candidates: Sequence[OptimizerSpec], baselines: Sequence[Baseline], *, num_trials: int = 8,
-                    grid_size: int = 15, search_seed: int = 0) -> dict[str, OptimizerSpec]:
+                    grid_size: int = 15, search_seed: int = 0, opt_list_trials: int = 10,
+                    num_steps: int | None = None, baseline_steps_factor: int = 1) -> dict[str, OptimizerSpec]:
     """Every spec an evaluation runs, by label: the candidates, then the baselines' searches.
+
+    Args:
+        candidates: the optimizers evaluated.
+        baselines: the tuned baselines (their searches are added).
+        num_trials, grid_size, search_seed, opt_list_trials: as in :func:`search_spec`.
+        num_steps: the suite's horizon (needed when ``baseline_steps_factor > 1``).
+        baseline_steps_factor: the :data:`~lopt.evaluate.baselines.EXTENDABLE_SEARCHES` run this
+            many times ``num_steps``.
 
     Raises:
         ValueError: two candidates share a label, or a candidate uses a baseline's or a search's name.
@@ -126,14 +142,31 @@ def optimizer_specs(candidates: Sequence[OptimizerSpec], baselines: Sequence[Bas
     clash = sorted(names & set(specs))
     if clash:
         raise ValueError(f"optimizer label {clash[0]!r} is the name of a baseline; label your optimizer differently.")
+    factor = _check_factor(baseline_steps_factor)
+    if factor > 1 and num_steps is None:
+        raise ValueError("optimizer_specs: baseline_steps_factor > 1 needs num_steps, the suite's horizon.")
     for baseline in baselines:
-        if baseline.runs not in specs:
-            specs[baseline.runs] = search_spec(baseline.runs, num_trials=num_trials, grid_size=grid_size,
-                                               seed=search_seed)
-        elif specs[baseline.runs].role != "baseline":
-            raise ValueError(f"optimizer label {baseline.runs!r} is reserved for the runs of baseline "
-                             f"{baseline.name}; label your optimizer differently.")
+        for runs in baseline.searches:
+            if runs not in specs:
+                longer = num_steps * factor if factor > 1 and runs in EXTENDABLE_SEARCHES else None
+                specs[runs] = search_spec(runs, num_trials=num_trials, grid_size=grid_size, seed=search_seed,
+                                          opt_list_trials=opt_list_trials, num_steps=longer)
+            elif specs[runs].role != "baseline":
+                raise ValueError(f"optimizer label {runs!r} is reserved for the runs of baseline "
+                                 f"{baseline.name}; label your optimizer differently.")
     return specs
+
+
+def _check_factor(factor: int) -> int:
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ValueError(f"baseline_steps_factor={factor!r} must be an integer >= 1 (4 measures speedups up to 4x).")
+    return int(factor)
+
+
+def divisor_near(num_steps: int, eval_every: int) -> int:
+    """The divisor of ``num_steps`` closest to ``eval_every``."""
+    divisors = [d for d in range(1, num_steps + 1) if num_steps % d == 0]
+    return min(divisors, key=lambda d: (abs(d - eval_every), d))
 
 
 def plan(suite: Suite, specs: dict[str, OptimizerSpec], baselines: Sequence[Baseline],
@@ -177,31 +210,43 @@ def cell_rows(task_id: str, label: str, hkey: str, seed: int, train_loss: np.nda
     return rows
 
 
-def run_job(job: Job, suite: Suite, writer: ResultsWriter) -> None:
-    """Trains the cells a job has left (one compiled program) and appends them to the results."""
+def run_job(job: Job, suite: Suite, writer: ResultsWriter, dataset: CurveDataset | None = None) -> None:
+    """Trains the cells a job has left (one compiled program) and appends them to the results.
+
+    The same runs are appended to ``dataset`` (a :class:`~lopt.evaluate.curves.CurveDataset`) if given.
+    """
     settings = sorted({i for i, _ in job.todo})
     seeds = sorted({s for _, s in job.todo})
     task = lopt.tasks.build(job.task.config)
-    curves = train_cells(task, job.spec, settings, seeds, num_steps=suite.num_steps, eval_every=suite.eval_every,
-                         eval_batches=job.task.eval_batches)
+    curves = train_cells(task, job.spec, settings, seeds, num_steps=job.spec.num_steps or suite.num_steps,
+                         eval_every=suite.eval_every, eval_batches=job.task.eval_batches)
     curves = jax.tree.map(np.asarray, curves)
     keys = job.spec.keys()
     wanted = set(job.todo)
-    rows = []
+    rows, cells = [], []
+    columns = ("valid_loss", "valid_accuracy", "test_loss", "test_accuracy")
     for gi, setting in enumerate(settings):
         for si, seed in enumerate(seeds):
             if (setting, seed) not in wanted:
                 continue
-            evals = {c: getattr(curves, c)[gi, si] for c in ("valid_loss", "valid_accuracy", "test_loss",
-                                                            "test_accuracy")}
+            cells.append((gi, si, keys[setting], seed))
+            evals = {c: getattr(curves, c)[gi, si] for c in columns}
             rows.extend(cell_rows(job.task.id, job.spec.label, keys[setting], seed, curves.train_loss[gi, si],
                                   curves.eval_steps[gi, si], evals))
     writer.append(rows)
+    if dataset is not None:
+        pick = lambda x: np.stack([x[gi, si] for gi, si, _, _ in cells])
+        dataset.append(RunBatch(
+            task=job.task.id, optimizer=job.spec.label, hparams=[k for _, _, k, _ in cells],
+            seed=[s for *_, s in cells], train_loss=pick(curves.train_loss), eval_steps=curves.eval_steps[0, 0],
+            **{c: pick(getattr(curves, c)) for c in columns}, source="eval",
+            task_configs={job.task.id: job.task.config.to_dict()}))
 
 
 def evaluate(suite: Suite, candidates: Sequence[OptimizerSpec], out: str | os.PathLike, *,
              baselines: Sequence[Baseline] | str | None = None, num_trials: int = 8, grid_size: int = 15,
-             search_seed: int = 0, progress: bool | Callable[[Job, int], None] = False) -> str:
+             search_seed: int = 0, opt_list_trials: int = 10, baseline_steps_factor: int = 1,
+             progress: bool | Callable[[Job, int], None] = False) -> str:
     """Runs (or resumes) an evaluation into the results directory ``out``.
 
     Args:
@@ -214,6 +259,10 @@ def evaluate(suite: Suite, candidates: Sequence[OptimizerSpec], out: str | os.Pa
         num_trials: N of the random-search baselines.
         grid_size: points of the Adam learning-rate grid.
         search_seed: seed of the random searches.
+        opt_list_trials: K, the opt_list settings of the ``opt_list`` baselines.
+        baseline_steps_factor: the Adam learning-rate grid runs this many times the suite's
+            horizon, so speedups up to this factor are measured (``lopt eval`` uses 4). Needs
+            ``suite.eval_every`` to divide ``suite.num_steps``.
         progress: ``True`` for a tqdm bar over cells, or a callback ``(job, cells_done)``
             called after each job.
 
@@ -229,11 +278,18 @@ def evaluate(suite: Suite, candidates: Sequence[OptimizerSpec], out: str | os.Pa
     """
     if isinstance(baselines, str) or baselines is None:
         baselines = parse_baselines(baselines)
+    factor = _check_factor(baseline_steps_factor)
+    if factor > 1 and suite.num_steps % suite.eval_every:
+        raise ValueError(f"baseline_steps_factor={factor} needs an evaluation at the suite's last step "
+                         f"{suite.num_steps} of the longer runs, but eval_every={suite.eval_every} does not divide it; "
+                         f"pass eval_every={divisor_near(suite.num_steps, suite.eval_every)} (or --eval-every).")
     specs = optimizer_specs(candidates, baselines, num_trials=num_trials, grid_size=grid_size,
-                            search_seed=search_seed)
+                            search_seed=search_seed, opt_list_trials=opt_list_trials, num_steps=suite.num_steps,
+                            baseline_steps_factor=factor)
     header = make_header(suite.to_dict(), {label: s.describe() for label, s in specs.items()},
                          [b.name for b in baselines])
     writer = ResultsWriter(out, header)
+    dataset = CurveDataset(writer.directory / "curves")
     jobs = plan(suite, specs, baselines, writer.finished)
     bar = None
     if progress is True:
@@ -247,7 +303,7 @@ def evaluate(suite: Suite, candidates: Sequence[OptimizerSpec], out: str | os.Pa
             if bar is not None:
                 where = "tuning task" if job.tuning else "task"
                 bar.set_description(f"job {number}/{len(jobs)}: {job.spec.label} on {where} {job.task.label}")
-            run_job(job, suite, writer)
+            run_job(job, suite, writer, dataset)
             done += job.num_cells
             if bar is not None:
                 bar.update(job.num_cells)

@@ -28,13 +28,15 @@ def _g(x: float) -> str:
 def describe_update_function(result: UpdateFunction) -> str:
     """Sign behaviour, odd symmetry and the shape of the update-vs-gradient curve."""
     u, g = result.updates[-1], result.gradients
-    descent = np.mean(np.sign(u[g > 0][-5:]) < 0) > 0.5 and np.mean(np.sign(u[g < 0][:5]) > 0) > 0.5
-    odd = np.nanmax(np.abs(u + u[::-1])) / max(np.nanmax(np.abs(u)), 1e-30)
-    top, mid = np.abs(u[-1] - u[len(u) // 2]), np.abs(u[len(u) * 3 // 4] - u[len(u) // 2])
-    shape = "saturates at large gradients" if top < 1.5 * mid else "keeps growing with the gradient"
-    return (f"**Update function** ({result.tensor}, step {result.steps[-1]}): the update "
-            f"{'opposes' if descent else 'does not consistently oppose'} the gradient (descent) and {shape}; "
-            f"it is {'close to odd' if odd < 0.2 else 'not odd'} in the gradient (asymmetry {odd:.2f}).")
+    du = u - np.interp(0.0, g, u)  # the response to the gradient, without the momentum's share
+    descent = np.mean(du[g > 0][-5:] < 0) > 0.5 and np.mean(du[g < 0][:5] > 0) > 0.5
+    odd = np.nanmax(np.abs(du + du[::-1])) / max(np.nanmax(np.abs(du)), 1e-30)
+    top, mid = np.abs(du[-1]), np.abs(du[len(du) * 3 // 4])
+    shape = "saturates" if top < 1.5 * mid else "keeps growing (no saturation this close to the recorded gradients)"
+    return (f"**Update function** ({result.tensor}, step {result.steps[-1]}, gradients up to ±{g[-1]:.3g}): the "
+            f"response to the gradient {'opposes' if descent else 'does not consistently oppose'} it (descent) and "
+            f"{shape}; it is {'close to odd' if odd < 0.2 else 'not odd'} in the gradient (asymmetry {odd:.2f}), "
+            f"and the state alone moves the update by {u[np.argmin(np.abs(g))]:+.3g} at zero gradient.")
 
 
 def describe_clipping(result: Clipping) -> str:
@@ -113,9 +115,9 @@ def describe_meta_gradients(result: MetaGradientDiagnostics) -> str:
     """Exploding backprop vs bounded ES, and the transition spectrum."""
     rates = {n: result.growth_rate(n) for n in ("bptt", "pes", "es")}
     rho = float(np.nanmedian(result.spectral_radius))
-    lyap = float(result.growth[-1] / len(result.growth))
-    chaotic = lyap > 0.01
+    lyap = result.lyapunov_exponent()
+    regime = "chaotic" if lyap > 0.05 else "marginally stable" if lyap > 0.005 else "stable"
     return (f"**Meta-gradients**: along one unroll the transition Jacobian's median spectral radius is {rho:.3g} and "
-            f"perturbations grow by {lyap:+.3f} nats/step ({'chaotic' if chaotic else 'stable'} inner dynamics); "
+            f"perturbations grow by {lyap:+.3f} nats/step over the second half ({regime} inner dynamics); "
             f"the variance of backprop through the unroll grows as T^{rates['bptt']:.2f}, PES as T^{rates['pes']:.2f} "
             f"and full-unroll ES as T^{rates['es']:.2f} (T = {', '.join(str(t) for t in result.unroll_lengths)}).")

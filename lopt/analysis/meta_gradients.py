@@ -79,6 +79,11 @@ class MetaGradientDiagnostics:
         span = np.nanmax(losses, axis=1) - np.nanmin(losses, axis=1)
         return np.nanmean(np.abs(np.diff(losses, 2, axis=1)), axis=1) / np.maximum(span, 1e-12)
 
+    def lyapunov_exponent(self) -> float:
+        """Growth of ``log |J_t ... J_1 v|`` per step over the second half of the unroll (> 0: chaotic)."""
+        half = len(self.growth) // 2
+        return float((self.growth[-1] - self.growth[half - 1]) / (len(self.growth) - half)) if half else float("nan")
+
     def growth_rate(self, name: str) -> float:
         """Log-log slope of ``name``'s variance over the unroll lengths."""
         v = self.variance[name]
@@ -94,6 +99,8 @@ class MetaGradientDiagnostics:
         for name in ESTIMATORS:
             ax.loglog(self.unroll_lengths, self.variance[name], "o-", markersize=3,
                       label=f"{name}: slope {self.growth_rate(name):.2f}")
+        ax.set_xticks(self.unroll_lengths, [str(t) for t in self.unroll_lengths], fontsize=7)
+        ax.minorticks_off()
         ax.set_xlabel("unroll length T (steps)", fontsize=8)
         ax.set_ylabel("total variance of the estimate", fontsize=8)
         ax.set_title(f"gradient-estimator variance (truncation K = {self.truncation})", fontsize=9)

@@ -14,7 +14,9 @@ Example:
     10.0
 """
 
+from lopt.analysis import findings
 from lopt.analysis.adaptation import Adaptation, learning_rate_adaptation
+from lopt.analysis.card import CARD_TASK, write_card
 from lopt.analysis.chaotic_task import DoubleWellTask
 from lopt.analysis.clipping import Clipping, clipping
 from lopt.analysis.implicit_regularization import ImplicitRegularization, implicit_regularization
@@ -27,6 +29,7 @@ from lopt.analysis.trace import Snapshot, Trace, record_trace
 from lopt.analysis.update_function import UpdateFunction, update_function
 
 __all__ = [
+    "CARD_TASK",
     "Adaptation",
     "Clipping",
     "DoubleWellTask",
@@ -41,6 +44,7 @@ __all__ = [
     "UpdateFunction",
     "as_subject",
     "clipping",
+    "findings",
     "implicit_regularization",
     "leaf_names",
     "learning_rate_adaptation",
@@ -50,4 +54,5 @@ __all__ = [
     "record_trace",
     "timescale",
     "update_function",
+    "write_card",
 ]

@@ -123,7 +123,7 @@ def learning_rate_adaptation(trace: Trace, *, snapshot: int = -1,
     base, by_loss, by_grad, by_slot = _responses(trace.subject, layout,
                                                  (snap.params, snap.opt_state, snap.grads, snap.loss),
                                                  jnp.asarray(factors, jnp.float32))
-    as_np = lambda x: np.asarray(x, np.float64)  # noqa: E731
+    as_np = lambda x: np.asarray(x, np.float64)
     return Adaptation(label=trace.subject.label, step=snap.step, factors=factors, base_step_size=float(base),
                       loss_response=as_np(by_loss), gradient_response=as_np(by_grad), slot_names=layout.slot_names,
                       slot_responses=as_np(by_slot))

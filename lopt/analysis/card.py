@@ -98,8 +98,8 @@ def _evaluation_table(evaluation: dict[str, Any]) -> list[str]:
     best = min(evaluation["rows"][1:], key=lambda r: r["train_loss_last_50"])
     mine = evaluation["rows"][0]
     verdict = "beats" if mine["train_loss_last_50"] < best["train_loss_last_50"] else "does not beat"
-    lines += ["", f"On training loss, {mine['optimizer']} {verdict} the best Adam of the grid ({best['optimizer']}: "
-              f"{best['train_loss_last_50']:.4f} vs {mine['train_loss_last_50']:.4f})."]
+    lines += ["", (f"On training loss, {mine['optimizer']} {verdict} the best Adam of the grid ({best['optimizer']}: "
+              f"{best['train_loss_last_50']:.4f} vs {mine['train_loss_last_50']:.4f}).")]
     return lines
 
 
@@ -121,8 +121,8 @@ def _external_evaluation(source: str | None, eval_dir: str | None) -> list[str]:
         comparison = pathlib.Path(source).with_name("comparison.json")
         if comparison.is_file():
             data = json.loads(comparison.read_text())
-            lines += [f"From the checkpoint's own final evaluation (`{comparison.name}`, {data.get('num_seeds')} "
-                      f"seeds, {data.get('num_steps')} steps on its meta-training task):", "",
+            lines += [(f"From the checkpoint's own final evaluation (`{comparison.name}`, {data.get('num_seeds')} "
+                      f"seeds, {data.get('num_steps')} steps on its meta-training task):"), "",
                       "| optimizer | train loss (last 50) | test loss | test accuracy |", "|---|---|---|---|"]
             for r in data.get("rows", []):
                 lines.append(f"| {r['optimizer']} | {r['mean_last_train_loss']:.4f} | {r['final_test_loss']:.4f} | "
@@ -199,8 +199,8 @@ def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subjec
             if subject.is_learned else "a hand-designed optax optimizer")
     lines = [f"# Optimizer card: {subject.label}", "",
              f"- what: {what}" + (f", theta from `{source}`" if source and os.path.exists(source) else ""),
-             f"- probed on: `{json.dumps(task_config)}`, one run of {trace.num_steps} steps "
-             f"(20 snapshots); final training loss {np.mean(trace.train_loss[-50:]):.4f} (mean of the last 50)",
+             (f"- probed on: `{json.dumps(task_config)}`, one run of {trace.num_steps} steps "
+             f"(20 snapshots); final training loss {np.mean(trace.train_loss[-50:]):.4f} (mean of the last 50)"),
              f"- the five trace probes took {analysis_seconds:.1f} s (including compilation)",
              "- reproduce: `lopt card " + (source or subject.label) + " --out DIR`"
              + ("" if task_config == CARD_TASK else f" `--task '{json.dumps(task_config)}'`"), "",
@@ -216,26 +216,26 @@ def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subjec
                      f"`{json.dumps(META_TASK)}`)")
     if notes:
         lines += ["", "## Reading", "", notes.strip()]
-    lines += ["", "## Evaluation", "", f"{evaluation['seeds']} seeds, {evaluation['num_steps']} steps on the card task "
-              "(cached in `evaluation.json`):", "", *_evaluation_table(evaluation), "", *external]
+    lines += ["", "## Evaluation", "", (f"{evaluation['seeds']} seeds, {evaluation['num_steps']} steps on the card task "
+              "(cached in `evaluation.json`):"), "", *_evaluation_table(evaluation), "", *external]
     sections = [
-        ("Update function", "update_function", "The update of one weight as its gradient (left) and each of its "
-         "state inputs vary, the rest of the state held at snapshots of the run (colours: early to late)."),
-        ("Gradient clipping", "clipping", "|update(g) - update(0)| against |g| for one coordinate per tensor; "
-         "a flat tail is clipping, the dashed line its threshold (linear asymptote meets the flat one)."),
-        ("Momentum timescales", "timescales", "Eigenvalues of the per-coordinate state Jacobian (unit circle: "
-         "no decay), their timescales 1/(1-|λ|), and the update's response to one gradient impulse."),
-        ("Learning-rate schedule", "schedule", "Effective step size -(u(g) - u(0))/g as the step counter sweeps "
-         "the horizon with the state held (solid), and along the run (dashed)."),
-        ("Learning-rate adaptation", "adaptation", "Effective step size relative to its value when one input "
-         "is scaled: the loss, the whole gradient, or one accumulator; the exponent is the log-log slope."),
-        ("Implicit regularisation", "implicit_regularization", "Trajectories on f(x, y) = (x - y)²/2 from the "
-         "same starts; SGD and Adam conserve x + y and end at the closest minimiser."),
+        ("Update function", "update_function", ("The update of one weight as its gradient (left) and each of its "
+         "state inputs vary, the rest of the state held at snapshots of the run (colours: early to late).")),
+        ("Gradient clipping", "clipping", ("|update(g) - update(0)| against |g| for one coordinate per tensor; "
+         "a flat tail is clipping, the dashed line its threshold (linear asymptote meets the flat one).")),
+        ("Momentum timescales", "timescales", ("Eigenvalues of the per-coordinate state Jacobian (unit circle: "
+         "no decay), their timescales 1/(1-|λ|), and the update's response to one gradient impulse.")),
+        ("Learning-rate schedule", "schedule", ("Effective step size -(u(g) - u(0))/g as the step counter sweeps "
+         "the horizon with the state held (solid), and along the run (dashed).")),
+        ("Learning-rate adaptation", "adaptation", ("Effective step size relative to its value when one input "
+         "is scaled: the loss, the whole gradient, or one accumulator; the exponent is the log-log slope.")),
+        ("Implicit regularisation", "implicit_regularization", ("Trajectories on f(x, y) = (x - y)²/2 from the "
+         "same starts; SGD and Adam conserve x + y and end at the closest minimiser.")),
     ]
     if meta is not None:
-        sections.append(("Meta-gradient diagnostics", "meta_gradients", "Variance of meta-gradient estimators as "
+        sections.append(("Meta-gradient diagnostics", "meta_gradients", ("Variance of meta-gradient estimators as "
                          "the unroll grows, the meta-loss on a random 1-D slice of theta, and the inner-state "
-                         "transition Jacobian's spectral radius and product growth."))
+                         "transition Jacobian's spectral radius and product growth.")))
     else:
         lines += ["## Meta-gradient diagnostics", "", "Not applicable: this optimizer has no meta-parameters.", ""]
     for title, name, caption in sections:

@@ -77,7 +77,7 @@ class Trace:
         """Snapshot ``index`` (negative counts from the end)."""
         if not -len(self.steps) <= index < len(self.steps):
             raise ValueError(f"snapshot index {index} is out of range: the trace has {len(self.steps)} snapshots.")
-        pick = lambda tree: jax.tree.map(lambda x: x[index], tree)  # noqa: E731
+        pick = lambda tree: jax.tree.map(lambda x: x[index], tree)
         return Snapshot(int(self.steps[index]), pick(self.params), pick(self.opt_state), pick(self.grads),
                         jnp.asarray(self.loss[index]))
 
@@ -142,7 +142,7 @@ def record_trace(subject: Subject, task: Task, *, key: jax.Array, num_steps: int
     if rest:
         state, chunk = _advance(task, subject.optimizer, state, train_key, rest)
         losses.append(np.asarray(chunk))
-    stack = lambda *xs: jax.tree.map(lambda *ys: jnp.stack(ys), *xs)  # noqa: E731
+    stack = lambda *xs: jax.tree.map(lambda *ys: jnp.stack(ys), *xs)
     return Trace(subject=subject, task=task, train_key=train_key, steps=np.array([s[0] for s in snaps]),
                  params=stack(*[s[1] for s in snaps]), opt_state=stack(*[s[2] for s in snaps]),
                  grads=stack(*[s[3] for s in snaps]), loss=np.array([float(s[4]) for s in snaps]),

@@ -13,7 +13,7 @@ Example:
     >>> trace = record_trace(as_subject(optax.sgd(0.1)), task, key=jax.random.key(0), num_steps=20,
     ...                      num_snapshots=2)
     >>> curve = update_function(trace, gradients=[-1.0, 0.0, 2.0])
-    >>> [round(u, 4) for u in curve.updates[0].tolist()]
+    >>> [round(u, 4) + 0.0 for u in curve.updates[0].tolist()]  # update = -0.1 * gradient
     [0.1, 0.0, -0.2]
 """
 

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
-    "MLP_CHUNK_ROWS",
+    "CHUNK_BYTES",
+    "chunk_rows",
     "flat_cat",
     "fraction_embedding",
     "mlp_apply",
@@ -36,9 +37,20 @@ __all__ = [
     "tanh_time_embedding",
 ]
 
-#: Rows of the per-parameter network evaluated at once: bounds the hidden activations to
-#: ``MLP_CHUNK_ROWS * hidden * 4`` bytes (32 MiB at width 32) however large the model.
-MLP_CHUNK_ROWS = 1 << 18
+#: Bytes of float32 temporaries per chunk of rows of a per-parameter network: bounds the
+#: memory of its activations however large the model, with chunks large enough that a GPU
+#: launches few kernels per step.
+CHUNK_BYTES = 1 << 28
+
+
+def chunk_rows(floats_per_row: int) -> int:
+    """Rows per chunk when each row holds ``floats_per_row`` float32 temporaries.
+
+    Example:
+        >>> chunk_rows(64)
+        1048576
+    """
+    return max(1, CHUNK_BYTES // (4 * max(1, floats_per_row)))
 
 _f32 = torch.float32
 
@@ -94,7 +106,7 @@ def mlp_apply(
     x: torch.Tensor,
     *,
     context: torch.Tensor | None = None,
-    chunk_rows: int = MLP_CHUNK_ROWS,
+    rows_per_chunk: int | None = None,
 ) -> torch.Tensor:
     """Applies an MLP (``lopt.learned.nn.mlp_init`` weights) to the rows of ``x``, in chunks.
 
@@ -105,7 +117,7 @@ def mlp_apply(
         net: ``{"w0", "b0", ...}`` float32 tensors on ``x``'s device.
         x: ``[N, n_x]`` per-row inputs.
         context: optional ``[n_c]`` inputs shared by all rows.
-        chunk_rows: rows per chunk (bounds the memory of the hidden activations).
+        rows_per_chunk: rows per chunk (default: :func:`chunk_rows` of the widest layer).
 
     Returns:
         ``[N, out]`` float32.
@@ -117,11 +129,13 @@ def mlp_apply(
         b0 = b0 + context @ w0[n_x:]
         w0 = w0[:n_x]
     out = x.new_empty((x.shape[0], net[f"w{n_layers - 1}"].shape[-1]))
-    for start in range(0, x.shape[0], chunk_rows):
-        h = torch.addmm(b0, x[start : start + chunk_rows], w0)
+    if rows_per_chunk is None:
+        rows_per_chunk = chunk_rows(2 * max(w.shape[-1] for k, w in net.items() if k[0] == "w"))
+    for start in range(0, x.shape[0], rows_per_chunk):
+        h = torch.addmm(b0, x[start : start + rows_per_chunk], w0)
         for i in range(1, n_layers):
             h = torch.addmm(net[f"b{i}"], torch.relu_(h), net[f"w{i}"])
-        out[start : start + chunk_rows] = h
+        out[start : start + rows_per_chunk] = h
     return out
 
 

@@ -12,12 +12,15 @@ Per step, for all tensors at once:
    (fraction-of-training embedding, rank, size, fan-in), and the update
    ``-(lr * mult) * clip(m_hat + d) * exp(clip(s))``.
 
-The per-tensor quantities (context bias, parameter RMS, step multiplier) form one small
-``[T, hidden + 2]`` table gathered by row, so no ``[N, hidden]`` buffer outlives a chunk.
+The per-tensor quantities (context inputs, parameter RMS, step multiplier) form one small
+``[T, 5]`` table repeated over each chunk's rows; the tensor context enters the first layer
+as three extra input columns, so no ``[N, hidden]`` buffer outlives a chunk.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from typing import ClassVar
 
@@ -116,8 +119,14 @@ class NominalPort(Port):
             "time_context": ops.fraction_embedding(fraction, F.FRACTION_POINTS),
         }
 
-    def _tensor_table(self, shapes, scalars) -> torch.Tensor:
-        """``[T, hidden + 1]`` on the CPU: first-layer bias and ``lr * mult`` per tensor."""
+    def _tensor_table(self, shapes, scalars) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-tensor inputs on the CPU.
+
+        Returns:
+            ``(tensor_context [T, 3], minus_step [T], shared_bias [hidden])``: each tensor's
+            context inputs (rank < 2, log size, log fan-in), ``-(lr * mult)``, and the
+            first-layer bias plus the time context's contribution (the same for all rows).
+        """
         th = self.theta(torch.device("cpu"))
         net = th["network"]
         ctx = [
@@ -128,9 +137,8 @@ class NominalPort(Port):
             ]
             for s in shapes
         ]
-        tensor_context = torch.tensor(ctx, dtype=_f32)
-        time_context = scalars["time_context"].expand(len(shapes), -1)
-        context = torch.cat([time_context, tensor_context], dim=1) @ net["w_context"]
+        n_time = scalars["time_context"].numel()
+        shared_bias = net["b0"] + scalars["time_context"] @ net["w_context"][:n_time]
         mults = []
         for s in shapes:
             if len(s) < 2:
@@ -138,9 +146,8 @@ class NominalPort(Port):
             else:
                 log_fan = math.log(_fan_in(s) / jax_nominal.FAN_IN_REFERENCE)
                 mults.append(torch.exp(th["log_tensor_mult"][1] - th["mup_exponent"] * log_fan))
-        step_size = scalars["lr"] * torch.stack(mults)
-        bias = net["b0"] + context
-        return torch.cat([bias, step_size[:, None]], dim=1)
+        minus_step = -(scalars["lr"] * torch.stack(mults))
+        return torch.tensor(ctx, dtype=_f32), minus_step, shared_bias
 
     def update(self, params, grads, states, count, loss, num_steps):
         del loss
@@ -171,35 +178,47 @@ class NominalPort(Port):
                 for piece in p.split(sizes)
             ]
         )
-        per_tensor = self._tensor_table(shapes, scalars).to(device)
-        hidden = arch.hidden_size
-        table = torch.cat([per_tensor[:, :hidden], p_rms[:, None], per_tensor[:, hidden:]], dim=1)
-        rows = torch.repeat_interleave(
-            torch.arange(len(shapes), device=device),
-            torch.tensor(sizes, device=device),
-            output_size=sum(sizes),
+        tensor_context, minus_step, shared_bias = self._tensor_table(shapes, scalars)
+        n_ctx = tensor_context.shape[1]
+        # Per tensor: [context inputs..., parameter RMS, -(lr * mult)], repeated over its rows.
+        table = torch.cat(
+            [tensor_context.to(device), p_rms[:, None], minus_step.to(device)[:, None]], dim=1
         )
+        # The tensor context enters the first layer as extra input columns (its weights are
+        # the context rows of w_context), so no per-row [N, hidden] bias is materialised.
+        n_time = scalars["time_context"].numel()
+        w_in = torch.cat([net["w0"], net["w_context"][n_time:]], dim=0)
+        shared_bias = shared_bias.to(device)
+        n_in = net["w0"].shape[0]
 
-        precond = 1.0 / (torch.sqrt(v * on_dev["v_correction"]) + arch.eps)
-        moments = m * on_dev["m_correction"] * precond[:, None]
         clip = arch.input_clip
         out = torch.empty_like(g)
-        for start in range(0, g.shape[0], ops.MLP_CHUNK_ROWS):
-            sl = slice(start, start + ops.MLP_CHUNK_ROWS)
-            tab = table[rows[sl]]
-            x = torch.cat(
-                [
-                    (g[sl] * precond[sl])[:, None],
-                    moments[sl],
-                    fac_g[sl, None],
-                    (p[sl] / (tab[:, hidden] + 1e-8))[:, None],
-                ],
-                dim=1,
-            ).clamp_(-clip, clip)
-            h = torch.relu_(torch.addmm(tab[:, :hidden], x, net["w0"]))
+        ends = list(itertools.accumulate(sizes))
+        step_rows = ops.chunk_rows(3 * arch.hidden_size + 2 * (n_in + n_ctx) + 16)
+        for start in range(0, g.shape[0], step_rows):
+            stop = min(start + step_rows, g.shape[0])
+            sl = slice(start, stop)
+            first = bisect.bisect_right(ends, start)
+            last = bisect.bisect_left(ends, stop)
+            counts = [
+                min(ends[i], stop) - max(ends[i] - sizes[i], start) for i in range(first, last + 1)
+            ]
+            tab = table[first : last + 1].repeat_interleave(
+                torch.tensor(counts, device=device), dim=0, output_size=stop - start
+            )
+            precond = 1.0 / (torch.sqrt(v[sl] * on_dev["v_correction"]) + arch.eps)
+            moments = m[sl] * on_dev["m_correction"] * precond[:, None]
+            x = torch.empty((stop - start, n_in + n_ctx), dtype=_f32, device=device)
+            x[:, 0] = g[sl] * precond
+            x[:, 1 : 1 + k] = moments
+            x[:, 1 + k] = fac_g[sl]
+            x[:, 2 + k] = p[sl] / (tab[:, n_ctx] + 1e-8)
+            x[:, :n_in].clamp_(-clip, clip)
+            x[:, n_in:] = tab[:, :n_ctx]
+            h = torch.relu_(torch.addmm(shared_bias, x, w_in))
             h = torch.relu_(torch.addmm(net["b1"], h, net["w1"]))
             o = torch.addmm(net["b2"], h, net["w2"])
-            combined = torch.clamp(moments[sl, 0] + o[:, 0], -arch.update_clip, arch.update_clip)
+            combined = torch.clamp(moments[:, 0] + o[:, 0], -arch.update_clip, arch.update_clip)
             scale = torch.exp(torch.clamp(o[:, 1], -4.0, 4.0))
-            out[sl] = -tab[:, hidden + 1] * combined * scale
+            out[sl] = tab[:, n_ctx + 1] * combined * scale
         return ops.split_as(out, shapes)

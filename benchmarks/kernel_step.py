@@ -1,0 +1,315 @@
+"""Fused Pallas learned-optimizer steps against the XLA path and ``optax.adam``, on one GPU.
+
+One run does everything (it is meant for one short call on a rented GPU):
+
+1. **Ceiling**: device-to-device bandwidth of a large elementwise pass (bytes read +
+   written per second).
+2. **Correctness** at a small size: the fused step (Triton) against the XLA path computed
+   at ``highest`` matmul precision, next to the XLA path at its default precision (TF32 for
+   float32 products on GPU); relative L2 error of the updates and of the new state. Also a
+   vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
+3. **Timing** at each size (params: 8 dense layers, as ``step_overhead.py``): one jitted
+   step with params and state donated, ``optax.adam``; the architecture's XLA path through
+   optax (``update`` + ``apply_updates``); the fused kernel through optax (mode
+   ``pallas``: kernel writes the update, XLA applies it); and the fused kernel writing the
+   new params itself (``apply=True``), for a few launch configs. Medians of repeated
+   timed loops, alternating with Adam.
+
+Reports ms per step, ratio to Adam, bytes per parameter the implementation must move and
+the bandwidth that implies, as a fraction of the measured ceiling.
+
+Usage (on the GPU machine):
+    PYTHONPATH=$PWD python3 benchmarks/kernel_step.py --sizes 1e8 1e7 --out $OUT/kernel_step.json
+
+Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import environment, save
+from step_overhead import NUM_LAYERS, make_params
+
+import lopt.learned
+from lopt import kernels
+from lopt.kernels import mlp_step, nominal_step, tiles
+from lopt.learned import features as F
+
+HORIZON = 10_000
+INTERPRET = jax.default_backend() != "gpu"  # CPU: a smoke run in Pallas interpret mode
+ADAM_BYTES = 28  # read g, p, m, v; write p, m, v (float32)
+ARCH_BYTES = {"mlp": (mlp_step.bytes_per_param(apply=False), mlp_step.bytes_per_param()),
+              "nominal": (nominal_step.bytes_per_param(apply=False), nominal_step.bytes_per_param())}
+VARIANTS = {  # name: KernelConfig for the apply=True timing
+    "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
+            "b256w8": tiles.KernelConfig(256, 1024, 8)},
+    "nominal": {"b256w4": tiles.KernelConfig(256, 1024, 4),
+                "b1024w4": tiles.KernelConfig(1024, 1024, 4)},
+}
+
+
+def random_tree(tree, seed, scale=1.0):
+    leaves, treedef = jax.tree.flatten(tree)
+    rng = np.random.default_rng(seed)
+    return treedef.unflatten([jnp.asarray(rng.standard_normal(x.shape, np.float32) * scale)
+                              for x in leaves])
+
+
+def trained_like_theta(arch, lo):
+    """theta with every part active (nominal's init has a zero last layer)."""
+    theta = lo.init(jax.random.key(0))
+    if arch == "nominal":
+        theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
+        theta["schedule"] = jnp.linspace(-1.0, 1.0, lo.schedule_knots)
+    return theta
+
+
+def fused_apply_step(arch, lo, cfg):
+    """``step(params, state, theta, grads) -> (params, state)`` with the kernel writing params."""
+    if arch == "mlp":
+        def step(params, state, theta, grads):
+            context = F.tanh_time_embedding(state.count, lo.time_scales)
+            new_p, m = mlp_step.mlp_update(lo, theta["mlp"], context, grads, state.momentum, params,
+                                           interpret=INTERPRET, apply=True, cfg=cfg)
+            return new_p, type(state)(state.count + 1, m)
+        return step
+
+    def step(params, state, theta, grads):
+        return nominal_step.nominal_update(lo, theta, HORIZON, grads, state, params,
+                                           interpret=INTERPRET, apply=True, cfg=cfg)
+    return step
+
+
+def optax_step(build, fused_arch=None, lo=None):
+    def step(params, state, theta, grads):
+        if fused_arch == "nominal":  # no hook in nominal.py: call the kernel, XLA applies
+            updates, state = nominal_step.nominal_update(lo, theta, HORIZON, grads, state, params,
+                                                         interpret=INTERPRET)
+        else:
+            updates, state = build(theta).update(grads, state, params, loss=jnp.float32(1.0))
+        return optax.apply_updates(params, updates), state
+    return step
+
+
+class Timed:
+    """A compiled, donated step and its running (params, state)."""
+
+    def __init__(self, step, params, state, theta, grads, mode="xla"):
+        with kernels.mode_scope(mode):
+            start = time.perf_counter()
+            self.fn = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, theta, grads).compile()
+            self.compile_s = time.perf_counter() - start
+        self.p, self.s = jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state)
+        self.args = (theta, grads)
+
+    def run(self, n=1):
+        jax.block_until_ready((self.p, self.s))
+        start = time.perf_counter()
+        for _ in range(n):
+            self.p, self.s = self.fn(self.p, self.s, *self.args)
+        jax.block_until_ready((self.p, self.s))
+        return (time.perf_counter() - start) / n
+
+    def finite(self):
+        return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((self.p, self.s)))
+
+
+def copy_bandwidth(n=1 << 28):
+    x = jnp.ones((n,), jnp.float32)
+    f = jax.jit(lambda x: x * 1.0001 + 1e-7)
+    jax.block_until_ready(f(x))
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        jax.block_until_ready(f(x))
+        times.append(time.perf_counter() - start)
+    return 2 * 4 * n / statistics.median(times)
+
+
+def rel(a, b):
+    a = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(a)])
+    b = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(b)])
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def correctness(arch, lo, n):
+    """Fused vs XLA (highest precision) at one step; vmap and grad agreement."""
+    params = make_params(n)
+    params["odd"] = jnp.linspace(-1.0, 1.0, 3 * 5 * 7 * 11).reshape(3, 5, 7, 11)  # rank 4, odd
+    grads, theta = random_tree(params, 1), trained_like_theta(arch, lo)
+    opt = lo.optimizer(theta, num_steps=HORIZON)
+    state = opt.init(params)
+    state = state._replace(momentum=random_tree(state.momentum, 2, 0.1))
+    xla = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(g, s, p, loss=1.0))
+    with jax.default_matmul_precision("highest"):
+        ref = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
+            g, s, p, loss=1.0))(grads, state, params, theta)
+    default = xla(grads, state, params, theta)
+    with kernels.mode_scope("pallas"):
+        if arch == "nominal":
+            fused = jax.jit(lambda g, s, p, th: nominal_step.nominal_update(
+                lo, th, HORIZON, g, s, p, interpret=INTERPRET))(grads, state, params, theta)
+        else:
+            fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
+                g, s, p, loss=1.0))(grads, state, params, theta)
+        fused_x3 = None
+        if arch == "mlp":
+            cfg = tiles.KernelConfig(precision="tf32x3")
+            ctx = F.tanh_time_embedding(state.count, lo.time_scales)
+            fused_x3 = jax.jit(lambda g, m, p, th: mlp_step.mlp_update(
+                lo, th["mlp"], ctx, g, m, p, interpret=INTERPRET, cfg=cfg))(
+                grads, state.momentum, params, theta)
+    out = {"n_params": sum(x.size for x in jax.tree.leaves(params)),
+           "update_rel_err_fused": rel(fused[0], ref[0]),
+           "update_rel_err_xla_default": rel(default[0], ref[0]),
+           "state_rel_err_fused": rel(fused[1], ref[1])}
+    if fused_x3 is not None:
+        out["update_rel_err_fused_tf32x3"] = rel(fused_x3[0], ref[0])
+
+    # vmap over 2 tasks and 2 thetas, and grad with respect to theta, at a small size.
+    small = {"w": jnp.ones((300, 70)) * 0.1, "b": jnp.zeros(70)}
+    thetas = jax.vmap(lambda k: trained_like_theta(arch, lo))(jnp.arange(2))
+    thetas = jax.tree.map(lambda t: t * jnp.asarray([1.0, 0.9]).reshape(-1, *[1] * (t.ndim - 1)), thetas)
+    g2 = jax.vmap(lambda s: random_tree(small, 3, 1.0))(jnp.arange(2))
+    s0 = lo.optimizer(theta, num_steps=HORIZON).init(small)
+
+    def one(th, g, mode):
+        with kernels.mode_scope(mode):
+            if arch == "nominal" and mode == "pallas":
+                return nominal_step.nominal_update(lo, th, HORIZON, g, s0, small, interpret=INTERPRET)
+            return lo.optimizer(th, num_steps=HORIZON).update(g, s0, small, loss=1.0)
+
+    g_one = jax.tree.map(lambda x: x[0], g2)
+    weights = random_tree(small, 4)
+
+    def loss(th, mode):
+        updates, new_state = one(th, g_one, mode)
+        return jnp.sum(updates["w"] * weights["w"]) + jnp.sum(jnp.tanh(new_state.momentum["w"]))
+
+    with jax.default_matmul_precision("highest"):
+        vx = jax.jit(jax.vmap(lambda th, g: one(th, g, "xla")))(thetas, g2)
+        gx = jax.jit(jax.grad(lambda th: loss(th, "xla")))(theta)
+    vf = jax.jit(jax.vmap(lambda th, g: one(th, g, "pallas")))(thetas, g2)
+    gf = jax.jit(jax.grad(lambda th: loss(th, "pallas")))(theta)
+    out["vmap_update_rel_err"] = rel(vf[0], vx[0])
+    out["grad_theta_rel_err"] = rel(gf, gx)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e8, 1e7])
+    parser.add_argument("--archs", nargs="+", default=["mlp", "nominal"])
+    parser.add_argument("--loops", type=int, default=10, help="steps per timed loop")
+    parser.add_argument("--repeats", type=int, default=5, help="timed loops per variant")
+    parser.add_argument("--budget-s", type=float, default=150.0, help="skip variants after this")
+    parser.add_argument("--check-size", type=int, default=3_000_000,
+                        help="parameters of the correctness check (0: skip it)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    payload = {"benchmark": "kernel_step", "layers": NUM_LAYERS, "horizon": HORIZON,
+               "adam_bytes_per_param": ADAM_BYTES, "correctness": {}, "results": [], "errors": []}
+
+    def write():
+        if not args.out:
+            return save("kernel_step", payload)
+        with open(args.out, "w") as f:
+            json.dump({"environment": environment(), **payload}, f, indent=2)
+        return args.out
+
+    dev = jax.devices()[0]
+    print(f"device: {dev.device_kind} ({dev.platform}), jax {jax.__version__}", flush=True)
+    bw = copy_bandwidth()
+    payload["copy_bandwidth_GBps"] = bw / 1e9
+    print(f"elementwise pass bandwidth: {bw / 1e9:.0f} GB/s (read + write)", flush=True)
+
+    for arch in args.archs if args.check_size else []:
+        lo = lopt.learned.get(arch)
+        try:
+            payload["correctness"][arch] = c = correctness(arch, lo, args.check_size)
+            print(f"correctness {arch}: " + ", ".join(f"{k}={v:.2e}" for k, v in c.items()
+                                                     if k != "n_params"), flush=True)
+        except Exception as e:  # noqa: BLE001 - record and go on to timings
+            payload["errors"].append(f"correctness {arch}: {type(e).__name__}: {str(e)[:2000]}")
+            traceback.print_exc()
+        write()
+
+    rows = payload["results"]
+    for size in args.sizes:
+        params = make_params(int(size))
+        grads = random_tree(params, 1)
+        n = sum(x.size for x in jax.tree.leaves(params))
+        adam_opt = optax.adam(1e-3)
+        adam = Timed(optax_step(lambda th: adam_opt), params, adam_opt.init(params), {}, grads)
+        adam.run(3)
+        for arch in args.archs:
+            lo = lopt.learned.get(arch)
+            theta = trained_like_theta(arch, lo)
+            build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)  # noqa: E731
+            state = build(theta).init(params)
+            variants = [("xla", optax_step(build), "xla", None),
+                        ("fused_optax", optax_step(build, arch if arch == "nominal" else None, lo),
+                         "pallas", ARCH_BYTES[arch][0])]
+            variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla",
+                          ARCH_BYTES[arch][1]) for name, cfg in VARIANTS[arch].items()]
+            for name, step, mode, nbytes in variants:
+                if time.perf_counter() - t0 > args.budget_s:
+                    payload["errors"].append(f"skipped {arch} {name} at {n} (time budget)")
+                    continue
+                try:
+                    timed = Timed(step, params, state, theta, grads, mode)
+                    timed.run(2)
+                    ts, ta = [], []
+                    for _ in range(args.repeats):
+                        ta.append(adam.run(args.loops))
+                        ts.append(timed.run(args.loops))
+                    ms, adam_ms = 1e3 * statistics.median(ts), 1e3 * statistics.median(ta)
+                    r = {"arch": arch, "variant": name, "n_params": n, "ms": ms, "adam_ms": adam_ms,
+                         "x_adam": ms / adam_ms, "compile_s": timed.compile_s,
+                         "finite": timed.finite(),
+                         "adam_GBps": ADAM_BYTES * n / (adam_ms * 1e-3) / 1e9}
+                    if nbytes:
+                        r["bytes_per_param"] = nbytes
+                        r["GBps"] = nbytes * n / (ms * 1e-3) / 1e9
+                        r["frac_of_copy_bw"] = r["GBps"] * 1e9 / bw
+                        r["bound_ms"] = nbytes * n / bw * 1e3
+                    rows.append(r)
+                    print(f"  {n / 1e6:.0f}M {arch} {name}: {ms:.3f} ms ({ms / adam_ms:.2f}x adam "
+                          f"{adam_ms:.3f} ms)", flush=True)
+                    del timed
+                except Exception as e:  # noqa: BLE001
+                    payload["errors"].append(f"{arch} {name} {n}: {type(e).__name__}: {str(e)[:1500]}")
+                    traceback.print_exc()
+                write()
+        del adam
+
+    path = write()
+    print(f"\nsaved {path}; errors: {len(payload['errors'])}")
+    for e in payload["errors"]:
+        print("  ERROR", e[:300])
+    print(f"\n{'params':>7} {'arch':>8} {'variant':>22} {'ms':>8} {'x adam':>7} {'B/param':>8} "
+          f"{'GB/s':>6} {'of bw':>6} {'bound ms':>8}")
+    for r in rows:
+        print(f"{r['n_params'] / 1e6:>6.0f}M {r['arch']:>8} {r['variant']:>22} {r['ms']:>8.3f} "
+              f"{r['x_adam']:>7.2f} {r.get('bytes_per_param', 0):>8} {r.get('GBps', 0):>6.0f} "
+              f"{r.get('frac_of_copy_bw', 0):>6.2f} {r.get('bound_ms', 0):>8.3f}")
+    print(f"adam: {ADAM_BYTES} B/param; copy bandwidth {bw / 1e9:.0f} GB/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

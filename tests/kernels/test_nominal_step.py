@@ -1,0 +1,137 @@
+"""The fused ``nominal`` step (Pallas interpret mode on CPU) equals NominalLOpt's XLA update."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lopt.kernels import nominal_step
+from lopt.learned import NominalLOpt
+
+LOPT = NominalLOpt()
+# Ranks 0-4 (rank < 2 take the XLA path inside the step), odd sizes, both factored orders.
+SHAPES = {"s": (), "v": (7,), "m": (33, 5), "mt": (5, 33), "t3": (3, 4, 5), "t4": (2, 3, 2, 5),
+          "big": (300, 3)}
+
+
+def _theta(seed=0):
+    """A theta whose network, schedule and muP exponent all matter (init has a zero last layer)."""
+    theta = LOPT.init(jax.random.key(seed))
+    key = jax.random.key(seed + 1)
+    theta["network"]["w2"] = 0.5 * jax.random.normal(key, theta["network"]["w2"].shape)
+    theta["network"]["b2"] = jnp.asarray([0.1, -0.2])
+    theta["schedule"] = jnp.linspace(-1.0, 1.0, LOPT.schedule_knots)
+    theta["mup_exponent"] = jnp.asarray(0.3)
+    return theta
+
+
+def _draw(rng, shapes, dtype=jnp.float32, scale=1.0):
+    return {k: jnp.asarray(rng.standard_normal(s) * scale, jnp.float32).astype(dtype)
+            for k, s in shapes.items()}
+
+
+def _rel_max(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _trajectory(update_fn, theta, params, grads_seq, horizon, state):
+    for grads in grads_seq:
+        updates, state = update_fn(theta, grads, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+    return params, state
+
+
+@pytest.mark.parametrize("horizon", [40, None])
+def test_fused_trajectory_equals_xla(horizon):
+    rng = np.random.default_rng(0)
+    theta, params = _theta(), _draw(rng, SHAPES)
+    grads_seq = [_draw(rng, SHAPES) for _ in range(3)]
+    opt = LOPT.optimizer(theta, num_steps=horizon)
+    fused = jax.jit(lambda th, g, s, p: nominal_step.nominal_update(
+        LOPT, th, horizon, g, s, p, interpret=True))
+    xla = jax.jit(lambda th, g, s, p: LOPT.optimizer(th, num_steps=horizon).update(g, s, p))
+    pf, sf = _trajectory(fused, theta, params, grads_seq, horizon, opt.init(params))
+    px, sx = _trajectory(xla, theta, params, grads_seq, horizon, opt.init(params))
+    for k in SHAPES:
+        step_f, step_x = pf[k] - params[k], px[k] - params[k]
+        assert float(jnp.abs(step_x).max()) > 1e-4, k  # the steps are not trivially zero
+        assert _rel_max(step_f, step_x) < 1e-4, k
+    assert int(sf.count) == int(sx.count) == 3
+    for a, b in zip(jax.tree.leaves(sf), jax.tree.leaves(sx)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_and_apply():
+    rng = np.random.default_rng(1)
+    shapes = {"w": (37, 9), "b": (9,)}
+    theta, params = _theta(2), _draw(rng, shapes, jnp.bfloat16)
+    grads = _draw(rng, shapes, jnp.bfloat16)
+    state = LOPT.optimizer(theta, num_steps=20).init(params)
+    new_p, new_s = jax.jit(lambda *a: nominal_step.nominal_update(
+        LOPT, *a, interpret=True, apply=True), static_argnums=())(theta, 20, grads, state, params)
+    u, ref_s = LOPT.optimizer(theta, num_steps=20).update(grads, state, params)
+    ref_p = jax.tree.map(lambda p, x: p + x, params, u)
+    for k in shapes:
+        assert new_p[k].dtype == jnp.bfloat16
+        diff = np.abs(np.asarray(new_p[k], np.float32) - np.asarray(ref_p[k], np.float32))
+        assert np.mean(diff == 0) > 0.95 and diff.max() <= 2 ** -7 * np.abs(
+            np.asarray(ref_p[k], np.float32)).max()
+    for a, b in zip(jax.tree.leaves(new_s), jax.tree.leaves(ref_s)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _steps(theta, grads, state, params, fused):
+    if fused:
+        return nominal_step.nominal_update(LOPT, theta, 30, grads, state, params, interpret=True)
+    return LOPT.optimizer(theta, num_steps=30).update(grads, state, params)
+
+
+def test_vmap_over_tasks_and_theta():
+    rng = np.random.default_rng(3)
+    shapes = {"w": (11, 6), "b": (6,)}
+    params = _draw(rng, shapes)
+    thetas = jax.vmap(_theta)(jnp.arange(2))
+    grads = jax.tree.map(lambda *x: jnp.stack(x), *[_draw(rng, shapes) for _ in range(2)])
+    state = LOPT.optimizer(_theta(), num_steps=30).init(params)
+    (uf, sf), (ux, sx) = (
+        jax.jit(jax.vmap(lambda th, g, f=f: _steps(th, g, state, params, f)))(thetas, grads)
+        for f in (True, False))
+    for k, shape in shapes.items():
+        assert uf[k].shape == (2, *shape) and _rel_max(uf[k], ux[k]) < 1e-4
+    for a, b in zip(jax.tree.leaves(sf), jax.tree.leaves(sx)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_grad_wrt_theta_equals_xla_grad():
+    lopt = NominalLOpt(hidden_size=4)  # a smaller unrolled network: quicker to compile
+    rng = np.random.default_rng(4)
+    shapes = {"w": (9, 6)}
+    params, grads, weights = _draw(rng, shapes), _draw(rng, shapes), _draw(rng, shapes)
+    theta = lopt.init(jax.random.key(0))
+    theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(1), (4, 2))
+    state = lopt.optimizer(theta, num_steps=30).init(params)
+
+    def loss(theta, fused):
+        if fused:
+            u, s = nominal_step.nominal_update(lopt, theta, 30, grads, state, params,
+                                               interpret=True)
+        else:
+            u, s = lopt.optimizer(theta, num_steps=30).update(grads, state, params)
+        return jnp.sum(u["w"] * weights["w"]) + jnp.sum(jnp.sin(s.momentum["w"]))
+
+    gf = jax.jit(jax.grad(lambda th: loss(th, True)))(theta)
+    gx = jax.jit(jax.grad(lambda th: loss(th, False)))(theta)
+    for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):
+        assert _rel_max(a, b) < 1e-5
+    assert float(jnp.abs(gx["network"]["w2"]).max()) > 0
+
+
+def test_unsupported_config_and_byte_count():
+    assert not nominal_step.supported(NominalLOpt(hidden_size=64))
+    with pytest.raises(ValueError, match="hidden_size must be <= 32"):
+        nominal_step.nominal_update(NominalLOpt(hidden_size=64), None, None, {}, None, {},
+                                    interpret=True)
+    # reductions: g twice, p once (12 B); main: g, p, 3 momenta, v read (24 B); written 20 B
+    assert nominal_step.bytes_per_param() == 12 + 24 + 20
+    assert nominal_step.bytes_per_param(apply=False) == 56 + 12 and nominal_step.passes() == 2

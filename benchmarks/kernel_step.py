@@ -254,12 +254,12 @@ def main(argv=None) -> int:
         grads = random_tree(params, 1)
         n = sum(x.size for x in jax.tree.leaves(params))
         adam_opt = optax.adam(1e-3)
-        adam = Timed(optax_step(lambda th: adam_opt), params, adam_opt.init(params), {}, grads)
+        adam = Timed(optax_step(lambda th, opt=adam_opt: opt), params, adam_opt.init(params), {}, grads)
         adam.run(3)
         for arch in args.archs:
             lo = lopt.learned.get(arch)
             theta = trained_like_theta(arch, lo)
-            build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)  # noqa: E731
+            build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)
             state = build(theta).init(params)
             variants = [("xla", optax_step(build), "xla", None),
                         ("fused_optax", optax_step(build, arch if arch == "nominal" else None, lo),

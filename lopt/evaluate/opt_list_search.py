@@ -205,7 +205,8 @@ def _run_tasks(search: OptListSearch, dataset: CurveDataset, tasks, spec,
             task_configs={task_id: cfg.to_dict()}))
         present = dataset.cells()
         if progress:
-            progress(f"task {number}/{len(tasks)} {'(held out) ' if heldout else ''}{task_label(cfg)}: "
+            inner = cfg["task"] if cfg["family"] == "augmented" else cfg
+            progress(f"task {number}/{len(tasks)} {'(held out) ' if heldout else ''}{task_label(inner)}: "
                      f"{n} runs in {time.perf_counter() - start:.1f}s")
 
 

@@ -84,7 +84,7 @@ def _chosen_text(baseline, search: str, key: str, header: dict) -> str:
 
 def _improvement_text(stats) -> str:
     low, high = stats.median_ci
-    return f"{stats.median:+.3f} [{low:+.3f}, {high:+.3f}]; {stats.iqm:+.3f}"
+    return f"[{low:+.3f}, {high:+.3f}]; {stats.iqm:+.3f}"
 
 
 def _speedup_texts(comparison, steps: int) -> list[str]:
@@ -96,7 +96,7 @@ def _speedup_texts(comparison, steps: int) -> list[str]:
         median = f">= {median}"
     low, high = stats.median_ci
     iqm_low, iqm_high = stats.iqm_ci
-    return [f"{median} [{bound}{low:.2f}, {bound}{high:.2f}] ({stats.q25:.2f}-{stats.q75:.2f})",
+    return [median, f"[{bound}{low:.2f}, {bound}{high:.2f}] ({stats.q25:.2f}-{stats.q75:.2f})",
             f"{bound}{stats.iqm:.2f}x [{bound}{iqm_low:.2f}, {bound}{iqm_high:.2f}]"]
 
 
@@ -126,10 +126,11 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     if summary.comparisons:
         rows = [[f"`{c.candidate}`", f"`{c.baseline}`", f"{c.win_fraction:.2f}",
                  f"{c.median_normalized_candidate:.3f} / {c.median_normalized_baseline:.3f}",
-                 _improvement_text(c.improvement_stats), *_speedup_texts(c, steps)] for c in summary.comparisons]
+                 f"{c.median_improvement:+.3f}", *_speedup_texts(c, steps), _improvement_text(c.improvement_stats)]
+                for c in summary.comparisons]
         lines += _table(["optimizer", "baseline", "win fraction", ("median normalised test loss (optimizer / "
-                         "baseline)"), "improvement: median [95% CI]; IQM", "median speedup [95% CI] (IQR)",
-                         "IQM speedup [95% CI]"], rows)
+                         "baseline)"), "median improvement", "median speedup", "speedup: 95% CI of the median "
+                         "(IQR)", "IQM speedup [95% CI]", "improvement: 95% CI of the median; IQM"], rows)
         lines += ["", ("- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
                   "is lower than the tuned baseline's (ties count one half)."),
                   ("- *normalised test loss*: 1 is the loss at initialisation, 0 the lowest test loss any baseline run "

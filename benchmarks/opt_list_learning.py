@@ -31,12 +31,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, device_tag, environment  # noqa: E402
+from common import RESULTS_DIR, device_tag, environment
 
-from lopt.evaluate.curves import load  # noqa: E402
-from lopt.evaluate.opt_list_search import OptListSearch, learn_opt_list, loss_table  # noqa: E402
-from lopt.evaluate.baselines import search_spec  # noqa: E402
-from lopt.optimizers.opt_list import best_of_k, greedy_order  # noqa: E402
+from lopt.evaluate.baselines import search_spec
+from lopt.evaluate.curves import load
+from lopt.evaluate.opt_list_search import OptListSearch, learn_opt_list, loss_table, task_id
+from lopt.optimizers.opt_list import best_of_k, greedy_order
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "lopt", "optimizers", "data", "opt_list.json")
 
@@ -62,10 +62,8 @@ def main() -> None:
 
     tasks = search.tasks()
     held = np.array([h for _, h in tasks])
-    from lopt.evaluate.opt_list_search import _task_id
-
     spec = search_spec("nadamw_search", num_trials=search.num_trials, seed=search.seed)
-    table = loss_table(load(os.path.join(args.out, "curves")), [_task_id(c) for c, _ in tasks], spec.keys(),
+    table = loss_table(load(os.path.join(args.out, "curves")), [task_id(c) for c, _ in tasks], spec.keys(),
                        num_steps=search.num_steps)
     oracle = best_of_k(table[held], greedy_order(table[held], search.list_size))
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= search.list_size]

@@ -36,7 +36,7 @@ from lopt.evaluate import metrics
 from lopt.evaluate.baselines import search_spec
 from lopt.evaluate.curves import CurveDataset, RunBatch, load
 from lopt.evaluate.runner import train_cells
-from lopt.evaluate.suites import task_label
+from lopt.evaluate.suites import SuiteTask, task_label
 from lopt.optimizers.opt_list import (
     best_of_k,
     expected_random_best_of_k,
@@ -44,7 +44,7 @@ from lopt.optimizers.opt_list import (
     save_opt_list,
 )
 
-__all__ = ["OptListResult", "OptListSearch", "learn_opt_list", "loss_table"]
+__all__ = ["OptListResult", "OptListSearch", "learn_opt_list", "loss_table", "task_id"]
 
 SOURCE = "opt_list"
 OPTIMIZER = "nadamw"
@@ -172,9 +172,8 @@ def loss_table(table, task_ids: Sequence[str], hparams: Sequence[str], *, num_st
     return np.asarray(metrics.normalized(raw, start[:, None], best[:, None]), dtype=np.float64)
 
 
-def _task_id(cfg: lopt.tasks.TaskConfig) -> str:
-    from lopt.evaluate.suites import SuiteTask
-
+def task_id(cfg: lopt.tasks.TaskConfig) -> str:
+    """The task's id in the curve dataset: the same as ``lopt eval``'s (``"<family>-<10 hex>"``)."""
     return SuiteTask(cfg, "", None, 1).id
 
 
@@ -184,8 +183,8 @@ def _run_tasks(search: OptListSearch, dataset: CurveDataset, tasks, spec,
     seeds = list(range(search.num_seeds))
     present = dataset.cells()
     for number, (cfg, heldout) in enumerate(tasks, start=1):
-        task_id = _task_id(cfg)
-        wanted = {(task_id, OPTIMIZER, k, s, search.num_steps) for k in keys for s in seeds}
+        tid = task_id(cfg)
+        wanted = {(tid, OPTIMIZER, k, s, search.num_steps) for k in keys for s in seeds}
         if wanted <= present:
             continue
         start = time.perf_counter()
@@ -198,11 +197,11 @@ def _run_tasks(search: OptListSearch, dataset: CurveDataset, tasks, spec,
             return np.asarray(x).reshape(n, *np.shape(x)[2:])
 
         dataset.append(RunBatch(
-            task=[task_id] * n, optimizer=OPTIMIZER, hparams=[k for k in keys for _ in seeds],
+            task=[tid] * n, optimizer=OPTIMIZER, hparams=[k for k in keys for _ in seeds],
             seed=seeds * len(keys), train_loss=flat(curves.train_loss), eval_steps=np.asarray(curves.eval_steps)[0, 0],
             valid_loss=flat(curves.valid_loss), valid_accuracy=flat(curves.valid_accuracy),
             test_loss=flat(curves.test_loss), test_accuracy=flat(curves.test_accuracy), source=SOURCE,
-            task_configs={task_id: cfg.to_dict()}))
+            task_configs={tid: cfg.to_dict()}))
         present = dataset.cells()
         if progress:
             inner = cfg["task"] if cfg["family"] == "augmented" else cfg
@@ -264,7 +263,7 @@ def learn_opt_list(out, search: OptListSearch = OptListSearch(), *,
     spec = search_spec("nadamw_search", num_trials=search.num_trials, seed=search.seed)
     _run_tasks(search, dataset, tasks, spec, progress)
     table = load(dataset.directory)
-    ids = [_task_id(cfg) for cfg, _ in tasks]
+    ids = [task_id(cfg) for cfg, _ in tasks]
     losses = loss_table(table, ids, spec.keys(), num_steps=search.num_steps)
     held = np.array([h for _, h in tasks])
     order = greedy_order(losses[~held], search.list_size)

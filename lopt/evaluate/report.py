@@ -129,8 +129,9 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
                  f"{c.median_improvement:+.3f}", *_speedup_texts(c, steps), _improvement_text(c.improvement_stats)]
                 for c in summary.comparisons]
         lines += _table(["optimizer", "baseline", "win fraction", ("median normalised test loss (optimizer / "
-                         "baseline)"), "median improvement", "median speedup", "speedup: 95% CI of the median "
-                         "(IQR)", "IQM speedup [95% CI]", "improvement: 95% CI of the median; IQM"], rows)
+                         "baseline)"), "median improvement", "median speedup",
+                         "speedup: 95% CI of the median (IQR)", "IQM speedup [95% CI]",
+                         "improvement: 95% CI of the median; IQM"], rows)
         lines += ["", ("- *win fraction*: share of tasks where the optimizer's final **test** loss (mean over seeds) "
                   "is lower than the tuned baseline's (ties count one half)."),
                   ("- *normalised test loss*: 1 is the loss at initialisation, 0 the lowest test loss any baseline run "

@@ -7,7 +7,7 @@ import pytest
 
 from lopt.evaluate import opt_list_search
 from lopt.evaluate.curves import CurveDataset, RunBatch, load
-from lopt.evaluate.opt_list_search import OptListSearch, learn_opt_list, loss_table
+from lopt.evaluate.opt_list_search import OptListSearch, learn_opt_list, loss_table, task_id
 from lopt.optimizers import load_opt_list
 
 TINY = OptListSearch(families=("quadratic",), num_structures=2, tasks_per_structure=2, num_trials=4, num_steps=10,
@@ -39,7 +39,7 @@ def test_tiny_search_learns_a_list_and_resumes_without_training(tmp_path, monkey
     assert info["num_train_tasks"] == 2 and info["num_heldout_tasks"] == 2
     assert len(set(result.order.tolist())) == 3
     tasks = TINY.tasks()
-    ids = [opt_list_search._task_id(cfg) for cfg, _ in tasks]
+    ids = [task_id(cfg) for cfg, _ in tasks]
     held = np.array([h for _, h in tasks])
     keys = opt_list_search.search_spec("nadamw_search", num_trials=4, seed=0).keys()
     losses = loss_table(load(tmp_path / "curves"), ids, keys, num_steps=10)

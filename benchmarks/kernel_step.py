@@ -93,13 +93,10 @@ def fused_apply_step(arch, lo, cfg):
     return step
 
 
-def optax_step(build, fused_arch=None, lo=None):
+def optax_step(build):
+    """``opt.update`` + ``optax.apply_updates``: the fused kernel when traced in mode 'pallas'."""
     def step(params, state, theta, grads):
-        if fused_arch == "nominal":  # no hook in nominal.py: call the kernel, XLA applies
-            updates, state = nominal_step.nominal_update(lo, theta, HORIZON, grads, state, params,
-                                                         interpret=INTERPRET)
-        else:
-            updates, state = build(theta).update(grads, state, params, loss=jnp.float32(1.0))
+        updates, state = build(theta).update(grads, state, params, loss=jnp.float32(1.0))
         return optax.apply_updates(params, updates), state
     return step
 
@@ -159,12 +156,8 @@ def correctness(arch, lo, n):
             g, s, p, loss=1.0))(grads, state, params, theta)
     default = xla(grads, state, params, theta)
     with kernels.mode_scope("pallas"):
-        if arch == "nominal":
-            fused = jax.jit(lambda g, s, p, th: nominal_step.nominal_update(
-                lo, th, HORIZON, g, s, p, interpret=INTERPRET))(grads, state, params, theta)
-        else:
-            fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
-                g, s, p, loss=1.0))(grads, state, params, theta)
+        fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
+            g, s, p, loss=1.0))(grads, state, params, theta)
         fused_x3 = None
         if arch == "mlp":
             cfg = tiles.KernelConfig(precision="tf32x3")
@@ -188,8 +181,6 @@ def correctness(arch, lo, n):
 
     def one(th, g, mode):
         with kernels.mode_scope(mode):
-            if arch == "nominal" and mode == "pallas":
-                return nominal_step.nominal_update(lo, th, HORIZON, g, s0, small, interpret=INTERPRET)
             return lo.optimizer(th, num_steps=HORIZON).update(g, s0, small, loss=1.0)
 
     g_one = jax.tree.map(lambda x: x[0], g2)
@@ -262,8 +253,7 @@ def main(argv=None) -> int:
             build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)
             state = build(theta).init(params)
             variants = [("xla", optax_step(build), "xla", None),
-                        ("fused_optax", optax_step(build, arch if arch == "nominal" else None, lo),
-                         "pallas", ARCH_BYTES[arch][0])]
+                        ("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
             variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla",
                           ARCH_BYTES[arch][1]) for name, cfg in VARIANTS[arch].items()]
             for name, step, mode, nbytes in variants:

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lopt.kernels import tiles
+from lopt.kernels import select, tiles
 from lopt.learned import features as F
 from lopt.learned import nominal
 
@@ -201,9 +201,10 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col
 
 def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, theta, count, num_steps):
     """One tensor through :class:`NominalLOpt`'s own XLA update (``count`` before the step)."""
-    impl = lopt._build(theta, num_steps if has_horizon else None)
     state = nominal.NominalState(count, {"x": m}, {"x": v}, {"x": acc})
-    updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
+    with select.mode_scope("xla"):  # the XLA path, also when the kernel mode is on
+        impl = lopt._build(theta, num_steps if has_horizon else None)
+        updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
     update = updates["x"].astype(jnp.result_type(p))
     return (p + update if apply else update), new.momentum["x"], new.rms["x"], new.factored["x"]
 

@@ -201,6 +201,9 @@ class NominalLOpt(base.LearnedOptimizer):
     # -- the update -----------------------------------------------------------------------
 
     def _build(self, theta: Any, num_steps: Any) -> base.Transform:
+        from lopt import kernels  # lazy: lopt.kernels imports lopt.learned
+        from lopt.kernels import nominal_step as kernels_nominal
+
         decays = jnp.asarray(self.decays, _f32)
         net = theta["network"]
         clip = self.input_clip
@@ -212,6 +215,10 @@ class NominalLOpt(base.LearnedOptimizer):
 
         def update(grads, state, params, loss, valid_loss):
             del loss, valid_loss
+            interpret = kernels.resolve(kernels_nominal.supported(self))
+            if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
+                return kernels_nominal.nominal_update(self, theta, num_steps, grads, state, params,
+                                                      interpret=interpret)
             count = state.count + 1
             t = count.astype(_f32)
             momentum = F.momentum_update(state.momentum, grads, decays)

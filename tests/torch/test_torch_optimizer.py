@@ -257,3 +257,32 @@ def test_cnn_example_trains(tmp_path):
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_loss_reaches_architectures_that_read_it(monkeypatch):
+    """No ported architecture reads the loss yet; a port that does gets it as a float32 0-d
+    tensor on the params' device, from the closure or from ``loss=``, and bad losses fail."""
+    params = make_params(6)
+    opt = lopt.torch.LearnedOptimizer(params, theta_pair("learnable_sgdm"))
+    port = opt._port
+    seen = []
+    real_update = port.update
+
+    def update(params, grads, states, count, loss, num_steps):
+        seen.append(loss)
+        return real_update(params, grads, states, count, loss, num_steps)
+
+    monkeypatch.setattr(type(port), "needs_loss", True)
+    monkeypatch.setattr(port, "update", update)
+    closure = quadratic_closure(opt, params)
+    with pytest.raises(TypeError, match="reads the training loss"):
+        closure()
+        opt.step()
+    with pytest.raises(ValueError, match="scalar"):
+        opt.step(loss=torch.ones(3))
+    with pytest.raises(TypeError, match="training loss as a number"):
+        opt.step(loss="0.5")
+    returned = opt.step(closure)
+    opt.step(loss=2.5)
+    assert [float(x) for x in seen] == [pytest.approx(float(returned)), 2.5]
+    assert all(x.dtype == torch.float32 and x.shape == () for x in seen)

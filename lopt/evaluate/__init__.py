@@ -12,7 +12,7 @@ Example:
     >>> report = ev.write_report(out)  # report.md and its PNGs
 """
 
-from lopt.evaluate import analysis, metrics, plots, report
+from lopt.evaluate import analysis, curves, metrics, plots, report, statistics
 from lopt.evaluate.analysis import Summary, summarize
 from lopt.evaluate.baselines import (
     DEFAULT_BASELINES,
@@ -22,6 +22,7 @@ from lopt.evaluate.baselines import (
     parse_baselines,
     search_spec,
 )
+from lopt.evaluate.opt_list_search import OptListSearch, learn_opt_list
 from lopt.evaluate.optimizer_spec import OptimizerFactory, OptimizerSpec, hparams_key, resolve
 from lopt.evaluate.report import write_report
 from lopt.evaluate.results import Results, ResultsWriter, Run, combine, load, read_header
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_BASELINES",
     "Baseline",
     "Job",
+    "OptListSearch",
     "OptimizerFactory",
     "OptimizerSpec",
     "Results",
@@ -43,9 +45,11 @@ __all__ = [
     "analysis",
     "baseline_names",
     "combine",
+    "curves",
     "evaluate",
     "get_baseline",
     "hparams_key",
+    "learn_opt_list",
     "load",
     "make_suite",
     "metrics",
@@ -58,6 +62,7 @@ __all__ = [
     "resolve",
     "search_spec",
     "seed_keys",
+    "statistics",
     "suite_names",
     "summarize",
     "task_label",

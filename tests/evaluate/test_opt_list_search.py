@@ -67,3 +67,19 @@ def test_tiny_search_learns_a_list_and_resumes_without_training(tmp_path, monkey
 def test_bad_search_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         OptListSearch(**kwargs)
+
+
+def test_cli_learn_then_show(tmp_path, capsys):
+    from lopt.cli import main
+
+    argv = ["optlist", "learn", "--out", str(tmp_path), "--families", "quadratic", "--structures", "2",
+            "--tasks-per-structure", "2", "--trials", "4", "--steps", "10", "--eval-every", "5",
+            "--heldout-fraction", "0.5", "--list-size", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "opt_list held-out" in out and "random held-out" in out
+    assert main(["optlist", "show", str(tmp_path / "opt_list.json"), "--k", "2"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("  1  {") and shown[1].startswith("  2  {") and "k=2" in shown[-1]
+    assert main(["optlist", "learn", "--out", str(tmp_path), "--trials", "0"]) == 2  # a one-line error
+    assert "num_trials=0" in capsys.readouterr().err

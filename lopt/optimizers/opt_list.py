@@ -115,6 +115,10 @@ def best_of_k(losses: Any, order: Sequence[int]) -> np.ndarray:
     return np.minimum.accumulate(table[:, order], axis=1).mean(axis=0)
 
 
+def _log_comb(n: int, r: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+
+
 def expected_random_best_of_k(losses: Any, ks: Sequence[int]) -> np.ndarray:
     """Expected best-of-k of random search: k settings drawn without replacement, best kept.
 
@@ -138,8 +142,8 @@ def expected_random_best_of_k(losses: Any, ks: Sequence[int]) -> np.ndarray:
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= num:
             raise ValueError(f"expected_random_best_of_k: k={k!r} must be an integer in [1, {num}].")
-        weights = np.array([math.comb(num - i, int(k) - 1) for i in range(1, num + 1)], dtype=np.float64)
-        weights /= math.comb(num, int(k))
+        weights = np.array([math.exp(_log_comb(num - i, int(k) - 1) - _log_comb(num, int(k))) if num - i >= k - 1
+                            else 0.0 for i in range(1, num + 1)])  # in logs: C(2000, 1000) overflows a float
         finite = np.where(np.isfinite(table), table, np.finfo(np.float64).max)
         out.append(float((finite @ weights).mean()))
     return np.asarray(out)

@@ -202,7 +202,8 @@ def correctness(arch, lo, n):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=float, nargs="+", default=[1e8, 1e7])
+    parser.add_argument("--sizes", type=float, nargs="*", default=[1e8, 1e7],
+                        help="parameter counts to time (none: correctness only)")
     parser.add_argument("--archs", nargs="+", default=["mlp", "nominal"])
     parser.add_argument("--loops", type=int, default=10, help="steps per timed loop")
     parser.add_argument("--repeats", type=int, default=5, help="timed loops per variant")

@@ -12,7 +12,7 @@ bounded loss) do not. Three measurements, for a learned optimizer at ``theta`` o
   over the whole unroll), ``truncated_es`` (fresh perturbation per truncation, both members
   restarted from the ``+`` member's state) and ``pes`` (persistent ES: perturbations accumulate
   over the truncations; Vicol et al. 2021). The meta-loss is the mean training loss over the unroll
-  (each step's loss clipped at ``loss_clip`` times the initial loss).
+  (each step's loss capped at ``loss_clip`` times the absolute initial loss).
 * **1-D slices** of the meta-loss along a random unit direction of theta, at several unroll lengths.
 * **Spectral radius** of the inner-state transition Jacobian ``d(params, state)_{t+1} / d(params,
   state)_t`` along one unroll (power iteration), and the finite-time growth ``log |J_t ... J_1 v|``.
@@ -144,6 +144,11 @@ def _step(subject, horizon, theta, task, params, state, batch_key, clip):
     return optax.apply_updates(params, updates), state, jnp.minimum(jnp.nan_to_num(loss, nan=clip), clip)
 
 
+def _loss_cap(task, params0, data_key, clip_factor):
+    """Each step's loss is capped at ``clip_factor * |initial loss|`` (a diverging run scores the cap)."""
+    return clip_factor * jnp.abs(task.loss(params0, task.sample_batch(jax.random.fold_in(data_key, 0), "train")))
+
+
 def _keys(key):
     init_key, data_key, noise_key = jax.random.split(key, 3)
     return init_key, data_key, noise_key
@@ -154,7 +159,7 @@ def _backprop(subject, max_len, theta, task, key, lengths, truncation, clip_fact
     """``[U, ...]`` gradients of the mean loss over the first ``lengths[u]`` steps (one forward pass)."""
     init_key, data_key, _ = _keys(key)
     params0 = task.init(init_key)
-    clip = clip_factor * task.loss(params0, task.sample_batch(jax.random.fold_in(data_key, 0), "train"))
+    clip = _loss_cap(task, params0, data_key, clip_factor)
     clip = jax.lax.stop_gradient(clip)
 
     def meta_losses(theta):
@@ -179,7 +184,7 @@ def _evolution(subject, max_len, theta, task, key, lengths, truncation, persiste
     """``[U, ...]`` antithetic estimates for every unroll length (one pass over ``max_len`` steps)."""
     init_key, data_key, noise_key = _keys(key)
     params0 = task.init(init_key)
-    clip = clip_factor * task.loss(params0, task.sample_batch(jax.random.fold_in(data_key, 0), "train"))
+    clip = _loss_cap(task, params0, data_key, clip_factor)
     leaves, treedef = jax.tree.flatten(theta)
 
     def noise(j):
@@ -213,7 +218,7 @@ def _evolution(subject, max_len, theta, task, key, lengths, truncation, persiste
 def _meta_loss(subject, max_len, theta, task, key, length, clip_factor):
     init_key, data_key, _ = _keys(key)
     params0 = task.init(init_key)
-    clip = clip_factor * task.loss(params0, task.sample_batch(jax.random.fold_in(data_key, 0), "train"))
+    clip = _loss_cap(task, params0, data_key, clip_factor)
 
     def body(carry, t):
         params, state = carry
@@ -305,7 +310,7 @@ def meta_gradient_diagnostics(subject: Subject, task: Task, *, key: jax.Array,
         truncation: ``K`` for tbptt, truncated_es and pes.
         num_samples: samples per (estimator, ``T``) for the variance.
         std: ES perturbation standard deviation.
-        loss_clip: each step's loss is clipped at this multiple of the initial loss.
+        loss_clip: each step's loss is capped at this multiple of the absolute initial loss.
         slice_lengths: unroll lengths of the 1-D slices (default: first, middle and last of ``unroll_lengths``).
         slice_width: the slice spans ``[-slice_width, slice_width]`` along a random unit direction.
         num_offsets: points on the slice.

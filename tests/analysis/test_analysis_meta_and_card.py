@@ -16,10 +16,11 @@ def test_backprop_variance_explodes_on_a_chaotic_task_while_pes_grows_slowly():
     subject = analysis.as_subject(lopt.learned.get("learnable_sgdm", lr=1.45, momentum=0.01))
     result = analysis.meta_gradient_diagnostics(subject, task, key=jax.random.key(0), unroll_lengths=(8, 16, 32, 64),
                                                 num_samples=8, num_offsets=9, power_iterations=10)
-    assert result.lyapunov_exponent() > 0.1  # positive Lyapunov exponent: chaos
-    assert result.growth_rate("bptt") > 3 * result.growth_rate("pes") > 0
-    assert result.variance["bptt"][-1] > 1e6 * result.variance["pes"][-1]
-    assert result.variance["es"][-1] < 1.0  # ES sees only the bounded loss
+    assert result.lyapunov_exponent() > 0.05  # positive Lyapunov exponent: chaos
+    # Backprop's variance grows exponentially (~T^24 over 8..64 steps); PES's and ES's polynomially.
+    assert result.growth_rate("bptt") > 10 * result.growth_rate("pes") > 0
+    assert result.variance["bptt"][-1] > 1e12 * result.variance["pes"][-1]
+    assert result.growth_rate("es") < 2.0  # ES sees only the bounded loss
     # BPTT with truncations of K = 10 steps cannot explode: its chains are 10 steps long.
     assert result.variance["tbptt"][-1] < 1e3 * result.variance["tbptt"][0]
     assert np.isfinite(result.slice_losses).all() and result.slice_losses.shape == (3, 9)

@@ -171,7 +171,7 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
     }
     analysis_seconds = time.perf_counter() - started
     ir = implicit_regularization({subject.label: subject, "adam lr=0.05": optax.adam(0.05),
-                                  "sgd lr=0.1": optax.sgd(0.1)}, num_steps=300)
+                                  "sgd lr=0.1": optax.sgd(0.1)}, num_steps=3000)
     meta_subject = meta_subject_for(subject, source)
     meta = None
     if meta_subject is not None:

@@ -99,6 +99,10 @@ def describe_implicit_regularization(result: ImplicitRegularization, label: str)
     """Whether the optimizer prefers small-norm minimisers on (x - y)^2 / 2."""
     ratio = result.norm_ratio()[label]
     i = result.labels.index(label)
+    steps = result.trajectories.shape[2] - 1
+    if np.median(result.final_loss[i]) > 1e-4:
+        return (f"**Implicit regularisation** on (x - y)²/2: it has not reached the minima after {steps} steps "
+                f"(median final loss {np.median(result.final_loss[i]):.2g}), so no conclusion.")
     spread = float(np.median(np.abs(result.final_norms[i] / np.maximum(
         np.linalg.norm(result.closest_minimizer, axis=-1), 1e-6) - 1)))
     if abs(ratio - 1) < 0.02 and spread < 0.02:

@@ -103,15 +103,20 @@ def describe_implicit_regularization(result: ImplicitRegularization, label: str)
     if np.median(result.final_loss[i]) > 1e-4:
         return (f"**Implicit regularisation** on (x - y)²/2: it has not reached the minima after {steps} steps "
                 f"(median final loss {np.median(result.final_loss[i]):.2g}), so no conclusion.")
-    spread = float(np.median(np.abs(result.final_norms[i] / np.maximum(
-        np.linalg.norm(result.closest_minimizer, axis=-1), 1e-6) - 1)))
-    if abs(ratio - 1) < 0.02 and spread < 0.02:
+    reference = np.maximum(np.linalg.norm(result.closest_minimizer, axis=-1), 1e-6)
+    ratios = result.final_norms[i] / reference
+    smaller, larger, n = int(np.sum(ratios < 0.98)), int(np.sum(ratios > 1.02)), len(ratios)
+    if smaller == larger == 0:
         words = "it ends at the minimiser closest to the start, like SGD and Adam (no implicit regularisation)"
-    elif ratio < 0.98:
-        words = f"it ends at smaller-norm minimisers (median {ratio:.2f}x the closest one): **implicit regularisation**"
+    elif smaller >= 0.75 * n:
+        words = (f"it ends at smaller-norm minimisers from {smaller} of {n} starts (median {ratio:.2f}x the closest "
+                 "one): **implicit regularisation** towards small norms")
+    elif larger >= 0.75 * n:
+        words = f"it ends at larger-norm minimisers from {larger} of {n} starts (median {ratio:.2f}x the closest one)"
     else:
-        words = (f"it ends away from the closest minimiser (median |solution| {ratio:.2f}x, typical deviation "
-                 f"{spread:.0%}): its steps depend on the parameter values")
+        words = (f"it ends at other minimisers than the closest one -- smaller-norm from {smaller} of {n} starts, "
+                 f"larger from {larger} (median {ratio:.2f}x): its steps depend on the parameter values, with no "
+                 "consistent preference for small norms")
     return f"**Implicit regularisation** on (x - y)²/2: {words}."
 
 

@@ -151,8 +151,9 @@ def update_function(trace: Trace, *, tensor: str | int | None = None, coordinate
         trace: a recorded run (:func:`~lopt.analysis.record_trace`); its subject is probed.
         tensor: params leaf name or index (default: the largest tensor).
         coordinate: flat index in that tensor (default: a coordinate of median ``|gradient|``).
-        gradients: gradient values to try (default: ``num_points`` values in ``±10 x`` the tensor's
-            largest recorded ``|gradient|``).
+        gradients: gradient values to try (default: ``num_points`` values in ``±10 x`` the
+            coordinate's largest recorded ``|gradient|``). State inputs are tried over ``±3 x`` their
+            largest recorded magnitude (``[0, 3 x]`` for inputs never recorded negative).
         snapshots: which trace snapshots to use (default: first, middle, last).
         num_points: grid size of the default grids.
 
@@ -175,7 +176,10 @@ def update_function(trace: Trace, *, tensor: str | int | None = None, coordinate
     recorded_slots = np.stack([np.asarray(layout.get(trace.snapshot(s).opt_state, leaf, coordinate))
                                for s in range(n)]) if layout.width else np.zeros((n, 0))
     slot_scale = 3.0 * np.maximum(np.max(np.abs(recorded_slots), axis=0), 1e-8)
-    slot_values = (np.linspace(-1.0, 1.0, num_points)[None, :] * slot_scale[:, None]).astype(np.float32)
+    # Symmetric grids, except for accumulators that are never negative (second moments): [0, scale].
+    low = np.where(np.min(recorded_slots, axis=0) >= 0, 0.0, -1.0) if layout.width else np.zeros(0)
+    unit = np.linspace(0.0, 1.0, num_points)[None, :]
+    slot_values = ((low[:, None] + (1.0 - low[:, None]) * unit) * slot_scale[:, None]).astype(np.float32)
     by_gradient, by_slot = [], []
     for s in snapshots:
         snap = trace.snapshot(s)

@@ -196,12 +196,11 @@ class MixtureEngine:
 
     def _fit_first_halves(self) -> None:
         """One vectorised Adam-grid program per structure, compiled in parallel threads."""
-        def fit(bucket):
-            fits = fit_structure(stack([build(c) for c in bucket.halves[0]]), num_steps=self.normalizer_steps)
-            return fits
-
+        # Tasks are built here, in one thread: datasets are loaded once and shared by every task
+        # of a structure (stacking needs the very same arrays); only compilation runs in threads.
+        pools = [stack([build(c) for c in bucket.halves[0]]) for bucket in self.buckets]
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self.buckets))) as pool:
-            results = list(pool.map(fit, self.buckets))
+            results = list(pool.map(lambda p: fit_structure(p, num_steps=self.normalizer_steps), pools))
         self._first_fits = results
         for bucket, fits in zip(self.buckets, results):
             bucket.gap = max(relative_gap(fits), 1e-3)
@@ -334,15 +333,15 @@ class MixtureEngine:
     def _eval_setup(self) -> list:
         if "pools" not in self._eval_fns:
             def one(item):
-                family, configs = item
-                pool = stack([build(c) for c in configs])
+                family, configs, pool = item
                 fits = fit_structure(pool, num_steps=self.eval_steps)
                 initial = jnp.asarray([n.initial_loss for n in fits], jnp.float32)
                 best = jnp.asarray([n.best_loss for n in fits], jnp.float32)
                 return family, structure_key(configs[0]), pool, initial, best
 
+            items = [(family, configs, stack([build(c) for c in configs])) for family, configs in self.heldout_pools()]
             with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-                self._eval_fns["pools"] = list(pool.map(one, self.heldout_pools()))
+                self._eval_fns["pools"] = list(pool.map(one, items))
             self._eval_fns["fn"] = jax.jit(functools.partial(_heldout_scores, self.lopt),
                                            static_argnames=("num_steps",))
         return self._eval_fns["pools"]

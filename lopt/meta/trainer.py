@@ -270,6 +270,17 @@ class MetaTrainer:
             return self.engine.evaluate(theta, key=key)
         return {k: float(v) for k, v in self._evaluate(self._estimator.problem, theta, key).items()}
 
+    def _evaluate_and_keep_best(self, theta, step: int, eval_log: MetricsLog, best: float) -> tuple[dict, float]:
+        """Evaluates, logs, and writes ``theta_best.safetensors`` when the held-out score improved."""
+        result = self.evaluate(theta, step)
+        eval_log.write(step, result)
+        score = result.get("heldout_normalized_loss", result.get("eval_normalized_loss"))
+        if score is not None and math.isfinite(score) and score < best:
+            best = score
+            save_theta(os.path.join(self.out_dir, "theta_best.safetensors"), self.setup.lopt, theta,
+                       extra={"outer_steps": step, "heldout_score": score, "config": self.config.name})
+        return result, best
+
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict:
@@ -346,14 +357,8 @@ class MetaTrainer:
                 pending = None
             postfix = {"meta_loss": f"{smoothed:.4f}" if smoothed is not None else "..."}
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
-                last = self.evaluate(theta, step)
-                eval_log.write(step, last)
-                score = last.get("heldout_normalized_loss", last.get("eval_normalized_loss"))
-                postfix["eval"] = f"{score:.4f}"
-                if score is not None and math.isfinite(score) and score < best:
-                    best = score
-                    save_theta(os.path.join(self.out_dir, "theta_best.safetensors"), self.setup.lopt, theta,
-                               extra={"outer_steps": step, "heldout_score": score, "config": cfg.name})
+                last, best = self._evaluate_and_keep_best(theta, step, eval_log, best)
+                postfix["eval"] = f"{last.get('heldout_normalized_loss', last.get('eval_normalized_loss')):.4f}"
             if step == start_step + 1:
                 bar.set_description("meta-training")
             bar.set_postfix(postfix)
@@ -374,6 +379,8 @@ class MetaTrainer:
                 break
         if pending is not None:
             record(*pending)
+        if cfg.trainer.eval_every and step > start_step and step % cfg.trainer.eval_every:  # the final theta too
+            last, best = self._evaluate_and_keep_best(theta, step, eval_log, best)
         bar.close()
         seconds = time.perf_counter() - start
         theta_path = save_theta(os.path.join(self.out_dir, "theta.safetensors"), self.setup.lopt, theta,

@@ -153,25 +153,3 @@ def test_killed_process_resumes_to_the_same_theta(tmp_path):
     resumed, _ = lopt.learned.load_theta(out / "theta.safetensors")
     for a, b in zip(leaves(reference["theta"]), leaves(resumed)):
         np.testing.assert_array_equal(a, b)
-
-
-def test_mixture_cycles_buckets_compiles_once_each_and_resumes(tmp_path):
-    def config():
-        cfg = small_config()
-        cfg.task.mixture = {"quadratic": 1.0, "losg": 1.0}
-        cfg.task.num_buckets, cfg.task.configs_per_bucket = 2, 2
-        cfg.trainer.outer_steps, cfg.trainer.eval_every, cfg.trainer.checkpoint_every = 6, 0, 2
-        return cfg
-
-    trainer = MetaTrainer(config(), tmp_path / "full", progress=False)
-    assert len(trainer.setup.buckets) == 2
-    keys = {lopt.tasks.structure_key(b[0]) for b in trainer.setup.buckets}
-    assert len(keys) == 2  # two structures
-    full = trainer.run()
-    rows = lopt.meta.read_metrics(tmp_path / "full" / "metrics.jsonl")
-    assert [r["bucket"] for r in rows] == [0, 1, 0, 1, 0, 1]
-    assert trainer._outer_step._cache_size() == 2  # one compiled program per bucket
-    MetaTrainer(config(), tmp_path / "resumed", progress=False).run(stop_after=3)
-    resumed = MetaTrainer(config(), tmp_path / "resumed", progress=False).run(resume=True)
-    for a, b in zip(leaves(full["theta"]), leaves(resumed["theta"])):
-        np.testing.assert_array_equal(a, b)

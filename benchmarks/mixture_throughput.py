@@ -1,0 +1,117 @@
+"""Meta-training throughput on the whole task mixture vs one structure, measured in one run.
+
+For the ``taskset`` preset (every structure in every outer gradient; default 16 buckets x 8
+configs, PES, truncation 50) and for the single-structure ``canonical`` config with the same
+learned optimizer, prints and saves: set-up seconds (task draws and per-structure normalisers),
+compile seconds (all bucket programs, compiled in parallel), inner steps per second (both
+antithetic members counted) and achieved FLOP/s (FLOPs of the compiled programs from XLA's cost
+analysis, times outer steps per second).
+
+Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--tasks 8]
+       [--canonical-tasks 1024] [--steps 20] [--lopt nominal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lopt  # noqa: E402
+from common import save  # noqa: E402
+from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step  # noqa: E402
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def measure_mixture(args) -> dict:
+    sets = [f"task.num_buckets={args.buckets}", f"task.configs_per_bucket={args.configs}",
+            f"estimator.num_tasks={args.tasks}", f"lopt.name={args.lopt}", "trainer.eval_every=0"]
+    cfg = lopt.meta.load_config("taskset", sets + list(args.set))
+    start = time.perf_counter()
+    trainer = MetaTrainer(cfg, tempfile.mkdtemp(), progress=False)
+    setup_s = time.perf_counter() - start
+    engine = trainer.engine
+    state = trainer.initial_state()
+    theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]
+    compile_s = engine.compile(theta, states, key=jax.random.key(0))
+    flops = sum(_flops(c) for c in engine._compiled)
+
+    def step(theta, outer_state, states, i):
+        grad, states, metrics = engine.estimate(theta, states, key=jax.random.key(i))
+        theta, outer_state = trainer._apply_outer(theta, outer_state, grad, metrics["meta_loss"])
+        return theta, outer_state, states, metrics
+
+    theta, outer_state, states, metrics = step(theta, outer_state, states, 0)  # warm-up
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for i in range(args.steps):
+        theta, outer_state, states, metrics = step(theta, outer_state, states, i + 1)
+    jax.block_until_ready((theta, metrics))
+    seconds = (time.perf_counter() - start) / args.steps
+    per_step = inner_steps_per_outer_step(trainer.setup)
+    families = sorted({b.family for b in engine.buckets})
+    return {"config": "taskset mixture", "buckets": len(engine.buckets), "families": families,
+            "configs_per_bucket": args.configs, "pairs_per_bucket": args.tasks, "setup_s": setup_s,
+            "compile_s": compile_s, "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
+            "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12,
+            "meta_loss": float(metrics["meta_loss"])}
+
+
+def measure_canonical(args) -> dict:
+    cfg = lopt.meta.load_config("canonical", [f"estimator.num_tasks={args.canonical_tasks}", f"lopt.name={args.lopt}",
+                                              "normalizer.enabled=false"])
+    trainer = MetaTrainer(cfg, tempfile.mkdtemp(), progress=False)
+    state = trainer.initial_state()
+    theta, outer_state, est_state = state["theta"], state["outer_state"], state["estimator_state"]
+    start = time.perf_counter()
+    compiled = trainer._outer_step.lower(trainer._estimator, theta, outer_state, est_state,
+                                         jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - start
+    flops = _flops(compiled)
+    theta, outer_state, est_state, metrics = compiled(trainer._estimator, theta, outer_state, est_state,
+                                                      jax.random.key(0))
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for i in range(args.steps):
+        theta, outer_state, est_state, metrics = compiled(trainer._estimator, theta, outer_state, est_state,
+                                                          jax.random.key(i + 1))
+    jax.block_until_ready((theta, metrics))
+    seconds = (time.perf_counter() - start) / args.steps
+    per_step = inner_steps_per_outer_step(trainer.setup)
+    return {"config": "canonical (one structure)", "pairs": args.canonical_tasks, "compile_s": compile_s,
+            "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
+            "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--buckets", type=int, default=16)
+    parser.add_argument("--configs", type=int, default=8)
+    parser.add_argument("--tasks", type=int, default=8, help="PES pairs per bucket")
+    parser.add_argument("--canonical-tasks", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--lopt", default="nominal")
+    parser.add_argument("--set", action="append", default=[], help="extra overrides of the taskset config")
+    args = parser.parse_args()
+    rows = [measure_canonical(args), measure_mixture(args)]
+    path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows})
+    print(f"{'config':<28}{'setup s':>9}{'compile s':>11}{'s/outer step':>14}{'inner steps/s':>16}{'TFLOP/s':>9}")
+    for r in rows:
+        print(f"{r['config']:<28}{r.get('setup_s', float('nan')):>9.1f}{r['compile_s']:>11.1f}"
+              f"{r['seconds_per_outer_step']:>14.4f}{r['inner_steps_per_s']:>16,.0f}{r['achieved_tflops']:>9.2f}")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The pretrained optimizer's meta-training campaign: many short GPU sessions, one trajectory.
+
+GPU time comes in runs of at most ~10 minutes. Each session of the campaign warm-starts from
+the committed state (``campaign/warm_start.safetensors``: theta and the outer optimizer's
+state, a few kB; ``campaign/state.json``: the fixed training structures and the log), meta-
+trains with the ``taskset`` preset for ``--minutes`` with fresh inner tasks (a new seed per
+session, so new variants are drawn), and writes the new state and its log to ``--out``. Copy
+``--out``'s ``state.json`` and ``run/warm_start.safetensors`` back into ``campaign/`` and
+commit them: the next session (on any machine) continues from there.
+
+Usage::
+
+    python -m lopt.pretrained.campaign --state campaign --out OUT --minutes 8
+
+``state.json`` keeps, per session: date, device, seed, outer steps, seconds, inner steps per
+second and the held-out scores logged; and the totals (outer steps, GPU minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+
+from lopt import checkpoint
+from lopt.meta.config import load_config
+from lopt.meta.metrics_log import read_metrics
+from lopt.meta.trainer import MetaTrainer
+
+__all__ = ["HELDOUT_FAMILIES", "campaign_config", "main", "run_session"]
+
+#: Families never trained on: validation during training and the held-out benchmark use them.
+HELDOUT_FAMILIES = ("conv_fc", "maf", "word_rnn_lm")
+
+
+def _read_state(state_dir: str) -> dict[str, Any]:
+    path = os.path.join(state_dir, "state.json")
+    if not os.path.exists(path):
+        return {"sessions": [], "structures": [], "outer_steps": 0, "gpu_minutes": 0.0}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, overrides: list[str],
+                    families: list[str] | None = None) -> Any:
+    """The ``taskset`` preset with the campaign's structures, a fresh seed and the time limit.
+
+    The structures are fixed in ``state.json`` (one per training family, drawn once from the
+    taskset catalogue without :data:`HELDOUT_FAMILIES`), so sessions skip the catalogue and
+    always train the same programs; the held-out families are scored by
+    ``benchmarks/pretrained_heldout.py``, and training-time validation uses held-out variants of
+    the training structures. Sessions evaluate once, at their end.
+    """
+    seed = len(state["sessions"]) + 1
+    sets = [f"seed={seed}", f"trainer.max_minutes={minutes}", "trainer.checkpoint_dir=/tmp/lopt-campaign-ckpt",
+            "trainer.eval_every=1000000", "trainer.eval_steps=500", "task.heldout_per_bucket=1",
+            "task.configs_per_bucket=4", "normalizer.num_steps=500", "outer.learning_rate=3e-3"]
+    if init_from:
+        sets.append(f"trainer.init_from={init_from}")
+    cfg = load_config("taskset", sets + list(overrides))
+    structures = [s for s in state["structures"] if not families or s["task"]["family"] in families]
+    if families and not structures:
+        raise ValueError(f"--families {families} selects none of the campaign's structures "
+                         f"({sorted(s['task']['family'] for s in state['structures'])}).")
+    if structures:
+        cfg.task.structures = structures
+        cfg.task.num_buckets = len(structures)
+    return cfg
+
+
+def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str] = (),
+                reserve_minutes: float = 2.0, families: list[str] | None = None) -> dict[str, Any]:
+    """Runs one session and writes ``out/state.json`` and ``out/run/`` (see the module docs).
+
+    ``minutes`` is the session's whole wall time: set-up and compilation count, and meta-training
+    stops ``reserve_minutes`` early to leave time for the final held-out evaluation.
+    """
+    state = _read_state(state_dir)
+    warm = os.path.join(state_dir, "warm_start.safetensors")
+    cfg = campaign_config(state, minutes=minutes, init_from=warm if os.path.exists(warm) else "",
+                          overrides=list(overrides), families=families)
+    start = time.time()
+    run_dir = os.path.join(out, "run")
+    shutil.rmtree("/tmp/lopt-campaign-ckpt", ignore_errors=True)
+    trainer = MetaTrainer(cfg, run_dir, progress=False)
+    setup_seconds = time.time() - start
+    trainer.config.trainer.max_minutes = max(0.5, minutes - reserve_minutes - setup_seconds / 60.0)
+    print(f"[campaign] set-up {setup_seconds:.0f} s; meta-training for {trainer.config.trainer.max_minutes:.1f} min "
+          f"on {len(trainer.engine.buckets)} structures", flush=True)
+    structures = [b.structure.to_dict() for b in trainer.engine.buckets]
+    result = trainer.run()
+    seconds = time.time() - start
+    print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "
+          f"last {result['last_metrics']}; eval {result['last_eval']}", flush=True)
+    flops = sum(_program_flops(c) for c in trainer.engine._compiled)
+    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    steady = [r for r in rows if r["step"] > 5]
+    step_seconds = ((steady[-1]["seconds"] - steady[0]["seconds"]) / max(1, steady[-1]["step"] - steady[0]["step"])
+                    if len(steady) > 2 else float("nan"))
+    evals = read_metrics(os.path.join(run_dir, "eval.jsonl")) if os.path.exists(os.path.join(run_dir, "eval.jsonl")) else []
+    session = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(jax.devices()[0].device_kind), "devices": jax.device_count(), "seed": cfg.seed,
+        "start_outer_step": state["outer_steps"], "outer_steps": result["step"],
+        "seconds": round(seconds, 1), "setup_seconds": round(setup_seconds, 1),
+        "inner_steps_per_s": round(result["inner_steps_per_s"], 1),
+        "last_metrics": result["last_metrics"],
+        "flops_per_outer_step": flops, "steady_seconds_per_outer_step": step_seconds,
+        "steady_inner_steps_per_s": _per_step(trainer) / step_seconds if step_seconds == step_seconds else None,
+        "achieved_tflops": flops / step_seconds / 1e12 if step_seconds == step_seconds else None,
+        "heldout": [{**row, "campaign_step": state["outer_steps"] + row["step"]} for row in evals],
+        "warm_start_digest": checkpoint.stored_digest(os.path.join(run_dir, "warm_start.safetensors")),
+    }
+    session["families"] = sorted({s["task"]["family"] for s in structures})
+    session["overrides"] = list(overrides)
+    new_state = {**state, "structures": state["structures"] or structures, "sessions": state["sessions"] + [session],
+                 "outer_steps": state["outer_steps"] + result["step"],
+                 "gpu_minutes": round(state["gpu_minutes"] + seconds / 60.0, 2)}
+    with open(os.path.join(out, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(new_state, f, indent=1)
+    return new_state
+
+
+def _program_flops(compiled: Any) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", 0.0))
+
+
+def _per_step(trainer: MetaTrainer) -> int:
+    from lopt.meta.trainer import inner_steps_per_outer_step
+
+    return inner_steps_per_outer_step(trainer.setup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--state", default="campaign", help="the committed campaign folder")
+    parser.add_argument("--out", required=True, help="where the new state and the run go")
+    parser.add_argument("--minutes", type=float, default=8.0, help="meta-training minutes of this session")
+    parser.add_argument("--set", action="append", default=[], help="config overrides (section.key=value)")
+    parser.add_argument("--families", nargs="*", default=None,
+                        help="train only the campaign's structures of these families (e.g. a CPU session)")
+    args = parser.parse_args(argv)
+    state = run_session(args.state, args.out, minutes=args.minutes, overrides=args.set, families=args.families)
+    print(json.dumps({k: v for k, v in state.items() if k != "structures"} | {"sessions": len(state["sessions"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

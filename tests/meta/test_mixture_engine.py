@@ -1,0 +1,155 @@
+"""The mixture engine: every structure in every gradient, bounded compiles, held-out, devices, resume."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import lopt
+from lopt.meta.mixture_engine import MixtureEngine
+from lopt.meta.trainer import MetaTrainer
+from lopt.meta.truncation import ConstantHorizon
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _dist():
+    return lopt.tasks.mixture({"quadratic": 1.0, "losg": 1.0}, num_structures=2)
+
+
+def _engine(**changes):
+    dist = _dist()
+    options = dict(truncation=ConstantHorizon(10), num_tasks=2, std=0.05, unroll_length=5, configs_per_bucket=2,
+                   redraw_every=2, heldout_per_bucket=1, eval_steps=10, normalizer_steps=10, progress=False)
+    options.update(changes)
+    structures = [dist.structures("quadratic")[0], dist.structures("losg")[0]]
+    return MixtureEngine(lopt.learned.get("learnable_sgdm", lr=0.05), dist, structures, **options)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return _engine()
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_every_gradient_averages_every_structure(engine):
+    theta = engine.lopt.init(jax.random.key(0))
+    states = engine.init(theta, key=jax.random.key(1))
+    assert len({lopt.tasks.structure_key(b.structure) for b in engine.buckets}) == 2
+    key = jax.random.key(2)
+    grad, _, metrics = engine.estimate(theta, states, key=key)
+    assert int(metrics["buckets"]) == 2
+    keys = jax.random.split(key, 2)
+    singles = [est.estimate(theta, s, key=k)[0] for est, s, k in zip(engine._estimators, states, keys)]
+    for g, a, b in zip(leaves(grad), leaves(singles[0]), leaves(singles[1])):
+        np.testing.assert_allclose(g, (a + b) / 2, rtol=1e-5, atol=1e-7)
+        assert np.any(a != 0) and np.any(b != 0)  # both structures contribute
+
+
+def test_redraws_reuse_the_compiled_programs_and_never_draw_heldout(engine):
+    theta = engine.lopt.init(jax.random.key(0))
+    states = engine.init(theta, key=jax.random.key(1))
+    held = set(engine.heldout_configs())
+    seen = set()
+    compiles = []
+    listener = lambda name, *a, **k: compiles.append(name) if "backend_compile" in name else None  # noqa: E731
+    for step in range(100):
+        if step == 6:  # the first redraws have traced their small helpers
+            jax.monitoring.register_event_duration_secs_listener(listener)
+        engine.set_step(step)
+        for configs in engine.training_configs():
+            seen.update(configs)
+            assert not held & set(configs)
+        _, states, metrics = engine.estimate(theta, states, key=jax.random.key(step))
+    jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []  # 94 outer steps and 47 re-draws, no new program
+    assert len(engine._compiled) == 2
+    assert len(seen) > 4 * 2  # more configs than one pool holds
+    assert np.isfinite(float(metrics["meta_loss"]))
+
+
+def test_heldout_evaluation_reports_every_family(engine):
+    theta = engine.lopt.init(jax.random.key(0))
+    result = engine.evaluate(theta, key=jax.random.key(0))
+    assert {"heldout/quadratic", "heldout/losg"} <= set(result)
+    assert result["heldout_configs"] == 2 and np.isfinite(result["heldout_normalized_loss"])
+
+
+def test_bad_settings_name_the_fix():
+    with pytest.raises(ValueError, match="redraw_every"):
+        _engine(redraw_every=1)
+    with pytest.raises(ValueError, match="num_tasks"):
+        _engine(num_tasks=0)
+
+
+def _mixture_config(tmp_path, **trainer):
+    cfg = lopt.meta.load_config("taskset", [
+        'task.mixture={"quadratic": 1, "losg": 1}', "task.num_buckets=2", "task.configs_per_bucket=2",
+        "task.redraw_every=2", "lopt.name=learnable_sgdm", 'lopt.config={"lr": 0.05}', "estimator.num_tasks=2",
+        "estimator.std=0.05", "estimator.unroll_length=5", "truncation.kind=constant", "truncation.horizon=10",
+        "normalizer.num_steps=10", "trainer.eval_every=3", "trainer.eval_steps=10", "trainer.outer_steps=6",
+        "trainer.checkpoint_every=3"])
+    for key, value in trainer.items():
+        setattr(cfg.trainer, key, value)
+    return cfg
+
+
+def test_resume_is_exact_and_warm_start_loads_theta(tmp_path):
+    full = MetaTrainer(_mixture_config(tmp_path), tmp_path / "full", progress=False).run()
+    MetaTrainer(_mixture_config(tmp_path), tmp_path / "part", progress=False).run(stop_after=3)
+    resumed = MetaTrainer(_mixture_config(tmp_path), tmp_path / "part", progress=False).run(resume=True)
+    for a, b in zip(leaves(full["theta"]), leaves(resumed["theta"])):
+        np.testing.assert_array_equal(a, b)
+    rows = lopt.meta.read_metrics(tmp_path / "full" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 7)) and all(r["buckets"] == 2 for r in rows)
+    assert (tmp_path / "full" / "theta_best.safetensors").exists()
+    warm = _mixture_config(tmp_path, init_from=str(tmp_path / "full" / "warm_start.safetensors"))
+    started = MetaTrainer(warm, tmp_path / "warm", progress=False).initial_state()
+    for a, b in zip(leaves(started["theta"]), leaves(full["theta"])):
+        np.testing.assert_array_equal(a, b)
+    from_theta = _mixture_config(tmp_path, init_from=str(tmp_path / "full" / "theta.safetensors"))
+    started = MetaTrainer(from_theta, tmp_path / "warm2", progress=False).initial_state()
+    for a, b in zip(leaves(started["theta"]), leaves(full["theta"])):
+        np.testing.assert_array_equal(a, b)
+
+
+_SHARDED = textwrap.dedent("""
+    import jax, numpy as np, lopt
+    from lopt.meta.mixture_engine import MixtureEngine
+    from lopt.meta.truncation import ConstantHorizon
+    assert jax.device_count() == 4, jax.devices()
+    dist = lopt.tasks.mixture({"quadratic": 1.0, "losg": 1.0}, num_structures=2)
+    structures = [dist.structures("quadratic")[0], dist.structures("losg")[0]]
+    def run(mesh):
+        engine = MixtureEngine(lopt.learned.get("learnable_sgdm", lr=0.05), dist, structures,
+            truncation=ConstantHorizon(10), num_tasks=4, std=0.05, unroll_length=5, configs_per_bucket=2,
+            redraw_every=2, heldout_per_bucket=0, normalizer_steps=10, mesh=mesh, progress=False)
+        theta = engine.lopt.init(jax.random.key(0))
+        states = engine.place(engine.init(theta, key=jax.random.key(1)))
+        for step in range(4):
+            engine.set_step(step)
+            grad, states, _ = engine.estimate(theta, states, key=jax.random.key(step))
+            theta = jax.tree.map(lambda t, g: t - 0.05 * g, theta, grad)
+        sharding = jax.tree.leaves(states[0])[-1].sharding
+        return [np.asarray(x) for x in jax.tree.leaves(theta)], sharding
+    one, _ = run(None)
+    four, sharding = run(jax.make_mesh((4,), ("tasks",)))
+    assert len(sharding.device_set) == 4, sharding
+    for a, b in zip(one, four):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    print("SHARDED-OK")
+""")
+
+
+def test_four_fake_devices_follow_the_one_device_trajectory():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert "SHARDED-OK" in proc.stdout, proc.stdout + proc.stderr

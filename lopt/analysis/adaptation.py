@@ -73,7 +73,7 @@ class Adaptation:
         return float(np.polyfit(np.log(self.factors[ok]), np.log(response[ok]), 1)[0])
 
     def plot(self, path: str | os.PathLike, *, max_slots: int = 6) -> str:
-        """Saves the responses (log-log), with their fitted exponents in the legend."""
+        """Saves the responses (log-log), with their exponents over factors >= 1 in the legend."""
         fig, axes = new_figure(1, width=6.5, height=4.2)
         ax = axes[0, 0]
         curves = [("loss", self.loss_response), ("gradient scale", self.gradient_response)]
@@ -81,10 +81,11 @@ class Adaptation:
         for i, (name, response) in enumerate(curves):
             positive = np.where(response > 0, response, np.nan)
             ax.loglog(self.factors, positive, "-" if i < 2 else "--",
-                      label=f"{name}: exponent {self.exponent(response):+.2f}")
+                      label=f"{name}: exponent {self.exponent(response, above=1.0):+.2f}")
         ax.set_xlabel("factor applied to the input", fontsize=8)
         ax.set_ylabel("effective step size / at factor 1", fontsize=8)
-        ax.set_title(f"step {self.step}; step size at factor 1: {self.base_step_size:.3g}", fontsize=9)
+        ax.set_title(f"step {self.step}; step size at factor 1: {self.base_step_size:.3g}; exponents: log-log "
+                     "slope over factors ≥ 1", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         return save_figure(fig, path, f"{self.label}: learning-rate adaptation")

@@ -126,3 +126,16 @@ def test_probes_reject_bad_inputs(task):
         analysis.meta_gradient_diagnostics(trace.subject, task, key=jax.random.key(0))
     with pytest.raises(ValueError, match="snapshot index"):
         trace.snapshot(7)
+
+
+def test_as_subject_reads_theta_files_and_names():
+    from_file = analysis.as_subject(CANONICAL)
+    theta, lopt_ = lopt.learned.load_theta(CANONICAL)
+    assert from_file.label == "canonical_gpu" and from_file.lopt == lopt_
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(from_file.theta), jax.tree.leaves(theta)))
+    adam = analysis.as_subject("adam")
+    assert not adam.is_learned and adam.label == "adam"
+    with pytest.raises(FileNotFoundError):
+        analysis.as_subject("no/such/theta.safetensors")
+    with pytest.raises(ValueError, match="horizon"):
+        analysis.as_subject(lopt.learned.get("mlp", fraction_features=True))

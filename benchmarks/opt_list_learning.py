@@ -104,6 +104,7 @@ def main() -> None:
     figure = os.path.join(RESULTS_DIR, f"opt_list_best_of_k_{device_tag()}.png")
     shutil.copyfile(os.path.join(args.out, "opt_list_best_of_k.png"), figure)
     if args.ship:
+        os.makedirs(os.path.dirname(SHIPPED), exist_ok=True)
         shutil.copyfile(result.path, SHIPPED)
         print(f"shipped list: {os.path.normpath(SHIPPED)}")
 

@@ -63,8 +63,9 @@ def greedy_order(losses: Any, k: int | None = None) -> np.ndarray:
     """TaskSet's greedy ordering: each next setting minimises the mean best-of-k loss over tasks.
 
     Setting ``order[0]`` has the lowest mean loss; ``order[j]`` is the setting that, added to
-    ``order[:j]``, gives the lowest mean over tasks of the per-task minimum. Ties go to the lower
-    index. Greedy is not always the optimal subset for a given k, but every prefix is good, which
+    ``order[:j]``, gives the lowest mean over tasks of the per-task minimum. Ties (e.g. once the
+    list reaches every task's best and the best-of-k saturates) go to the setting with the lower
+    mean loss on its own, then to the lower index, so the tail of a list is still ordered. Greedy is not always the optimal subset for a given k, but every prefix is good, which
     is what a list tried in order needs.
 
     Args:
@@ -91,10 +92,12 @@ def greedy_order(losses: Any, k: int | None = None) -> np.ndarray:
     best = np.full(table.shape[0], np.inf)
     chosen: list[int] = []
     available = np.ones(num, dtype=bool)
+    huge = np.finfo(np.float64).max
+    single = np.nan_to_num(table.mean(axis=0), posinf=huge)  # the tie-break
     for _ in range(int(k)):
         scores = np.minimum(best[:, None], table).mean(axis=0)  # inf only if some task is never finite
-        scores = np.where(available, np.nan_to_num(scores, posinf=np.finfo(np.float64).max), np.inf)
-        pick = int(np.argmin(scores))
+        scores = np.where(available, np.nan_to_num(scores, posinf=huge), np.inf)
+        pick = int(np.lexsort((np.arange(num), single, scores))[0])
         chosen.append(pick)
         available[pick] = False
         best = np.minimum(best, table[:, pick])

@@ -51,8 +51,9 @@ def test_greedy_matches_brute_force_step_by_step_on_random_tables():
         assert sorted(order.tolist()) == list(range(6))
         chosen: list[int] = []
         for step in range(6):  # each pick is the argmin of the mean best-of-(step+1) among the rest
-            scores = [np.inf if j in chosen else table[:, chosen + [j]].min(axis=1).mean() for j in range(6)]
-            assert order[step] == int(np.argmin(scores))
+            scores = [(np.inf, 0.0, j) if j in chosen else
+                      (table[:, chosen + [j]].min(axis=1).mean(), table[:, j].mean(), j) for j in range(6)]
+            assert order[step] == min(scores)[2]  # ties: the better single setting, then the lower index
             chosen.append(int(order[step]))
         assert np.all(np.diff(best_of_k(table, order)) <= 1e-12)  # best-of-k never gets worse
 
@@ -84,3 +85,11 @@ def test_bad_k_raises():
         expected_random_best_of_k(np.zeros((2, 2)), [0])
     with pytest.raises(ValueError, match="order must be setting indices"):
         best_of_k(np.zeros((2, 2)), [2])
+
+
+def test_ties_go_to_the_better_single_setting_then_the_lower_index():
+    table = np.array([[0.0, 1.0, 0.9, 0.4, 0.5], [1.0, 0.0, 0.9, 0.4, 0.5]])
+    order = greedy_order(table)
+    # 3 is the best single; 0 and 1 tie as second picks (index decides); after 1 every task is at 0,
+    # so 4 and 2 tie on best-of-k: 4 (mean 0.5) goes before 2 (mean 0.9), not index order
+    assert order.tolist() == [3, 0, 1, 4, 2]

@@ -6,7 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lopt.cli import eval_command, optlist_command, run_command, tasks_command, train_command
+from lopt.cli import (
+    card_command,
+    eval_command,
+    optlist_command,
+    run_command,
+    tasks_command,
+    train_command,
+)
 
 __all__ = ["main"]
 
@@ -15,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lopt`` command (one sub-parser per command)."""
     parser = argparse.ArgumentParser(prog="lopt", description="Learned optimizers in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (tasks_command, run_command, train_command, eval_command, optlist_command):
+    for module in (tasks_command, run_command, train_command, eval_command, card_command, optlist_command):
         module.add_parser(sub)
     return parser
 

@@ -54,7 +54,8 @@ def test_union_rung_picks_the_best_of_both_searches(tmp_path):
         assert task.chosen_search["adam8p_opt_list_per_task"] in ("adam8p_search", "opt_list")
         assert len(task.envelope_runs["adam8p_opt_list_per_task"]) == 6  # 3 + 3 trials
     text = write_report(out).read_text()
-    assert "`adam8p_opt_list_per_task`" in text and "opt_list: " in text  # chosen setting names its search
+    chosen_in = summary.tasks[0].chosen_search["adam8p_opt_list_per_task"]
+    assert "`adam8p_opt_list_per_task`" in text and f"| {chosen_in}: " in text  # the setting names its search
     assert summary.missing == 0 and np.isfinite([c.win_fraction for c in summary.comparisons]).all()
 
 

@@ -106,6 +106,9 @@ def test_rebuild_from_results_matches_the_csv(tmp_path):
                                 evals))
     assert from_results(tmp_path) == 2
     assert from_results(tmp_path) == 0  # regenerating skips what is there
+    from lopt.cli import main
+
+    assert main(["eval", "--rebuild-curves", str(tmp_path)]) == 0  # the command: nothing new to add
     table = load(tmp_path / "curves")
     run = load_results(tmp_path).run(task, "adam", "{}")
     np.testing.assert_array_equal(np.stack(table.train_loss), run.train_loss)

@@ -63,3 +63,9 @@ def test_union_rung_picks_the_best_of_both_searches(tmp_path):
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.slow
+def test_docstring_example_that_learns_a_list():
+    result = doctest.testmod(importlib.import_module("lopt.evaluate.opt_list_search"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -51,5 +51,5 @@ def test_regression_family_feeds_raw_features_and_adam_fits_them():
     curves = lopt.inner.train(task, optax.adam(0.3), key=jax.random.key(0), num_steps=300, eval_every=300,
                               eval_batches=4)
     assert float(curves.valid_loss[-1]) < 0.8 < float(curves.valid_loss[0])
-    with pytest.raises(ValueError, match="dataset"):
-        lopt.tasks.build({"family": "regression", "dataset": "boston"})
+    with pytest.raises(ValueError, match="table"):
+        lopt.tasks.build({"family": "regression", "table": "boston"})

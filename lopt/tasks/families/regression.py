@@ -10,6 +10,7 @@ The loss is the mean squared error divided by the variance of the training targe
 "as good as predicting the mean" and the raw scale of the target does not matter.
 
 The examples are split once, by a fixed permutation: 342 train, 50 validation, 50 test.
+The config key naming the data is ``table`` (not ``dataset``, which names image datasets).
 The only dynamic setting is ``init_scale`` (multiplies every weight's init standard deviation).
 The family is left out of the ``taskset`` meta-training distribution
 (:data:`lopt.tasks.mixture.NOT_IN_TASKSET`): it is a held-out evaluation task.
@@ -95,7 +96,7 @@ class RegressionFamily(TaskFamily):
 
     Example:
         >>> import lopt
-        >>> lopt.tasks.get("regression").default_config()["dataset"]
+        >>> lopt.tasks.get("regression").default_config()["table"]
         'diabetes'
     """
 
@@ -103,15 +104,15 @@ class RegressionFamily(TaskFamily):
     description = "Least-squares regression (linear or MLP) on raw, unscaled tabular features (diabetes)."
 
     def defaults(self):
-        return {"dataset": "diabetes", "hidden_sizes": [], "batch_size": 32, "init_scale": 1.0}
+        return {"table": "diabetes", "hidden_sizes": [], "batch_size": 32, "init_scale": 1.0}
 
     def sampling_ranges(self):
-        return {"dataset": f"uniform over {REGRESSION_DATASETS}",
+        return {"table": f"uniform over {REGRESSION_DATASETS}",
                 "hidden_sizes": "uniform over ([], [32], [64, 64])", "batch_size": "uniform over (16, 32, 64)",
                 "init_scale": "1"}
 
     def sample_config(self, rng):
-        return {"dataset": choice(rng, REGRESSION_DATASETS), "hidden_sizes": list(choice(rng, ([], [32], [64, 64]))),
+        return {"table": choice(rng, REGRESSION_DATASETS), "hidden_sizes": list(choice(rng, ([], [32], [64, 64]))),
                 "batch_size": choice(rng, (16, 32, 64))}
 
     def dynamic_keys(self) -> tuple[str, ...]:
@@ -119,8 +120,8 @@ class RegressionFamily(TaskFamily):
         return ("init_scale",)
 
     def validate(self, cfg):
-        if cfg["dataset"] not in REGRESSION_DATASETS:
-            raise ValueError(f"{self.name}: dataset={cfg['dataset']!r} is not supported; use one of "
+        if cfg["table"] not in REGRESSION_DATASETS:
+            raise ValueError(f"{self.name}: table={cfg['table']!r} is not supported; use one of "
                              f"{REGRESSION_DATASETS}.")
         check_int_list(self.name, "hidden_sizes", cfg["hidden_sizes"], max_len=4)
         check_int(self.name, "batch_size", cfg["batch_size"])
@@ -129,8 +130,8 @@ class RegressionFamily(TaskFamily):
             raise ValueError(f"{self.name}: init_scale={scale!r} must be a number > 0.")
 
     def make_task(self, cfg):
-        data, variance = _load(cfg["dataset"])
-        spec = RegressionSpec(family=self.name, batch_size=cfg["batch_size"], dataset=cfg["dataset"],
+        data, variance = _load(cfg["table"])
+        spec = RegressionSpec(family=self.name, batch_size=cfg["batch_size"], dataset=cfg["table"],
                               num_features=data.info.input_shape[0], hidden_sizes=tuple(cfg["hidden_sizes"]),
                               target_variance=variance)
         return RegressionTask(spec, data, {"init_scale": jnp.float32(cfg["init_scale"])})

@@ -87,7 +87,7 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, progress:
         structures = [bucket[0] for bucket in dist.buckets(cfg.seed, task.num_buckets, 1)]
     heldout_structures = [b[0] for b in held_dist.buckets(cfg.seed, max(1, len(held)), 1)] if held_dist else []
     devices = jax.devices()
-    mesh = jax.make_mesh((len(devices),), ("tasks",)) if len(devices) > 1 else None
+    mesh = jax.make_mesh((len(devices),), ("tasks",), axis_types=(jax.sharding.AxisType.Auto,)) if len(devices) > 1 else None
     eval_steps = cfg.trainer.eval_steps or min(truncation.max_horizon, 2000)
     return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures, truncation=truncation,
                          num_tasks=est.num_tasks, std=est.std, unroll_length=est.unroll_length,

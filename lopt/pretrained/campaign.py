@@ -127,6 +127,30 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     return new_state
 
 
+def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
+    """Writes the campaign's theta (or ``theta_path``'s) as the package's pretrained weights ``name``.
+
+    The header records the campaign's totals (outer steps, GPU and CPU minutes, sessions) so the
+    shipped file says what it is.
+    """
+    from lopt.learned import get as get_lopt
+    from lopt.learned.serialization import load_theta, save_theta
+    from lopt.meta.warm_start import load_warm_start
+
+    state = _read_state(state_dir)
+    lopt_ = get_lopt("nominal")
+    if theta_path:
+        theta, lopt_ = load_theta(theta_path)
+    else:
+        theta, _, _ = load_warm_start(os.path.join(state_dir, "warm_start.safetensors"), lopt_)
+    target = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", f"{name}.safetensors")
+    extra = {"campaign_outer_steps": state["outer_steps"], "gpu_minutes": state.get("gpu_minutes", 0.0),
+             "cpu_minutes": state.get("cpu_minutes", 0.0), "sessions": len(state["sessions"]),
+             "source": os.path.basename(theta_path) if theta_path else "campaign/warm_start.safetensors"}
+    save_theta(target, lopt_, theta, extra=extra)
+    return target
+
+
 def _program_flops(compiled: Any) -> float:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -142,12 +166,19 @@ def _per_step(trainer: MetaTrainer) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--state", default="campaign", help="the committed campaign folder")
-    parser.add_argument("--out", required=True, help="where the new state and the run go")
+    parser.add_argument("--out", help="where the new state and the run go (required unless --ship)")
     parser.add_argument("--minutes", type=float, default=8.0, help="meta-training minutes of this session")
     parser.add_argument("--set", action="append", default=[], help="config overrides (section.key=value)")
     parser.add_argument("--families", nargs="*", default=None,
                         help="train only the campaign's structures of these families (e.g. a CPU session)")
+    parser.add_argument("--ship", nargs="?", const="", default=None, metavar="THETA",
+                        help="do not train: write the campaign's theta (or THETA) as lopt's pretrained 'default'")
     args = parser.parse_args(argv)
+    if args.ship is not None:
+        print(f"wrote {ship(args.state, theta_path=args.ship or None)}")
+        return 0
+    if not args.out:
+        parser.error("--out DIR is required to run a session")
     state = run_session(args.state, args.out, minutes=args.minutes, overrides=args.set, families=args.families)
     print(json.dumps({k: v for k, v in state.items() if k != "structures"} | {"sessions": len(state["sessions"])}))
     return 0

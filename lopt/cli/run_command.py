@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--cfg", help="task config as JSON, merged over the family's defaults")
     group.add_argument("--seed", type=int, help="sample the task config with this seed instead of the default")
-    parser.add_argument("--optimizer", default="adam", help="baseline optimizer (default adam)")
+    parser.add_argument("--optimizer", default="adam",
+                        help="baseline optimizer (default adam), or 'pretrained' for lopt's shipped learned optimizer")
     parser.add_argument("--lr", type=float, help="learning rate (default: the optimizer's default)")
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
                         help="other optimizer hyperparameter, repeatable (e.g. --hparam b1=0.8)")
@@ -145,8 +146,15 @@ def _print_summary(summary: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = task_config(args)
-    hparams = optimizer_hparams(args)
-    optimizer = lopt.optimizers.get(args.optimizer, **hparams)
+    if args.optimizer == "pretrained" or args.optimizer.startswith("pretrained:"):
+        if args.lr is not None or args.hparam:
+            raise ValueError("--optimizer pretrained has no learning rate or hyperparameters to set; drop --lr/--hparam.")
+        hparams = {}
+        name = args.optimizer.partition(":")[2] or "default"
+        optimizer = lopt.pretrained.optimizer(name, num_steps=args.steps)
+    else:
+        hparams = optimizer_hparams(args)
+        optimizer = lopt.optimizers.get(args.optimizer, **hparams)
     task = lopt.tasks.build(cfg)
     out = args.out or os.path.join("runs", f"{args.task}-{args.optimizer}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:

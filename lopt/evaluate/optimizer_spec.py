@@ -296,11 +296,16 @@ def resolve(name_or_path: str, *, label: str | None = None) -> OptimizerSpec:
         return OptimizerSpec.from_baseline(name, label=label or text, **hparams)
     if name.startswith("optax."):
         return OptimizerSpec.from_optax(name[len("optax."):], label=label or text, **hparams)
+    if name == "pretrained":  # `pretrained` or `pretrained:NAME`: weights shipped in the package
+        shipped = rest.strip() or "default"
+        theta, architecture = lopt.pretrained.load(shipped)
+        return OptimizerSpec.from_learned(architecture, theta, label=label or f"pretrained:{shipped}",
+                                          source={"pretrained": shipped, "file": str(lopt.pretrained.path(shipped))})
     if name in lopt.learned.names():
         architecture = lopt.learned.get(name, **hparams)
         theta = architecture.init(jax.random.key(0))
         return OptimizerSpec.from_learned(architecture, theta, label=label or f"{name}@init",
                                           source={"theta": "init(key(0)), untrained"})
     raise ValueError(f"unknown optimizer {name!r}: give a baseline ({', '.join(lopt.optimizers.names())}), "
-                     f"'optax.<alias>' (e.g. optax.lion), a learned architecture "
+                     f"'optax.<alias>' (e.g. optax.lion), 'pretrained' (lopt's shipped optimizer), a learned architecture "
                      f"({', '.join(lopt.learned.names())}) or the path of a theta checkpoint.")

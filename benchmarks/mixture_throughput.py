@@ -8,12 +8,13 @@ antithetic members counted) and achieved FLOP/s (FLOPs of the compiled programs 
 analysis, times outer steps per second).
 
 Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--tasks 8]
-       [--canonical-tasks 1024] [--steps 20] [--lopt nominal]
+       [--canonical-tasks 1024] [--steps 20] [--lopt nominal] [--structures campaign/state.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -38,6 +39,11 @@ def measure_mixture(args) -> dict:
     sets = [f"task.num_buckets={args.buckets}", f"task.configs_per_bucket={args.configs}",
             f"estimator.num_tasks={args.tasks}", f"lopt.name={args.lopt}", "trainer.eval_every=0"]
     cfg = lopt.meta.load_config("taskset", sets + list(args.set))
+    if args.structures:  # e.g. the campaign's fixed structures (skips drawing the taskset catalogue)
+        with open(args.structures, encoding="utf-8") as f:
+            data = json.load(f)
+        cfg.task.structures = (data["structures"] if isinstance(data, dict) else data)[:args.buckets]
+        cfg.task.num_buckets = len(cfg.task.structures)
     start = time.perf_counter()
     trainer = MetaTrainer(cfg, tempfile.mkdtemp(), progress=False)
     setup_s = time.perf_counter() - start
@@ -103,6 +109,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lopt", default="nominal")
     parser.add_argument("--set", action="append", default=[], help="extra overrides of the taskset config")
+    parser.add_argument("--structures", default="",
+                        help="a JSON list of structures, or a campaign state.json (default: draw from the taskset)")
     args = parser.parse_args()
     rows = [measure_canonical(args), measure_mixture(args)]
     path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows})

@@ -13,5 +13,8 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
     monkeypatch.chdir(tmp_path)
-    exec(compile(blocks[0], "README.md", "exec"), {})
+    pretrained, example = blocks[0], blocks[1]
+    assert "lopt.pretrained.optimizer(" in pretrained
+    exec(compile(pretrained, "README.md", "exec"), {})
+    exec(compile(example, "README.md", "exec"), {})
     assert (tmp_path / "curve.png").exists()

@@ -48,10 +48,13 @@ def measure_mixture(args) -> dict:
     trainer = MetaTrainer(cfg, tempfile.mkdtemp(), progress=False)
     setup_s = time.perf_counter() - start
     engine = trainer.engine
+    print(f"[mixture] set-up {setup_s:.1f} s ({len(engine.buckets)} structures)", flush=True)
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]
     compile_s = engine.compile(theta, states, key=jax.random.key(0))
     flops = sum(_flops(c) for c in engine._compiled)
+    print(f"[mixture] compiled {len(engine._compiled)} programs in {compile_s:.1f} s; {flops:.3g} FLOPs/outer step",
+          flush=True)
 
     def step(theta, outer_state, states, i):
         grad, states, metrics = engine.estimate(theta, states, key=jax.random.key(i))
@@ -95,6 +98,8 @@ def measure_canonical(args) -> dict:
     jax.block_until_ready((theta, metrics))
     seconds = (time.perf_counter() - start) / args.steps
     per_step = inner_steps_per_outer_step(trainer.setup)
+    print(f"[canonical] compile {compile_s:.1f} s, {per_step / seconds:,.0f} inner steps/s, "
+          f"{flops / seconds / 1e12:.2f} TFLOP/s", flush=True)
     return {"config": "canonical (one structure)", "pairs": args.canonical_tasks, "compile_s": compile_s,
             "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
             "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12}

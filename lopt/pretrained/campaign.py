@@ -117,11 +117,13 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
         "heldout": [{**row, "campaign_step": state["outer_steps"] + row["step"]} for row in evals],
         "warm_start_digest": checkpoint.stored_digest(os.path.join(run_dir, "warm_start.safetensors")),
     }
+    on_gpu = jax.devices()[0].platform == "gpu"
     session["families"] = sorted({s["task"]["family"] for s in structures})
     session["overrides"] = list(overrides)
     new_state = {**state, "structures": state["structures"] or structures, "sessions": state["sessions"] + [session],
                  "outer_steps": state["outer_steps"] + result["step"],
-                 "gpu_minutes": round(state["gpu_minutes"] + seconds / 60.0, 2)}
+                 "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (seconds / 60.0 if on_gpu else 0.0), 2),
+                 "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else seconds / 60.0), 2)}
     with open(os.path.join(out, "state.json"), "w", encoding="utf-8") as f:
         json.dump(new_state, f, indent=1)
     return new_state

@@ -36,7 +36,7 @@ from lopt.tasks.base import SPLITS, Task, TaskSpec
 from lopt.tasks.classification import check_int, check_int_list
 from lopt.tasks.datasets.dataset import Dataset, DatasetInfo
 from lopt.tasks.family import TaskFamily
-from lopt.tasks.sampling import choice
+from lopt.tasks.sampling import choice, log_uniform
 
 __all__ = ["REGRESSION_DATASETS", "RegressionFamily", "RegressionSpec", "RegressionTask"]
 
@@ -109,11 +109,11 @@ class RegressionFamily(TaskFamily):
     def sampling_ranges(self):
         return {"table": f"uniform over {REGRESSION_DATASETS}",
                 "hidden_sizes": "uniform over ([], [32], [64, 64])", "batch_size": "uniform over (16, 32, 64)",
-                "init_scale": "1"}
+                "init_scale": "log-uniform in [0.5, 2]"}
 
     def sample_config(self, rng):
         return {"table": choice(rng, REGRESSION_DATASETS), "hidden_sizes": list(choice(rng, ([], [32], [64, 64]))),
-                "batch_size": choice(rng, (16, 32, 64))}
+                "batch_size": choice(rng, (16, 32, 64)), "init_scale": round(log_uniform(rng, 0.5, 2.0), 4)}
 
     def dynamic_keys(self) -> tuple[str, ...]:
         """Config keys that only change dynamic settings."""

@@ -23,9 +23,10 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-import lopt  # noqa: E402
-from common import save  # noqa: E402
-from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step  # noqa: E402
+from common import save
+
+import lopt
+from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
 def _flops(compiled) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import shutil
 import time
@@ -112,8 +113,8 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
         "inner_steps_per_s": round(result["inner_steps_per_s"], 1),
         "last_metrics": result["last_metrics"],
         "flops_per_outer_step": flops, "steady_seconds_per_outer_step": step_seconds,
-        "steady_inner_steps_per_s": _per_step(trainer) / step_seconds if step_seconds == step_seconds else None,
-        "achieved_tflops": flops / step_seconds / 1e12 if step_seconds == step_seconds else None,
+        "steady_inner_steps_per_s": _per_step(trainer) / step_seconds if math.isfinite(step_seconds) else None,
+        "achieved_tflops": flops / step_seconds / 1e12 if math.isfinite(step_seconds) else None,
         "heldout": [{**row, "campaign_step": state["outer_steps"] + row["step"]} for row in evals],
         "warm_start_digest": checkpoint.stored_digest(os.path.join(run_dir, "warm_start.safetensors")),
     }

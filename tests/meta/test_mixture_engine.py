@@ -61,7 +61,7 @@ def test_redraws_reuse_the_compiled_programs_and_never_draw_heldout(engine):
     held = set(engine.heldout_configs())
     seen = set()
     compiles = []
-    listener = lambda name, *a, **k: compiles.append(name) if "backend_compile" in name else None  # noqa: E731
+    listener = lambda name, *a, **k: compiles.append(name) if "backend_compile" in name else None
     for step in range(100):
         if step == 6:  # the first redraws have traced their small helpers
             jax.monitoring.register_event_duration_secs_listener(listener)
@@ -152,6 +152,6 @@ _SHARDED = textwrap.dedent("""
 
 def test_four_fake_devices_follow_the_one_device_trajectory():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=600)
     assert "SHARDED-OK" in proc.stdout, proc.stdout + proc.stderr

@@ -117,7 +117,19 @@ class NormalizerSection:
 
 @dataclasses.dataclass
 class OuterSection:
-    """The outer optimizer (optax): Adam with global-norm gradient clipping by default."""
+    """The outer optimizer (optax): Adam with global-norm gradient clipping by default.
+
+    Attributes:
+        optimizer: a baseline name from :mod:`lopt.optimizers` (``"adam"``), or a learned
+            optimizer that updates theta (self-training, :mod:`lopt.meta.outer`):
+            ``"pretrained"``, ``"pretrained:NAME"`` (a shipped optimizer) or ``"lopt:PATH"``
+            (a theta file). A learned one gets the meta-loss as ``loss`` and
+            ``trainer.outer_steps`` as its horizon.
+        learning_rate: the baseline's learning rate. A learned outer optimizer has none:
+            leave this at its default (any other value is a ``ValueError``).
+        clip_grad_norm: clip the outer gradient to this global norm first (0: no clipping);
+            applies to learned outer optimizers too.
+    """
 
     optimizer: str = "adam"
     learning_rate: float = 3e-3

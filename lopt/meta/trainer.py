@@ -21,11 +21,12 @@ import optax
 import lopt
 from lopt.learned.serialization import save_theta
 from lopt.meta.checkpoints import CheckpointManager
-from lopt.meta.config import MetaTrainConfig
+from lopt.meta.config import MetaTrainConfig, OuterSection
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
 from lopt.meta.metrics_log import MetricsLog, read_metrics
 from lopt.meta.mixture_engine import MixtureEngine, outer_update
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
+from lopt.meta.outer import learned_outer_optimizer
 from lopt.meta.problem import make_problem
 from lopt.meta.run_directory import open_run
 from lopt.meta.truncation import make_schedule
@@ -98,8 +99,13 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, progress:
 
 
 def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraArgs:
+    """A baseline (``outer.optimizer="adam"``) or a learned optimizer (lopt.meta.outer) on theta."""
     outer_cfg = cfg.outer
-    outer = lopt.optimizers.get(outer_cfg.optimizer, learning_rate=outer_cfg.learning_rate)
+    outer = learned_outer_optimizer(outer_cfg.optimizer, num_steps=cfg.trainer.outer_steps,
+                                    learning_rate=outer_cfg.learning_rate,
+                                    default_learning_rate=OuterSection.learning_rate)
+    if outer is None:
+        outer = lopt.optimizers.get(outer_cfg.optimizer, learning_rate=outer_cfg.learning_rate)
     if outer_cfg.clip_grad_norm > 0:
         outer = optax.chain(optax.clip_by_global_norm(outer_cfg.clip_grad_norm), outer)
     return optax.with_extra_args_support(outer)

@@ -25,7 +25,8 @@ whose smoothed meta-loss is at or below it (``null``: never).
 Usage:
     nice -n 10 python benchmarks/self_training.py                      # learnable_adam, ~10 min CPU
     nice -n 10 python benchmarks/self_training.py --lopts learnable_adam,nominal --seeds 0
-Saves ``benchmarks/results/self_training_cpu.json`` and ``docs/examples/self_training.png``.
+Saves ``benchmarks/results/self_training_cpu.json`` and ``docs/examples/self_training.png``
+(``--result-name`` and ``--figure`` change both).
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
     with tempfile.TemporaryDirectory(prefix="self_training_") as out:
         start = time.perf_counter()
         trainer = MetaTrainer(cfg, out, progress=False)
-        trainer.run()
+        theta = trainer.run()["theta"]
         wall = time.perf_counter() - start
         rows = lopt.meta.read_metrics(os.path.join(out, "metrics.jsonl"))
         evals = lopt.meta.read_metrics(os.path.join(out, "eval.jsonl"))
     meta_loss = np.asarray([r["meta_loss"] for r in rows], dtype=float)
     window = max(1, cfg.truncation.horizon // cfg.estimator.unroll_length)
+    small = {k: float(v) for k, v in theta.items() if np.size(v) == 1} if isinstance(theta, dict) else {}
     return {"lopt": lopt_name, "outer": outer, "seed": seed, "wall_seconds": wall, "notes": trainer.notes,
+            "final_theta_scalars": small,
             "meta_loss": meta_loss.tolist(), "smoothed_meta_loss": smooth(meta_loss, window).tolist(),
             "seconds": [r["seconds"] for r in rows],
             "eval_steps": [e["step"] for e in evals],
@@ -169,9 +172,11 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=1000)
     parser.add_argument("--target-factor", type=float, default=1.1)
     parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--skip-pretrained", action="store_true", help="Adam grid only (e.g. to extend a grid)")
+    parser.add_argument("--result-name", default="self_training", help="results/<name>_<device>.json")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    outers = [f"adam:{float(lr):g}" for lr in args.adam_grid.split(",")] + ["pretrained"]
+    outers = [f"adam:{float(lr):g}" for lr in args.adam_grid.split(",")] + ([] if args.skip_pretrained else ["pretrained"])
     runs = []
     for name in args.lopts.split(","):
         for seed in seeds:
@@ -189,7 +194,7 @@ def main() -> None:
             print(f"{outer:14s} {t['final_smoothed_meta_loss']:16.4f} {t['final_heldout_normalized_loss']:17.4f} "
                   f"{t['steps_to_target_per_seed']!s:>20s} {t['seconds_per_outer_step']:12.3f}")
     plot(runs, summaries, args.figure)
-    path = save("self_training", {"config": "canonical", "args": vars(args), "summaries": summaries, "runs": runs})
+    path = save(args.result_name, {"config": "canonical", "args": vars(args), "summaries": summaries, "runs": runs})
     print(f"\nsaved {path} and {os.path.normpath(args.figure)}")
 
 

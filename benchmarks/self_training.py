@@ -69,7 +69,7 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
         evals = lopt.meta.read_metrics(os.path.join(out, "eval.jsonl"))
     meta_loss = np.asarray([r["meta_loss"] for r in rows], dtype=float)
     window = max(1, cfg.truncation.horizon // cfg.estimator.unroll_length)
-    small = {k: float(v) for k, v in theta.items() if np.size(v) == 1} if isinstance(theta, dict) else {}
+    small = {k: float(v) for k, v in theta.items() if getattr(v, "size", 0) == 1} if isinstance(theta, dict) else {}
     return {"lopt": lopt_name, "outer": outer, "seed": seed, "wall_seconds": wall, "notes": trainer.notes,
             "final_theta_scalars": small,
             "meta_loss": meta_loss.tolist(), "smoothed_meta_loss": smooth(meta_loss, window).tolist(),

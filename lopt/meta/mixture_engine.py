@@ -108,7 +108,6 @@ class MixtureEngine:
         normalizer_steps: Adam steps of the per-structure normaliser fit.
         seed: seeds every draw.
         mesh: optional ``jax.sharding.Mesh`` with one axis; shards each bucket's tasks over it.
-        progress: print set-up progress.
 
     Example:
         >>> import jax, lopt
@@ -116,7 +115,7 @@ class MixtureEngine:
         >>> dist = lopt.tasks.mixture({"quadratic": 1.0, "losg": 1.0}, num_structures=2, augmentation=None)
         >>> engine = MixtureEngine(lopt.learned.get("learnable_adam"), dist, dist.structures()[:2],
         ...     truncation=ConstantHorizon(20), num_tasks=2, unroll_length=10, configs_per_bucket=2,
-        ...     redraw_every=2, heldout_per_bucket=1, eval_steps=20, normalizer_steps=20, progress=False)
+        ...     redraw_every=2, heldout_per_bucket=1, eval_steps=20, normalizer_steps=20)
         >>> theta = engine.lopt.init(jax.random.key(0))
         >>> states = engine.init(theta, key=jax.random.key(1))
         >>> grad, states, metrics = engine.estimate(theta, states, key=jax.random.key(2))
@@ -128,8 +127,7 @@ class MixtureEngine:
                  heldout_structures: Sequence[Any] = (), truncation: TruncationSchedule, num_tasks: int = 16,
                  std: float = 0.01, unroll_length: int = 50, objective: str = "train",
                  configs_per_bucket: int = 8, redraw_every: int = 100, heldout_per_bucket: int = 2,
-                 eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0, mesh: Any = None,
-                 progress: bool = True):
+                 eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0, mesh: Any = None):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
         for name, value in (("num_tasks", num_tasks), ("configs_per_bucket", configs_per_bucket),
@@ -149,7 +147,7 @@ class MixtureEngine:
         self.num_tasks, self.std, self.unroll_length, self.objective = num_tasks, std, unroll_length, objective
         self.configs_per_bucket, self.redraw_every = configs_per_bucket, redraw_every
         self.heldout_per_bucket, self.eval_steps, self.normalizer_steps = heldout_per_bucket, eval_steps, normalizer_steps
-        self.seed, self.mesh, self.progress = seed, mesh, progress
+        self.seed, self.mesh = seed, mesh
         self.redraw_index = 0
         self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in enumerate(structures)]
         self.heldout_only = [TaskConfig(s) for s in heldout_structures]
@@ -167,8 +165,13 @@ class MixtureEngine:
             key = int(np.random.default_rng([self.seed, _HELDOUT_STREAM, index]).integers(2**31))
             heldout = self.dist.variants(structure, key, self.heldout_per_bucket)
         bucket = _Bucket(structure, base_family(structure), heldout, [[], []])
-        bucket.halves = [self._draw(bucket, index, 0), self._draw(bucket, index, -1)]
+        self._fill(bucket, index, 0)
         return bucket
+
+    def _fill(self, bucket: _Bucket, index: int, redraw: int) -> None:
+        """The pool after re-draw ``redraw``: half ``r % 2`` holds draw ``r``, the other half draw ``r - 1``."""
+        bucket.halves[redraw % 2] = self._draw(bucket, index, redraw)
+        bucket.halves[(redraw - 1) % 2] = self._draw(bucket, index, redraw - 1)
 
     def _draw(self, bucket: _Bucket, index: int, redraw: int) -> list:
         """``configs_per_bucket`` training variants of the bucket's structure, never a held-out one."""
@@ -235,12 +238,7 @@ class MixtureEngine:
         if target == self.redraw_index:
             return False
         for index, bucket in enumerate(self.buckets):
-            bucket.halves[target % 2] = self._draw(bucket, index, target) if target else bucket.halves[0]
-            other = target - 1
-            if other == 0:
-                bucket.halves[other % 2] = self._draw(bucket, index, 0)
-            elif other > 0:
-                bucket.halves[other % 2] = self._draw(bucket, index, other)
+            self._fill(bucket, index, target)
         self.redraw_index = target
         self._apply_pools()
         return True

@@ -46,7 +46,8 @@ class TrainingSetup:
     Attributes:
         task_configs: the configs of the first bucket (the one evaluated and reported on).
         buckets: every bucket's configs (one structure, one compiled program each).
-        estimators: one estimator per bucket; ``estimator`` is the first.
+        estimator: the estimator of a single-family run (a mixture's first bucket's, for reports).
+        engine: the :class:`~lopt.meta.MixtureEngine` of a mixture run (``None`` otherwise).
     """
 
     config: MetaTrainConfig
@@ -56,11 +57,10 @@ class TrainingSetup:
     estimator: Any
     outer: optax.GradientTransformation
     buckets: list = dataclasses.field(default_factory=list)
-    estimators: list = dataclasses.field(default_factory=list)
     engine: MixtureEngine | None = None
 
 
-def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, progress: bool) -> MixtureEngine:
+def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> MixtureEngine:
     """The engine of a mixture run: training structures, held-out families, devices."""
     task, est = cfg.task, cfg.estimator
     for name in ("num_buckets", "configs_per_bucket"):
@@ -95,7 +95,7 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, progress:
                          objective=est.objective, configs_per_bucket=task.configs_per_bucket,
                          redraw_every=task.redraw_every, heldout_per_bucket=task.heldout_per_bucket,
                          eval_steps=eval_steps, normalizer_steps=cfg.normalizer.num_steps or eval_steps,
-                         seed=cfg.seed, mesh=mesh, progress=progress)
+                         seed=cfg.seed, mesh=mesh)
 
 
 def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraArgs:
@@ -109,18 +109,6 @@ def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraA
     if outer_cfg.clip_grad_norm > 0:
         outer = optax.chain(optax.clip_by_global_norm(outer_cfg.clip_grad_norm), outer)
     return optax.with_extra_args_support(outer)
-
-
-def _task_buckets(cfg: MetaTrainConfig, notes: list[str]) -> list[list]:
-    """The task pools: one bucket for a single family, ``num_buckets`` for a mixture."""
-    weights = cfg.task.mixture
-    if not weights:
-        return [_task_configs(cfg, notes)]
-    for name in ("num_buckets", "configs_per_bucket"):
-        if getattr(cfg.task, name) < 1:
-            raise ValueError(f"task.{name}={getattr(cfg.task, name)} must be >= 1.")
-    dist = lopt.tasks.taskset() if set(weights) == {"taskset"} else lopt.tasks.mixture(weights)
-    return dist.buckets(cfg.seed, cfg.task.num_buckets, cfg.task.configs_per_bucket)
 
 
 def _task_configs(cfg: MetaTrainConfig, notes: list[str]) -> list:
@@ -148,35 +136,32 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     if cfg.task.mixture:  # every structure in every outer step (lopt.meta.mixture_engine)
-        engine = _mixture_engine(cfg, lopt_, truncation, progress)
+        engine = _mixture_engine(cfg, lopt_, truncation)
         configs = engine.training_configs()
         return TrainingSetup(cfg, lopt_, list(configs[0]), list(engine._first_fits[0]), engine._estimators[0],
-                             _outer_optimizer(cfg), buckets=configs, estimators=[], engine=engine)
-    buckets = _task_buckets(cfg, notes)
+                             _outer_optimizer(cfg), buckets=configs, engine=engine)
+    task_configs = _task_configs(cfg, notes)
     est = cfg.estimator
     if est.kind not in ESTIMATORS:
         raise ValueError(f"estimator.kind={est.kind!r} is unknown; use one of {sorted(ESTIMATORS)}.")
-    estimators, all_normalizers = [], []
-    for task_configs in buckets:
-        if cfg.normalizer.enabled:
-            steps = cfg.normalizer.num_steps or min(truncation.max_horizon, 10_000)
-            cache = NormalizerCache(cfg.normalizer.cache_dir or None)
-            normalizers = cache.get_many(task_configs, progress=progress, num_steps=steps,
-                                         num_seeds=cfg.normalizer.num_seeds)
-        else:
-            normalizers = [LossNormalizer(1.0, 0.0)] * len(task_configs)
-        problem = make_problem(lopt_, task_configs, truncation=truncation, unroll_length=est.unroll_length,
-                               objective=est.objective, normalizers=normalizers)
-        if est.kind == "tbptt":
-            estimators.append(ESTIMATORS["tbptt"](problem, num_tasks=est.num_tasks))
-        elif est.kind == "full_es":
-            estimators.append(FullHorizonES(problem, num_tasks=est.num_tasks, std=est.std,
-                                            meta_loss=est.full_es_meta_loss, sign_only=est.sign_only))
-        else:
-            estimators.append(ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std))
-        all_normalizers.append(normalizers)
-    return TrainingSetup(cfg, lopt_, list(buckets[0]), all_normalizers[0], estimators[0], _outer_optimizer(cfg),
-                         buckets=[list(b) for b in buckets], estimators=estimators)
+    if cfg.normalizer.enabled:
+        steps = cfg.normalizer.num_steps or min(truncation.max_horizon, 10_000)
+        cache = NormalizerCache(cfg.normalizer.cache_dir or None)
+        normalizers = cache.get_many(task_configs, progress=progress, num_steps=steps,
+                                     num_seeds=cfg.normalizer.num_seeds)
+    else:
+        normalizers = [LossNormalizer(1.0, 0.0)] * len(task_configs)
+    problem = make_problem(lopt_, task_configs, truncation=truncation, unroll_length=est.unroll_length,
+                           objective=est.objective, normalizers=normalizers)
+    if est.kind == "tbptt":
+        estimator = ESTIMATORS["tbptt"](problem, num_tasks=est.num_tasks)
+    elif est.kind == "full_es":
+        estimator = FullHorizonES(problem, num_tasks=est.num_tasks, std=est.std,
+                                  meta_loss=est.full_es_meta_loss, sign_only=est.sign_only)
+    else:
+        estimator = ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std)
+    return TrainingSetup(cfg, lopt_, list(task_configs), normalizers, estimator, _outer_optimizer(cfg),
+                         buckets=[list(task_configs)])
 
 
 def inner_steps_per_outer_step(setup: TrainingSetup) -> int:  # the same for every bucket
@@ -220,12 +205,11 @@ class MetaTrainer:
             theta, outer_state = outer_update(outer, theta, outer_state, grad, metrics["meta_loss"])
             return theta, outer_state, est_state, metrics
 
-        self._outer_step = jax.jit(outer_step)  # compiles once per bucket (each a pytree structure)
+        self._outer_step = jax.jit(outer_step)
         self._apply_outer = jax.jit(lambda *args: outer_update(outer, *args))
         self.engine = self.setup.engine
         self._evaluate = jax.jit(self._evaluate_impl)
         self._estimator = estimator
-        self._estimators = self.setup.estimators
 
     # --- state -------------------------------------------------------------------------------
 
@@ -240,10 +224,8 @@ class MetaTrainer:
             outer_state = warm_outer if warm_outer is not None else self.setup.outer.init(theta)
         if self.engine is not None:
             return {"theta": theta, "outer_state": outer_state, "estimator_state": self.engine.init(theta, key=est_key)}
-        states = tuple(est.init(theta, key=est_key if i == 0 else jax.random.fold_in(est_key, i))
-                       for i, est in enumerate(self._estimators))
         return {"theta": theta, "outer_state": outer_state,
-                "estimator_state": states[0] if len(states) == 1 else states}
+                "estimator_state": self._estimator.init(theta, key=est_key)}
 
     # --- evaluation --------------------------------------------------------------------------
 
@@ -280,7 +262,7 @@ class MetaTrainer:
         """Evaluates, logs, and writes ``theta_best.safetensors`` when the held-out score improved."""
         result = self.evaluate(theta, step)
         eval_log.write(step, result)
-        score = result.get("heldout_normalized_loss", result.get("eval_normalized_loss"))
+        score = _score(result)
         if score is not None and math.isfinite(score) and score < best:
             best = score
             save_theta(os.path.join(self.out_dir, "theta_best.safetensors"), self.setup.lopt, theta,
@@ -345,15 +327,9 @@ class MetaTrainer:
                 self.engine.set_step(step)
                 grad, est_state, metrics = self.engine.estimate(theta, est_state, key=key)
                 theta, outer_state = self._apply_outer(theta, outer_state, grad, metrics["meta_loss"])
-            elif len(self._estimators) == 1:
+            else:
                 theta, outer_state, est_state, metrics = self._outer_step(self._estimator, theta, outer_state,
                                                                           est_state, key)
-            else:  # several buckets without the engine: outer step s trains bucket s % B
-                bucket = step % len(self._estimators)
-                theta, outer_state, bucket_state, metrics = self._outer_step(
-                    self._estimators[bucket], theta, outer_state, est_state[bucket], key)
-                est_state = est_state[:bucket] + (bucket_state,) + est_state[bucket + 1:]
-                metrics = {**metrics, "bucket": bucket}
             step += 1
             if pending is not None:
                 record(*pending)
@@ -364,7 +340,7 @@ class MetaTrainer:
             postfix = {"meta_loss": f"{smoothed:.4f}" if smoothed is not None else "..."}
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 last, best = self._evaluate_and_keep_best(theta, step, eval_log, best)
-                postfix["eval"] = f"{last.get('heldout_normalized_loss', last.get('eval_normalized_loss')):.4f}"
+                postfix["eval"] = f"{_score(last):.4f}"
             if step == start_step + 1:
                 bar.set_description("meta-training")
             bar.set_postfix(postfix)
@@ -399,11 +375,16 @@ class MetaTrainer:
                 "last_metrics": rows[-1] if rows else {}, "last_eval": last, "notes": self.notes}
 
 
+def _score(row: dict) -> float | None:
+    """An evaluation's score: a mixture's held-out normalised loss, else the pool evaluation's."""
+    return row.get("heldout_normalized_loss", row.get("eval_normalized_loss"))
+
+
 def _best_heldout(eval_log: MetricsLog) -> float:
     """The best held-out score logged so far (``inf`` when none): ``theta_best`` is only replaced by a better one."""
     best = math.inf
     for row in read_metrics(str(eval_log.path)) if eval_log.path.exists() else []:
-        score = row.get("heldout_normalized_loss", row.get("eval_normalized_loss"))
+        score = _score(row)
         if isinstance(score, (int, float)) and math.isfinite(score):
             best = min(best, float(score))
     return best

@@ -72,14 +72,12 @@ def load_warm_start(path: str | os.PathLike, lopt_: LearnedOptimizer, *, outer_l
         raise ValueError(f"{str(path)!r} holds theta of `{meta.get('architecture')}` with config {meta.get('config')}, "
                          f"but this run trains `{lopt_.name}` with config {lopt_.config()}; set lopt.name/lopt.config "
                          "to match or start without --init-from.")
-    tree, _ = checkpoint.load_tree(path)
-    theta = tree["theta"]
-    lopt_.check_theta(theta)
-    outer_state = tree.get("outer_state")
     if outer_like is not None:
         try:
             tree, _ = checkpoint.load_tree(path, like={"theta": lopt_.theta_spec(), "outer_state": outer_like})
-            theta, outer_state = tree["theta"], tree["outer_state"]
-        except ValueError:
-            outer_state = None
-    return theta, outer_state, meta
+            return tree["theta"], tree["outer_state"], meta
+        except ValueError:  # another outer optimizer's state: read theta alone, the outer one starts fresh
+            pass
+    tree, _ = checkpoint.load_tree(path)
+    lopt_.check_theta(tree["theta"])
+    return tree["theta"], None if outer_like is not None else tree.get("outer_state"), meta

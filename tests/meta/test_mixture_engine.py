@@ -24,7 +24,7 @@ def _dist():
 def _engine(**changes):
     dist = _dist()
     options = dict(truncation=ConstantHorizon(10), num_tasks=2, std=0.05, unroll_length=5, configs_per_bucket=2,
-                   redraw_every=2, heldout_per_bucket=1, eval_steps=10, normalizer_steps=10, progress=False)
+                   redraw_every=2, heldout_per_bucket=1, eval_steps=10, normalizer_steps=10)
     options.update(changes)
     structures = [dist.structures("quadratic")[0], dist.structures("losg")[0]]
     return MixtureEngine(lopt.learned.get("learnable_adam", lr=0.01), dist, structures, **options)
@@ -104,20 +104,20 @@ def _mixture_config(tmp_path, **trainer):
 
 
 def test_resume_is_exact_and_warm_start_loads_theta(tmp_path):
-    full = MetaTrainer(_mixture_config(tmp_path), tmp_path / "full", progress=False).run()
-    MetaTrainer(_mixture_config(tmp_path), tmp_path / "part", progress=False).run(stop_after=3)
-    resumed = MetaTrainer(_mixture_config(tmp_path), tmp_path / "part", progress=False).run(resume=True)
+    full = MetaTrainer(_mixture_config(tmp_path), tmp_path / "full").run()
+    MetaTrainer(_mixture_config(tmp_path), tmp_path / "part").run(stop_after=3)
+    resumed = MetaTrainer(_mixture_config(tmp_path), tmp_path / "part").run(resume=True)
     for a, b in zip(leaves(full["theta"]), leaves(resumed["theta"])):
         np.testing.assert_array_equal(a, b)
     rows = lopt.meta.read_metrics(tmp_path / "full" / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 7)) and all(r["buckets"] == 2 for r in rows)
     assert (tmp_path / "full" / "theta_best.safetensors").exists()
     warm = _mixture_config(tmp_path, init_from=str(tmp_path / "full" / "warm_start.safetensors"))
-    started = MetaTrainer(warm, tmp_path / "warm", progress=False).initial_state()
+    started = MetaTrainer(warm, tmp_path / "warm").initial_state()
     for a, b in zip(leaves(started["theta"]), leaves(full["theta"])):
         np.testing.assert_array_equal(a, b)
     from_theta = _mixture_config(tmp_path, init_from=str(tmp_path / "full" / "theta.safetensors"))
-    started = MetaTrainer(from_theta, tmp_path / "warm2", progress=False).initial_state()
+    started = MetaTrainer(from_theta, tmp_path / "warm2").initial_state()
     for a, b in zip(leaves(started["theta"]), leaves(full["theta"])):
         np.testing.assert_array_equal(a, b)
 
@@ -132,7 +132,7 @@ _SHARDED = textwrap.dedent("""
     def run(mesh):
         engine = MixtureEngine(lopt.learned.get("learnable_sgdm", lr=0.05), dist, structures,
             truncation=ConstantHorizon(10), num_tasks=4, std=0.05, unroll_length=5, configs_per_bucket=2,
-            redraw_every=2, heldout_per_bucket=0, normalizer_steps=10, mesh=mesh, progress=False)
+            redraw_every=2, heldout_per_bucket=0, normalizer_steps=10, mesh=mesh)
         theta = engine.lopt.init(jax.random.key(0))
         states = engine.place(engine.init(theta, key=jax.random.key(1)))
         for step in range(4):

@@ -62,6 +62,13 @@ POOLINGS = ("last", "mean")
 INIT_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)
 
 
+def classification_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
+    """Mean softmax cross-entropy and accuracy of integer ``labels`` (any leading shape)."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    accuracy = (jnp.argmax(logits, axis=-1) == labels).mean()
+    return {"loss": loss, "accuracy": accuracy}
+
+
 @dataclasses.dataclass(frozen=True)
 class RNNSpec(TaskSpec):
     """Static structure of an RNN text task.
@@ -122,10 +129,7 @@ class _RNNTask(Task):
         return self.metrics(params, batch)["loss"]
 
     def metrics(self, params, batch):
-        logits = self.logits(params, batch["x"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-        accuracy = (jnp.argmax(logits, axis=-1) == batch["y"]).mean()
-        return {"loss": loss, "accuracy": accuracy}
+        return classification_metrics(self.logits(params, batch["x"]), batch["y"])
 
 
 class RNNLanguageModelTask(_RNNTask):

@@ -30,13 +30,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from lopt.tasks import datasets
 from lopt.tasks.base import Task, TaskSpec
 from lopt.tasks.classification import check_int
 from lopt.tasks.datasets.text import LEVELS
-from lopt.tasks.families.language import CORPORA, _TextFamily
+from lopt.tasks.families.language import CORPORA, _TextFamily, classification_metrics
 from lopt.tasks.sampling import choice, log_uniform
 
 __all__ = ["TransformerLMFamily", "TransformerLMTask", "TransformerSpec"]
@@ -136,10 +135,7 @@ class TransformerLMTask(Task):
         return self.metrics(params, batch)["loss"]
 
     def metrics(self, params, batch):
-        logits = self.logits(params, batch["x"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-        accuracy = (jnp.argmax(logits, axis=-1) == batch["y"]).mean()
-        return {"loss": loss, "accuracy": accuracy}
+        return classification_metrics(self.logits(params, batch["x"]), batch["y"])
 
 
 class TransformerLMFamily(_TextFamily):

@@ -23,7 +23,7 @@ import datetime
 import json
 import math
 import os
-import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -59,7 +59,8 @@ def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, ov
     the training structures. Sessions evaluate once, at their end.
     """
     seed = len(state["sessions"]) + 1
-    sets = [f"seed={seed}", f"trainer.max_minutes={minutes}", "trainer.checkpoint_dir=/tmp/lopt-campaign-ckpt",
+    checkpoints = tempfile.mkdtemp(prefix="lopt-campaign-checkpoints-")  # large, per session, never the record
+    sets = [f"seed={seed}", f"trainer.max_minutes={minutes}", f"trainer.checkpoint_dir={checkpoints}",
             "trainer.eval_every=1000000", "trainer.eval_steps=500", "task.heldout_per_bucket=1",
             "task.configs_per_bucket=4", "normalizer.num_steps=500", "outer.learning_rate=3e-3"]
     if init_from:
@@ -88,7 +89,6 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
                           overrides=list(overrides), families=families)
     start = time.time()
     run_dir = os.path.join(out, "run")
-    shutil.rmtree("/tmp/lopt-campaign-ckpt", ignore_errors=True)
     trainer = MetaTrainer(cfg, run_dir, progress=False)
     setup_seconds = time.time() - start
     trainer.config.trainer.max_minutes = max(0.5, minutes - reserve_minutes - setup_seconds / 60.0)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +58,9 @@ __all__ = ["MixtureEngine"]
 
 _HELDOUT_STREAM = 7_000_001
 _DRAW_STREAM = 7_000_003
+
+
+_LOG = logging.getLogger("lopt.meta")
 
 
 def _draw_key(seed: int, bucket: int, redraw: int) -> int:
@@ -201,9 +206,13 @@ class MixtureEngine:
         """One vectorised Adam-grid program per structure, compiled in parallel threads."""
         # Tasks are built here, in one thread: datasets are loaded once and shared by every task
         # of a structure (stacking needs the very same arrays); only compilation runs in threads.
+        start = time.perf_counter()
         pools = [stack([build(c) for c in bucket.halves[0]]) for bucket in self.buckets]
+        built = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self.buckets))) as pool:
             results = list(pool.map(lambda p: fit_structure(p, num_steps=self.normalizer_steps), pools))
+        _LOG.info("normalisers: built %d pools in %.1f s, fitted them in %.1f s", len(pools), built - start,
+                  time.perf_counter() - built)
         self._first_fits = results
         for bucket, fits in zip(self.buckets, results):
             bucket.gap = max(relative_gap(fits), 1e-3)
@@ -286,19 +295,31 @@ class MixtureEngine:
                      for e, k in zip(self._estimators, keys))
 
     def compile(self, theta: Any, states: tuple, *, key: jax.Array) -> float:
-        """Compiles every bucket's estimate program in parallel threads; returns seconds taken."""
-        import time
+        """Compiles every bucket's estimate program in parallel threads; returns seconds taken.
 
+        Each program's lowering and compile seconds are logged (logger ``lopt.meta``) as it
+        finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket).
+        """
         start = time.perf_counter()
         theta = self._replicate(theta)
         fn = jax.jit(_estimate)
 
         def one(args):
-            estimator, state = args
-            return fn.lower(self._replicate(estimator), theta, state, key).compile()
+            index, estimator, state = args
+            t0 = time.perf_counter()
+            lowered = fn.lower(self._replicate(estimator), theta, state, key)
+            t1 = time.perf_counter()
+            compiled = lowered.compile()
+            t2 = time.perf_counter()
+            _LOG.info("compiled bucket %d (%s): lower %.1f s, compile %.1f s, %.0f s since the start",
+                      index, self.buckets[index].family, t1 - t0, t2 - t1, t2 - start)
+            return compiled, (t1 - t0, t2 - t1)
 
+        work = [(i, e, s) for i, (e, s) in enumerate(zip(self._estimators, states))]
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
-            self._compiled = list(pool.map(one, zip(self._estimators, states)))
+            results = list(pool.map(one, work))
+        self._compiled = [compiled for compiled, _ in results]
+        self.compile_seconds = [seconds for _, seconds in results]
         return time.perf_counter() - start
 
     def estimate(self, theta: Any, states: tuple, *, key: jax.Array) -> tuple[Any, tuple, dict]:

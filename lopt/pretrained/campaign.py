@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import math
 import os
 import tempfile
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config overrides (section.key=value)")
     parser.add_argument("--families", nargs="*", default=None,
                         help="train only the campaign's structures of these families (e.g. a CPU session)")
+    parser.add_argument("--compile-cache", default=None, metavar="DIR",
+                        help="JAX's persistent compilation cache folder (reused by later sessions on the same "
+                             "kind of device: the bucket programs are then loaded, not compiled)")
     parser.add_argument("--ship", nargs="?", const="", default=None, metavar="THETA",
                         help="do not train: write the campaign's theta (or THETA) as lopt's pretrained 'default'")
     args = parser.parse_args(argv)
@@ -182,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.out:
         parser.error("--out DIR is required to run a session")
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    if args.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     state = run_session(args.state, args.out, minutes=args.minutes, overrides=args.set, families=args.families)
     print(json.dumps({k: v for k, v in state.items() if k != "structures"} | {"sessions": len(state["sessions"])}))
     return 0

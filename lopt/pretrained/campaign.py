@@ -101,34 +101,91 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "
           f"last {result['last_metrics']}; eval {result['last_eval']}", flush=True)
     flops = sum(_program_flops(c) for c in trainer.engine._compiled)
+    session = _session_entry(state, run_dir, seed=cfg.seed, seconds=time.time() - start, setup_seconds=setup_seconds,
+                             flops=flops, overrides=list(overrides),
+                             families=sorted({s["task"]["family"] for s in structures}),
+                             device=str(jax.devices()[0].device_kind), on_gpu=jax.devices()[0].platform == "gpu")
+    session["compile_seconds"] = [[round(a, 1), round(b, 1)] for a, b in trainer.engine.compile_seconds]
+    return _write_state(state, session, out, structures)
+
+
+def _session_entry(state: dict[str, Any], run_dir: str, *, seed: int, seconds: float, setup_seconds: float,
+                   flops: float | None, overrides: list[str], families: list[str], device: str,
+                   on_gpu: bool, note: str = "") -> dict[str, Any]:
+    """One session's record, read from its run folder (metrics, evaluations, warm start)."""
     rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    steady = [r for r in rows if r["step"] > 5]
+    if not rows:
+        raise ValueError(f"{run_dir}: no metrics.jsonl rows; the session trained no outer step, nothing to record.")
+    warm = os.path.join(run_dir, "warm_start.safetensors")
+    steps = int(load_warm_start_steps(warm))
+    per_step = rows[-1]["inner_steps"] / rows[-1]["step"]  # inner steps per outer step (every bucket, both members)
+    steady = [r for r in rows if 5 < r["step"] <= steps]
     step_seconds = ((steady[-1]["seconds"] - steady[0]["seconds"]) / max(1, steady[-1]["step"] - steady[0]["step"])
                     if len(steady) > 2 else float("nan"))
-    evals = read_metrics(os.path.join(run_dir, "eval.jsonl")) if os.path.exists(os.path.join(run_dir, "eval.jsonl")) else []
-    session = {
+    evals_path = os.path.join(run_dir, "eval.jsonl")
+    evals = read_metrics(evals_path) if os.path.exists(evals_path) else []
+    train_seconds = [r for r in rows if r["step"] == steps][-1]["seconds"]
+    session: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(jax.devices()[0].device_kind), "devices": jax.device_count(), "seed": cfg.seed,
-        "start_outer_step": state["outer_steps"], "outer_steps": result["step"],
+        "device": device, "devices": jax.device_count() if on_gpu else 1, "seed": seed,
+        "start_outer_step": state["outer_steps"], "outer_steps": steps,
         "seconds": round(seconds, 1), "setup_seconds": round(setup_seconds, 1),
-        "inner_steps_per_s": round(result["inner_steps_per_s"], 1),
-        "last_metrics": result["last_metrics"],
-        "flops_per_outer_step": flops, "steady_seconds_per_outer_step": step_seconds,
-        "steady_inner_steps_per_s": _per_step(trainer) / step_seconds if math.isfinite(step_seconds) else None,
-        "achieved_tflops": flops / step_seconds / 1e12 if math.isfinite(step_seconds) else None,
+        "inner_steps_per_s": round(steps * per_step / train_seconds, 1),
+        "last_metrics": [r for r in rows if r["step"] == steps][-1],
+        "steady_seconds_per_outer_step": step_seconds,
+        "steady_inner_steps_per_s": per_step / step_seconds if math.isfinite(step_seconds) else None,
         "heldout": [{**row, "campaign_step": state["outer_steps"] + row["step"]} for row in evals],
-        "warm_start_digest": checkpoint.stored_digest(os.path.join(run_dir, "warm_start.safetensors")),
+        "warm_start_digest": checkpoint.stored_digest(warm),
+        "families": families, "overrides": overrides, "on_gpu": on_gpu,
     }
-    on_gpu = jax.devices()[0].platform == "gpu"
-    session["families"] = sorted({s["task"]["family"] for s in structures})
-    session["overrides"] = list(overrides)
+    if flops is not None:
+        session["flops_per_outer_step"] = flops
+        session["achieved_tflops"] = flops / step_seconds / 1e12 if math.isfinite(step_seconds) else None
+    if note:
+        session["note"] = note
+    return session
+
+
+def _write_state(state: dict[str, Any], session: dict[str, Any], out: str, structures: list) -> dict[str, Any]:
+    minutes = session["seconds"] / 60.0
+    on_gpu = session["on_gpu"]
     new_state = {**state, "structures": state["structures"] or structures, "sessions": state["sessions"] + [session],
-                 "outer_steps": state["outer_steps"] + result["step"],
-                 "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (seconds / 60.0 if on_gpu else 0.0), 2),
-                 "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else seconds / 60.0), 2)}
+                 "outer_steps": state["outer_steps"] + session["outer_steps"],
+                 "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (minutes if on_gpu else 0.0), 2),
+                 "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else minutes), 2)}
+    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "state.json"), "w", encoding="utf-8") as f:
         json.dump(new_state, f, indent=1)
     return new_state
+
+
+def load_warm_start_steps(path: str) -> int:
+    """The outer step a session's ``warm_start.safetensors`` was written at (digest-checked)."""
+    from lopt.learned import get as get_lopt
+    from lopt.meta.warm_start import load_warm_start
+
+    _, _, extra = load_warm_start(path, get_lopt("nominal"))
+    return int(extra["extra"]["outer_steps"])
+
+
+def record(state_dir: str, run_dir: str, out: str, *, device: str, on_gpu: bool, seconds: float,
+           setup_seconds: float, note: str) -> dict[str, Any]:
+    """Records a session whose process was stopped before it wrote ``state.json`` (e.g. at a call's time limit).
+
+    The run folder's ``warm_start.safetensors`` (written at every checkpoint, so at most one
+    checkpoint interval old) and ``metrics.jsonl`` are what the campaign keeps; ``seconds`` and
+    ``setup_seconds`` come from the session's log.
+    """
+    from lopt.meta.config import load_config as load_run_config
+
+    state = _read_state(state_dir)
+    cfg = load_run_config(run_dir)
+    families = sorted({s["task"]["family"] for s in cfg.task.structures})
+    session = _session_entry(state, run_dir, seed=cfg.seed, seconds=seconds, setup_seconds=setup_seconds,
+                             flops=None, overrides=[], families=families, device=device,
+                             on_gpu=on_gpu, note=note)
+    session["config_sets"] = {"num_tasks": cfg.estimator.num_tasks, "unroll_length": cfg.estimator.unroll_length}
+    return _write_state(state, session, out, list(cfg.task.structures))
 
 
 def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
@@ -161,23 +218,26 @@ def _program_flops(compiled: Any) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def _per_step(trainer: MetaTrainer) -> int:
-    from lopt.meta.trainer import inner_steps_per_outer_step
-
-    return inner_steps_per_outer_step(trainer.setup)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--state", default="campaign", help="the committed campaign folder")
     parser.add_argument("--out", help="where the new state and the run go (required unless --ship)")
     parser.add_argument("--minutes", type=float, default=8.0, help="meta-training minutes of this session")
+    parser.add_argument("--reserve-minutes", type=float, default=2.0,
+                        help="stop meta-training this long before --minutes end (the final held-out evaluation)")
     parser.add_argument("--set", action="append", default=[], help="config overrides (section.key=value)")
     parser.add_argument("--families", nargs="*", default=None,
                         help="train only the campaign's structures of these families (e.g. a CPU session)")
     parser.add_argument("--compile-cache", default=None, metavar="DIR",
                         help="JAX's persistent compilation cache folder (reused by later sessions on the same "
                              "kind of device: the bucket programs are then loaded, not compiled)")
+    parser.add_argument("--record", default=None, metavar="RUN_DIR",
+                        help="do not train: record a session whose process was stopped before writing state.json "
+                             "(its run folder's warm start and metrics) into --out")
+    parser.add_argument("--device", default="NVIDIA H200", help="with --record: the device it ran on")
+    parser.add_argument("--seconds", type=float, default=0.0, help="with --record: the session's wall seconds")
+    parser.add_argument("--setup-seconds", type=float, default=0.0, help="with --record: its set-up seconds")
+    parser.add_argument("--note", default="", help="with --record: what happened")
     parser.add_argument("--ship", nargs="?", const="", default=None, metavar="THETA",
                         help="do not train: write the campaign's theta (or THETA) as lopt's pretrained 'default'")
     args = parser.parse_args(argv)
@@ -185,12 +245,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {ship(args.state, theta_path=args.ship or None)}")
         return 0
     if not args.out:
-        parser.error("--out DIR is required to run a session")
+        parser.error("--out DIR is required to run or record a session")
+    if args.record:
+        state = record(args.state, args.record, args.out, device=args.device, on_gpu=args.device != "cpu",
+                       seconds=args.seconds, setup_seconds=args.setup_seconds, note=args.note)
+        print(f"recorded session {len(state['sessions'])}: {state['sessions'][-1]['outer_steps']} outer steps")
+        return 0
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     if args.compile_cache:
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    state = run_session(args.state, args.out, minutes=args.minutes, overrides=args.set, families=args.families)
+    state = run_session(args.state, args.out, minutes=args.minutes, overrides=args.set, families=args.families,
+                        reserve_minutes=args.reserve_minutes)
     print(json.dumps({k: v for k, v in state.items() if k != "structures"} | {"sessions": len(state["sessions"])}))
     return 0
 

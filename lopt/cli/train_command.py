@@ -16,6 +16,7 @@ import sys
 import time
 
 import lopt
+from lopt.meta.interrupts import TrainingInterrupted
 from lopt.meta.report import finish_run
 from lopt.meta.run_directory import clear_for_new_run, latest_checkpoint_step, resume_config
 from lopt.meta.trainer import MetaTrainer
@@ -67,8 +68,12 @@ def _announce(args: argparse.Namespace, config, out: str, changes: dict) -> None
         print(f"moved the previous run in {out} to {moved}")
 
 
-def _train(args: argparse.Namespace, config, out: str) -> dict | None:
-    """Meta-trains and compares; ``None`` when interrupted with Ctrl-C (after saying how to resume)."""
+def _train(args: argparse.Namespace, config, out: str) -> dict | int:
+    """Meta-trains and compares; on Ctrl-C or SIGTERM, the exit status (after saying how to resume).
+
+    The trainer checkpoints the last completed outer step before it stops
+    (:class:`lopt.meta.interrupts.TrainingInterrupted`); a second Ctrl-C stops at once.
+    """
     print(f"meta-training '{config.name}': {config.lopt.name} learned optimizer, {config.estimator.kind} with "
           f"{config.estimator.num_tasks} tasks, unroll {config.estimator.unroll_length}, "
           f"{config.trainer.outer_steps} outer steps -> {out}")
@@ -82,11 +87,14 @@ def _train(args: argparse.Namespace, config, out: str) -> dict | None:
         if config.final_eval.enabled:
             print(f"comparing with Adam on {config.final_eval.seeds} fresh tasks, {config.final_eval.steps} steps ...")
         return finish_run(out, config, trainer.setup, result)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         step = latest_checkpoint_step(out, config)
-        kept = f"the checkpoint of step {step} is kept" if step is not None else "no checkpoint was written yet"
+        if isinstance(err, TrainingInterrupted):
+            kept = f"saved a checkpoint of outer step {err.step} (the last one completed)"
+        else:
+            kept = f"the checkpoint of step {step} is kept" if step is not None else "no checkpoint was written yet"
         print(f"\ninterrupted: {kept}; continue with `lopt train --out {out} --resume`.", file=sys.stderr)
-        return None
+        return getattr(err, "exit_status", 130)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         then = (f", then continue with `lopt train --out {out} --resume`"
                 if os.path.isfile(os.path.join(out, "config.json")) else "")
         raise ValueError(f"{err.strerror or err}{where}; fix that (free space, permissions or --out){then}.") from None
-    if comparison is None:
-        return 130
+    if isinstance(comparison, int):  # interrupted
+        return comparison
     for row in comparison.get("rows", []):
         print(f"  {row['optimizer']:<24} train loss (last {comparison['tail']}): {row['mean_last_train_loss']:.4f}"
               f"   test acc {row['final_test_accuracy']:.4f}")

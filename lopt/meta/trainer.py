@@ -23,6 +23,7 @@ from lopt.learned.serialization import save_theta
 from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig, OuterSection
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
+from lopt.meta.interrupts import GracefulStop, TrainingInterrupted
 from lopt.meta.metrics_log import MetricsLog, read_metrics
 from lopt.meta.mixture_engine import MixtureEngine, outer_update
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
@@ -281,10 +282,23 @@ class MetaTrainer:
 
         Returns:
             A summary: final step, theta path, seconds, inner steps per second, last metrics.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C (``SIGINT``) or ``SIGTERM`` (when run in the main
+                thread), after finishing the outer step in flight and checkpointing it; a second
+                signal stops at once with ``KeyboardInterrupt``. ``resume=True`` continues exactly.
         """
-        cfg = self.config
-        run_dir = open_run(self.out_dir, cfg, resume=resume)  # refuses to clobber a run; locks; records config
+        run_dir = open_run(self.out_dir, self.config, resume=resume)  # refuses to clobber a run; locks; records config
         self.notes.extend(run_dir.notes)
+        try:
+            with GracefulStop() as stop:  # Ctrl-C / SIGTERM: finish the step in flight, checkpoint it, stop
+                return self._train(resume, stop_after, stop)
+        finally:
+            run_dir.release()
+
+    def _train(self, resume: bool, stop_after: int | None, stop: GracefulStop) -> dict:
+        """The outer loop of :meth:`run` (the directory is open and locked)."""
+        cfg = self.config
         manager = CheckpointManager(cfg.trainer.checkpoint_dir or os.path.join(self.out_dir, "checkpoints"),
                                     keep=cfg.trainer.keep_checkpoints)
         metrics_log = MetricsLog(os.path.join(self.out_dir, "metrics.jsonl"))
@@ -347,7 +361,8 @@ class MetaTrainer:
             bar.update(1)
             out_of_time = time.perf_counter() - start > max_seconds
             if manager.should_save(step, every_steps=cfg.trainer.checkpoint_every,
-                                   every_seconds=60 * cfg.trainer.checkpoint_minutes) or step == total or out_of_time:
+                                   every_seconds=60 * cfg.trainer.checkpoint_minutes) or step == total or out_of_time \
+                    or stop.signal is not None:
                 if pending is not None:
                     record(*pending)
                     pending = None
@@ -359,6 +374,9 @@ class MetaTrainer:
                 self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
                                   "--resume continues")
                 break
+            if stop.signal is not None:
+                bar.close()
+                raise TrainingInterrupted(stop.signal, step, self.out_dir)
         if pending is not None:
             record(*pending)
         if cfg.trainer.eval_every and step > start_step and step % cfg.trainer.eval_every:  # the final theta too
@@ -367,7 +385,6 @@ class MetaTrainer:
         seconds = time.perf_counter() - start
         theta_path = save_theta(os.path.join(self.out_dir, "theta.safetensors"), self.setup.lopt, theta,
                                 extra={"outer_steps": step, "config": cfg.name, "run_config": cfg.to_dict()})
-        run_dir.release()
         rows = read_metrics(os.path.join(self.out_dir, "metrics.jsonl"))
         done_here = step - start_step
         return {"step": step, "theta": theta, "theta_path": str(theta_path), "seconds": seconds,

@@ -1,4 +1,4 @@
-"""The ``lopt`` command line: ``lopt tasks``, ``lopt run``, ``lopt train``."""
+"""The ``lopt`` command line: ``lopt tasks``, ``lopt run``, ``lopt train``, ``lopt selftrain``, ..."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from lopt.cli import (
     eval_command,
     optlist_command,
     run_command,
+    selftrain_command,
     tasks_command,
     train_command,
 )
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lopt`` command (one sub-parser per command)."""
     parser = argparse.ArgumentParser(prog="lopt", description="Learned optimizers in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (tasks_command, run_command, train_command, eval_command, card_command, optlist_command):
+    for module in (tasks_command, run_command, train_command, eval_command, card_command, optlist_command,
+                   selftrain_command):
         module.add_parser(sub)
     return parser
 

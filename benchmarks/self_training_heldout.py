@@ -1,0 +1,88 @@
+"""Self-trained learned optimizers on the held-out suite, against Adam (default, suite- and per-task-tuned).
+
+Runs the protocol of ``benchmarks/pretrained_heldout.py`` (same tasks, same 15-point Adam grid
+plus Adam 1e-3, the same selection on validation loss and scoring on test loss) for several
+theta files at once, training the Adam grid of each task only once. Default candidates: the best
+members written by ``benchmarks/self_training_population.py`` (a population self-trained with
+learned teachers, and the same population outer-trained by Adam).
+
+Usage:
+    nice -n 10 python benchmarks/self_training_heldout.py --quick --skip word_rnn_lm_wordnet_lstm128
+Saves ``benchmarks/results/self_training_heldout_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pretrained_heldout as protocol
+from common import save
+
+import lopt
+from lopt.pretrained import heldout
+
+THETAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "self_training_population")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--thetas", nargs="+", default=sorted(glob.glob(os.path.join(THETAS, "*.safetensors"))))
+    parser.add_argument("--skip", nargs="*", default=[], choices=heldout.names(), help="tasks left out")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps-scale", type=float, default=1.0)
+    parser.add_argument("--quick", action="store_true", help="--steps-scale 0.05 --seeds 1")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps_scale, args.seeds = 0.05, 1
+    if not args.thetas:
+        parser.error(f"no theta files (none in {THETAS}); run benchmarks/self_training_population.py first")
+    candidates = {os.path.splitext(os.path.basename(p))[0]: lopt.learned.load_theta(p) for p in args.thetas}
+    names = [n for n in heldout.names() if n not in args.skip]
+    per_candidate = {label: [] for label in candidates}
+    start = time.perf_counter()
+    for entry in heldout.suite(names, steps_scale=args.steps_scale):
+        task_start = time.perf_counter()
+        num_steps, eval_every = protocol.horizon_and_eval_every(entry.num_steps)
+        task = entry.build()
+        kwargs = {"num_steps": num_steps, "eval_every": eval_every, "eval_batches": protocol.EVAL_BATCHES}
+        adam = lopt.inner.train_many(task, optax.adam, {"learning_rate": np.append(protocol.GRID, protocol.DEFAULT_LR)},
+                                     key=jax.random.key(0), num_seeds=args.seeds, **kwargs)
+        adam = jax.tree.map(np.asarray, adam)
+        for label, (theta, lopt_) in candidates.items():
+            optimizer = lopt_.optimizer(theta, num_steps=num_steps)
+            cand = jax.jit(jax.vmap(lambda k, o=optimizer, t=task, kw=kwargs: lopt.inner.train(t, o, key=k, **kw)))(
+                protocol.seed_keys(args.seeds))
+            per_candidate[label].append(protocol.summarize_task(entry.name, num_steps,
+                                                                {"adam": adam, "cand": jax.tree.map(np.asarray, cand)}))
+        finals = {label: round(rows[-1]["candidate_final_test"], 4) for label, rows in per_candidate.items()}
+        row = next(iter(per_candidate.values()))[-1]  # the Adam numbers are shared
+        print(f"{entry.name}: {num_steps} steps x {args.seeds} seeds, {time.perf_counter() - task_start:.0f} s; "
+              f"final test loss {finals}; best Adam lr {row['per_task_lr']:.2g} ({row['best_grid_test']:.4f})",
+              flush=True)
+    results = {}
+    for label, tasks in per_candidate.items():
+        overall = protocol.compare(tasks, protocol.choose_suite_lr(tasks))
+        theta, _ = candidates[label]
+        results[label] = {"overall": overall, "tasks": tasks,
+                          "theta_scalars": {k: float(v) for k, v in theta.items() if np.size(v) == 1}}
+        print(f"\n{label}: " + "; ".join(
+            f"vs {b}: wins {overall[b]['win_fraction']:.2f}, median speedup {overall[b]['median_speedup']:.2f}"
+            for b in ("adam_default", "adam_suite", "adam_per_task"))
+            + f"; median normalised test loss {overall['candidate_median_normalized_test']:.3f}")
+    path = save("self_training_heldout", {"thetas": args.thetas, "tasks": names, "seeds": args.seeds,
+                                          "steps_scale": args.steps_scale, "total_seconds": time.perf_counter() - start,
+                                          "grid": protocol.GRID.tolist(), "candidates": results})
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

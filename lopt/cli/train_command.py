@@ -16,6 +16,7 @@ import sys
 import time
 
 import lopt
+from lopt.meta import distributed
 from lopt.meta.interrupts import TrainingInterrupted
 from lopt.meta.report import finish_run
 from lopt.meta.run_directory import clear_for_new_run, latest_checkpoint_step, resume_config
@@ -98,6 +99,8 @@ def _train(args: argparse.Namespace, config, out: str) -> dict | int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if distributed.initialize_from_env() is not None and args.out:  # LOPT_COORDINATOR: one of several processes
+        args.out = distributed.process_out_dir(args.out)  # process k > 0 keeps its files in <out>.process-<k>
     config, changes = _load(args)
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))

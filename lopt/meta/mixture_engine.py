@@ -24,6 +24,8 @@ A :class:`MixtureEngine` serves ``B`` structures (shape buckets) of a task mixtu
   reports the normalised final loss per family.
 * **Several devices.** With ``mesh``, every bucket's task axis is sharded over the devices
   (``jax.sharding``); theta and task data are replicated and the ES sums become all-reduces.
+  The mesh may span several processes (:mod:`lopt.meta.distributed`): every process builds the
+  same pools from the same seeds and places them with :func:`lopt.meta.distributed.put`.
 
 Everything the engine draws is a deterministic function of ``(seed, bucket, redraw index)``,
 so a resumed run rebuilds the exact pools of the step it resumes from.
@@ -46,6 +48,7 @@ import optax
 
 import lopt
 from lopt.learned.base import LearnedOptimizer
+from lopt.meta import distributed
 from lopt.meta.estimators import PES
 from lopt.meta.normalizer import LossNormalizer, normalize_loss
 from lopt.meta.problem import make_problem
@@ -240,6 +243,7 @@ class MixtureEngine:
     def _apply_pools(self) -> None:
         problems = [self._pool_problem(i) for i in range(len(self.buckets))]
         self._estimators = [PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems]
+        self._placed = [self._replicate(e) for e in self._estimators]  # on the mesh once per re-draw
 
     def set_step(self, step: int) -> bool:
         """Brings the pools to where they are at outer step ``step``; returns whether they changed."""
@@ -263,7 +267,7 @@ class MixtureEngine:
 
         def place(x):
             spec = PartitionSpec(axis) if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == self.num_tasks else PartitionSpec()
-            return jax.device_put(x, NamedSharding(self.mesh, spec))
+            return distributed.put(x, NamedSharding(self.mesh, spec))
 
         return jax.tree.map(place, state)
 
@@ -284,7 +288,7 @@ class MixtureEngine:
             return tree
         from jax.sharding import NamedSharding, PartitionSpec
 
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return distributed.put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
     # --- the estimator protocol ---------------------------------------------------------------
 
@@ -307,7 +311,7 @@ class MixtureEngine:
         def one(args):
             index, estimator, state = args
             t0 = time.perf_counter()
-            lowered = fn.lower(self._replicate(estimator), theta, state, key)
+            lowered = fn.lower(estimator, theta, state, self._replicate(key))
             t1 = time.perf_counter()
             compiled = lowered.compile()
             t2 = time.perf_counter()
@@ -315,7 +319,7 @@ class MixtureEngine:
                       index, self.buckets[index].family, t1 - t0, t2 - t1, t2 - start)
             return compiled, (t1 - t0, t2 - t1)
 
-        work = [(i, e, s) for i, (e, s) in enumerate(zip(self._estimators, states))]
+        work = [(i, e, s) for i, (e, s) in enumerate(zip(self._placed, states))]
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
             results = list(pool.map(one, work))
         self._compiled = [compiled for compiled, _ in results]
@@ -329,10 +333,10 @@ class MixtureEngine:
         if not self._compiled:
             self.compile(theta, states, key=key)
         theta = self._replicate(theta)
-        keys = jax.random.split(key, len(states))
+        keys = jax.random.split(self._replicate(key), len(states))
         grads, new_states, metrics = [], [], []
-        for compiled, estimator, state, k in zip(self._compiled, self._estimators, states, keys):
-            g, s, m = compiled(self._replicate(estimator), theta, state, k)
+        for compiled, estimator, state, k in zip(self._compiled, self._placed, states, keys):
+            g, s, m = compiled(estimator, theta, state, k)
             grads.append(g)
             new_states.append(s)
             metrics.append(m)

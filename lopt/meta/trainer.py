@@ -20,6 +20,7 @@ import optax
 
 import lopt
 from lopt.learned.serialization import save_theta
+from lopt.meta import distributed
 from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig, OuterSection
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
@@ -88,8 +89,7 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
     else:
         structures = [bucket[0] for bucket in dist.buckets(cfg.seed, task.num_buckets, 1)]
     heldout_structures = [b[0] for b in held_dist.buckets(cfg.seed, max(1, len(held)), 1)] if held_dist else []
-    devices = jax.devices()
-    mesh = jax.make_mesh((len(devices),), ("tasks",), axis_types=(jax.sharding.AxisType.Auto,)) if len(devices) > 1 else None
+    mesh = distributed.global_mesh("tasks")  # every device of every process (lopt.meta.distributed)
     eval_steps = cfg.trainer.eval_steps or min(truncation.max_horizon, 2000)
     return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures, truncation=truncation,
                          num_tasks=est.num_tasks, std=est.std, unroll_length=est.unroll_length,
@@ -133,6 +133,9 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
         ValueError: for any invalid setting (names the setting and the valid choices).
     """
     notes = [] if notes is None else notes
+    if distributed.initialize_from_env() is not None and not cfg.task.mixture:
+        raise ValueError("a multi-process run (LOPT_COORDINATOR is set) shards a task mixture over the processes; "
+                         "set task.mixture (e.g. task.mixture={\"taskset\": 1}) or unset LOPT_COORDINATOR.")
     lopt_ = lopt.learned.get(cfg.lopt.name, **cfg.lopt.config)
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
@@ -189,7 +192,8 @@ class MetaTrainer:
 
     def __init__(self, config: MetaTrainConfig, out_dir: str | os.PathLike, *, progress: bool = True):
         self.config = config
-        self.out_dir = str(out_dir)
+        distributed.initialize_from_env()  # before any device is touched; a no-op for one process
+        self.out_dir = distributed.process_out_dir(out_dir)  # process k > 0 writes into <out>.process-<k>
         self.progress = progress
         self.notes: list[str] = []
         self.setup = build_setup(config, progress=progress, notes=self.notes)
@@ -360,13 +364,16 @@ class MetaTrainer:
             bar.set_postfix(postfix)
             bar.update(1)
             out_of_time = time.perf_counter() - start > max_seconds
-            if manager.should_save(step, every_steps=cfg.trainer.checkpoint_every,
-                                   every_seconds=60 * cfg.trainer.checkpoint_minutes) or step == total or out_of_time \
-                    or stop.signal is not None:
+            due = manager.should_save(step, every_steps=cfg.trainer.checkpoint_every,
+                                      every_seconds=60 * cfg.trainer.checkpoint_minutes)
+            # clock and signal decisions are the same on every process of a multi-process run
+            due, out_of_time, signum = distributed.agree([due, out_of_time, stop.signal or 0])
+            if due or step == total or out_of_time or signum:
                 if pending is not None:
                     record(*pending)
                     pending = None
-                manager.save(step, {"theta": theta, "outer_state": outer_state, "estimator_state": est_state},
+                manager.save(step, distributed.gather({"theta": theta, "outer_state": outer_state,
+                                                       "estimator_state": est_state}),
                              {"step": step, "config": cfg.name})
                 save_warm_start(os.path.join(self.out_dir, "warm_start.safetensors"), self.setup.lopt, theta,
                                 outer_state, extra={"outer_steps": step, "config": cfg.name})
@@ -374,9 +381,9 @@ class MetaTrainer:
                 self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
                                   "--resume continues")
                 break
-            if stop.signal is not None:
+            if signum:
                 bar.close()
-                raise TrainingInterrupted(stop.signal, step, self.out_dir)
+                raise TrainingInterrupted(signum, step, self.out_dir)
         if pending is not None:
             record(*pending)
         if cfg.trainer.eval_every and step > start_step and step % cfg.trainer.eval_every:  # the final theta too

@@ -22,10 +22,8 @@ meta-training budget, following three findings from the field:
 
 Per-tensor context (fraction-of-training embedding, tensor rank and size) enters the MLP's
 first layer once per tensor. The MLP is written as unrolled elementwise multiply-adds, so XLA
-fuses features, network and update into loops over the parameters (no ``[params, 8]``
-activations in memory), and it runs once over all tensors concatenated: a compiled program
-holds one copy of the network whatever the number of tensors, which keeps compile time flat
-in the depth of the model.
+fuses features, network and update into one loop over the tensor (no ``[params, 8]``
+activations in memory).
 
 Without ``num_steps`` the schedule is frozen at ``unknown_horizon_fraction`` of training (no
 warm-up, no final decay); pass ``num_steps`` for the full learned schedule.
@@ -238,48 +236,32 @@ class NominalLOpt(base.LearnedOptimizer):
 
             flat_g, treedef = jax.tree.flatten(grads)
             flat = [treedef.flatten_up_to(tree) for tree in (params, momentum, rms, fac_g)]
-            # Per tensor: the six clipped inputs, the context bias of the first layer and the
-            # step multiplier. The network then runs once over all tensors concatenated, so the
-            # program holds one copy of it whatever the number of tensors (compile time).
-            inputs, biases, mults, nominal = [], [], [], []
+            steps = []
             for g, p, m, v, fg in zip(flat_g, *flat):
                 shape = g.shape
-                g = g.astype(_f32).reshape(-1)
-                p = p.astype(_f32).reshape(-1)
-                m = m.reshape(-1, len(self.decays))
-                precond = 1.0 / (jnp.sqrt(v.reshape(-1) * v_correction) + self.eps)
-                moments = [m[:, k] * m_correction[k] * precond for k in range(len(self.decays))]
+                g = g.astype(_f32)
+                p = p.astype(_f32)
+                precond = 1.0 / (jnp.sqrt(v * v_correction) + self.eps)
+                moments = [m[..., k] * m_correction[k] * precond for k in range(len(self.decays))]
                 p_rms = jnp.sqrt(jnp.mean(jnp.square(p))) if p.size else jnp.zeros((), _f32)
-                inputs.append([g * precond, *moments, fg[..., 0].reshape(-1), p / (p_rms + 1e-8)])
-                nominal.append(moments[0])
+                inputs = [g * precond, *moments, fg[..., 0], p / (p_rms + 1e-8)]
+                inputs = [jnp.clip(x, -clip, clip) for x in inputs]
                 is_vector = len(shape) < 2
                 tensor_context = jnp.asarray(
                     [float(is_vector), math.log10(max(int(np.prod(shape)), 1)) / 4.0,
                      math.log10(_fan_in(shape)) / 4.0], _f32)
-                biases.append(net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"])
+                context = jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
+                hidden = [jax.nn.relu(x) for x in _dense(inputs, net["w0"], net["b0"], context)]
+                hidden = [jax.nn.relu(x) for x in _dense(hidden, net["w1"], net["b1"])]
+                direction, log_scale = _dense(hidden, net["w2"], net["b2"])
+                combined = jnp.clip(moments[0] + direction, -self.update_clip, self.update_clip)
                 if is_vector:
-                    mults.append(jnp.exp(theta["log_tensor_mult"][0]))
+                    mult = jnp.exp(theta["log_tensor_mult"][0])
                 else:
-                    mults.append(jnp.exp(theta["log_tensor_mult"][1]
-                                         - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE)))
-            sizes = [int(np.prod(g.shape)) for g in flat_g]
-
-            def joined(pieces):  # one flat vector over all tensors
-                return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
-
-            def per_tensor(values):  # a per-tensor scalar, broadcast over the tensor's entries
-                return joined([jnp.broadcast_to(x, (n,)) for x, n in zip(values, sizes)])
-
-            xs = [jnp.clip(joined([ins[i] for ins in inputs]), -clip, clip) for i in range(NUM_PARAM_INPUTS)]
-            bias = [per_tensor([b[j] for b in biases]) for j in range(self.hidden_size)]
-            hidden = [jax.nn.relu(x + b) for x, b in zip(_dense(xs, net["w0"], jnp.zeros_like(net["b0"])), bias)]
-            hidden = [jax.nn.relu(x) for x in _dense(hidden, net["w1"], net["b1"])]
-            direction, log_scale = _dense(hidden, net["w2"], net["b2"])
-            combined = jnp.clip(joined(nominal) + direction, -self.update_clip, self.update_clip)
-            scale = jnp.exp(jnp.clip(log_scale, -4.0, 4.0))
-            step = -(lr * per_tensor(mults)) * combined * scale
-            offsets = np.cumsum([0] + sizes)
-            steps = [step[a:b].reshape(g.shape) for a, b, g in zip(offsets[:-1], offsets[1:], flat_g)]
+                    mult = jnp.exp(theta["log_tensor_mult"][1]
+                                   - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE))
+                scale = jnp.exp(jnp.clip(log_scale, -4.0, 4.0))
+                steps.append(-(lr * mult) * combined * scale)
             return treedef.unflatten(steps), NominalState(count, momentum, rms, factored)
 
         return base.Transform(init, update)

@@ -338,7 +338,9 @@ def load_config(source: str = "quickstart", overrides: list[str] | tuple[str, ..
         overrides: e.g. ``["estimator.num_tasks=32", "outer.learning_rate=1e-3"]``.
 
     Raises:
-        ValueError: unknown preset, key or badly typed value.
+        ValueError: unknown preset, key or badly typed value, or a value a run would refuse
+            (:func:`lopt.meta.config_checks.validate_config`: e.g. an empty
+            ``final_eval.adam_learning_rates``), naming the key and the fix.
         FileNotFoundError: missing file, or a directory without ``config.json``.
 
     Example:
@@ -380,7 +382,8 @@ def load_config(source: str = "quickstart", overrides: list[str] | tuple[str, ..
     else:
         raise ValueError(f"config {source!r} is neither a preset ({', '.join(sorted(PRESETS))}), a .toml or "
                          ".json file, nor a run directory.")
-    return apply_overrides(cfg, overrides)
+    from lopt.meta.config_checks import validate_config  # lazy: it builds what the config names
+    return validate_config(apply_overrides(cfg, overrides))
 
 
 def apply_overrides(cfg: MetaTrainConfig, overrides: list[str] | tuple[str, ...]) -> MetaTrainConfig:

@@ -23,6 +23,7 @@ from lopt.learned.serialization import save_theta
 from lopt.meta import distributed
 from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig, OuterSection
+from lopt.meta.config_checks import validate_config
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
 from lopt.meta.interrupts import GracefulStop, TrainingInterrupted
 from lopt.meta.metrics_log import MetricsLog, read_metrics
@@ -64,12 +65,7 @@ class TrainingSetup:
 
 def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> MixtureEngine:
     """The engine of a mixture run: training structures, held-out families, devices."""
-    task, est = cfg.task, cfg.estimator
-    for name in ("num_buckets", "configs_per_bucket"):
-        if getattr(task, name) < 1:
-            raise ValueError(f"task.{name}={getattr(task, name)} must be >= 1.")
-    if est.kind != "pes":
-        raise ValueError(f"estimator.kind={est.kind!r}: mixture runs use 'pes' (set estimator.kind=pes).")
+    task, est = cfg.task, cfg.estimator  # their values are checked by validate_config
     held = list(task.heldout_families)
     if set(task.mixture) == {"taskset"}:
         families = [f for f in lopt.tasks.names() if f not in NOT_IN_TASKSET]
@@ -130,9 +126,11 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
     """Builds the learned optimizer, the task pool with normalisers, the estimator and outer optimizer.
 
     Raises:
-        ValueError: for any invalid setting (names the setting and the valid choices).
+        ValueError: for any invalid setting (names the setting and the valid choices), first
+            from :func:`lopt.meta.config_checks.validate_config`.
     """
     notes = [] if notes is None else notes
+    validate_config(cfg)
     if distributed.initialize_from_env() is not None and not cfg.task.mixture:
         raise ValueError("a multi-process run (LOPT_COORDINATOR is set) shards a task mixture over the processes; "
                          "set task.mixture (e.g. task.mixture={\"taskset\": 1}) or unset LOPT_COORDINATOR.")
@@ -146,8 +144,6 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
                              _outer_optimizer(cfg), buckets=configs, engine=engine)
     task_configs = _task_configs(cfg, notes)
     est = cfg.estimator
-    if est.kind not in ESTIMATORS:
-        raise ValueError(f"estimator.kind={est.kind!r} is unknown; use one of {sorted(ESTIMATORS)}.")
     if cfg.normalizer.enabled:
         steps = cfg.normalizer.num_steps or min(truncation.max_horizon, 10_000)
         cache = NormalizerCache(cfg.normalizer.cache_dir or None)
@@ -198,9 +194,6 @@ class MetaTrainer:
         self.notes: list[str] = []
         self.setup = build_setup(config, progress=progress, notes=self.notes)
         trainer = config.trainer
-        for name in ("outer_steps", "checkpoint_every", "keep_checkpoints", "eval_tasks"):
-            if getattr(trainer, name) < 1:
-                raise ValueError(f"trainer.{name}={getattr(trainer, name)} must be >= 1.")
         self.root_key = jax.random.key(config.seed)
         self.eval_steps = trainer.eval_steps or min(self.setup.estimator.problem.truncation.max_horizon, 2000)
         estimator, outer = self.setup.estimator, self.setup.outer

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from lopt.evaluate import plots
+from lopt.evaluate import plots, stability
 from lopt.evaluate.analysis import Summary, format_speedup, summarize
 from lopt.evaluate.baselines import search_description
 from lopt.evaluate.results import load
@@ -100,8 +100,17 @@ def _speedup_texts(comparison, steps: int) -> list[str]:
             f"{bound}{stats.iqm:.2f}x [{bound}{iqm_low:.2f}, {bound}{iqm_high:.2f}]"]
 
 
-def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
+def _markdown(summary: Summary, figures: dict[str, str | None], unstable: list[dict] = ()) -> str:
     suite = summary.suite
+    flagged = {(r["task"], r["optimizer"]): r for r in unstable}
+
+    def mark(task: str, name: str) -> str:  # a blown-up or diverged cell of the per-task tables
+        r = flagged.get((task, name))
+        if r is None:
+            return ""
+        what = [f"{r[k]}/{r['seeds']} {k.replace('_', ' ')}" for k in ("blew_up", "diverged") if r[k]]
+        return " ⚠ " + ", ".join(what)
+
     header = summary.header
     steps = suite.num_steps
     lines = [f"# Evaluation on suite `{suite.name}`", ""]
@@ -148,7 +157,8 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
                   "*IQM*: interquartile mean, the mean of the middle 50% of tasks (rliable).")]
     else:
         lines += ["No candidate-versus-baseline comparisons (no candidates or no baselines)."]
-    lines += ["", "## Figures", ""]
+    lines += [""] + stability.markdown_lines(list(unstable), len(summary.tasks) * len(summary.names))
+    lines += ["## Figures", ""]
     captions = {"curves": "Learning curves per task", "improvement": "Improvement over the baselines and speedups",
                 "sweeps": "Out-of-distribution sweeps", "normalized": "Normalised test loss over tasks"}
     for key, file in figures.items():
@@ -158,10 +168,11 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
     names = summary.names
     rows = []
     for t in summary.tasks:
-        rows.append([t.task.label] + [f"{_num(t.final_test[n])} ({t.normalized_test[n]:.2f})" for n in names])
+        rows.append([t.task.label] + [f"{_num(t.final_test[n])} ({t.normalized_test[n]:.2f}){mark(t.task.label, n)}"
+                                      for n in names])
     lines += _table(["task"] + [f"`{n}`" for n in names], rows)
     lines += ["", "Final training loss (mean of the last 5% of steps, mean over seeds).", ""]
-    rows = [[t.task.label] + [_num(t.final_train[n]) for n in names] for t in summary.tasks]
+    rows = [[t.task.label] + [_num(t.final_train[n]) + mark(t.task.label, n) for n in names] for t in summary.tasks]
     lines += _table(["task"] + [f"`{n}`" for n in names], rows)
     if summary.candidates and summary.baselines:
         lines += ["", "Speedup (training loss) of each optimizer over each baseline.", ""]
@@ -183,12 +194,13 @@ def _markdown(summary: Summary, figures: dict[str, str | None]) -> str:
               ("- `results.csv`: one row per task x optimizer x hyperparameters x seed x step (train loss every "
               "step; valid/test loss and accuracy at evaluation steps)."),
               ("- `results.json`: the suite (every task config), the optimizers and searches, library versions "
-              f"({', '.join(f'{k} {v}' for k, v in versions.items())})."), ""]
+              f"({', '.join(f'{k} {v}' for k, v in versions.items())})."),
+              "- `stability.json`: the runs that blew up or diverged, seeds counted (the Stability section).", ""]
     return "\n".join(lines)
 
 
 def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Writes ``report.md`` and its PNGs for a results directory.
+    """Writes ``report.md``, its PNGs and ``stability.json`` (runs that blew up or diverged) for a results directory.
 
     Args:
         results_dir: a directory written by :func:`lopt.evaluate.evaluate` (or ``combine``).
@@ -209,6 +221,7 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
         figures["improvement"] = plots.plot_improvement(summary, out / "improvement.png")
     figures["sweeps"] = plots.plot_sweeps(summary, out / "ood_sweeps.png")
     figures["normalized"] = plots.plot_normalized(summary, out / "normalized_losses.png")
+    _, unstable = stability.write_stability(summary, out)
     path = out / REPORT_NAME
-    path.write_text(_markdown(summary, figures))
+    path.write_text(_markdown(summary, figures, unstable))
     return path

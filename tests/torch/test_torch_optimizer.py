@@ -252,7 +252,7 @@ def test_cnn_example_trains(tmp_path):
 @pytest.mark.parametrize(
     "module",
     ["lopt.torch", "lopt.torch.optimizer", "lopt.torch.ops", "lopt.torch.source",
-     "lopt.torch.architectures"],
+     "lopt.torch.architectures", "lopt.torch.chunks", "lopt.torch.compiled"],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from lopt.learned.base import LearnedOptimizer as JaxLearnedOptimizer
+from lopt.torch.compiled import CompiledRows
 
 __all__ = ["Port", "tree_to"]
 
@@ -47,9 +48,23 @@ class Port(abc.ABC):
     #: Registry name of the architecture this port implements.
     name: ClassVar[str] = ""
 
+    #: ``(eager, fused)`` per-chunk rows functions of ports with a per-parameter network:
+    #: :meth:`use_compile` compiles the fused one. ``None``: the step is already a few
+    #: ``torch._foreach_*`` kernels and is not compiled.
+    rows_forms: ClassVar[tuple[Any, Any] | None] = None
+
     def __init__(self, arch: JaxLearnedOptimizer, theta: Tree):
         self.arch = arch
         self._theta = {torch.device("cpu"): theta}
+        self._compiled: CompiledRows | None = None
+        self._plans: dict[Any, Any] = {}
+
+    def use_compile(self) -> None:
+        """Steps with the ``torch.compile``-d rows function (warns and stays eager where
+        compiling is impossible; a no-op for ports without one)."""
+        if self.rows_forms is not None:
+            eager, fused = self.rows_forms
+            self._compiled = CompiledRows(eager, fused)
 
     @property
     def needs_loss(self) -> bool:

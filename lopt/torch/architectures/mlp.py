@@ -1,10 +1,14 @@
 """PyTorch port of ``mlp`` (:class:`lopt.learned.MLPLOpt`, Metz et al. 2019's per-parameter MLP).
 
-Per step, for all tensors at once: the momenta of the gradient at each decay, the features
-``[g, p, m_1..m_k]`` of every parameter in one ``[N, 2 + k]`` buffer, each feature divided by
-its root mean square within its tensor, then one MLP over all rows (time features folded
-into the first layer's bias) giving a direction ``d`` and log-magnitude ``s``; the update is
-``-d * exp(s * exp_mult) * step_mult``.
+Per step, for the tensors of one device, in two passes over chunks of rows
+(:class:`lopt.torch.chunks.Plan`; cache-sized on the CPU, so the ``[features, rows]`` and
+``[hidden, rows]`` temporaries stay in cache):
+
+1. the momenta of the gradient at each decay, updated in place, and each tensor's mean
+   square of every feature ``[g, p, m_1..m_k]`` (accumulated chunk by chunk);
+2. the features divided by their tensor's root mean square, one MLP (time features folded
+   into the first layer's bias) giving a direction ``d`` and log-magnitude ``s``, and the
+   update ``-d * exp(s * exp_mult) * step_mult``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import ClassVar
 import torch
 
 from lopt.learned import features as F
-from lopt.torch import ops
+from lopt.torch import chunks, ops
+from lopt.torch.architectures import mlp_rows
 from lopt.torch.architectures.base import Port
 
 __all__ = ["MLPPort"]
@@ -26,6 +31,7 @@ class MLPPort(Port):
     """The ``mlp`` architecture on PyTorch tensors (state: ``momentum`` of ``(*p.shape, k)``)."""
 
     name: ClassVar[str] = "mlp"
+    rows_forms = (mlp_rows.rows_eager, mlp_rows.rows_eager)
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         k = len(self.arch.decays)
@@ -38,25 +44,54 @@ class MLPPort(Port):
         k = len(arch.decays)
         shapes = [tuple(p.shape) for p in params]
         sizes = [p.numel() for p in params]
-
         decays = torch.tensor(arch.decays, dtype=_f32, device=device)
-        g = ops.flat_cat(grads)
-        m = ops.flat_cat([s["momentum"] for s in states], width=k)
-        m = decays * m + (1.0 - decays) * g[:, None]
-        torch._foreach_copy_([s["momentum"] for s in states], ops.split_as(m, shapes))
-
-        x = torch.empty((g.shape[0], 2 + k), dtype=_f32, device=device)
-        x[:, 0] = g
-        x[:, 1] = ops.flat_cat(params)
-        x[:, 2:] = m
-        ops.normalize_per_tensor_(x, sizes)
+        net = self.theta(device)["mlp"]
 
         ctx = [ops.tanh_time_embedding(count, arch.time_scales)]
         if arch.fraction_features:
             fraction = torch.tensor(float(count), dtype=_f32) / float(num_steps)
             ctx.append(ops.fraction_embedding(fraction, F.FRACTION_POINTS))
         context = torch.cat(ctx).to(device)
+        n_x = 2 + k
+        layers = [(net["w0"][:n_x].t().contiguous(), net["b0"] + context @ net["w0"][n_x:])]
+        layers += [(net[f"w{i}"].t().contiguous(), net[f"b{i}"]) for i in range(1, len(net) // 2)]
 
-        out = ops.mlp_apply(self.theta(device)["mlp"], x, context=context)
-        step = out[:, 0] * torch.exp(out[:, 1] * arch.exp_mult) * arch.step_mult
-        return ops.split_as(step.neg_(), shapes)
+        g_rows = [g.reshape(-1) for g in grads]
+        p_rows = [p.detach().reshape(-1) for p in params]
+        m_rows = [s["momentum"].view(-1, k) for s in states]
+        plan = self._plan(sizes, device)
+
+        # Pass 1: momenta in place, and each tensor's sum of squares of each feature.
+        sums = torch.zeros((len(sizes), n_x), dtype=_f32, device=device)
+        for i in range(len(plan.chunks)):
+            m = plan.take(m_rows, i)
+            x = mlp_rows.features(plan.take(g_rows, i), plan.take(p_rows, i), m, decays)
+            plan.put(m_rows, i, m)
+            plan.add_per_tensor(sums, i, x.square())
+        counts = torch.tensor([max(n, 1) for n in sizes], dtype=_f32, device=device)
+        scales = torch.rsqrt(1e-5 + sums / counts[:, None])
+
+        # Pass 2: normalised features, the network, the update.
+        rows = self._compiled or mlp_rows.rows_eager
+        consts = mlp_rows.Consts(arch.exp_mult, arch.step_mult)
+        out = torch.empty(plan.total, dtype=_f32, device=device)
+        for i, start in enumerate(plan.starts):
+            g = plan.take(g_rows, i)
+            rows(
+                g,
+                plan.take(p_rows, i),
+                plan.take(m_rows, i),
+                plan.per_row(scales, i),
+                out[start : start + g.shape[0]],
+                layers,
+                consts,
+            )
+        return ops.split_as(out, shapes)
+
+    def _plan(self, sizes: list[int], device: torch.device) -> chunks.Plan:
+        """The chunk plan for tensors of ``sizes`` on ``device`` (cached)."""
+        key = (tuple(sizes), device.type)
+        if key not in self._plans:
+            floats_per_row = 2 * self.arch.hidden_size + 3 * (2 + len(self.arch.decays))
+            self._plans[key] = chunks.Plan(sizes, chunks.chunk_rows(floats_per_row, device))
+        return self._plans[key]

@@ -2,25 +2,21 @@
 
 Adam's bias-corrected direction plus a small per-parameter MLP correction, a learned
 log-learning-rate schedule over the fraction of training, and learned per-tensor multipliers.
-Per step, for all tensors at once:
+Per step, for the tensors of one device:
 
-1. accumulators: three momenta (``b1`` and the two extra decays), Adam's second moment, and
-   Adafactor row/column second moments (one per tensor of rank >= 2; a full accumulator for
-   vectors and scalars);
-2. six clipped, scale-free inputs per parameter in one ``[N, 6]`` buffer;
-3. the network in row chunks, each row's first-layer bias carrying its tensor's context
-   (fraction-of-training embedding, rank, size, fan-in), and the update
-   ``-(lr * mult) * clip(m_hat + d) * exp(clip(s))``.
-
-The per-tensor quantities (context inputs, parameter RMS, step multiplier) form one small
-``[T, 5]`` table repeated over each chunk's rows; the tensor context enters the first layer
-as three extra input columns, so no ``[N, hidden]`` buffer outlives a chunk.
+1. whole-tensor quantities: the Adafactor row/column second moments (one per tensor of rank
+   >= 2; a full accumulator for vectors and scalars) and the factored-normalised gradient,
+   each tensor's parameter RMS, and a small ``[T, hidden + 2]`` table of per-tensor values
+   (first-layer bias carrying the tensor's context -- fraction-of-training embedding, rank,
+   size, fan-in -- ``rms(p) + 1e-8`` and ``-(lr * mult)``);
+2. the rest, chunk by chunk (:class:`lopt.torch.chunks.Plan`; cache-sized on the CPU): the
+   three momenta and Adam's second moment updated in place, six clipped scale-free inputs,
+   the network, and the update ``-(lr * mult) * clip(m_hat + d) * exp(clip(s))``
+   (:mod:`lopt.torch.architectures.nominal_rows`, eager or ``torch.compile``-d).
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
 from typing import ClassVar
 
@@ -28,7 +24,8 @@ import torch
 
 from lopt.learned import features as F
 from lopt.learned import nominal as jax_nominal
-from lopt.torch import ops
+from lopt.torch import chunks, ops
+from lopt.torch.architectures import nominal_rows
 from lopt.torch.architectures.base import Port
 
 __all__ = ["NominalPort"]
@@ -81,6 +78,7 @@ class NominalPort(Port):
     """
 
     name: ClassVar[str] = "nominal"
+    rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         shape, dev = tuple(param.shape), param.device
@@ -119,26 +117,28 @@ class NominalPort(Port):
             "time_context": ops.fraction_embedding(fraction, F.FRACTION_POINTS),
         }
 
-    def _tensor_table(self, shapes, scalars) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-tensor inputs on the CPU.
+    def _tensor_table(self, shapes, scalars) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-tensor quantities on the CPU, as the JAX step computes them.
 
         Returns:
-            ``(tensor_context [T, 3], minus_step [T], shared_bias [hidden])``: each tensor's
-            context inputs (rank < 2, log size, log fan-in), ``-(lr * mult)``, and the
-            first-layer bias plus the time context's contribution (the same for all rows).
+            ``(bias [T, hidden], minus_step [T])``: each tensor's first-layer bias (``b0``
+            plus the time and tensor context through ``w_context``) and ``-(lr * mult)``.
         """
         th = self.theta(torch.device("cpu"))
         net = th["network"]
-        ctx = [
+        tensor_context = torch.tensor(
             [
-                float(len(s) < 2),
-                math.log10(max(math.prod(s), 1)) / 4.0,
-                math.log10(_fan_in(s)) / 4.0,
-            ]
-            for s in shapes
-        ]
-        n_time = scalars["time_context"].numel()
-        shared_bias = net["b0"] + scalars["time_context"] @ net["w_context"][:n_time]
+                [
+                    float(len(s) < 2),
+                    math.log10(max(math.prod(s), 1)) / 4.0,
+                    math.log10(_fan_in(s)) / 4.0,
+                ]
+                for s in shapes
+            ],
+            dtype=_f32,
+        )
+        time_context = scalars["time_context"].expand(len(shapes), -1)
+        bias = net["b0"] + torch.cat([time_context, tensor_context], dim=1) @ net["w_context"]
         mults = []
         for s in shapes:
             if len(s) < 2:
@@ -146,8 +146,18 @@ class NominalPort(Port):
             else:
                 log_fan = math.log(_fan_in(s) / jax_nominal.FAN_IN_REFERENCE)
                 mults.append(torch.exp(th["log_tensor_mult"][1] - th["mup_exponent"] * log_fan))
-        minus_step = -(scalars["lr"] * torch.stack(mults))
-        return torch.tensor(ctx, dtype=_f32), minus_step, shared_bias
+        return bias, -(scalars["lr"] * torch.stack(mults))
+
+    def _plan(self, sizes: list[int], device: torch.device) -> chunks.Plan:
+        """The chunk plan for tensors of ``sizes`` on ``device`` (cached)."""
+        key = (tuple(sizes), device.type, self._compiled is not None)
+        if key not in self._plans:
+            if self._compiled is not None:  # no temporaries in memory: few, large chunks
+                rows = 1 << (16 if device.type == "cpu" else 22)
+            else:
+                rows = chunks.chunk_rows(3 * self.arch.hidden_size + 24, device)
+            self._plans[key] = chunks.Plan(sizes, rows)
+        return self._plans[key]
 
     def update(self, params, grads, states, count, loss, num_steps):
         del loss
@@ -156,69 +166,52 @@ class NominalPort(Port):
         net = self.theta(device)["network"]
         shapes = [tuple(p.shape) for p in params]
         sizes = [p.numel() for p in params]
-        k = len(arch.decays)
         scalars = self._scalars(count, num_steps)
-        on_dev = {key: v.to(device) for key, v in scalars.items()}
+        decays = scalars["decays"].to(device)
+        step = nominal_rows.Step(
+            decays=decays,
+            one_minus_decays=1.0 - decays,
+            m_correction=scalars["m_correction"].to(device),
+            v_correction=scalars["v_correction"].to(device),
+            w0t=net["w0"].t().contiguous(),
+            w1t=net["w1"].t().contiguous(),
+            b1=net["b1"],
+            w2t=net["w2"].t().contiguous(),
+            b2=net["b2"],
+        )
+        consts = nominal_rows.Consts(arch.b2, arch.eps, arch.input_clip, arch.update_clip)
 
-        g = ops.flat_cat(grads)
-        p = ops.flat_cat(params)
-        decays = on_dev["decays"]
-        m = ops.flat_cat([s["momentum"] for s in states], width=k)
-        m = decays * m + (1.0 - decays) * g[:, None]
-        v = ops.flat_cat([s["rms"] for s in states])
-        v = arch.b2 * v + (1 - arch.b2) * g.square()
-        torch._foreach_copy_([s["momentum"] for s in states], ops.split_as(m, shapes))
-        torch._foreach_copy_([s["rms"] for s in states], ops.split_as(v, shapes))
+        # Whole-tensor quantities first: the factored gradient and each tensor's RMS.
         fd = torch.tensor([arch.factored_decay], dtype=_f32, device=device)
-        fac_g = torch.cat([_factored_step(gi.to(_f32), s, fd) for gi, s in zip(grads, states)])
-
+        fac = [_factored_step(g.to(_f32), s, fd) for g, s in zip(grads, states)]
         p_rms = torch.stack(
-            [
-                piece.square().mean().sqrt() if piece.numel() else piece.new_zeros(())
-                for piece in p.split(sizes)
-            ]
+            [torch.linalg.vector_norm(p, dtype=_f32) / math.sqrt(max(p.numel(), 1)) for p in params]
         )
-        tensor_context, minus_step, shared_bias = self._tensor_table(shapes, scalars)
-        n_ctx = tensor_context.shape[1]
-        # Per tensor: [context inputs..., parameter RMS, -(lr * mult)], repeated over its rows.
+        bias, minus_step = self._tensor_table(shapes, scalars)
         table = torch.cat(
-            [tensor_context.to(device), p_rms[:, None], minus_step.to(device)[:, None]], dim=1
+            [bias.to(device), (p_rms + 1e-8)[:, None], minus_step.to(device)[:, None]], dim=1
         )
-        # The tensor context enters the first layer as extra input columns (its weights are
-        # the context rows of w_context), so no per-row [N, hidden] bias is materialised.
-        n_time = scalars["time_context"].numel()
-        w_in = torch.cat([net["w0"], net["w_context"][n_time:]], dim=0)
-        shared_bias = shared_bias.to(device)
-        n_in = net["w0"].shape[0]
 
-        clip = arch.input_clip
-        out = torch.empty_like(g)
-        ends = list(itertools.accumulate(sizes))
-        step_rows = ops.chunk_rows(3 * arch.hidden_size + 2 * (n_in + n_ctx) + 16)
-        for start in range(0, g.shape[0], step_rows):
-            stop = min(start + step_rows, g.shape[0])
-            sl = slice(start, stop)
-            first = bisect.bisect_right(ends, start)
-            last = bisect.bisect_left(ends, stop)
-            counts = [
-                min(ends[i], stop) - max(ends[i] - sizes[i], start) for i in range(first, last + 1)
-            ]
-            tab = table[first : last + 1].repeat_interleave(
-                torch.tensor(counts, device=device), dim=0, output_size=stop - start
+        g_rows = [g.reshape(-1) for g in grads]
+        p_rows = [p.detach().reshape(-1) for p in params]
+        m_rows = [s["momentum"].view(-1, len(arch.decays)) for s in states]
+        v_rows = [s["rms"].view(-1) for s in states]
+        plan = self._plan(sizes, device)
+        out = torch.empty(plan.total, dtype=_f32, device=device)
+        rows = self._compiled or nominal_rows.rows_eager
+        for i, start in enumerate(plan.starts):
+            m, v = plan.take(m_rows, i), plan.take(v_rows, i)
+            rows(
+                plan.take(g_rows, i),
+                plan.take(p_rows, i),
+                m,
+                v,
+                plan.take(fac, i),
+                plan.per_row(table, i),
+                out[start : start + m.shape[0]],
+                step,
+                consts,
             )
-            precond = 1.0 / (torch.sqrt(v[sl] * on_dev["v_correction"]) + arch.eps)
-            moments = m[sl] * on_dev["m_correction"] * precond[:, None]
-            x = torch.empty((stop - start, n_in + n_ctx), dtype=_f32, device=device)
-            x[:, 0] = g[sl] * precond
-            x[:, 1 : 1 + k] = moments
-            x[:, 1 + k] = fac_g[sl]
-            x[:, 2 + k] = p[sl] / (tab[:, n_ctx] + 1e-8)
-            x[:, :n_in].clamp_(-clip, clip)
-            x[:, n_in:] = tab[:, :n_ctx]
-            h = torch.relu_(torch.addmm(shared_bias, x, w_in))
-            h = torch.relu_(torch.addmm(net["b1"], h, net["w1"]))
-            o = torch.addmm(net["b2"], h, net["w2"])
-            combined = torch.clamp(moments[:, 0] + o[:, 0], -arch.update_clip, arch.update_clip)
-            scale = torch.exp(torch.clamp(o[:, 1], -4.0, 4.0))
-            out[sl] = tab[:, n_ctx + 1] * combined * scale
+            plan.put(m_rows, i, m)
+            plan.put(v_rows, i, v)
         return ops.split_as(out, shapes)

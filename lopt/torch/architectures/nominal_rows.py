@@ -1,0 +1,108 @@
+"""The per-parameter part of ``nominal``'s step on one chunk of rows, in two equal forms.
+
+Both forms update the chunk's momenta and second moment in place and write the chunk's
+updates into ``out``, with the arithmetic of :class:`lopt.learned.NominalLOpt` in the same
+order (results differ from JAX's only by float32 rounding):
+
+* :func:`rows_eager` for eager PyTorch: the features as a ``[6, n]`` block and the network as
+  three ``addmm`` on ``[hidden, n]`` activations (few large kernels; on the CPU the chunk is
+  cache-sized, so the activations never reach main memory);
+* :func:`rows_fused` for ``torch.compile``: the network written as unrolled elementwise
+  multiply-adds (as the JAX version is), so the compiler fuses features, network, state and
+  update into one loop over the rows with no per-row temporaries in memory.
+
+Per-chunk tensors: ``g``, ``p`` ``[n]`` (any float dtype), ``m`` ``[n, 3]`` and ``v`` ``[n]``
+float32 state (updated in place), ``fac`` ``[n]`` the factored-normalised gradient, ``tab``
+``[1 or n, hidden + 2]`` per-row tensor quantities (first-layer bias with the tensor's
+context, ``rms(p) + 1e-8``, ``-(lr * mult)``), ``out`` ``[n]`` float32.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Consts", "Step", "rows_eager", "rows_fused"]
+
+_f32 = torch.float32
+
+
+class Consts(NamedTuple):
+    """Python-float constants of one optimizer (baked into a compiled graph)."""
+
+    b2: float
+    eps: float
+    input_clip: float
+    update_clip: float
+
+
+class Step(NamedTuple):
+    """Per-step float32 tensors on the chunk's device.
+
+    Attributes:
+        decays: ``[3]`` momentum decays; ``one_minus_decays`` ``1 - decays``.
+        m_correction: ``[3]`` bias corrections of the momenta; ``v_correction`` ``[]``.
+        w0t, w1t, w2t: the network's weights transposed (``[out, in]``); ``b1``, ``b2``
+            biases (the first layer's bias is per row, in ``tab``).
+    """
+
+    decays: torch.Tensor
+    one_minus_decays: torch.Tensor
+    m_correction: torch.Tensor
+    v_correction: torch.Tensor
+    w0t: torch.Tensor
+    w1t: torch.Tensor
+    b1: torch.Tensor
+    w2t: torch.Tensor
+    b2: torch.Tensor
+
+
+def rows_eager(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
+    """One chunk with few large eager kernels (see the module docstring)."""
+    hidden = s.w0t.shape[0]
+    g = g.to(_f32)
+    m.mul_(s.decays).add_(g[:, None] * s.one_minus_decays)
+    v.mul_(c.b2).add_(g.square().mul_(1 - c.b2))
+    precond = (v * s.v_correction).sqrt_().add_(c.eps).reciprocal_()
+    x = torch.empty((6, g.shape[0]), dtype=_f32, device=g.device)
+    torch.mul(g, precond, out=x[0])
+    torch.mul(m.t(), s.m_correction[:, None], out=x[1:4])
+    x[1:4].mul_(precond)
+    x[4].copy_(fac)
+    torch.div(p.to(_f32), tab[:, hidden], out=x[5])
+    nominal = x[1].clone()
+    x.clamp_(-c.input_clip, c.input_clip)
+    h = torch.addmm(tab[:, :hidden].t(), s.w0t, x).relu_()
+    h = torch.addmm(s.b1[:, None], s.w1t, h).relu_()
+    o = torch.addmm(s.b2[:, None], s.w2t, h)
+    combined = nominal.add_(o[0]).clamp_(-c.update_clip, c.update_clip)
+    torch.mul(combined.mul_(tab[:, hidden + 1]), o[1].clamp_(-4.0, 4.0).exp_(), out=out)
+
+
+def _dense(xs, wt, bias):
+    """``y_j = sum_i x_i wt[j, i] + bias_j`` unrolled (``bias`` a list of per-row or 0-d terms)."""
+    ys = []
+    for j in range(wt.shape[0]):
+        acc = xs[0] * wt[j, 0]
+        for i in range(1, len(xs)):
+            acc = acc + xs[i] * wt[j, i]
+        ys.append(acc + bias[j])
+    return ys
+
+
+def rows_fused(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
+    """One chunk as elementwise ops only, for ``torch.compile`` (see the module docstring)."""
+    hidden = s.w0t.shape[0]
+    g = g.to(_f32)
+    m.copy_(m * s.decays + g[:, None] * s.one_minus_decays)
+    v.copy_(v * c.b2 + g * g * (1 - c.b2))
+    precond = 1.0 / (torch.sqrt(v * s.v_correction) + c.eps)
+    moments = [m[:, k] * s.m_correction[k] * precond for k in range(3)]
+    xs = [g * precond, *moments, fac, p.to(_f32) / tab[:, hidden]]
+    xs = [x.clamp(-c.input_clip, c.input_clip) for x in xs]
+    h = [torch.relu(y) for y in _dense(xs, s.w0t, [tab[:, j] for j in range(hidden)])]
+    h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
+    direction, log_scale = _dense(h, s.w2t, [s.b2[0], s.b2[1]])
+    combined = torch.clamp(moments[0] + direction, -c.update_clip, c.update_clip)
+    out.copy_(tab[:, hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0)))

@@ -1,0 +1,157 @@
+"""Row chunks over the parameters of one step: the plan that lets a port work cache-sized pieces.
+
+The per-parameter networks of ``nominal`` and ``mlp`` make several temporaries per parameter
+(features, hidden activations). Run over all parameters at once, each temporary is a pass
+over main memory; run over chunks of rows that fit in the cache (CPU) or in a few hundred MiB
+(GPU), the temporaries stay small and the state is updated in place, chunk by chunk.
+
+A plan cuts the concatenation of all tensors (flattened, in order) into consecutive chunks
+of at most ``rows`` rows. A chunk is a tuple of segments ``(tensor index, first row, stop
+row)``; most chunks lie inside one tensor (one segment: they are views, no copy), a chunk
+that crosses tensor boundaries (small tensors, a tensor's tail) is gathered with ``cat``.
+
+Example:
+    >>> import torch
+    >>> plan = Plan([6, 1, 2], rows=4)
+    >>> plan.chunks
+    (((0, 0, 4),), ((0, 4, 6), (1, 0, 1), (2, 0, 1)), ((2, 1, 2),))
+    >>> pieces = [torch.arange(6.0), torch.tensor([10.0]), torch.tensor([20.0, 21.0])]
+    >>> plan.take(pieces, 1).tolist()
+    [4.0, 5.0, 10.0, 20.0]
+    >>> plan.starts
+    (0, 4, 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["CPU_CHUNK_BYTES", "GPU_CHUNK_BYTES", "Plan", "chunk_rows"]
+
+#: Bytes of float32 temporaries per chunk on the CPU: about a core's L2 cache, so a chunk's
+#: features and activations are written and read again without touching main memory.
+CPU_CHUNK_BYTES = 1 << 22
+#: Bytes of float32 temporaries per chunk on accelerators: large chunks, few kernel launches.
+GPU_CHUNK_BYTES = 1 << 28
+
+Segment = tuple[int, int, int]
+
+
+def chunk_rows(floats_per_row: int, device: torch.device) -> int:
+    """Rows per chunk when each row holds ``floats_per_row`` float32 temporaries on ``device``.
+
+    Example:
+        >>> chunk_rows(64, torch.device("cpu"))
+        16384
+    """
+    budget = CPU_CHUNK_BYTES if device.type == "cpu" else GPU_CHUNK_BYTES
+    return max(1, budget // (4 * max(1, floats_per_row)))
+
+
+class Plan:
+    """Consecutive chunks of at most ``rows`` rows over tensors of ``sizes`` elements.
+
+    Args:
+        sizes: number of elements of each tensor, in order.
+        rows: the most rows in one chunk.
+
+    Attributes:
+        chunks: the chunks, each a tuple of ``(tensor, start, stop)`` segments.
+        starts: each chunk's first row in the concatenation of all tensors.
+        total: the number of rows of all tensors.
+    """
+
+    def __init__(self, sizes: Sequence[int], rows: int):
+        chunks: list[tuple[Segment, ...]] = []
+        current: list[Segment] = []
+        filled = 0
+        for index, size in enumerate(sizes):
+            start = 0
+            while start < size:
+                take = min(size - start, rows - filled)
+                current.append((index, start, start + take))
+                filled += take
+                start += take
+                if filled == rows:
+                    chunks.append(tuple(current))
+                    current, filled = [], 0
+        if current:
+            chunks.append(tuple(current))
+        self.chunks: tuple[tuple[Segment, ...], ...] = tuple(chunks)
+        starts, total = [], 0
+        for chunk in self.chunks:
+            starts.append(total)
+            total += sum(stop - start for _, start, stop in chunk)
+        self.starts: tuple[int, ...] = tuple(starts)
+        self.total = total
+        self._row_index: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def take(self, tensors: Sequence[torch.Tensor], chunk: int) -> torch.Tensor:
+        """The rows of chunk ``chunk`` from per-tensor ``[numel, ...]`` tensors.
+
+        A view when the chunk lies inside one tensor (writes go to that tensor), else a new
+        tensor (write it back with :meth:`put`).
+        """
+        segments = self.chunks[chunk]
+        if len(segments) == 1:
+            index, start, stop = segments[0]
+            return tensors[index][start:stop]
+        return torch.cat([tensors[i][a:b] for i, a, b in segments])
+
+    def put(self, tensors: Sequence[torch.Tensor], chunk: int, values: torch.Tensor) -> None:
+        """Writes ``values`` (from :meth:`take`, modified) back where chunk ``chunk`` came from."""
+        segments = self.chunks[chunk]
+        if len(segments) == 1:
+            index, start, stop = segments[0]
+            target = tensors[index][start:stop]
+            if target.data_ptr() != values.data_ptr():
+                target.copy_(values)
+            return
+        offset = 0
+        for i, a, b in segments:
+            tensors[i][a:b].copy_(values[offset : offset + b - a])
+            offset += b - a
+
+    def add_per_tensor(self, sums: torch.Tensor, chunk: int, values: torch.Tensor) -> None:
+        """Adds the row sums of ``values`` ``[F, n]`` (chunk ``chunk``) to ``sums[tensor]``.
+
+        Example:
+            >>> plan = Plan([3, 2], rows=4)
+            >>> sums = torch.zeros(2, 1)
+            >>> for i in range(len(plan.chunks)):
+            ...     plan.add_per_tensor(sums, i, torch.ones(1, 4 if i == 0 else 1))
+            >>> sums.flatten().tolist()
+            [3.0, 2.0]
+        """
+        segments = self.chunks[chunk]
+        if len(segments) == 1:
+            sums[segments[0][0]] += values.sum(dim=1)
+            return
+        ids, counts = self._ids_counts(chunk, values.device)
+        row_ids = ids.repeat_interleave(counts, output_size=values.shape[1])
+        sums.index_add_(0, row_ids, values.t())
+
+    def _ids_counts(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (chunk, device)
+        if key not in self._row_index:
+            segments = self.chunks[chunk]
+            ids = torch.tensor([i for i, _, _ in segments], device=device)
+            counts = torch.tensor([b - a for _, a, b in segments], device=device)
+            self._row_index[key] = (ids, counts)
+        return self._row_index[key]
+
+    def per_row(self, table: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Rows of a per-tensor ``[T, ...]`` table for chunk ``chunk``.
+
+        ``[1, ...]`` (broadcasts over the chunk) when the chunk lies inside one tensor, else
+        each tensor's row repeated over its rows of the chunk.
+        """
+        segments = self.chunks[chunk]
+        if len(segments) == 1:
+            index = segments[0][0]
+            return table[index : index + 1]
+        ids, counts = self._ids_counts(chunk, table.device)
+        n = sum(b - a for _, a, b in segments)
+        return table.index_select(0, ids).repeat_interleave(counts, dim=0, output_size=n)

@@ -1,0 +1,108 @@
+"""``LearnedOptimizer(..., compile=True)``: the compiled step equals JAX's; clean fallbacks.
+
+Compiling with inductor takes minutes on a loaded 2-core CPU, so the test that really
+compiles runs only when asked for (``-m slow`` or ``LOPT_RUN_SLOW=1``); the fallbacks (no
+``torch.compile``; a compiler failure) are checked in every run.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_equal_trajectories import (
+    NUM_STEPS,
+    assert_same_trajectory,
+    jax_trajectory,
+    perturbed_theta,
+    problem,
+    torch_trajectory,
+)
+
+import lopt.learned
+import lopt.torch
+from lopt.torch import compiled
+
+
+def run(name, *, compile, num_steps=NUM_STEPS, steps=range(NUM_STEPS), **config):
+    lopt_ = lopt.learned.get(name, **config)
+    theta = perturbed_theta(lopt_, seed=1)
+    params, grads, losses = problem(seed=2)
+    got, opt, _ = torch_trajectory(
+        lambda ps: lopt.torch.LearnedOptimizer(
+            ps, (theta, lopt_), num_steps=num_steps, compile=compile
+        ),
+        params,
+        grads,
+        losses,
+        steps=steps,
+    )
+    return got, opt, (lopt_, theta, params, grads, losses)
+
+
+def test_compile_must_be_a_bool():
+    with pytest.raises(TypeError, match="compile='yes'"):
+        run("nominal", compile="yes")
+
+
+def test_without_torch_compile_warns_and_steps_eagerly(monkeypatch):
+    monkeypatch.setattr(compiled, "compile_unavailable_reason", lambda: "no compiler here")
+    with pytest.warns(RuntimeWarning, match="no compiler here.*eager"):
+        got, opt, _ = run("nominal", compile=True, steps=range(5))
+    assert not opt._port._compiled.active
+    want, _, _ = run("nominal", compile=False, steps=range(5))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_compiler_failure_falls_back_before_touching_state(monkeypatch):
+    """A compiler error at the first call: warn, step eagerly, same trajectory as eager."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    def failing_compile(fn, **kwargs):
+        def call(*args):
+            raise TorchDynamoException("inductor: no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*no C\\+\\+ compiler"):
+        got, opt, _ = run("mlp", compile=True, steps=range(5))
+    assert not opt._port._compiled.active
+    want, _, _ = run("mlp", compile=False, steps=range(5))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_other_errors_are_not_swallowed(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise ValueError("a bug, not a compiler failure")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(ValueError, match="a bug"):
+        run("nominal", compile=True, steps=range(1))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside torch's inductor
+@pytest.mark.parametrize("name", ["nominal", "mlp"])
+def test_compiled_step_matches_jax_over_100_steps(name, request):
+    if "slow" not in (request.config.getoption("markexpr") or "") and os.environ.get(
+        "LOPT_RUN_SLOW"
+    ) != "1":
+        pytest.skip("compiles with inductor (minutes on CPU); run with -m slow or LOPT_RUN_SLOW=1")
+    if compiled.compile_unavailable_reason() is not None:
+        pytest.skip(compiled.compile_unavailable_reason())
+    got, opt, (lopt_, theta, params, grads, losses) = run(name, compile=True)
+    assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
+    want = jax_trajectory(lopt_, theta, params, grads, losses, NUM_STEPS)
+    assert_same_trajectory(got, want, params)

@@ -1,0 +1,107 @@
+"""Model selection for the campaign: score several thetas on the same held-out validation configs.
+
+A campaign session on the GPU may end without evaluating (its call's time limit), and the
+meta-loss it logs is measured on training episodes at random truncation points, too noisy to
+choose which theta to ship. This scores candidate thetas, on any machine, on one fixed set of
+*validation* configs: held-out variants of the campaign's training structures (dynamic values
+never drawn for training), trained for ``--steps`` inner steps each and normalised by an Adam
+grid fitted on the same configs (0 = the best Adam run, 1 = the initial loss). Every theta sees
+the same configs and seeds. The held-out benchmark suite (``benchmarks/pretrained_heldout.py``)
+stays the test set: do not select on it.
+
+Usage::
+
+    python -m lopt.pretrained.validate campaign/warm_start.safetensors lopt/pretrained/weights/default.safetensors \\
+        [--families mlp quadratic] [--steps 300] [--variants 2] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import jax
+
+from lopt.learned import get as get_lopt
+from lopt.meta.warm_start import load_warm_start
+
+__all__ = ["validate"]
+
+#: Seed of the validation variants (campaign sessions train with seeds 1, 2, ...).
+VALIDATION_SEED = 0
+
+
+def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
+             steps: int = 300, variants: int = 2) -> dict[str, dict[str, float]]:
+    """Held-out validation scores of each theta (lower is better), on the same configs.
+
+    Args:
+        thetas: label -> theta of the campaign's architecture (``nominal``).
+        state_dir: the campaign folder (its ``state.json`` fixes the structures).
+        families: only these training families' structures (default: all).
+        steps: inner steps per validation run (and of the Adam grid that normalises it).
+        variants: held-out variants per structure.
+
+    Returns:
+        label -> ``{"heldout_normalized_loss": ..., "heldout/<family>": ..., ...}``.
+
+    Example:
+        >>> import jax, lopt
+        >>> from lopt.pretrained.validate import validate
+        >>> theta = lopt.learned.get("nominal").init(jax.random.key(0))
+        >>> scores = validate({"adam": theta}, families=["quadratic"], steps=20, variants=1)  # doctest: +SKIP
+    """
+    from lopt.meta.trainer import _mixture_engine
+    from lopt.meta.truncation import make_schedule
+    from lopt.pretrained.campaign import _read_state, campaign_config
+
+    if not thetas:
+        raise ValueError("validate: pass at least one theta.")
+    state = _read_state(state_dir)
+    if not state["structures"]:
+        raise ValueError(f"{state_dir}/state.json holds no structures; run a campaign session first.")
+    cfg = campaign_config(state, minutes=1.0, init_from="", families=families, overrides=[
+        f"seed={VALIDATION_SEED}", "task.configs_per_bucket=1", "normalizer.num_steps=10",
+        f"task.heldout_per_bucket={variants}", f"trainer.eval_steps={steps}", "task.redraw_every=0"])
+    lopt_ = get_lopt(cfg.lopt.name)
+    truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
+                               min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
+    engine = _mixture_engine(cfg, lopt_, truncation)
+    key = jax.random.key(VALIDATION_SEED)
+    return {label: engine.evaluate(theta, key=key) for label, theta in thetas.items()}
+
+
+def _load(path: str) -> Any:
+    theta, _, _ = load_warm_start(path, get_lopt("nominal"))  # a warm-start or a theta file
+    return theta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("thetas", nargs="+", help="warm-start or theta files (nominal)")
+    parser.add_argument("--state", default="campaign")
+    parser.add_argument("--families", nargs="*", default=None)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--variants", type=int, default=2)
+    parser.add_argument("--out", default=None, help="write the scores here as JSON (refuses to overwrite)")
+    args = parser.parse_args(argv)
+    if args.out and os.path.exists(args.out):
+        parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
+    start = time.time()
+    scores = validate({path: _load(path) for path in args.thetas}, state_dir=args.state, families=args.families,
+                      steps=args.steps, variants=args.variants)
+    for path, row in scores.items():
+        print(f"{row['heldout_normalized_loss']:.4f}  {path}  " +
+              " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"steps": args.steps, "variants": args.variants, "families": args.families,
+                       "seconds": time.time() - start, "scores": scores}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

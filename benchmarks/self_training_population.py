@@ -13,7 +13,7 @@ inner steps: equal compute.
 Usage:
     nice -n 10 python benchmarks/self_training_population.py          # ~10-15 min on 2 busy CPU cores
 Saves ``benchmarks/results/self_training_population_cpu.json``, the best member of every run
-under ``benchmarks/results/self_training_population/<teacher>.safetensors`` and
+under ``benchmarks/results/self_training_population/<teacher>_seed<seed>.safetensors`` and
 ``docs/examples/self_training_population.png``.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -40,6 +41,19 @@ FIGURE = os.path.join(HERE, "..", "docs", "examples", "self_training_population.
 THETAS = os.path.join(HERE, "results", "self_training_population")
 
 
+def label(teacher: str) -> str:
+    """A legend label for a population teacher setting."""
+    return f"Adam {teacher[5:]} outer" if teacher.startswith("adam:") else f"learned outer (teacher: {teacher} member)"
+
+
+def replot(runs: dict, path: str) -> None:
+    """Draws the figure from the saved per-generation scores and per-step meta-losses."""
+    plot_population({label(t): ([{"generation": g, "scores": s, "best_score": b} for g, (s, b) in
+                                 enumerate(zip(r["scores_per_generation"], r["best_score_per_generation"]))],
+                                [{"step": i + 1, "meta_loss": m} for i, m in enumerate(r["mean_meta_loss_per_step"])])
+                     for t, r in runs.items()}, path, smooth_window=20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lopt", default="learnable_adam")
@@ -54,10 +68,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--result-name", default="self_training_population")
     parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--replot", metavar="JSON", help="only redraw --figure from a saved results file")
     args = parser.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            replot(json.load(f)["runs"], args.figure)
+        return
     overrides = [f"lopt.name={args.lopt}", f"seed={args.seed}", f"estimator.num_tasks={args.num_tasks}",
                  f"trainer.eval_tasks={args.eval_tasks}", "trainer.eval_steps=1000"]
-    runs, dirs = {}, {}
+    runs = {}
     work = tempfile.mkdtemp(prefix="selftrain_bench_")
     os.makedirs(THETAS, exist_ok=True)
     for teacher in args.teachers.split(","):
@@ -70,7 +89,8 @@ def main() -> None:
         wall = time.perf_counter() - start
         evals = lopt.meta.read_metrics(os.path.join(out, "eval.jsonl"))
         steps = lopt.meta.read_metrics(os.path.join(out, "metrics.jsonl"))
-        shutil.copy(os.path.join(out, "theta.safetensors"), os.path.join(THETAS, teacher.replace(":", "_") + ".safetensors"))
+        shutil.copy(os.path.join(out, "theta.safetensors"),
+                    os.path.join(THETAS, f"{teacher.replace(':', '_')}_seed{args.seed}.safetensors"))
         theta = result["theta"]
         runs[teacher] = {
             "settings": dataclasses.asdict(settings),
@@ -84,10 +104,9 @@ def main() -> None:
             "inner_steps": args.size * settings.outer_steps * 2 * args.num_tasks * 50
                            + (args.generations + 1) * args.size * args.eval_tasks * 1000,
         }
-        dirs[teacher] = out
         print(f"teacher {teacher:12s} best held-out per generation "
               f"{np.round(runs[teacher]['best_score_per_generation'], 4).tolist()}  {wall:.0f} s", flush=True)
-    plot_population(dirs, args.figure)
+    replot(runs, args.figure)
     path = save(args.result_name, {"config": "canonical", "args": vars(args), "runs": runs})
     shutil.rmtree(work, ignore_errors=True)
     print(f"saved {path} and {os.path.normpath(args.figure)}")

@@ -32,6 +32,7 @@ import math
 import os
 import pathlib
 import time
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,7 @@ from lopt.meta.population import (
 )
 from lopt.meta.run_directory import open_run
 from lopt.meta.trainer import INIT_STREAM, MetaTrainer
+from lopt.plotting import smooth
 
 __all__ = ["PopulationSettings", "SelfTrainer", "plot_population"]
 
@@ -298,17 +300,22 @@ class SelfTrainer:
                        extra={**extra, "member": i, "heldout_score": float(scores[i])})
         path = save_theta(self.out_dir / "theta.safetensors", self.lopt, thetas[best],
                           extra={**extra, "member": best, "heldout_score": float(scores[best])})
-        plot_population({self.settings.teacher: self.out_dir}, self.out_dir / "population.png")
+        window = max(1, self.config.truncation.horizon // self.config.estimator.unroll_length)
+        plot_population({f"teacher {self.settings.teacher}": self.out_dir}, self.out_dir / "population.png",
+                        smooth_window=window)
         return {"generation": generation, "scores": scores.tolist(), "best_member": best,
                 "best_score": float(scores[best]), "theta": thetas[best], "theta_path": str(path), "seconds": seconds}
 
 
-def plot_population(runs: dict[str, str | os.PathLike], path: str | os.PathLike) -> str:
+def plot_population(runs: Mapping[str, str | os.PathLike | tuple[list, list]], path: str | os.PathLike, *,
+                    smooth_window: int = 1) -> str:
     """Plots population runs' held-out scores per generation (members as dots, best as a line).
 
     Args:
-        runs: ``{label: run directory}``; each directory's ``eval.jsonl`` and ``metrics.jsonl`` are read.
+        runs: ``{label: run directory}`` (its ``eval.jsonl`` and ``metrics.jsonl`` are read), or
+            ``{label: (eval rows, metrics rows)}`` as those files hold them.
         path: the PNG to write.
+        smooth_window: trailing mean window of the per-step meta-loss (e.g. outer steps per episode).
 
     Returns:
         ``path`` as a string.
@@ -321,20 +328,24 @@ def plot_population(runs: dict[str, str | os.PathLike], path: str | os.PathLike)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for k, (label, run) in enumerate(runs.items()):
         color = f"C{k}"
-        rows = [r for r in read_metrics(pathlib.Path(run) / "eval.jsonl") if "generation" in r]
+        if isinstance(run, tuple):
+            evals, steps = run
+        else:
+            evals = read_metrics(pathlib.Path(run) / "eval.jsonl")
+            steps = read_metrics(pathlib.Path(run) / "metrics.jsonl")
+        rows = [r for r in evals if "generation" in r]
         gens = [r["generation"] for r in rows]
         for g, r in zip(gens, rows):
             finite = [x for x in r["scores"] if isinstance(x, (int, float)) and math.isfinite(x)]
             axes[0].scatter([g] * len(finite), finite, color=color, s=8, alpha=0.4)
-        axes[0].plot(gens, [r["best_score"] for r in rows], color=color, marker="o", ms=3, label=f"{label} (best)")
-        steps = read_metrics(pathlib.Path(run) / "metrics.jsonl")
-        axes[1].plot([r["step"] for r in steps], [r["meta_loss"] for r in steps], color=color, alpha=0.8, lw=0.8,
-                     label=label)
+        axes[0].plot(gens, [r["best_score"] for r in rows], color=color, marker="o", ms=3, label=label)
+        axes[1].plot([r["step"] for r in steps], smooth([r["meta_loss"] for r in steps], smooth_window),
+                     color=color, alpha=0.8, lw=1, label=label)
     axes[0].set_xlabel("generation")
     axes[0].set_ylabel("held-out normalised loss")
-    axes[0].set_title("population: members (dots) and best (line)")
+    axes[0].set_title("population: every member (dots), the best (line)")
     axes[1].set_xlabel("outer step (per member)")
-    axes[1].set_ylabel("meta-loss (mean over members)")
+    axes[1].set_ylabel("meta-loss (mean over members" + (f", running mean of {smooth_window})" if smooth_window > 1 else ")"))
     axes[1].set_title("training meta-loss")
     for ax in axes:
         ax.set_yscale("log")

@@ -16,8 +16,9 @@ architecture it reports:
 Usage:
     python benchmarks/torch_step.py --threads 1              # CPU, 1e6 and 1e7 params
     python benchmarks/torch_step.py --device cuda --sizes 1e7 1e8
+    python benchmarks/torch_step.py --device cuda --sizes 1e7 1e8 --compile --no-jax
 
-Writes ``benchmarks/results/torch_step_<device>.json``.
+Writes ``benchmarks/results/torch_step_<device>.json`` (``..._compile.json`` with ``--compile``).
 """
 
 from __future__ import annotations
@@ -75,12 +76,16 @@ def attach_grads(params: list[torch.Tensor], seed: int = 1) -> None:
         p.grad = torch.randn(p.shape, generator=g, device=p.device) * 1e-2
 
 
-def make_optimizer(arch: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+def make_optimizer(
+    arch: str, params: list[torch.Tensor], *, compile: bool = False
+) -> torch.optim.Optimizer:
     if arch == "adamw":
         fused = params[0].device.type == "cuda"
         return torch.optim.AdamW(params, lr=1e-3, fused=fused, foreach=None if fused else True)
     lo = lopt.learned.get(arch)
-    return lopt.torch.LearnedOptimizer(params, (lo.init(jax.random.key(0)), lo), num_steps=HORIZON)
+    return lopt.torch.LearnedOptimizer(
+        params, (lo.init(jax.random.key(0)), lo), num_steps=HORIZON, compile=compile
+    )
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -100,7 +105,9 @@ def timed_step(opt: torch.optim.Optimizer, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def bench_size(n: int, device: torch.device, archs, *, repeats: int, jax_too: bool, bw: float):
+def bench_size(
+    n: int, device: torch.device, archs, *, repeats: int, jax_too: bool, bw: float, compile: bool
+):
     jax_params = make_params(n)
     n_real = sum(x.size for x in jax.tree.leaves(jax_params))
     adam_params = torch_params(jax_params, device)
@@ -115,9 +122,13 @@ def bench_size(n: int, device: torch.device, archs, *, repeats: int, jax_too: bo
             params = adam_params if arch == "adamw" else torch_params(jax_params, device)
             if arch != "adamw":
                 attach_grads(params)
-            opt = adamw if arch == "adamw" else make_optimizer(arch, params)
-            for _ in range(3):
+            opt = adamw if arch == "adamw" else make_optimizer(arch, params, compile=compile)
+            warmup = time.perf_counter()
+            for _ in range(3):  # with --compile: compiles here
                 timed_step(opt, device)
+            if arch != "adamw":
+                row["compile"] = compile
+                row["warmup_s"] = time.perf_counter() - warmup
             times, ratios = [], []
             for _ in range(repeats):
                 a = timed_step(adamw, device)
@@ -159,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX step figures")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 on a shared machine: OpenMP barriers stall)")
+    parser.add_argument("--compile", action="store_true",
+                        help="LearnedOptimizer(..., compile=True) (torch.compile; warm-up compiles)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -178,8 +191,9 @@ def main(argv=None) -> int:
     print(f"device {tag}, measured copy bandwidth {bw / 1e9:.1f} GB/s")
     for n in args.sizes:
         payload["results"] += bench_size(int(n), device, args.archs, repeats=args.repeats,
-                                         jax_too=not args.no_jax, bw=bw)
-    path = args.out or os.path.join(RESULTS_DIR, f"torch_step_{tag}.json")
+                                         jax_too=not args.no_jax, bw=bw, compile=args.compile)
+    suffix = "_compile" if args.compile else ""
+    path = args.out or os.path.join(RESULTS_DIR, f"torch_step_{tag}{suffix}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)

@@ -1,0 +1,68 @@
+"""The campaign runner: sessions chain through the committed state; a killed session is recoverable."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lopt import checkpoint
+from lopt.pretrained import campaign
+from lopt.pretrained.validate import validate
+
+TINY = ["estimator.num_tasks=2", "estimator.unroll_length=5", "truncation.min_horizon=10",
+        "truncation.max_horizon=20", "normalizer.num_steps=10", "trainer.eval_steps=10", "task.configs_per_bucket=1",
+        "task.heldout_per_bucket=1", "trainer.outer_steps=3", "trainer.eval_every=0", "task.redraw_every=0"]
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("campaign")
+    with open("campaign/state.json", encoding="utf-8") as f:
+        quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
+    with open(path / "state.json", "w", encoding="utf-8") as f:
+        json.dump({"sessions": [], "structures": quadratic, "outer_steps": 0, "gpu_minutes": 0.0}, f)
+    return path
+
+
+def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded(state_dir, tmp_path):
+    first = campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=TINY, reserve_minutes=0)
+    session = first["sessions"][-1]
+    assert first["outer_steps"] == session["outer_steps"] == 3 and session["start_outer_step"] == 0
+    warm = tmp_path / "one" / "run" / "warm_start.safetensors"
+    assert session["warm_start_digest"] == checkpoint.stored_digest(str(warm))
+    assert first["cpu_minutes"] > 0 and first["gpu_minutes"] == 0.0
+    # commit it as the next session's state, then run a second session from there
+    os.replace(tmp_path / "one" / "state.json", state_dir / "state.json")
+    os.replace(warm, state_dir / "warm_start.safetensors")
+    second = campaign.run_session(str(state_dir), str(tmp_path / "two"), minutes=5, overrides=TINY, reserve_minutes=0)
+    assert second["sessions"][-1]["start_outer_step"] == 3 and second["outer_steps"] == 6
+    assert second["sessions"][-1]["seed"] == 2  # a new seed per session: new variants are drawn
+    # a session killed before writing state.json: record it from its run folder
+    os.remove(tmp_path / "two" / "state.json")
+    recorded = campaign.record(str(state_dir), str(tmp_path / "two" / "run"), str(tmp_path / "rec"), device="cpu",
+                               on_gpu=False, seconds=12.0, setup_seconds=3.0, note="killed at the limit")
+    last = recorded["sessions"][-1]
+    assert recorded["outer_steps"] == 6 and last["outer_steps"] == 3 and last["note"] == "killed at the limit"
+    assert last["warm_start_digest"] == checkpoint.stored_digest(str(tmp_path / "two" / "run" / "warm_start.safetensors"))
+    with pytest.raises(ValueError, match="no metrics"):
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        (empty / "metrics.jsonl").write_text("")
+        campaign._session_entry(recorded, str(empty), seed=1, seconds=1, setup_seconds=1, flops=None, overrides=[],
+                                families=[], device="cpu", on_gpu=False)
+
+
+def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir):
+    lopt_ = __import__("lopt").learned.get("nominal")
+    theta = lopt_.init(jax.random.key(0))
+    slow = {**theta, "log_lr": theta["log_lr"] - 3.0}  # a 20x smaller step: clearly worse in 10 steps
+    scores = validate({"a": theta, "b": theta, "slow": slow}, state_dir=str(state_dir), steps=10, variants=1)
+    assert scores["a"] == scores["b"]
+    assert np.isfinite(scores["a"]["heldout_normalized_loss"])
+    assert scores["slow"]["heldout_normalized_loss"] > scores["a"]["heldout_normalized_loss"]
+    with pytest.raises(ValueError, match="at least one theta"):
+        validate({}, state_dir=str(state_dir))

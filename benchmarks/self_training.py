@@ -32,6 +32,7 @@ Saves ``benchmarks/results/self_training_cpu.json`` and ``docs/examples/self_tra
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -160,6 +161,41 @@ def plot(runs: list[dict], summaries: dict, path: str) -> None:
     plt.close(fig)
 
 
+def combine(paths: list[str], reference: str = "adam:0.001") -> dict:
+    """Pools the runs of several result files (e.g. different seeds) into one table per outer optimizer.
+
+    "steps to reference" is the first outer step at which a run's smoothed meta-loss reaches the
+    mean final smoothed meta-loss of ``reference`` over all its pooled runs.
+    """
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs += json.load(f)["runs"]
+    table = {}
+    for name in dict.fromkeys(r["lopt"] for r in runs):
+        mine = [r for r in runs if r["lopt"] == name]
+        target = float(np.mean([r["smoothed_meta_loss"][-1] for r in mine if r["outer"] == reference]))
+        rows = {}
+        for outer in dict.fromkeys(r["outer"] for r in mine):
+            rs = sorted((r for r in mine if r["outer"] == outer), key=lambda r: r["seed"])
+            final = np.asarray([r["smoothed_meta_loss"][-1] for r in rs])
+            heldout = np.asarray([r["eval_normalized_loss"][-1] for r in rs])
+            rows[outer] = {"seeds": [r["seed"] for r in rs], "final_meta_loss_mean": float(final.mean()),
+                           "final_meta_loss_std": float(final.std(ddof=1)) if len(rs) > 1 else 0.0,
+                           "final_heldout_mean": float(heldout.mean()),
+                           "final_heldout_std": float(heldout.std(ddof=1)) if len(rs) > 1 else 0.0,
+                           "steps_to_reference_per_seed": [first_at_or_below(r["smoothed_meta_loss"], target)
+                                                           for r in rs]}
+        table[name] = {"reference": reference, "reference_final_meta_loss": target, "rows": rows}
+        print(f"\nfresh {name}: pooled over {sorted({r['seed'] for r in mine})}; reference {reference} "
+              f"final meta-loss {target:.4f}")
+        for outer, row in rows.items():
+            print(f"{outer:12s} seeds {row['seeds']!s:16s} meta-loss {row['final_meta_loss_mean']:.4f} "
+                  f"+- {row['final_meta_loss_std']:.4f}  held-out {row['final_heldout_mean']:.4f} "
+                  f"+- {row['final_heldout_std']:.4f}  steps to reference {row['steps_to_reference_per_seed']}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lopts", default="learnable_adam", help="fresh learned optimizers to meta-train")
@@ -174,7 +210,14 @@ def main() -> None:
     parser.add_argument("--figure", default=FIGURE)
     parser.add_argument("--skip-pretrained", action="store_true", help="Adam grid only (e.g. to extend a grid)")
     parser.add_argument("--result-name", default="self_training", help="results/<name>_<device>.json")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="only pool the runs of these result files (e.g. several seeds) into one table, "
+                             "saved as results/<--result-name>_<device>.json")
     args = parser.parse_args()
+    if args.combine:
+        path = save(args.result_name, {"combined": args.combine, "summaries": combine(args.combine)})
+        print(f"saved {path}")
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     outers = [f"adam:{float(lr):g}" for lr in args.adam_grid.split(",")] + ([] if args.skip_pretrained else ["pretrained"])
     runs = []

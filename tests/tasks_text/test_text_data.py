@@ -55,6 +55,22 @@ def test_fake_wordnet_directory_gives_lexicographer_labels(tmp_path, monkeypatch
             assert label == lex[part] and corpus.class_names[label].startswith(part)
 
 
+def test_gzipped_wordnet_files_read_the_same(tmp_path, monkeypatch):
+    import gzip
+
+    _fake_wordnet(tmp_path / "wn")
+    monkeypatch.setenv("LOPT_WORDNET_DIR", str(tmp_path / "wn"))
+    plain = text._wordnet()
+    for part in text.WORDNET_PARTS:
+        path = tmp_path / "wn" / f"data.{part}"
+        (tmp_path / "wn" / f"data.{part}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    packed = text._wordnet()
+    for split in ("train", "valid", "test"):
+        assert list(packed.documents[split]) == list(plain.documents[split])
+        assert list(packed.labels[split]) == list(plain.labels[split])
+
+
 def _write_categories(folder):
     folder.mkdir()
     (folder / "jokes").write_text("%\n".join(f"Joke number {i}.\n" for i in range(25)))

@@ -17,7 +17,8 @@ Corpora:
   by lines holding a single ``%``. Debian's ``fortunes-min`` has 3 categories (fortunes,
   literature, riddles; 821 fortunes); installing ``fortunes`` as well gives 43.
 * ``"wordnet"``: the gloss of every synset in ``data.noun``, ``data.verb``, ``data.adj`` and
-  ``data.adv`` of ``/usr/share/wordnet`` (or ``$LOPT_WORDNET_DIR``); the class is the synset's
+  ``data.adv`` of ``/usr/share/wordnet`` (or ``$LOPT_WORDNET_DIR``; gzipped ``data.noun.gz``
+  etc. are read too); the class is the synset's
   lexicographer file (45 classes, :data:`WORDNET_LEXNAMES`). 117,033 distinct glosses.
 * ``register_text(name, path)`` or ``"text:/some/path"``: a text file (one class) or a
   directory whose files are the classes; documents are separated by ``%`` lines when the
@@ -44,6 +45,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import gzip
 import itertools
 import os
 import re
@@ -284,14 +286,14 @@ def _wordnet() -> TextCorpus:
     directory = Path(os.environ.get("LOPT_WORDNET_DIR", WORDNET_DIR))
     documents, labels = [], []
     for part in WORDNET_PARTS:
-        path = directory / f"data.{part}"
-        if not path.is_file():
+        path, packed = directory / f"data.{part}", directory / f"data.{part}.gz"
+        if not path.is_file() and not packed.is_file():
             raise DatasetNotFoundError(
                 f"Text corpus 'wordnet' is not available: {path} is missing. Install it with "
                 "`sudo apt-get install wordnet-base`, or point LOPT_WORDNET_DIR at a directory "
-                "holding WordNet's data.noun, data.verb, data.adj and data.adv.")
-        for gloss, label in parse_wordnet_data(path.read_text(encoding="utf-8", errors="replace"),
-                                               source=str(path)):
+                "holding WordNet's data.noun, data.verb, data.adj and data.adv (plain or .gz).")
+        raw = path.read_bytes() if path.is_file() else gzip.decompress(packed.read_bytes())
+        for gloss, label in parse_wordnet_data(raw.decode("utf-8", errors="replace"), source=str(path)):
             if not 0 <= label < len(WORDNET_LEXNAMES):
                 raise ValueError(f"{path}: lex_filenum {label} is outside 0..{len(WORDNET_LEXNAMES) - 1}.")
             documents.append(gloss)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from lopt.learned.base import LearnedOptimizer as JaxLearnedOptimizer
+from lopt.torch.chunks import Plan
 from lopt.torch.compiled import CompiledRows
 
 __all__ = ["Port", "tree_to"]
@@ -57,7 +58,7 @@ class Port(abc.ABC):
         self.arch = arch
         self._theta = {torch.device("cpu"): theta}
         self._compiled: CompiledRows | None = None
-        self._plans: dict[Any, Any] = {}
+        self._plans: dict[tuple, Plan] = {}
 
     def use_compile(self) -> None:
         """Steps with the ``torch.compile``-d rows function (warns and stays eager where
@@ -65,6 +66,13 @@ class Port(abc.ABC):
         if self.rows_forms is not None:
             eager, fused = self.rows_forms
             self._compiled = CompiledRows(eager, fused)
+
+    def plan(self, sizes: list[int], device: torch.device, rows: int) -> Plan:
+        """The chunk plan of ``rows`` rows for tensors of ``sizes`` elements (cached)."""
+        key = (tuple(sizes), device.type, rows)
+        if key not in self._plans:
+            self._plans[key] = Plan(sizes, rows)
+        return self._plans[key]
 
     @property
     def needs_loss(self) -> bool:

@@ -59,7 +59,8 @@ class MLPPort(Port):
         g_rows = [g.reshape(-1) for g in grads]
         p_rows = [p.detach().reshape(-1) for p in params]
         m_rows = [s["momentum"].view(-1, k) for s in states]
-        plan = self._plan(sizes, device)
+        floats_per_row = 2 * arch.hidden_size + 3 * n_x
+        plan = self.plan(sizes, device, chunks.chunk_rows(floats_per_row, device))
 
         # Pass 1: momenta in place, and each tensor's sum of squares of each feature.
         sums = torch.zeros((len(sizes), n_x), dtype=_f32, device=device)
@@ -87,11 +88,3 @@ class MLPPort(Port):
                 consts,
             )
         return ops.split_as(out, shapes)
-
-    def _plan(self, sizes: list[int], device: torch.device) -> chunks.Plan:
-        """The chunk plan for tensors of ``sizes`` on ``device`` (cached)."""
-        key = (tuple(sizes), device.type)
-        if key not in self._plans:
-            floats_per_row = 2 * self.arch.hidden_size + 3 * (2 + len(self.arch.decays))
-            self._plans[key] = chunks.Plan(sizes, chunks.chunk_rows(floats_per_row, device))
-        return self._plans[key]

@@ -148,17 +148,6 @@ class NominalPort(Port):
                 mults.append(torch.exp(th["log_tensor_mult"][1] - th["mup_exponent"] * log_fan))
         return bias, -(scalars["lr"] * torch.stack(mults))
 
-    def _plan(self, sizes: list[int], device: torch.device) -> chunks.Plan:
-        """The chunk plan for tensors of ``sizes`` on ``device`` (cached)."""
-        key = (tuple(sizes), device.type, self._compiled is not None)
-        if key not in self._plans:
-            if self._compiled is not None:  # no temporaries in memory: few, large chunks
-                rows = 1 << (16 if device.type == "cpu" else 22)
-            else:
-                rows = chunks.chunk_rows(3 * self.arch.hidden_size + 24, device)
-            self._plans[key] = chunks.Plan(sizes, rows)
-        return self._plans[key]
-
     def update(self, params, grads, states, count, loss, num_steps):
         del loss
         arch = self.arch
@@ -196,7 +185,11 @@ class NominalPort(Port):
         p_rows = [p.detach().reshape(-1) for p in params]
         m_rows = [s["momentum"].view(-1, len(arch.decays)) for s in states]
         v_rows = [s["rms"].view(-1) for s in states]
-        plan = self._plan(sizes, device)
+        if self._compiled is not None:  # no temporaries in memory: few, large chunks
+            rows = 1 << (16 if device.type == "cpu" else 22)
+        else:
+            rows = chunks.chunk_rows(3 * arch.hidden_size + 24, device)
+        plan = self.plan(sizes, device, rows)
         out = torch.empty(plan.total, dtype=_f32, device=device)
         rows = self._compiled or nominal_rows.rows_eager
         for i, start in enumerate(plan.starts):

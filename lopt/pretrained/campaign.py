@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import pathlib
 import tempfile
 import time
 from typing import Any
@@ -188,6 +189,49 @@ def record(state_dir: str, run_dir: str, out: str, *, device: str, on_gpu: bool,
     return _write_state(state, session, out, list(cfg.task.structures))
 
 
+def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note: str = "") -> dict[str, Any]:
+    """Makes a finished (or killed) session the campaign's new state: the step to run before committing.
+
+    ``session_dir`` is a session's ``--out`` folder as it came back (``state.json`` when the session
+    ended normally, always ``run/``). A session without ``state.json`` is :func:`record`-ed from its
+    run folder (its log next to it, ``../campaign.log``, gives the set-up seconds when present).
+    Copies into ``state_dir``: ``state.json`` (only if it extends the current one: the sessions
+    recorded so far must be its first ones), ``warm_start.safetensors`` and the metrics log as
+    ``logs/session-NN-<gpu|cpu>-metrics.jsonl``.
+    """
+    import re
+    import shutil
+
+    state = _read_state(state_dir)
+    run_dir = os.path.join(session_dir, "run")
+    new_path = os.path.join(session_dir, "state.json")
+    if os.path.exists(new_path):
+        with open(new_path, encoding="utf-8") as f:
+            new_state = json.load(f)
+    else:
+        log = os.path.join(os.path.dirname(os.path.abspath(session_dir)), "campaign.log")
+        text = pathlib.Path(log).read_text(encoding="utf-8") if os.path.exists(log) else ""
+        found = re.search(r"set-up (\d+) s", text)
+        setup = float(found.group(1)) if found else 0.0
+        rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        seconds = setup + (rows[-1]["seconds"] if rows else 0.0)
+        new_state = record(state_dir, run_dir, tempfile.mkdtemp(prefix="lopt-adopt-"), device=device, on_gpu=device != "cpu",
+                           seconds=seconds, setup_seconds=setup,
+                           note=note or "stopped before writing state.json; recorded from its run folder")
+    if new_state["sessions"][:len(state["sessions"])] != state["sessions"]:
+        raise ValueError(f"{new_path}: its sessions do not extend {state_dir}/state.json's; it was run from another "
+                         "campaign state. Nothing was changed.")
+    index = len(new_state["sessions"])
+    kind = "gpu" if new_state["sessions"][-1].get("on_gpu") else "cpu"
+    os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
+    shutil.copyfile(os.path.join(run_dir, "metrics.jsonl"),
+                    os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}-metrics.jsonl"))
+    shutil.copyfile(os.path.join(run_dir, "warm_start.safetensors"), os.path.join(state_dir, "warm_start.safetensors"))
+    with open(os.path.join(state_dir, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(new_state, f, indent=1)
+    return new_state
+
+
 def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
     """Writes the campaign's theta (or ``theta_path``'s) as the package's pretrained weights ``name``.
 
@@ -234,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", default=None, metavar="RUN_DIR",
                         help="do not train: record a session whose process was stopped before writing state.json "
                              "(its run folder's warm start and metrics) into --out")
-    parser.add_argument("--device", default="NVIDIA H200", help="with --record: the device it ran on")
+    parser.add_argument("--adopt", default=None, metavar="SESSION_DIR",
+                        help="do not train: make a session's --out folder (as it came back) the campaign's state")
+    parser.add_argument("--device", default="NVIDIA H200", help="with --record/--adopt: the device it ran on")
     parser.add_argument("--seconds", type=float, default=0.0, help="with --record: the session's wall seconds")
     parser.add_argument("--setup-seconds", type=float, default=0.0, help="with --record: its set-up seconds")
     parser.add_argument("--note", default="", help="with --record: what happened")
@@ -243,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ship is not None:
         print(f"wrote {ship(args.state, theta_path=args.ship or None)}")
+        return 0
+    if args.adopt:
+        state = adopt(args.state, args.adopt, device=args.device, note=args.note)
+        print(f"adopted session {len(state['sessions'])}: the campaign is at {state['outer_steps']} outer steps; "
+              f"commit {args.state}/")
         return 0
     if not args.out:
         parser.error("--out DIR is required to run or record a session")

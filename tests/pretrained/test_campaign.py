@@ -35,19 +35,24 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     warm = tmp_path / "one" / "run" / "warm_start.safetensors"
     assert session["warm_start_digest"] == checkpoint.stored_digest(str(warm))
     assert first["cpu_minutes"] > 0 and first["gpu_minutes"] == 0.0
-    # commit it as the next session's state, then run a second session from there
-    os.replace(tmp_path / "one" / "state.json", state_dir / "state.json")
-    os.replace(warm, state_dir / "warm_start.safetensors")
+    # adopt it as the campaign's state, then run a second session from there
+    campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
+    assert (state_dir / "logs" / "session-01-cpu-metrics.jsonl").exists()
     second = campaign.run_session(str(state_dir), str(tmp_path / "two"), minutes=5, overrides=TINY, reserve_minutes=0)
     assert second["sessions"][-1]["start_outer_step"] == 3 and second["outer_steps"] == 6
     assert second["sessions"][-1]["seed"] == 2  # a new seed per session: new variants are drawn
-    # a session killed before writing state.json: record it from its run folder
+    # a session killed before writing state.json: adopt records it from its run folder
     os.remove(tmp_path / "two" / "state.json")
-    recorded = campaign.record(str(state_dir), str(tmp_path / "two" / "run"), str(tmp_path / "rec"), device="cpu",
-                               on_gpu=False, seconds=12.0, setup_seconds=3.0, note="killed at the limit")
+    (tmp_path / "campaign.log").write_text("[campaign] set-up 7 s; meta-training\n")
+    recorded = campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu", note="killed at the limit")
     last = recorded["sessions"][-1]
     assert recorded["outer_steps"] == 6 and last["outer_steps"] == 3 and last["note"] == "killed at the limit"
-    assert last["warm_start_digest"] == checkpoint.stored_digest(str(tmp_path / "two" / "run" / "warm_start.safetensors"))
+    assert last["setup_seconds"] == 7.0 and not last["on_gpu"]
+    assert last["warm_start_digest"] == checkpoint.stored_digest(str(state_dir / "warm_start.safetensors"))
+    assert json.loads((state_dir / "state.json").read_text())["outer_steps"] == 6
+    assert (state_dir / "logs" / "session-02-cpu-metrics.jsonl").exists()
+    with pytest.raises(ValueError, match="do not extend"):  # the first session's folder is stale now
+        campaign.adopt(str(state_dir), str(tmp_path / "one"))
     with pytest.raises(ValueError, match="no metrics"):
         empty = tmp_path / "empty"
         empty.mkdir()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One GPU session of the pretrained optimizer's campaign, inside a rented-GPU call that returns $OUT.
+#
+#   bash scripts/campaign_gpu_session.sh [MINUTES]     # default 7.5; the call must allow MINUTES + 1.5
+#
+# Reads the committed campaign/ state, meta-trains for MINUTES of wall time (set-up and compilation
+# included), checkpoints the warm start every minute, and leaves in $OUT: campaign.log, c/state.json,
+# c/run/{metrics.jsonl,warm_start.safetensors,config.json} and xla_cache.tgz (the compiled bucket
+# programs, for the next call: unpack it into .xla_cache/ and carry that folder). Then, on the
+# development machine: `python -m lopt.pretrained.campaign --state campaign --adopt <files_at>/c`.
+#
+# Data travel in .data/ (git-ignored): .data/fashion (Fashion-MNIST IDX .gz), .data/fortunes,
+# .data/wordnet (data.{noun,verb,adj,adv}.gz); see docs/pretrained.md.
+set -u
+MINUTES="${1:-7.5}"
+: "${OUT:?run this inside a device call (OUT unset)}"
+export LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data/fortunes" \
+       LOPT_WORDNET_DIR="$PWD/.data/wordnet" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 \
+       XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_FLAGS=--xla_gpu_autotune_level=0
+CACHE=/tmp/lopt_xla_cache
+mkdir -p "$CACHE" "$OUT/c"
+if [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
+LIMIT=$(python3 -c "print(int(float('$MINUTES') * 60 + 50))")
+timeout "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --out "$OUT/c" --minutes "$MINUTES" \
+    --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \
+    --set trainer.checkpoint_minutes=1 2>&1 | grep -v -i warning | tee "$OUT/campaign.log"
+tar czf "$OUT/xla_cache.tgz" -C "$CACHE" .
+rm -f "$OUT/c/run/config_history.jsonl" "$OUT/c/run/lopt.lock" "$OUT/c/run/theta.safetensors"
+ls -la "$OUT" "$OUT/c" "$OUT/c/run"

@@ -7,7 +7,8 @@ members written by ``benchmarks/self_training_population.py`` (a population self
 learned teachers, and the same population outer-trained by Adam).
 
 Usage:
-    nice -n 10 python benchmarks/self_training_heldout.py --quick --skip word_rnn_lm_wordnet_lstm128
+    nice -n 10 python benchmarks/self_training_heldout.py --quick --tasks regression_diabetes_linear \
+        regression_diabetes_mlp64 quadratic_cond1e6_dim100 quadratic_cond1e5_dim1000_noisy losg_rosenbrock
 Saves ``benchmarks/results/self_training_heldout_<device>.json``.
 """
 
@@ -36,7 +37,8 @@ THETAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "se
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--thetas", nargs="+", default=sorted(glob.glob(os.path.join(THETAS, "*.safetensors"))))
-    parser.add_argument("--skip", nargs="*", default=[], choices=heldout.names(), help="tasks left out")
+    parser.add_argument("--tasks", nargs="+", default=list(heldout.names()), choices=heldout.names(),
+                        help="a subset of the suite (default: all)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="--steps-scale 0.05 --seeds 1")
@@ -46,7 +48,7 @@ def main() -> None:
     if not args.thetas:
         parser.error(f"no theta files (none in {THETAS}); run benchmarks/self_training_population.py first")
     candidates = {os.path.splitext(os.path.basename(p))[0]: lopt.learned.load_theta(p) for p in args.thetas}
-    names = [n for n in heldout.names() if n not in args.skip]
+    names = list(args.tasks)
     per_candidate = {label: [] for label in candidates}
     start = time.perf_counter()
     for entry in heldout.suite(names, steps_scale=args.steps_scale):
@@ -57,10 +59,12 @@ def main() -> None:
         adam = lopt.inner.train_many(task, optax.adam, {"learning_rate": np.append(protocol.GRID, protocol.DEFAULT_LR)},
                                      key=jax.random.key(0), num_seeds=args.seeds, **kwargs)
         adam = jax.tree.map(np.asarray, adam)
+        programs = {}  # one compiled program per architecture; theta is an argument
         for label, (theta, lopt_) in candidates.items():
-            optimizer = lopt_.optimizer(theta, num_steps=num_steps)
-            cand = jax.jit(jax.vmap(lambda k, o=optimizer, t=task, kw=kwargs: lopt.inner.train(t, o, key=k, **kw)))(
-                protocol.seed_keys(args.seeds))
+            if lopt_ not in programs:
+                programs[lopt_] = jax.jit(lambda th, keys, lo=lopt_, t=task, kw=kwargs: jax.vmap(
+                    lambda k: lopt.inner.train(t, lo.optimizer(th, num_steps=kw["num_steps"]), key=k, **kw))(keys))
+            cand = programs[lopt_](theta, protocol.seed_keys(args.seeds))
             per_candidate[label].append(protocol.summarize_task(entry.name, num_steps,
                                                                 {"adam": adam, "cand": jax.tree.map(np.asarray, cand)}))
         finals = {label: round(rows[-1]["candidate_final_test"], 4) for label, rows in per_candidate.items()}

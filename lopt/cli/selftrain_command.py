@@ -16,7 +16,6 @@ with its saved ``config.json`` and ``population.json``; ``--overwrite`` moves it
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -25,9 +24,10 @@ import time
 import lopt
 from lopt.meta.run_directory import clear_for_new_run, latest_checkpoint_step, resume_config
 from lopt.meta.selftrain import SETTINGS_FILE, PopulationSettings, SelfTrainer
-from lopt.output_dir import DirectoryLock
+from lopt.output_dir import DirectoryLock, existing_outputs
 
 DEFAULT_CONFIG = "canonical"
+POPULATION_OUTPUTS = (SETTINGS_FILE, "population", "population.png")  # besides run_directory.RUN_OUTPUTS
 _OPTIONS = {"size": int, "generations": int, "generation_steps": int, "teacher": str, "replace": int,
             "init_std": float, "perturb_std": float}
 
@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     with DirectoryLock(out):
         if not args.resume:
             moved = clear_for_new_run(out, overwrite=args.overwrite, config=config)
-            if moved is not None:
+            if moved is not None:  # the population's own files go with the rest of the old run
+                for name in existing_outputs(out, POPULATION_OUTPUTS):
+                    os.replace(os.path.join(out, name), os.path.join(moved, name))
                 print(f"moved the previous run in {out} to {moved}")
         print(f"self-training '{config.name}': {settings.size} {config.lopt.name} optimizers, teacher "
               f"{settings.teacher}, {settings.generations} generations of {settings.generation_steps} outer steps "
@@ -104,5 +106,4 @@ def run(args: argparse.Namespace) -> int:
           f"(held-out normalised loss {result['best_score']:.4f})")
     print(f"wrote {out}/: theta.safetensors (best member), population/, {SETTINGS_FILE}, config.json, metrics.jsonl, "
           "eval.jsonl, population.png, checkpoints/")
-    print(json.dumps(dataclasses.asdict(settings)))
     return 0

@@ -90,7 +90,15 @@ def plot_meta_training(out_dir: str) -> str:
     axes[0].set_title("meta-training objective (PES unrolls)")
     axes[0].grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    if evals:
+    if evals and "heldout_normalized_loss" in evals[0]:  # a mixture run: held-out configs, per family
+        e_steps = [r["step"] for r in evals]
+        axes[1].plot(e_steps, [r["heldout_normalized_loss"] for r in evals], "o-", color="k", linewidth=2,
+                     label="mean over held-out structures")
+        for name in sorted(k for k in evals[0] if k.startswith("heldout/")):
+            axes[1].plot(e_steps, [r.get(name, np.nan) for r in evals], ".--", alpha=0.7, label=name[len("heldout/"):])
+        axes[1].set_ylabel("normalised final loss (0 = best Adam, 1 = initial)")
+        axes[1].legend(fontsize=7, ncol=2)
+    elif evals:
         e_steps = [r["step"] for r in evals]
         axes[1].plot(e_steps, [r["eval_normalized_loss"] for r in evals], "o-", label="normalised final train loss")
         axes[1].plot(e_steps, [r["eval_valid_loss"] for r in evals], "s--", label="final valid loss (raw)")

@@ -23,12 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt.learned.base import reads_valid_loss
 from lopt.tasks.base import Task
 
 __all__ = ["BLOW_UP_FACTOR", "Curves", "InnerState", "evaluate", "init_state", "iterate", "num_evals", "run_steps",
            "train", "train_many"]
 
 EVAL_SPLITS = ("valid", "test")
+#: ``fold_in`` stream of the per-step validation batches a learned optimizer may read (disjoint
+#: from the training batches' ``fold_in(key, t)``).
+VALID_STREAM = 2**31 - 2
 
 #: A run *blew up* when its final loss is more than this many times its initial loss (see
 #: :meth:`Curves.blew_up`); ``diverged`` is kept for non-finite losses or params.
@@ -175,11 +179,15 @@ def init_state(task: Task, optimizer: optax.GradientTransformation, *, key: jax.
                       diverged_step=jnp.array(-1, jnp.int32))
 
 
-def _train_step(task: Task, optimizer: optax.GradientTransformationExtraArgs, key: jax.Array,
+def _train_step(task: Task, optimizer: optax.GradientTransformationExtraArgs, key: jax.Array, with_valid: bool,
                 state: InnerState) -> tuple[InnerState, jax.Array]:
     batch = task.sample_batch(jax.random.fold_in(key, state.step), "train")
     loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, loss=loss)
+    extra = {}
+    if with_valid:  # as in meta-training: the loss of one validation batch at the current params
+        valid_key = jax.random.fold_in(jax.random.fold_in(key, VALID_STREAM), state.step)
+        extra["valid_loss"] = task.loss(state.params, task.sample_batch(valid_key, "valid"))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, loss=loss, **extra)
     params = optax.apply_updates(state.params, updates)
     ok = jnp.isfinite(loss) & _all_finite(params) & ~state.diverged
     newly_diverged = ~ok & ~state.diverged
@@ -196,7 +204,7 @@ def _train_step(task: Task, optimizer: optax.GradientTransformationExtraArgs, ke
 
 
 def run_steps(task: Task, optimizer: optax.GradientTransformation, state: InnerState, *, key: jax.Array,
-              num_steps: int) -> tuple[InnerState, jax.Array]:
+              num_steps: int, valid_loss: bool | None = None) -> tuple[InnerState, jax.Array]:
     """Advances ``state`` by ``num_steps`` inner steps in one ``lax.scan``.
 
     Args:
@@ -205,12 +213,16 @@ def run_steps(task: Task, optimizer: optax.GradientTransformation, state: InnerS
         state: from :func:`init_state` or a previous call.
         key: the run's training key (batch ``t`` is drawn with ``fold_in(key, t)``).
         num_steps: how many steps (static).
+        valid_loss: pass each step's validation loss (one ``"valid"`` batch, drawn with
+            ``fold_in(fold_in(key, VALID_STREAM), t)``) as the extra arg ``valid_loss``. Default:
+            when the optimizer reads it (:func:`lopt.learned.reads_valid_loss`), as meta-training does.
 
     Returns:
         The new state and the ``[num_steps]`` training losses (NaN once diverged).
     """
+    with_valid = reads_valid_loss(optimizer) if valid_loss is None else bool(valid_loss)
     optimizer = _as_extra_args(optimizer)
-    step = functools.partial(_train_step, task, optimizer, key)
+    step = functools.partial(_train_step, task, optimizer, key, with_valid)
     return jax.lax.scan(lambda s, _: step(s), state, None, length=num_steps)
 
 
@@ -268,7 +280,8 @@ def _assemble(losses: list[jax.Array], evals: list[dict[str, jax.Array]], eval_s
 
 
 def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array, num_steps: int,
-          eval_every: int | None = None, eval_batches: int = 16, return_state: bool = False):
+          eval_every: int | None = None, eval_batches: int = 16, return_state: bool = False,
+          valid_loss: bool | None = None):
     """Trains ``task`` with ``optimizer`` for ``num_steps`` steps as one traced program.
 
     Pure and traceable: wrap it in ``jax.jit`` and ``jax.vmap`` (over keys, over optimizer
@@ -284,6 +297,8 @@ def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array
             also evaluated at step 0 and at the end.
         eval_batches: batches averaged per evaluation and split.
         return_state: also return the final :class:`InnerState`.
+        valid_loss: pass each step's validation loss to the optimizer (see :func:`run_steps`;
+            default: when it reads it).
 
     Returns:
         :class:`Curves` (and the final state if ``return_state``).
@@ -303,7 +318,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array
     num_full = num_steps // eval_every
 
     def one_chunk(state, _):
-        state, losses = run_steps(task, optimizer, state, key=train_key, num_steps=eval_every)
+        state, losses = run_steps(task, optimizer, state, key=train_key, num_steps=eval_every, valid_loss=valid_loss)
         return state, (losses, evaluate_state(state))
 
     losses, evals = [], [evaluate_state(state)]
@@ -311,7 +326,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array
     losses.append(chunk_losses.reshape(-1))
     evals.append(chunk_evals)
     if len(chunks) > num_full:
-        state, rest = run_steps(task, optimizer, state, key=train_key, num_steps=chunks[-1])
+        state, rest = run_steps(task, optimizer, state, key=train_key, num_steps=chunks[-1], valid_loss=valid_loss)
         losses.append(rest)
         evals.append(evaluate_state(state))
     curves = _assemble(losses, evals, list(np.cumsum([0, *chunks])), state)
@@ -319,7 +334,7 @@ def train(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array
 
 
 def iterate(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Array, num_steps: int,
-            eval_every: int | None = None, eval_batches: int = 16
+            eval_every: int | None = None, eval_batches: int = 16, valid_loss: bool | None = None
             ) -> Iterator[tuple[int, jax.Array, dict[str, jax.Array], InnerState]]:
     """Like :func:`train`, but yields after each evaluation (for progress bars).
 
@@ -332,7 +347,8 @@ def iterate(task: Task, optimizer: optax.GradientTransformation, *, key: jax.Arr
     evaluate_state = jax.jit(functools.partial(evaluate, task, key=eval_key, num_batches=eval_batches))
     state = jax.jit(functools.partial(init_state, task, optimizer))(key=init_key)
     yield 0, jnp.zeros((0,)), evaluate_state(state), state
-    advance = jax.jit(lambda s, n: run_steps(task, optimizer, s, key=train_key, num_steps=n), static_argnums=1)
+    advance = jax.jit(lambda s, n: run_steps(task, optimizer, s, key=train_key, num_steps=n, valid_loss=valid_loss),
+                      static_argnums=1)
     step = 0
     for n in _chunks(num_steps, eval_every):
         state, losses = advance(state, n)

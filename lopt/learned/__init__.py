@@ -19,7 +19,7 @@ Example:
 """
 
 from lopt.learned import features, nn
-from lopt.learned.base import LearnedOptimizer, Transform
+from lopt.learned.base import LearnedOptimizer, Transform, reads_valid_loss, skip_if_not_finite
 from lopt.learned.hierarchical import HierarchicalLOpt, HierarchicalState
 from lopt.learned.hyper import HyperLOpt, HyperState
 from lopt.learned.learnable import (
@@ -61,6 +61,8 @@ __all__ = [
     "load_theta",
     "names",
     "nn",
+    "reads_valid_loss",
     "register",
     "save_theta",
+    "skip_if_not_finite",
 ]

@@ -18,6 +18,11 @@ transformation composes with ``optax.chain``, ``optax.MultiSteps`` and
 ``optax.apply_if_finite``. Accumulators are float32; updates come back in each
 parameter's dtype (the gradient's when ``params`` is not given).
 
+Non-finite steps are skipped: when any update or new state entry comes out NaN or infinite
+(a NaN in one gradient, a NaN loss, a blown-up network output), the step returns zero
+updates and the unchanged state (:func:`skip_if_not_finite`), so nothing non-finite reaches
+``params`` or the optimizer state. A training loop sees the skip as a step that did not move.
+
 Subclasses implement :meth:`LearnedOptimizer.init` and
 :meth:`LearnedOptimizer._build`, and declare ``name`` and the ``needs_*`` flags.
 """
@@ -37,7 +42,7 @@ import optax
 
 from lopt import checkpoint
 
-__all__ = ["LearnedOptimizer", "Transform"]
+__all__ = ["LearnedOptimizer", "Transform", "reads_valid_loss", "skip_if_not_finite"]
 
 Array = jax.Array
 PyTree = Any
@@ -80,6 +85,63 @@ def _scalar(name: str, value: Any, lopt_name: str) -> Array | None:
 
 def _cast_like(updates: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)), updates, like)
+
+
+def skip_if_not_finite(updates: PyTree, new_state: PyTree, old_state: PyTree) -> tuple[PyTree, PyTree]:
+    """Zero updates and the old state when any update or new state entry is NaN or infinite.
+
+    Every learned optimizer's step goes through this, so a non-finite input (one NaN in a
+    gradient, a NaN loss) or a blown-up network output never reaches ``params`` nor the
+    optimizer state: the step is skipped as a whole, as ``optax.apply_if_finite`` skips it (the
+    state, step counter included, stays as it was). One fused ``isfinite`` reduction and a
+    select; for finite steps the result, and its gradient with respect to theta, are those of
+    the unguarded step (a skipped step passes no gradient).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> updates, state = skip_if_not_finite({"w": jnp.array([1.0, jnp.nan])}, jnp.array(2.0), jnp.array(1.0))
+        >>> updates["w"].tolist(), float(state)
+        ([0.0, 0.0], 1.0)
+    """
+    floats = [x for x in jax.tree.leaves((updates, new_state)) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not floats:
+        return updates, new_state
+    finite = jnp.all(jnp.stack([jnp.isfinite(x).all() for x in floats]))
+    updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+    # Parts the step passes through unchanged stay untouched: a select on them would make a
+    # constant part of a scanned state depend on theta for differentiation, and the NaN
+    # cotangents of features masked off inside the step (e.g. `hierarchical`'s valid-loss
+    # features before any valid loss) would then reach theta's gradient. The kept old state is
+    # a constant for differentiation: a skipped step has no gradient to give.
+    new_state = jax.tree.map(
+        lambda new, old: new if new is old else
+        jnp.where(finite, new, jax.lax.stop_gradient(old)).astype(jnp.result_type(new)),
+        new_state, old_state)
+    return updates, new_state
+
+
+class _ValidLossReader(optax.GradientTransformationExtraArgs):
+    """The optax transformation of a learned optimizer that reads ``valid_loss`` (a marker type)."""
+
+    __slots__ = ()
+
+
+def reads_valid_loss(optimizer: Any) -> bool:
+    """Whether ``optimizer`` (built by :meth:`LearnedOptimizer.optimizer`) reads ``valid_loss=``.
+
+    :func:`lopt.inner.train` (and every path built on it) computes a validation loss each step
+    for such optimizers, as meta-training does. An optimizer wrapped by another transformation
+    (``optax.chain``...) loses the mark: pass ``valid_loss=True`` to :func:`lopt.inner.train`.
+
+    Example:
+        >>> import jax, optax, lopt
+        >>> hierarchical = lopt.learned.get("hierarchical")
+        >>> reads_valid_loss(hierarchical.optimizer(hierarchical.init(jax.random.key(0)), num_steps=10))
+        True
+        >>> reads_valid_loss(optax.adam(1e-3))
+        False
+    """
+    return isinstance(optimizer, _ValidLossReader)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,9 +256,11 @@ class LearnedOptimizer(abc.ABC):
                         "same structure and shapes as params."
                     )
             new_updates, new_state = impl.update(updates, state, params, loss, valid_loss)
+            new_updates, new_state = skip_if_not_finite(new_updates, new_state, state)
             return _cast_like(new_updates, updates if params is None else params), new_state
 
-        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+        kind = _ValidLossReader if self.reads_valid_loss else optax.GradientTransformationExtraArgs
+        return kind(init_fn, update_fn)
 
     def theta_spec(self) -> PyTree:
         """Shapes and dtypes of theta, as a pytree of ``jax.ShapeDtypeStruct``.

@@ -6,7 +6,8 @@ the trainer finishes the outer step in flight, writes a checkpoint of it and rai
 :class:`TrainingInterrupted`, so an interruption costs nothing but the step in flight. A second
 signal of the same kind stops at once (``KeyboardInterrupt``), losing the work since the last
 checkpoint. Handlers can only be installed from the main thread; elsewhere (a trainer in a
-worker thread) signals keep their previous behaviour.
+worker thread) signals keep their previous behaviour, as does a signal the process ignores
+(started with ``nohup`` or in the background of a non-interactive shell).
 
 Example:
     >>> import os, signal
@@ -67,7 +68,8 @@ class GracefulStop:
     def __enter__(self) -> GracefulStop:  # noqa: PYI034 - Python 3.10 has no typing.Self
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # an ignored signal stays ignored (nohup, `&`)
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:

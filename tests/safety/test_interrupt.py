@@ -22,6 +22,9 @@ from lopt.meta.trainer import MetaTrainer
 
 from .test_run_directory import SETTINGS, cli, config, steps_logged, theta_of
 
+#: ``lopt`` with Ctrl-C enabled even when pytest runs in the background of a shell (which ignores SIGINT).
+LOPT = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from lopt.cli import main; sys.exit(main(sys.argv[1:]))")
 FAR_APART = ["trainer.checkpoint_every=1000000", "trainer.outer_steps=1000000"]
 
 
@@ -49,7 +52,7 @@ def assert_resumes_exactly(out, step, tmp_path):
 
 def test_ctrl_c_checkpoints_the_last_step_prints_the_resume_command_and_resumes(tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "lopt.cli", "train", "quickstart", "--out", str(out), "--no-progress"]
+    argv = [sys.executable, "-c", LOPT, "train", "quickstart", "--out", str(out), "--no-progress"]
     for setting in [*SETTINGS, *FAR_APART]:
         argv += ["--set", setting]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -85,14 +88,28 @@ def test_sigterm_in_process_raises_training_interrupted_after_checkpointing(tmp_
     assert err.signum == signal.SIGTERM and err.exit_status == 143
     assert latest_checkpoint_step(out) == err.step == steps_logged(out)[-1]
     assert f"lopt train --out {out} --resume" in str(err)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
     assert_resumes_exactly(out, err.step, tmp_path)
 
 
 def test_a_second_signal_stops_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:  # pytest in the background of a non-interactive shell
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with GracefulStop() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.signal == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_ignored_signal_stays_ignored():
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with GracefulStop() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signal is None
+    finally:
+        signal.signal(signal.SIGTERM, before)

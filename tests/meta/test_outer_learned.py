@@ -96,3 +96,24 @@ def test_bad_learned_outer_specs_raise(spec, lr, match):
 def test_bad_spec_is_rejected_when_building_the_trainer(tmp_path):
     with pytest.raises(ValueError, match="outer.learning_rate"):
         MetaTrainer(small_config("pretrained", learning_rate=0.05), tmp_path, progress=False)
+
+
+def test_learnable_sgd_outer_optimizer_is_sgd_on_theta_step_for_step(tmp_path):
+    """A learnable-SGD theta file (known lr and momentum) as outer optimizer is optax.sgd on theta, clipping included."""
+    import optax
+
+    path = tmp_path / "outer_sgd.safetensors"
+    sgd_lopt = lopt.learned.get("learnable_sgdm", lr=0.02, momentum=0.5)
+    lopt.learned.save_theta(path, sgd_lopt, sgd_lopt.init(jax.random.key(0)))
+    cfg = small_config(f"lopt:{path}")
+    learned = _outer_optimizer(cfg)
+    reference = optax.chain(optax.clip_by_global_norm(cfg.outer.clip_grad_norm), optax.sgd(0.02, momentum=0.5))
+    theta = {"log_lr": jnp.asarray(-3.0), "w": jnp.ones((3, 2))}
+    s_learned, s_reference = learned.init(theta), reference.init(theta)
+    for step in range(5):
+        grad = jax.tree.map(lambda x, k=step: jax.random.normal(jax.random.key(k), x.shape) * (0.3 + k), theta)
+        u_learned, s_learned = learned.update(grad, s_learned, theta, loss=jnp.asarray(1.0 / (step + 1)))
+        u_reference, s_reference = reference.update(grad, s_reference, theta)
+        for a, b in zip(leaves(u_learned), leaves(u_reference)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+        theta = optax.apply_updates(theta, u_learned)

@@ -19,7 +19,7 @@ Example:
 """
 
 from lopt.learned import features, nn
-from lopt.learned.base import LearnedOptimizer, Transform, reads_valid_loss, skip_if_not_finite
+from lopt.learned.base import LearnedOptimizer, Transform, mask_non_finite, reads_valid_loss
 from lopt.learned.hierarchical import HierarchicalLOpt, HierarchicalState
 from lopt.learned.hyper import HyperLOpt, HyperState
 from lopt.learned.learnable import (
@@ -60,9 +60,9 @@ __all__ = [
     "get",
     "load_theta",
     "names",
+    "mask_non_finite",
     "nn",
     "reads_valid_loss",
     "register",
     "save_theta",
-    "skip_if_not_finite",
 ]

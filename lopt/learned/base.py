@@ -18,10 +18,10 @@ transformation composes with ``optax.chain``, ``optax.MultiSteps`` and
 ``optax.apply_if_finite``. Accumulators are float32; updates come back in each
 parameter's dtype (the gradient's when ``params`` is not given).
 
-Non-finite steps are skipped: when any update or new state entry comes out NaN or infinite
-(a NaN in one gradient, a NaN loss, a blown-up network output), the step returns zero
-updates and the unchanged state (:func:`skip_if_not_finite`), so nothing non-finite reaches
-``params`` or the optimizer state. A training loop sees the skip as a step that did not move.
+Non-finite values are contained: update entries that come out NaN or infinite (from a NaN
+in a gradient, a NaN loss or a blown-up network output) are zeroed and non-finite state
+entries keep their old value (:func:`mask_non_finite`), so nothing non-finite reaches
+``params`` or the optimizer state; the entries the damage reached do not move that step.
 
 Subclasses implement :meth:`LearnedOptimizer.init` and
 :meth:`LearnedOptimizer._build`, and declare ``name`` and the ``needs_*`` flags.
@@ -42,7 +42,7 @@ import optax
 
 from lopt import checkpoint
 
-__all__ = ["LearnedOptimizer", "Transform", "reads_valid_loss", "skip_if_not_finite"]
+__all__ = ["LearnedOptimizer", "Transform", "mask_non_finite", "reads_valid_loss"]
 
 Array = jax.Array
 PyTree = Any
@@ -87,37 +87,38 @@ def _cast_like(updates: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)), updates, like)
 
 
-def skip_if_not_finite(updates: PyTree, new_state: PyTree, old_state: PyTree) -> tuple[PyTree, PyTree]:
-    """Zero updates and the old state when any update or new state entry is NaN or infinite.
+def mask_non_finite(updates: PyTree, new_state: PyTree, old_state: PyTree) -> tuple[PyTree, PyTree]:
+    """Zero every NaN or infinite update entry and keep the old value of every non-finite state entry.
 
-    Every learned optimizer's step goes through this, so a non-finite input (one NaN in a
+    Every learned optimizer's step goes through this, so a non-finite input (a NaN in a
     gradient, a NaN loss) or a blown-up network output never reaches ``params`` nor the
-    optimizer state: the step is skipped as a whole, as ``optax.apply_if_finite`` skips it (the
-    state, step counter included, stays as it was). One fused ``isfinite`` reduction and a
-    select; for finite steps the result, and its gradient with respect to theta, are those of
-    the unguarded step (a skipped step passes no gradient).
+    optimizer state: the damage stays in the entries it reached, which do not move this step
+    (one NaN gradient entry costs one parameter one step; a feature shared by a whole tensor,
+    e.g. a per-tensor normalisation, or a NaN loss that reaches every entry, holds the whole
+    tensor or step). Integer state (step counters) advances. Purely elementwise, so it fuses into
+    the step's own kernels; finite entries, and gradients with respect to theta through them,
+    are exactly those of the unmasked step.
 
     Example:
         >>> import jax.numpy as jnp
-        >>> updates, state = skip_if_not_finite({"w": jnp.array([1.0, jnp.nan])}, jnp.array(2.0), jnp.array(1.0))
-        >>> updates["w"].tolist(), float(state)
-        ([0.0, 0.0], 1.0)
+        >>> updates, state = mask_non_finite({"w": jnp.array([1.0, jnp.nan])}, jnp.array([2.0, jnp.inf]),
+        ...                                  jnp.array([1.0, 1.0]))
+        >>> updates["w"].tolist(), state.tolist()
+        ([1.0, 0.0], [2.0, 1.0])
     """
-    floats = [x for x in jax.tree.leaves((updates, new_state)) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    if not floats:
-        return updates, new_state
-    finite = jnp.all(jnp.stack([jnp.isfinite(x).all() for x in floats]))
-    updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
-    # Parts the step passes through unchanged stay untouched: a select on them would make a
-    # constant part of a scanned state depend on theta for differentiation, and the NaN
-    # cotangents of features masked off inside the step (e.g. `hierarchical`'s valid-loss
-    # features before any valid loss) would then reach theta's gradient. The kept old state is
-    # a constant for differentiation: a skipped step has no gradient to give.
-    new_state = jax.tree.map(
-        lambda new, old: new if new is old else
-        jnp.where(finite, new, jax.lax.stop_gradient(old)).astype(jnp.result_type(new)),
-        new_state, old_state)
-    return updates, new_state
+    updates = jax.tree.map(lambda u: jnp.where(jnp.isfinite(u), u, jnp.zeros_like(u)), updates)
+
+    # Parts the step passes through unchanged, and integer parts, stay untouched: a select on a
+    # passed-through part would make a constant part of a scanned state depend on theta for
+    # differentiation, and the NaN cotangents of features masked off inside the step (e.g.
+    # `hierarchical`'s valid-loss features before any valid loss) would then reach theta's
+    # gradient. A kept old entry is a constant for differentiation.
+    def keep(new: Array, old: Array) -> Array:
+        if new is old or not jnp.issubdtype(jnp.result_type(new), jnp.inexact):
+            return new
+        return jnp.where(jnp.isfinite(new), new, jax.lax.stop_gradient(old)).astype(jnp.result_type(new))
+
+    return updates, jax.tree.map(keep, new_state, old_state)
 
 
 class _ValidLossReader(optax.GradientTransformationExtraArgs):
@@ -256,7 +257,7 @@ class LearnedOptimizer(abc.ABC):
                         "same structure and shapes as params."
                     )
             new_updates, new_state = impl.update(updates, state, params, loss, valid_loss)
-            new_updates, new_state = skip_if_not_finite(new_updates, new_state, state)
+            new_updates, new_state = mask_non_finite(new_updates, new_state, state)
             return _cast_like(new_updates, updates if params is None else params), new_state
 
         kind = _ValidLossReader if self.reads_valid_loss else optax.GradientTransformationExtraArgs

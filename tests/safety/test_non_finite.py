@@ -1,10 +1,10 @@
-"""Learned optimizers skip non-finite steps: zero updates, state unchanged, as if the step never came.
+"""Learned optimizers contain non-finite values: NaN/inf update entries are zeroed and non-finite state
+entries keep their old value, so nothing non-finite reaches params or state (lopt.learned.mask_non_finite).
 
-Every registered architecture, one jitted sequence each: a finite step, poisoned steps (a NaN in
-one gradient entry, an inf entry, a NaN loss), a finite step. A NaN entry always skips the step
-(zero updates, the state bit for bit as before); an inf entry or a NaN loss either skips it or
-is contained by the architecture itself (gradient clipping turns -inf into the clip bound), and
-nothing non-finite reaches params or state. A blown-up theta (an infinite step size) is skipped.
+Every registered architecture, one jitted (scanned) sequence each: a finite step, poisoned steps
+(a NaN in one gradient entry, an inf entry, a NaN loss), a finite step. Per-entry rules
+(learnable Adam/SGD) keep the damage to its entry; a NaN loss reaches every update entry of an
+architecture that reads it, so no parameter moves that step.
 """
 
 import jax
@@ -59,39 +59,65 @@ def steps(lopt_, theta, sequence):
     return params, [at(states, i) for i in range(len(sequence) + 1)], [at(updates, i) for i in range(len(sequence))]
 
 
-def skipped(updates, before, after):
-    """Whether a step returned zero updates and left the state exactly as it was."""
+def float_leaves(tree):
+    return [x for x in leaves(tree) if np.issubdtype(x.dtype, np.floating)]
+
+
+def held(updates, before, after):
+    """Whether a step returned zero updates and left every float state entry as it was."""
     return (all((u == 0).all() for u in leaves(updates))
-            and all(np.array_equal(a, b) for a, b in zip(leaves(after), leaves(before))))
+            and all(np.array_equal(a, b) for a, b in zip(float_leaves(after), float_leaves(before))))
+
+
+def all_finite(*trees):
+    return all(np.isfinite(x).all() for tree in trees for x in float_leaves(tree))
+
+
+SEQUENCE = [(grads(1.0), jnp.float32(2.0)),
+            (poisoned((1, 2), jnp.nan), jnp.float32(1.8)),  # one NaN entry in one gradient
+            (poisoned((0, 0), -jnp.inf), jnp.float32(1.8)),  # an infinite entry
+            (grads(0.7), jnp.float32(jnp.nan)),  # a NaN loss
+            (grads(0.5), jnp.float32(1.5))]
 
 
 @pytest.mark.parametrize("name", lopt.learned.names())
-def test_poisoned_steps_are_skipped_or_contained(name):
+def test_non_finite_inputs_never_reach_params_or_state(name):
     lopt_, theta = make(name)
-    sequence = [(grads(1.0), jnp.float32(2.0)),
-                (poisoned((1, 2), jnp.nan), jnp.float32(1.8)),  # one NaN entry in one gradient
-                (poisoned((0, 0), -jnp.inf), jnp.float32(1.8)),  # an infinite entry
-                (grads(0.7), jnp.float32(jnp.nan)),  # a NaN loss
-                (grads(0.5), jnp.float32(1.5))]
-    params, states, updates = steps(lopt_, theta, sequence)
-    assert not skipped(updates[0], states[0], states[1])  # a finite step moves
-    assert skipped(updates[1], states[1], states[2])  # a NaN gradient entry always skips the step
-    for step in (2, 3):  # an architecture may contain these itself (gradient clipping, a loss it ignores)
-        finite = all(np.isfinite(x).all() for x in leaves(updates[step]) + leaves(states[step + 1]))
-        assert skipped(updates[step], states[step], states[step + 1]) or finite
-    if lopt_.needs_loss:
-        assert skipped(updates[3], states[3], states[4])  # a NaN loss skips every architecture that reads it
-    assert not skipped(updates[4], states[4], states[5])  # and training goes on
-    assert all(np.isfinite(x).all() for x in leaves(params) + leaves(states[-1]))
+    params, states, updates = steps(lopt_, theta, SEQUENCE)
+    for step in range(len(SEQUENCE)):
+        assert all_finite(updates[step], states[step + 1])
+    assert updates[1]["w"][1, 2] == 0  # the NaN entry does not move
+    if lopt_.needs_loss:  # a NaN loss reaches every update entry: none moves (finite accumulators go on)
+        assert all((u == 0).all() for u in leaves(updates[3]))
+    assert not held(updates[4], states[4], states[5])  # and training goes on
+    assert all_finite(params)
 
 
-def test_a_blown_up_output_is_skipped():
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_sgdm"])
+def test_a_nan_entry_is_contained_to_its_entry(name):
+    """Per-entry rules: the other entries take exactly the step they take without the NaN."""
+    lopt_, theta = make(name)
+    _, states, updates = steps(lopt_, theta, SEQUENCE[:2])
+    replaced = {**SEQUENCE[1][0], "w": SEQUENCE[1][0]["w"].at[1, 2].set(0.3)}
+    _, _, clean_updates = steps(lopt_, theta, [SEQUENCE[0], (replaced, SEQUENCE[1][1])])
+    others = np.ones((3, 4), bool)
+    others[1, 2] = False
+    np.testing.assert_array_equal(np.asarray(updates[1]["w"])[others], np.asarray(clean_updates[1]["w"])[others])
+    np.testing.assert_array_equal(np.asarray(updates[1]["b"]), np.asarray(clean_updates[1]["b"]))
+    assert updates[1]["w"][1, 2] == 0 and clean_updates[1]["w"][1, 2] != 0
+    for new, old in zip(float_leaves(states[2]), float_leaves(states[1])):  # the NaN entry keeps its old state
+        if new.shape == (3, 4):
+            assert new[1, 2] == old[1, 2]
+
+
+def test_a_blown_up_output_is_zeroed():
     lopt_ = lopt.learned.get("learnable_sgdm")
     theta = {**lopt_.init(jax.random.key(0)), "log_lr": jnp.float32(200.0)}  # exp(200) = inf in float32
     params, states, updates = steps(lopt_, theta, [(grads(1.0), jnp.float32(1.0))])
-    assert skipped(updates[0], states[0], states[1])
+    assert all((u == 0).all() for u in leaves(updates[0]))
     for a, b in zip(leaves(params), leaves(PARAMS)):
         np.testing.assert_array_equal(a, b)
+    assert all_finite(states[1])
 
 
 def test_finite_steps_are_unchanged_by_the_guard():

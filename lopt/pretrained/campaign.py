@@ -235,7 +235,8 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
 def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
     """Writes the campaign's theta (or ``theta_path``'s) as the package's pretrained weights ``name``.
 
-    The header records the campaign's totals (outer steps, GPU and CPU minutes, sessions) so the
+    The header records what led to this theta (its outer step, when ``theta_path``'s header
+    holds ``campaign_outer_steps``, and the GPU and CPU minutes of the sessions up to it) so the
     shipped file says what it is.
     """
     from lopt.learned import get as get_lopt
@@ -244,13 +245,19 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
 
     state = _read_state(state_dir)
     lopt_ = get_lopt("nominal")
+    steps = state["outer_steps"]
     if theta_path:
         theta, lopt_ = load_theta(theta_path)
+        steps = int(checkpoint.read_metadata(theta_path).get("extra", {}).get("campaign_outer_steps", steps))
     else:
         theta, _, _ = load_warm_start(os.path.join(state_dir, "warm_start.safetensors"), lopt_)
+    # the sessions (and their minutes) that led to this theta: an earlier one may be shipped
+    used = [s for s in state["sessions"] if s["start_outer_step"] < steps]
+    minutes = {kind: round(sum(s["seconds"] for s in used if bool(s.get("on_gpu", "cpu" not in s["device"]))
+                               == (kind == "gpu")) / 60.0, 2) for kind in ("gpu", "cpu")}
     target = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", f"{name}.safetensors")
-    extra = {"campaign_outer_steps": state["outer_steps"], "gpu_minutes": state.get("gpu_minutes", 0.0),
-             "cpu_minutes": state.get("cpu_minutes", 0.0), "sessions": len(state["sessions"]),
+    extra = {"campaign_outer_steps": steps, "gpu_minutes": minutes["gpu"], "cpu_minutes": minutes["cpu"],
+             "sessions": len(used),
              "source": os.path.basename(theta_path) if theta_path else "campaign/warm_start.safetensors"}
     save_theta(target, lopt_, theta, extra=extra)
     return target

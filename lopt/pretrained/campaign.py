@@ -125,14 +125,14 @@ def _session_entry(state: dict[str, Any], run_dir: str, *, seed: int, seconds: f
                     if len(steady) > 2 else float("nan"))
     evals_path = os.path.join(run_dir, "eval.jsonl")
     evals = read_metrics(evals_path) if os.path.exists(evals_path) else []
-    train_seconds = [r for r in rows if r["step"] == steps][-1]["seconds"]
+    last = [r for r in rows if r["step"] == steps][-1]  # the row of the step the warm start holds
     session: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device, "devices": jax.device_count() if on_gpu else 1, "seed": seed,
         "start_outer_step": state["outer_steps"], "outer_steps": steps,
         "seconds": round(seconds, 1), "setup_seconds": round(setup_seconds, 1),
-        "inner_steps_per_s": round(steps * per_step / train_seconds, 1),
-        "last_metrics": [r for r in rows if r["step"] == steps][-1],
+        "inner_steps_per_s": round(steps * per_step / last["seconds"], 1),
+        "last_metrics": last,
         "steady_seconds_per_outer_step": step_seconds,
         "steady_inner_steps_per_s": per_step / step_seconds if math.isfinite(step_seconds) else None,
         "heldout": [{**row, "campaign_step": state["outer_steps"] + row["step"]} for row in evals],

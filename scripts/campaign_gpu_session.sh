@@ -22,7 +22,7 @@ mkdir -p "$CACHE" "$OUT/c"
 if [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
 LIMIT=$(python3 -c "print(int(float('$MINUTES') * 60 + 50))")
 timeout "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --out "$OUT/c" --minutes "$MINUTES" \
-    --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \
+    --reserve-minutes 0.8 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=50 \
     --set trainer.checkpoint_minutes=1 2>&1 | grep -v -i warning | tee "$OUT/campaign.log"
 tar czf "$OUT/xla_cache.tgz" -C "$CACHE" .
 rm -f "$OUT/c/run/config_history.jsonl" "$OUT/c/run/lopt.lock" "$OUT/c/run/theta.safetensors"

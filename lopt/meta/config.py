@@ -38,6 +38,8 @@ class TaskSection:
             (new dynamic variants, same compiled program; 0: never).
         heldout_per_bucket: variants of every training structure held out for validation.
         heldout_families: families used only for held-out validation, never for training.
+        heldout_seed: seeds the held-out variants (-1: the run's ``seed``); fix it to validate
+            every run of a campaign on the same configs.
         structures: explicit training structures (configs) instead of drawing ``num_buckets``
             from the mixture (a campaign fixes them so every session trains the same programs).
     """
@@ -54,6 +56,7 @@ class TaskSection:
     redraw_every: int = 100
     heldout_per_bucket: int = 2
     heldout_families: list = dataclasses.field(default_factory=list)
+    heldout_seed: int = -1
     structures: list = dataclasses.field(default_factory=list)
 
 
@@ -129,11 +132,14 @@ class OuterSection:
             leave this at its default (any other value is a ``ValueError``).
         clip_grad_norm: clip the outer gradient to this global norm first (0: no clipping);
             applies to learned outer optimizers too.
+        bucket_weighting: mixture runs: ``"mean"`` averages the structures' meta-gradients,
+            ``"unit"`` scales each to unit norm first (every structure an equal vote).
     """
 
     optimizer: str = "adam"
     learning_rate: float = 3e-3
     clip_grad_norm: float = 1.0
+    bucket_weighting: str = "mean"
 
 
 @dataclasses.dataclass
@@ -296,7 +302,8 @@ def _taskset() -> MetaTrainConfig:
 
     16 structures (shape buckets) in every outer gradient, 8 pairs each, truncation 50,
     log-uniform horizons 100..2,000, half of every bucket re-drawn every 50 outer steps, two
-    held-out variants per structure plus the held-out families. Sized for one GPU.
+    held-out variants per structure plus the held-out families; every structure's meta-gradient
+    is scaled to unit norm before they are averaged. Sized for one GPU.
     """
     cfg = MetaTrainConfig(name="taskset")
     cfg.task = TaskSection(mixture={"taskset": 1}, num_buckets=16, configs_per_bucket=8, redraw_every=50,
@@ -305,7 +312,7 @@ def _taskset() -> MetaTrainConfig:
     cfg.estimator = EstimatorSection(kind="pes", num_tasks=8, std=0.01, unroll_length=50)
     cfg.truncation = TruncationSection(kind="log_uniform", min_horizon=100, max_horizon=2000)
     cfg.normalizer = NormalizerSection(num_steps=1000)
-    cfg.outer = OuterSection(learning_rate=1e-3, clip_grad_norm=1.0)
+    cfg.outer = OuterSection(learning_rate=1e-3, clip_grad_norm=1.0, bucket_weighting="unit")
     cfg.trainer = TrainerSection(outer_steps=100_000, eval_every=200, eval_steps=1000, checkpoint_every=200,
                                  checkpoint_minutes=3.0)
     cfg.final_eval = FinalEvalSection(enabled=False)

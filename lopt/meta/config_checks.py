@@ -25,6 +25,7 @@ __all__ = ["validate_config"]
 
 ESTIMATOR_OBJECTIVES = ("train", "valid")
 FULL_ES_META_LOSSES = ("mean", "final")
+BUCKET_WEIGHTINGS = ("mean", "unit")
 
 #: ``section.key``: smallest allowed value (ints are checked to be ints by the config loader).
 AT_LEAST = {
@@ -102,6 +103,12 @@ def _check_choices(cfg: Any) -> None:
         raise ValueError(f"estimator.kind={est.kind!r} is unknown; use one of {sorted(ESTIMATORS)}.")
     if est.objective not in ESTIMATOR_OBJECTIVES:
         raise ValueError(f"estimator.objective={est.objective!r} is unknown; use one of {list(ESTIMATOR_OBJECTIVES)}.")
+    if cfg.outer.bucket_weighting not in BUCKET_WEIGHTINGS:
+        raise ValueError(f"outer.bucket_weighting={cfg.outer.bucket_weighting!r} is unknown; use one of "
+                         f"{list(BUCKET_WEIGHTINGS)}.")
+    seed = cfg.task.heldout_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < -1:
+        raise ValueError(f"task.heldout_seed={seed!r} must be an int >= 0 (or -1: the run's seed).")
     if est.full_es_meta_loss not in FULL_ES_META_LOSSES:
         raise ValueError(f"estimator.full_es_meta_loss={est.full_es_meta_loss!r} is unknown; use one of "
                          f"{list(FULL_ES_META_LOSSES)}.")

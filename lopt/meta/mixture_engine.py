@@ -61,6 +61,7 @@ __all__ = ["MixtureEngine"]
 
 _HELDOUT_STREAM = 7_000_001
 _DRAW_STREAM = 7_000_003
+_BUCKET_WEIGHTINGS = ("mean", "unit")
 
 
 _LOG = logging.getLogger("lopt.meta")
@@ -115,6 +116,12 @@ class MixtureEngine:
         eval_steps: inner steps of a held-out run.
         normalizer_steps: Adam steps of the per-structure normaliser fit.
         seed: seeds every draw.
+        heldout_seed: seeds the held-out variants (``None``: ``seed``). A campaign fixes it so every
+            session validates on the same configs and never trains on them.
+        bucket_weighting: ``"mean"`` averages the buckets' meta-gradients; ``"unit"`` scales each
+            to unit norm first, so every structure gets an equal vote on the direction (one
+            structure with large, noisy gradients, e.g. a normaliser that under-estimates its
+            best loss, cannot pull the shared step).
         mesh: optional ``jax.sharding.Mesh`` with one axis; shards each bucket's tasks over it.
 
     Example:
@@ -135,9 +142,12 @@ class MixtureEngine:
                  heldout_structures: Sequence[Any] = (), truncation: TruncationSchedule, num_tasks: int = 16,
                  std: float = 0.01, unroll_length: int = 50, objective: str = "train",
                  configs_per_bucket: int = 8, redraw_every: int = 100, heldout_per_bucket: int = 2,
-                 eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0, mesh: Any = None):
+                 eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
+                 heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
+        if bucket_weighting not in _BUCKET_WEIGHTINGS:
+            raise ValueError(f"MixtureEngine: bucket_weighting={bucket_weighting!r}; choose one of {_BUCKET_WEIGHTINGS}.")
         for name, value in (("num_tasks", num_tasks), ("configs_per_bucket", configs_per_bucket),
                             ("eval_steps", eval_steps), ("normalizer_steps", normalizer_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -156,6 +166,8 @@ class MixtureEngine:
         self.configs_per_bucket, self.redraw_every = configs_per_bucket, redraw_every
         self.heldout_per_bucket, self.eval_steps, self.normalizer_steps = heldout_per_bucket, eval_steps, normalizer_steps
         self.seed, self.mesh = seed, mesh
+        self.heldout_seed = seed if heldout_seed is None else heldout_seed
+        self.bucket_weighting = bucket_weighting
         self.redraw_index = 0
         self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in enumerate(structures)]
         self.heldout_only = [TaskConfig(s) for s in heldout_structures]
@@ -170,7 +182,7 @@ class MixtureEngine:
     def _make_bucket(self, index: int, structure: TaskConfig) -> _Bucket:
         heldout: list = []
         if self.heldout_per_bucket:
-            key = int(np.random.default_rng([self.seed, _HELDOUT_STREAM, index]).integers(2**31))
+            key = int(np.random.default_rng([self.heldout_seed, _HELDOUT_STREAM, index]).integers(2**31))
             heldout = self.dist.variants(structure, key, self.heldout_per_bucket)
         bucket = _Bucket(structure, base_family(structure), heldout, [[], []])
         self._fill(bucket, index, 0)
@@ -340,7 +352,7 @@ class MixtureEngine:
             grads.append(g)
             new_states.append(s)
             metrics.append(m)
-        grad, summary = _combine(grads, metrics)
+        grad, summary = _combine(grads, metrics, unit=self.bucket_weighting == "unit")
         return grad, tuple(new_states), summary
 
     # --- held-out validation ----------------------------------------------------------------
@@ -348,7 +360,7 @@ class MixtureEngine:
     def heldout_pools(self) -> list[tuple[str, list]]:
         """``(family, configs)`` per held-out structure (one compiled evaluation program each)."""
         pools = [(b.family, b.heldout) for b in self.buckets if b.heldout]
-        pools += [(base_family(s), self.dist.variants(s, _draw_key(self.seed, 10_000 + i, 0),
+        pools += [(base_family(s), self.dist.variants(s, _draw_key(self.heldout_seed, 10_000 + i, 0),
                                                       max(self.heldout_per_bucket, 1)))
                   for i, s in enumerate(self.heldout_only)]
         return pools
@@ -393,13 +405,21 @@ class MixtureEngine:
         return out
 
 
-@jax.jit
-def _combine(grads: list, metrics: list) -> tuple[Any, dict]:
-    """The mean gradient over buckets and summary metrics (one small program)."""
+def _global_norm(tree: Any) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
+
+
+@functools.partial(jax.jit, static_argnames=("unit",))
+def _combine(grads: list, metrics: list, unit: bool = False) -> tuple[Any, dict]:
+    """The mean gradient over buckets (each scaled to unit norm first if ``unit``) and summary metrics."""
     n = len(grads)
+    bucket_norms = jnp.stack([_global_norm(g) for g in grads])
+    if unit:
+        scales = 1.0 / jnp.maximum(bucket_norms, 1e-12)
+        grads = [jax.tree.map(lambda x, s=s: x * s, g) for g, s in zip(grads, scales)]
     grad = jax.tree.map(lambda *g: sum(g) / n, *grads)
     per_bucket = jnp.stack([m["meta_loss"] for m in metrics])
-    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grad)))
+    norm = _global_norm(grad)
     summary = {
         "meta_loss": per_bucket.mean(),
         "meta_loss_per_bucket": per_bucket,
@@ -408,6 +428,8 @@ def _combine(grads: list, metrics: list) -> tuple[Any, dict]:
         "resets": sum(m["resets"] for m in metrics),
         "nonfinite_grad": sum(m["nonfinite_grad"] for m in metrics),
         "grad_norm": norm,
+        "bucket_grad_norm_max": bucket_norms.max(),
+        "bucket_grad_norm_min": bucket_norms.min(),
         "buckets": jnp.asarray(n, jnp.int32),
     }
     return grad, summary

@@ -92,7 +92,8 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
                          objective=est.objective, configs_per_bucket=task.configs_per_bucket,
                          redraw_every=task.redraw_every, heldout_per_bucket=task.heldout_per_bucket,
                          eval_steps=eval_steps, normalizer_steps=cfg.normalizer.num_steps or eval_steps,
-                         seed=cfg.seed, mesh=mesh)
+                         seed=cfg.seed, heldout_seed=None if task.heldout_seed < 0 else task.heldout_seed,
+                         bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh)
 
 
 def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraArgs:

@@ -38,6 +38,11 @@ from lopt.meta.trainer import MetaTrainer
 
 __all__ = ["HELDOUT_FAMILIES", "campaign_config", "main", "run_session"]
 
+#: Seed and count of the validation variants (held-out dynamic values of every training structure):
+#: fixed, so every session validates on the same configs and none is ever trained on.
+VALIDATION_SEED = 0
+VALIDATION_VARIANTS = 2
+
 #: Families never trained on: validation during training and the held-out benchmark use them.
 HELDOUT_FAMILIES = ("conv_fc", "maf", "word_rnn_lm")
 
@@ -64,7 +69,9 @@ def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, ov
     checkpoints = tempfile.mkdtemp(prefix="lopt-campaign-checkpoints-")  # large, per session, never the record
     sets = [f"seed={seed}", f"trainer.max_minutes={minutes}", f"trainer.checkpoint_dir={checkpoints}",
             "trainer.eval_every=1000000", "trainer.eval_steps=500", "task.heldout_per_bucket=1",
-            "task.configs_per_bucket=4", "normalizer.num_steps=500", "outer.learning_rate=3e-3"]
+            "task.configs_per_bucket=4", "normalizer.num_steps=500", "outer.learning_rate=1e-3",
+            f"task.heldout_seed={VALIDATION_SEED}", f"task.heldout_per_bucket={VALIDATION_VARIANTS}",
+            "outer.bucket_weighting=unit"]
     if init_from:
         sets.append(f"trainer.init_from={init_from}")
     cfg = load_config("taskset", sets + list(overrides))
@@ -97,6 +104,15 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     print(f"[campaign] set-up {setup_seconds:.0f} s; meta-training for {trainer.config.trainer.max_minutes:.1f} min "
           f"on {len(trainer.engine.buckets)} structures", flush=True)
     structures = [b.structure.to_dict() for b in trainer.engine.buckets]
+    references = {}
+    if trainer.config.trainer.eval_every:  # the same validation, before training: the warm start and Adam 1e-3
+        initial_theta = trainer.setup.lopt.init(jax.random.key(0))
+        warm_theta = trainer.initial_state()["theta"]
+        for label, theta in (("initial theta (= Adam 1e-3)", initial_theta), ("warm start", warm_theta)):
+            references[label] = trainer.evaluate(theta, 0)
+            print(f"[campaign] validation of the {label}: {references[label]['heldout_normalized_loss']:.4f}",
+                  flush=True)
+        trainer.config.trainer.max_minutes = max(0.5, minutes - reserve_minutes - (time.time() - start) / 60.0)
     result = trainer.run()
     seconds = time.time() - start
     print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "
@@ -107,6 +123,8 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
                              families=sorted({s["task"]["family"] for s in structures}),
                              device=str(jax.devices()[0].device_kind), on_gpu=jax.devices()[0].platform == "gpu")
     session["compile_seconds"] = [[round(a, 1), round(b, 1)] for a, b in trainer.engine.compile_seconds]
+    if references:
+        session["validation_references"] = references
     return _write_state(state, session, out, structures)
 
 
@@ -227,9 +245,33 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     shutil.copyfile(os.path.join(run_dir, "metrics.jsonl"),
                     os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}-metrics.jsonl"))
     shutil.copyfile(os.path.join(run_dir, "warm_start.safetensors"), os.path.join(state_dir, "warm_start.safetensors"))
+    _keep_best(state, new_state, run_dir, state_dir)
     with open(os.path.join(state_dir, "state.json"), "w", encoding="utf-8") as f:
         json.dump(new_state, f, indent=1)
     return new_state
+
+
+def _keep_best(state: dict[str, Any], new_state: dict[str, Any], run_dir: str, state_dir: str) -> None:
+    """Copies the session's best-validated theta to ``best_theta.safetensors`` if it beats the campaign's best.
+
+    The trainer writes ``theta_best.safetensors`` whenever a validation score improves within the
+    session; ``new_state["best"]`` records the best over the campaign (score, campaign step,
+    session), which ``--ship`` uses by default.
+    """
+    import shutil
+
+    best = dict(state.get("best") or {})
+    new_state["best"] = best or None
+    path = os.path.join(run_dir, "theta_best.safetensors")
+    if not os.path.exists(path):
+        return
+    extra = checkpoint.read_metadata(path).get("extra", {})
+    score = float(extra.get("heldout_score", math.inf))
+    if math.isfinite(score) and score < float(best.get("score", math.inf)):
+        session = new_state["sessions"][-1]
+        new_state["best"] = {"score": score, "session": len(new_state["sessions"]),
+                             "campaign_step": session["start_outer_step"] + int(extra.get("outer_steps", 0))}
+        shutil.copyfile(path, os.path.join(state_dir, "best_theta.safetensors"))
 
 
 def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
@@ -248,6 +290,9 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
     steps = state["outer_steps"]
     if theta_path:
         theta, lopt_ = load_theta(theta_path)
+        best = os.path.join(state_dir, "best_theta.safetensors")
+        if state.get("best") and os.path.exists(best) and os.path.samefile(theta_path, best):
+            steps = int(state["best"]["campaign_step"])  # the campaign's best-validated theta
         steps = int(checkpoint.read_metadata(theta_path).get("extra", {}).get("campaign_outer_steps", steps))
     else:
         theta, _, _ = load_warm_start(os.path.join(state_dir, "warm_start.safetensors"), lopt_)

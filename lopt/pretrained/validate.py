@@ -27,15 +27,13 @@ import jax
 
 from lopt.learned import get as get_lopt
 from lopt.meta.warm_start import load_warm_start
+from lopt.pretrained.campaign import VALIDATION_SEED, VALIDATION_VARIANTS
 
 __all__ = ["validate"]
 
-#: Seed of the validation variants (campaign sessions train with seeds 1, 2, ...).
-VALIDATION_SEED = 0
-
 
 def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
-             steps: int = 300, variants: int = 2) -> dict[str, dict[str, float]]:
+             steps: int = 300, variants: int = VALIDATION_VARIANTS) -> dict[str, dict[str, float]]:
     """Held-out validation scores of each theta (lower is better), on the same configs.
 
     Args:
@@ -56,7 +54,7 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     """
     from lopt.meta.trainer import _mixture_engine
     from lopt.meta.truncation import make_schedule
-    from lopt.pretrained.campaign import _read_state, campaign_config
+    from lopt.pretrained.campaign import _read_state, campaign_config  # noqa: F811 (private helpers)
 
     if not thetas:
         raise ValueError("validate: pass at least one theta.")
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", default="campaign")
     parser.add_argument("--families", nargs="*", default=None)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--variants", type=int, default=2)
+    parser.add_argument("--variants", type=int, default=VALIDATION_VARIANTS)
     parser.add_argument("--out", default=None, help="write the scores here as JSON (refuses to overwrite)")
     args = parser.parse_args(argv)
     if args.out and os.path.exists(args.out):

@@ -155,3 +155,25 @@ def test_four_fake_devices_follow_the_one_device_trajectory():
     proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=600)
     assert "SHARDED-OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_unit_bucket_weighting_gives_every_structure_an_equal_vote():
+    from lopt.meta.mixture_engine import _combine
+
+    metric = {"meta_loss": 0.0, "train_loss": 0.0, "diverged": 0, "resets": 0, "nonfinite_grad": 0}
+    grads = [{"w": np.array([3.0, 4.0])}, {"w": np.array([0.0, -0.5])}]  # norms 5 and 0.5
+    mean, summary = _combine(grads, [metric, metric])
+    np.testing.assert_allclose(mean["w"], [1.5, 1.75])
+    unit, summary = _combine(grads, [metric, metric], unit=True)
+    np.testing.assert_allclose(unit["w"], [(0.6 + 0.0) / 2, (0.8 - 1.0) / 2], rtol=1e-6)
+    assert float(summary["bucket_grad_norm_max"]) == pytest.approx(5.0)
+    assert float(summary["bucket_grad_norm_min"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="bucket_weighting='sum'"):
+        _engine(bucket_weighting="sum")
+
+
+def test_a_fixed_heldout_seed_keeps_the_validation_configs_across_run_seeds():
+    a, b = _engine(seed=1, heldout_seed=0), _engine(seed=2, heldout_seed=0)
+    assert a.heldout_configs() == b.heldout_configs()
+    assert a.training_configs() != b.training_configs()
+    assert _engine(seed=0).heldout_configs() == a.heldout_configs()  # heldout_seed=None: the run's seed

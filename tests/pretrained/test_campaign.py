@@ -71,3 +71,48 @@ def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir):
     assert scores["slow"]["heldout_normalized_loss"] > scores["a"]["heldout_normalized_loss"]
     with pytest.raises(ValueError, match="at least one theta"):
         validate({}, state_dir=str(state_dir))
+
+
+def test_a_validating_session_scores_its_references_and_the_campaign_keeps_its_best_theta(tmp_path):
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    with open("campaign/state.json", encoding="utf-8") as f:
+        quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
+    (state_dir / "state.json").write_text(json.dumps({"sessions": [], "structures": quadratic, "outer_steps": 0,
+                                                      "gpu_minutes": 0.0}))
+    sets = [s for s in TINY if not s.startswith("trainer.eval_every")] + ["trainer.eval_every=2"]
+    new = campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=sets, reserve_minutes=0)
+    session = new["sessions"][-1]
+    references = session["validation_references"]
+    assert set(references) == {"initial theta (= Adam 1e-3)", "warm start"}
+    # no warm start yet: the session starts from the initial theta, so both references are one score
+    assert references["warm start"] == references["initial theta (= Adam 1e-3)"]
+    scores = [row["heldout_normalized_loss"] for row in session["heldout"]]
+    assert [row["step"] for row in session["heldout"]] == [2, 3]  # every 2 steps and the final theta
+    adopted = campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
+    assert adopted["best"]["score"] == pytest.approx(min(scores))
+    assert adopted["best"]["campaign_step"] == [2, 3][int(np.argmin(scores))] and adopted["best"]["session"] == 1
+    best = state_dir / "best_theta.safetensors"
+    assert checkpoint.stored_digest(str(best)) == checkpoint.stored_digest(
+        str(tmp_path / "one" / "run" / "theta_best.safetensors"))
+    assert json.loads((state_dir / "state.json").read_text())["best"] == adopted["best"]
+
+
+def test_validation_uses_the_campaigns_fixed_heldout_variants(state_dir):
+    state = campaign._read_state(str(state_dir))
+    configs = []
+    for session_seed in (1, 2):  # two sessions: same validation configs, never among the training draws
+        cfg = campaign.campaign_config({**state, "sessions": [{}] * (session_seed - 1)}, minutes=1, init_from="",
+                                       overrides=[])
+        assert cfg.seed == session_seed and cfg.task.heldout_seed == campaign.VALIDATION_SEED
+        assert cfg.outer.bucket_weighting == "unit"
+        configs.append(cfg)
+    from lopt.learned import get as get_lopt
+    from lopt.meta.trainer import _mixture_engine
+    from lopt.meta.truncation import make_schedule
+
+    engines = [_mixture_engine(c, get_lopt("nominal"), make_schedule("constant", horizon=20)) for c in configs]
+    held = [e.heldout_configs() for e in engines]
+    assert held[0] == held[1] and len(held[0]) == campaign.VALIDATION_VARIANTS
+    for engine in engines:
+        assert not set(held[0]) & {c for half in engine.buckets[0].halves for c in half}

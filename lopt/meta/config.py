@@ -159,6 +159,8 @@ class TrainerSection:
         checkpoint_dir: where full checkpoints go (``""``: ``<out>/checkpoints``).
         init_from: warm start: a theta file or a ``warm_start.safetensors`` (theta and outer
             state) to start from, with fresh inner tasks (``""``: a fresh theta).
+        theta_history: also write theta at every checkpoint to ``<out>/thetas/theta-NNNNNN.safetensors``
+            (a few kB each), for choosing a theta on validation after the run.
     """
 
     outer_steps: int = 1000
@@ -171,6 +173,7 @@ class TrainerSection:
     max_minutes: float = 0.0
     checkpoint_dir: str = ""
     init_from: str = ""
+    theta_history: bool = False
 
 
 @dataclasses.dataclass

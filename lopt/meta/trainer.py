@@ -371,6 +371,10 @@ class MetaTrainer:
                              {"step": step, "config": cfg.name})
                 save_warm_start(os.path.join(self.out_dir, "warm_start.safetensors"), self.setup.lopt, theta,
                                 outer_state, extra={"outer_steps": step, "config": cfg.name})
+                if cfg.trainer.theta_history:
+                    os.makedirs(os.path.join(self.out_dir, "thetas"), exist_ok=True)
+                    save_theta(os.path.join(self.out_dir, "thetas", f"theta-{step:06d}.safetensors"), self.setup.lopt,
+                               theta, extra={"outer_steps": step, "config": cfg.name})
             if out_of_time:
                 self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
                                   "--resume continues")

@@ -35,6 +35,8 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     warm = tmp_path / "one" / "run" / "warm_start.safetensors"
     assert session["warm_start_digest"] == checkpoint.stored_digest(str(warm))
     assert first["cpu_minutes"] > 0 and first["gpu_minutes"] == 0.0
+    snapshot = tmp_path / "one" / "run" / "thetas" / "theta-000003.safetensors"  # trainer.theta_history
+    assert checkpoint.read_metadata(str(snapshot))["extra"]["outer_steps"] == 3
     # adopt it as the campaign's state, then run a second session from there
     campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
     assert (state_dir / "logs" / "session-01-cpu-metrics.jsonl").exists()

@@ -10,7 +10,8 @@ threads, so each figure is that structure's own cost). Set ``XLA_FLAGS`` (e.g.
 compare.
 
 Usage: python benchmarks/compile_time.py [--structures campaign/state.json] [--lopt nominal]
-       [--unroll 20] [--tasks 8] [--configs 4] [--families char_rnn_lm mlp ...] [--cache DIR]
+       [--lopt-config JSON] [--unroll 20] [--tasks 8] [--configs 4] [--families char_rnn_lm mlp ...]
+       [--cache DIR]
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--structures", default="campaign/state.json")
     parser.add_argument("--lopt", default="nominal")
+    parser.add_argument("--lopt-config", default="{}", help='the learned optimizer\'s config as JSON, e.g. '
+                        '\'{"concatenate_tensors": true}\'')
     parser.add_argument("--unroll", type=int, default=20)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--configs", type=int, default=4)
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     structures = data["structures"] if isinstance(data, dict) else data
     if args.families:
         structures = [s for s in structures if base_family(TaskConfig(s)) in args.families]
-    lopt_ = lopt.learned.get(args.lopt)
+    lopt_ = lopt.learned.get(args.lopt, **json.loads(args.lopt_config))
     rows = []
     for structure in structures:
         row = measure_structure(lopt_, structure, unroll=args.unroll, tasks=args.tasks, configs=args.configs,

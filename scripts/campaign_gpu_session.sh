@@ -27,7 +27,7 @@ if [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
 LIMIT=$(python3 -c "print(int(float('$MINUTES') * 60 + 50))")
 timeout -k 15 "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --out "$OUT/c" --minutes "$MINUTES" \
     --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \
-    --set trainer.checkpoint_minutes=1 2>&1 | grep --line-buffered -v -i warning | tee "$OUT/campaign.log"
+    --set trainer.checkpoint_minutes=1 --set 'lopt.config={"concatenate_tensors": true}' 2>&1 | grep --line-buffered -v -i warning | tee "$OUT/campaign.log"
 # a call returns at most 8 files of at most 16 MiB each: bundle the theta snapshots, split the cache
 if [ -d "$OUT/c/run/thetas" ]; then tar czf "$OUT/thetas.tgz" -C "$OUT/c/run" thetas && rm -r "$OUT/c/run/thetas"; fi
 tar czf /tmp/xla_cache.tgz -C "$CACHE" . && split -b 15m -d /tmp/xla_cache.tgz "$OUT/xla_cache.tgz.part"

@@ -173,6 +173,9 @@ class LearnedOptimizer(abc.ABC):
     needs_params: ClassVar[bool] = False
     needs_num_steps: ClassVar[bool] = False
     reads_valid_loss: ClassVar[bool] = False
+    #: Fields that choose how the update is computed, not what it is (e.g. a program layout):
+    #: left out of :meth:`config`, so theta files and warm starts match whatever they are set to.
+    execution_options: ClassVar[tuple[str, ...]] = ()
 
     # -- to implement -------------------------------------------------------------------
 
@@ -303,6 +306,8 @@ class LearnedOptimizer(abc.ABC):
         """
         out = {}
         for f in dataclasses.fields(self):
+            if f.name in self.execution_options:
+                continue
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out

@@ -77,3 +77,50 @@ def test_without_num_steps_uses_the_frozen_fraction():
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
         NominalLOpt(**{field: value})
+
+
+def _trained_looking_theta(lopt_):
+    theta = lopt_.init(jax.random.key(0))
+    keys = jax.random.split(jax.random.key(5), 3)
+    network = dict(theta["network"], w2=0.3 * jax.random.normal(keys[0], (8, 2)),
+                   w1=theta["network"]["w1"] + 0.2 * jax.random.normal(keys[1], (8, 8)))
+    return dict(theta, network=network, log_tensor_mult=jnp.asarray([0.3, -0.2]), mup_exponent=jnp.asarray(0.5),
+                schedule=0.1 * jax.random.normal(keys[2], (lopt_.schedule_knots,)))
+
+
+def test_concatenated_tensors_give_the_per_tensor_update_with_a_smaller_program():
+    per_tensor, joined = NominalLOpt(), NominalLOpt(concatenate_tensors=True)
+    theta = _trained_looking_theta(per_tensor)
+    params, grads = _problem()
+    a = _run(per_tensor.optimizer(theta, num_steps=100), params, grads[:20])
+    b = _run(joined.optimizer(theta, num_steps=100), params, grads[:20])
+    for name in params:
+        np.testing.assert_allclose(b[name], a[name], rtol=2e-6, atol=1e-7)
+    assert not np.allclose(a["w"], _run(per_tensor.optimizer(per_tensor.init(jax.random.key(0)), num_steps=100),
+                                        params, grads[:20])["w"])  # the learned terms are active
+
+    def ops(lopt_):
+        opt = lopt_.optimizer(theta, num_steps=100)
+        text = jax.jit(opt.update).lower(grads[0], opt.init(params), params).as_text()
+        return sum(1 for line in text.splitlines() if " = stablehlo." in line)
+
+    assert ops(joined) < 0.6 * ops(per_tensor)  # one copy of the network instead of four
+
+
+def test_concatenate_tensors_must_be_a_bool():
+    with pytest.raises(TypeError, match="concatenate_tensors=1"):
+        NominalLOpt(concatenate_tensors=1)
+
+
+def test_concatenate_tensors_is_not_part_of_the_config_a_theta_file_records(tmp_path):
+    from lopt.learned.serialization import load_theta, save_theta
+    from lopt.meta.warm_start import load_warm_start
+
+    joined = NominalLOpt(concatenate_tensors=True)
+    assert joined.config() == NominalLOpt().config() and "concatenate_tensors" not in joined.config()
+    theta = _trained_looking_theta(joined)
+    save_theta(tmp_path / "t.safetensors", joined, theta)
+    loaded, lopt_ = load_theta(tmp_path / "t.safetensors")
+    assert lopt_ == NominalLOpt()  # files load as the per-tensor (deployment) layout
+    loaded, _, _ = load_warm_start(tmp_path / "t.safetensors", joined)  # and warm-start either layout
+    np.testing.assert_array_equal(loaded["schedule"], theta["schedule"])

@@ -5,7 +5,7 @@
 #
 # Reads the committed campaign/ state, meta-trains for MINUTES of wall time (set-up and compilation
 # included), checkpoints the warm start (and a theta snapshot) every minute, and leaves in $OUT:
-# campaign.log, c/state.json, c/run/{metrics.jsonl,warm_start.safetensors,config.json}, thetas.tgz
+# campaign.log, c/state.json, c/run/{metrics.jsonl,warm_start.safetensors,config.json}, c/thetas.tgz
 # (the snapshots) and xla_cache.tgz.partNN (the compiled bucket programs, for the next call:
 # `cat xla_cache.tgz.part* | tar xz -C .xla_cache` and carry that folder). Then, on the
 # development machine: `python -m lopt.pretrained.campaign --state campaign --adopt <files_at>/c`
@@ -29,7 +29,7 @@ timeout -k 15 "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --ou
     --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \
     --set trainer.checkpoint_minutes=1 --set 'lopt.config={"concatenate_tensors": true}' 2>&1 | grep --line-buffered -v -i warning | tee "$OUT/campaign.log"
 # a call returns at most 8 files of at most 16 MiB each: bundle the theta snapshots, split the cache
-if [ -d "$OUT/c/run/thetas" ]; then tar czf "$OUT/thetas.tgz" -C "$OUT/c/run" thetas && rm -r "$OUT/c/run/thetas"; fi
+if [ -d "$OUT/c/run/thetas" ]; then tar czf "$OUT/c/thetas.tgz" -C "$OUT/c/run" thetas && rm -r "$OUT/c/run/thetas"; fi
 tar czf /tmp/xla_cache.tgz -C "$CACHE" . && split -b 15m -d /tmp/xla_cache.tgz "$OUT/xla_cache.tgz.part"
 rm -f "$OUT/c/run/config_history.jsonl" "$OUT/c/run/lopt.lock" "$OUT/c/run/theta.safetensors" \
       "$OUT/c/run/theta_best.safetensors"

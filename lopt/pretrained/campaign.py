@@ -246,6 +246,7 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
                     os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}-metrics.jsonl"))
     shutil.copyfile(os.path.join(run_dir, "warm_start.safetensors"), os.path.join(state_dir, "warm_start.safetensors"))
     _keep_best(state, new_state, run_dir, state_dir)
+    _keep_snapshots(session_dir, state_dir, start=new_state["sessions"][-1]["start_outer_step"])
     with open(os.path.join(state_dir, "state.json"), "w", encoding="utf-8") as f:
         json.dump(new_state, f, indent=1)
     return new_state
@@ -272,6 +273,41 @@ def _keep_best(state: dict[str, Any], new_state: dict[str, Any], run_dir: str, s
         new_state["best"] = {"score": score, "session": len(new_state["sessions"]),
                              "campaign_step": session["start_outer_step"] + int(extra.get("outer_steps", 0))}
         shutil.copyfile(path, os.path.join(state_dir, "best_theta.safetensors"))
+
+
+def _keep_snapshots(session_dir: str, state_dir: str, *, start: int) -> list[str]:
+    """Copies a session's theta snapshots to ``state_dir/thetas/theta-<campaign step>.safetensors``.
+
+    The snapshots come from ``run/thetas/`` or, as a GPU call returns them, ``thetas.tgz``; each is
+    re-written with ``campaign_outer_steps`` in its header (its step in the whole campaign), which
+    ``--ship`` and ``validate --record-best`` read. Existing files are never replaced.
+    """
+    import tarfile
+
+    from lopt.learned.serialization import load_theta, save_theta
+
+    folder = os.path.join(session_dir, "run", "thetas")
+    bundle = os.path.join(session_dir, "thetas.tgz")
+    if not os.path.isdir(folder) and os.path.exists(bundle):
+        folder = os.path.join(tempfile.mkdtemp(prefix="lopt-snapshots-"), "thetas")
+        with tarfile.open(bundle) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".safetensors")
+                       and not os.path.isabs(m.name) and ".." not in m.name.split("/")]
+            tar.extractall(os.path.dirname(folder), members=members)
+    if not os.path.isdir(folder):
+        return []
+    os.makedirs(os.path.join(state_dir, "thetas"), exist_ok=True)
+    written = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        step = int(checkpoint.read_metadata(path).get("extra", {}).get("outer_steps", -1))
+        target = os.path.join(state_dir, "thetas", f"theta-{start + step:06d}.safetensors")
+        if step < 0 or os.path.exists(target):
+            continue
+        theta, lopt_ = load_theta(path)
+        save_theta(target, lopt_, theta, extra={"campaign_outer_steps": start + step})
+        written.append(target)
+    return written
 
 
 def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:

@@ -29,7 +29,7 @@ from lopt.learned import get as get_lopt
 from lopt.meta.warm_start import load_warm_start
 from lopt.pretrained.campaign import VALIDATION_SEED, VALIDATION_VARIANTS
 
-__all__ = ["validate"]
+__all__ = ["record_best", "validate"]
 
 
 def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
@@ -72,6 +72,34 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     return {label: engine.evaluate(theta, key=key) for label, theta in thetas.items()}
 
 
+def record_best(scores: dict[str, dict[str, float]], state_dir: str) -> str:
+    """Makes the best-scoring file of ``scores`` the campaign's best theta if it beats ``state.json``'s ``best``.
+
+    Returns a line saying what was done. The copy keeps the file's bytes (and digest); its
+    ``campaign_outer_steps`` header (snapshots adopted into ``campaign/thetas/`` have one) is recorded.
+    """
+    import math
+    import shutil
+
+    from lopt import checkpoint
+    from lopt.pretrained.campaign import _read_state
+
+    path, row = min(scores.items(), key=lambda item: item[1]["heldout_normalized_loss"])
+    score = row["heldout_normalized_loss"]
+    state_path = os.path.join(state_dir, "state.json")
+    state = _read_state(state_dir)
+    best = state.get("best") or {}
+    if not math.isfinite(score) or score >= float(best.get("score", math.inf)):
+        return f"kept the campaign's best ({best.get('score')}); the best here is {score:.4f} ({path})"
+    step = checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps")
+    state["best"] = {"score": score, "campaign_step": step, "source": os.path.basename(path),
+                     "scored_by": "lopt.pretrained.validate"}
+    shutil.copyfile(path, os.path.join(state_dir, "best_theta.safetensors"))
+    with open(state_path, "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1)
+    return f"new campaign best {score:.4f}: {path} (campaign step {step}) -> {state_dir}/best_theta.safetensors"
+
+
 def _load(path: str) -> Any:
     theta, _, _ = load_warm_start(path, get_lopt("nominal"))  # a warm-start or a theta file
     return theta
@@ -85,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--variants", type=int, default=VALIDATION_VARIANTS)
     parser.add_argument("--out", default=None, help="write the scores here as JSON (refuses to overwrite)")
+    parser.add_argument("--record-best", default=None, metavar="STATE_DIR",
+                        help="copy the best-scoring theta to STATE_DIR/best_theta.safetensors (and record it in "
+                             "STATE_DIR/state.json) if it beats the campaign's recorded best")
     args = parser.parse_args(argv)
     if args.out and os.path.exists(args.out):
         parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
@@ -94,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     for path, row in scores.items():
         print(f"{row['heldout_normalized_loss']:.4f}  {path}  " +
               " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")))
+    if args.record_best:
+        print(record_best(scores, args.record_best))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump({"steps": args.steps, "variants": args.variants, "families": args.families,

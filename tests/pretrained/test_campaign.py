@@ -52,6 +52,10 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     assert last["setup_seconds"] == 7.0 and not last["on_gpu"]
     assert last["warm_start_digest"] == checkpoint.stored_digest(str(state_dir / "warm_start.safetensors"))
     assert json.loads((state_dir / "state.json").read_text())["outer_steps"] == 6
+    # the snapshots are kept under their campaign step (session two's step 3 is campaign step 6)
+    assert sorted(os.listdir(state_dir / "thetas")) == ["theta-000003.safetensors", "theta-000006.safetensors"]
+    assert checkpoint.read_metadata(str(state_dir / "thetas" / "theta-000006.safetensors"))["extra"] == {
+        "campaign_outer_steps": 6}
     assert (state_dir / "logs" / "session-02-cpu-metrics.jsonl").exists()
     with pytest.raises(ValueError, match="do not extend"):  # the first session's folder is stale now
         campaign.adopt(str(state_dir), str(tmp_path / "one"))
@@ -118,3 +122,45 @@ def test_validation_uses_the_campaigns_fixed_heldout_variants(state_dir):
     assert held[0] == held[1] and len(held[0]) == campaign.VALIDATION_VARIANTS
     for engine in engines:
         assert not set(held[0]) & {c for half in engine.buckets[0].halves for c in half}
+
+
+def test_record_best_replaces_the_campaign_best_only_with_a_better_score(tmp_path):
+    from lopt.learned import get as get_lopt
+    from lopt.learned.serialization import save_theta
+    from lopt.pretrained.validate import record_best
+
+    lopt_ = get_lopt("nominal")
+    paths = []
+    for step in (10, 20):
+        path = tmp_path / f"theta-{step:06d}.safetensors"
+        save_theta(path, lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
+        paths.append(str(path))
+    (tmp_path / "state.json").write_text(json.dumps({"sessions": [], "structures": [], "outer_steps": 20}))
+    scores = {paths[0]: {"heldout_normalized_loss": 0.5}, paths[1]: {"heldout_normalized_loss": 0.3}}
+    assert "new campaign best 0.3000" in record_best(scores, str(tmp_path))
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["best"]["score"] == 0.3 and state["best"]["campaign_step"] == 20
+    assert checkpoint.stored_digest(str(tmp_path / "best_theta.safetensors")) == checkpoint.stored_digest(paths[1])
+    assert "kept the campaign's best" in record_best({paths[0]: {"heldout_normalized_loss": 0.4}}, str(tmp_path))
+    assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20
+
+
+def test_snapshots_returned_as_a_bundle_are_kept_under_their_campaign_step(tmp_path):
+    import tarfile
+
+    from lopt.learned import get as get_lopt
+    from lopt.learned.serialization import save_theta
+
+    lopt_ = get_lopt("nominal")
+    (tmp_path / "run" / "thetas").mkdir(parents=True)
+    for step in (5, 9):
+        save_theta(tmp_path / "run" / "thetas" / f"theta-{step:06d}.safetensors", lopt_,
+                   lopt_.init(jax.random.key(step)), extra={"outer_steps": step})
+    session = tmp_path / "returned"
+    session.mkdir()
+    with tarfile.open(session / "thetas.tgz", "w:gz") as tar:  # as scripts/campaign_gpu_session.sh returns them
+        tar.add(tmp_path / "run" / "thetas", arcname="thetas")
+    state_dir = tmp_path / "state"
+    written = campaign._keep_snapshots(str(session), str(state_dir), start=100)
+    assert [os.path.basename(p) for p in written] == ["theta-000105.safetensors", "theta-000109.safetensors"]
+    assert campaign._keep_snapshots(str(session), str(state_dir), start=100) == []  # never replaced

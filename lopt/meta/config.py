@@ -133,7 +133,8 @@ class OuterSection:
         clip_grad_norm: clip the outer gradient to this global norm first (0: no clipping);
             applies to learned outer optimizers too.
         bucket_weighting: mixture runs: ``"mean"`` averages the structures' meta-gradients,
-            ``"unit"`` scales each to unit norm first (every structure an equal vote).
+            ``"unit"`` scales each to unit norm first (every structure an equal vote), ``"pcgrad"``
+            then also removes each one's components that conflict with another's.
     """
 
     optimizer: str = "adam"

@@ -25,7 +25,7 @@ __all__ = ["validate_config"]
 
 ESTIMATOR_OBJECTIVES = ("train", "valid")
 FULL_ES_META_LOSSES = ("mean", "final")
-BUCKET_WEIGHTINGS = ("mean", "unit")
+BUCKET_WEIGHTINGS = ("mean", "unit", "pcgrad")
 
 #: ``section.key``: smallest allowed value (ints are checked to be ints by the config loader).
 AT_LEAST = {

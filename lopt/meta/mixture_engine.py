@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -61,7 +62,7 @@ __all__ = ["MixtureEngine"]
 
 _HELDOUT_STREAM = 7_000_001
 _DRAW_STREAM = 7_000_003
-_BUCKET_WEIGHTINGS = ("mean", "unit")
+_BUCKET_WEIGHTINGS = ("mean", "unit", "pcgrad")
 
 
 _LOG = logging.getLogger("lopt.meta")
@@ -121,7 +122,9 @@ class MixtureEngine:
         bucket_weighting: ``"mean"`` averages the buckets' meta-gradients; ``"unit"`` scales each
             to unit norm first, so every structure gets an equal vote on the direction (one
             structure with large, noisy gradients, e.g. a normaliser that under-estimates its
-            best loss, cannot pull the shared step).
+            best loss, cannot pull the shared step); ``"pcgrad"`` also removes from each the
+            components that conflict with another structure's (gradient surgery), so a step is
+            only taken where no structure's gradient opposes it to first order.
         mesh: optional ``jax.sharding.Mesh`` with one axis; shards each bucket's tasks over it.
 
     Example:
@@ -352,7 +355,7 @@ class MixtureEngine:
             grads.append(g)
             new_states.append(s)
             metrics.append(m)
-        grad, summary = _combine(grads, metrics, unit=self.bucket_weighting == "unit")
+        grad, summary = _combine(grads, metrics, weighting=self.bucket_weighting)
         return grad, tuple(new_states), summary
 
     # --- held-out validation ----------------------------------------------------------------
@@ -409,15 +412,44 @@ def _global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
 
 
-@functools.partial(jax.jit, static_argnames=("unit",))
-def _combine(grads: list, metrics: list, unit: bool = False) -> tuple[Any, dict]:
-    """The mean gradient over buckets (each scaled to unit norm first if ``unit``) and summary metrics."""
+def _project_conflicts(rows: jax.Array) -> jax.Array:
+    """Gradient surgery (PCGrad, Yu et al. 2020) on ``[B, D]`` rows: each row loses its component
+    along every other row it conflicts with (negative dot product), in the cyclic order i+1, i+2, ...
+
+    Returns the projected rows; where no two rows conflict they are unchanged.
+    """
+    n = rows.shape[0]
+    squared = jnp.maximum(jnp.sum(rows * rows, axis=1), 1e-24)
+    out = []
+    for i in range(n):
+        g = rows[i]
+        for k in range(1, n):
+            j = (i + k) % n
+            dot = jnp.dot(g, rows[j])
+            g = g - jnp.minimum(dot, 0.0) / squared[j] * rows[j]
+        out.append(g)
+    return jnp.stack(out)
+
+
+@functools.partial(jax.jit, static_argnames=("weighting",))
+def _combine(grads: list, metrics: list, weighting: str = "mean") -> tuple[Any, dict]:
+    """The buckets' gradients combined (see ``MixtureEngine``'s ``bucket_weighting``) and summary metrics.
+
+    ``"mean"``: the plain mean. ``"unit"``: each scaled to unit norm, then the mean. ``"pcgrad"``:
+    unit norm, then each loses its components that conflict with another bucket's, then the mean
+    (a step that, to first order, makes no structure worse while any other structure disagrees).
+    """
     n = len(grads)
     bucket_norms = jnp.stack([_global_norm(g) for g in grads])
-    if unit:
-        scales = 1.0 / jnp.maximum(bucket_norms, 1e-12)
-        grads = [jax.tree.map(lambda x, s=s: x * s, g) for g, s in zip(grads, scales)]
-    grad = jax.tree.map(lambda *g: sum(g) / n, *grads)
+    rows = jnp.stack([jax.flatten_util.ravel_pytree(g)[0] for g in grads])
+    unravel = jax.flatten_util.ravel_pytree(grads[0])[1]
+    if weighting in ("unit", "pcgrad"):
+        rows = rows / jnp.maximum(bucket_norms, 1e-12)[:, None]
+    dots = rows @ rows.T
+    conflicts = (jnp.sum(dots < 0) / max(n * (n - 1), 1)).astype(jnp.float32)
+    if weighting == "pcgrad":
+        rows = _project_conflicts(rows)
+    grad = unravel(rows.mean(axis=0))
     per_bucket = jnp.stack([m["meta_loss"] for m in metrics])
     norm = _global_norm(grad)
     summary = {
@@ -430,6 +462,7 @@ def _combine(grads: list, metrics: list, unit: bool = False) -> tuple[Any, dict]
         "grad_norm": norm,
         "bucket_grad_norm_max": bucket_norms.max(),
         "bucket_grad_norm_min": bucket_norms.min(),
+        "bucket_conflicts": conflicts,
         "buckets": jnp.asarray(n, jnp.int32),
     }
     return grad, summary

@@ -164,10 +164,20 @@ def test_unit_bucket_weighting_gives_every_structure_an_equal_vote():
     grads = [{"w": np.array([3.0, 4.0])}, {"w": np.array([0.0, -0.5])}]  # norms 5 and 0.5
     mean, summary = _combine(grads, [metric, metric])
     np.testing.assert_allclose(mean["w"], [1.5, 1.75])
-    unit, summary = _combine(grads, [metric, metric], unit=True)
+    unit, summary = _combine(grads, [metric, metric], weighting="unit")
     np.testing.assert_allclose(unit["w"], [(0.6 + 0.0) / 2, (0.8 - 1.0) / 2], rtol=1e-6)
     assert float(summary["bucket_grad_norm_max"]) == pytest.approx(5.0)
     assert float(summary["bucket_grad_norm_min"]) == pytest.approx(0.5)
+    assert float(summary["bucket_conflicts"]) == 1.0  # (0.6, 0.8) . (0, -1) < 0, both ways
+    # gradient surgery: each unit row loses its component along the other; then the mean
+    a, b = np.array([0.6, 0.8]), np.array([0.0, -1.0])
+    a_proj, b_proj = a - (a @ b) * b, b - (b @ a) * a
+    surgery, summary = _combine(grads, [metric, metric], weighting="pcgrad")
+    np.testing.assert_allclose(surgery["w"], (a_proj + b_proj) / 2, rtol=1e-6, atol=1e-7)
+    assert float(np.dot(surgery["w"], a)) >= -1e-7 and float(np.dot(surgery["w"], b)) >= -1e-7  # hurts neither
+    agree = [{"w": np.array([1.0, 0.0])}, {"w": np.array([1.0, 1.0])}]  # no conflict: pcgrad == unit
+    np.testing.assert_allclose(_combine(agree, [metric, metric], weighting="pcgrad")[0]["w"],
+                               _combine(agree, [metric, metric], weighting="unit")[0]["w"], rtol=1e-6)
     with pytest.raises(ValueError, match="bucket_weighting='sum'"):
         _engine(bucket_weighting="sum")
 

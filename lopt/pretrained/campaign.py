@@ -69,7 +69,7 @@ def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, ov
     checkpoints = tempfile.mkdtemp(prefix="lopt-campaign-checkpoints-")  # large, per session, never the record
     sets = [f"seed={seed}", f"trainer.max_minutes={minutes}", f"trainer.checkpoint_dir={checkpoints}",
             "trainer.eval_every=1000000", "trainer.eval_steps=500", "task.heldout_per_bucket=1",
-            "task.configs_per_bucket=4", "normalizer.num_steps=500", "outer.learning_rate=1e-3",
+            "task.configs_per_bucket=4", "normalizer.num_steps=500", "outer.learning_rate=3e-4",
             f"task.heldout_seed={VALIDATION_SEED}", f"task.heldout_per_bucket={VALIDATION_VARIANTS}",
             "outer.bucket_weighting=unit", "trainer.theta_history=true"]
     if init_from:

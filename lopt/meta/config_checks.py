@@ -25,7 +25,6 @@ __all__ = ["validate_config"]
 
 ESTIMATOR_OBJECTIVES = ("train", "valid")
 FULL_ES_META_LOSSES = ("mean", "final")
-BUCKET_WEIGHTINGS = ("mean", "unit", "pcgrad")
 
 #: ``section.key``: smallest allowed value (ints are checked to be ints by the config loader).
 AT_LEAST = {
@@ -97,6 +96,7 @@ def _check_lists(cfg: Any) -> None:
 
 def _check_choices(cfg: Any) -> None:
     from lopt.meta.estimators import ESTIMATORS
+    from lopt.meta.mixture_engine import BUCKET_WEIGHTINGS
 
     est = cfg.estimator
     if est.kind not in ESTIMATORS:

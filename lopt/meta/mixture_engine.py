@@ -58,11 +58,12 @@ from lopt.meta.truncation import TruncationSchedule
 from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
 from lopt.tasks.mixture import Mixture, base_family
 
-__all__ = ["MixtureEngine"]
+__all__ = ["BUCKET_WEIGHTINGS", "MixtureEngine"]
 
 _HELDOUT_STREAM = 7_000_001
 _DRAW_STREAM = 7_000_003
-_BUCKET_WEIGHTINGS = ("mean", "unit", "pcgrad")
+#: How ``estimate`` combines the buckets' meta-gradients (see :class:`MixtureEngine`).
+BUCKET_WEIGHTINGS = ("mean", "unit", "pcgrad")
 
 
 _LOG = logging.getLogger("lopt.meta")
@@ -149,8 +150,8 @@ class MixtureEngine:
                  heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
-        if bucket_weighting not in _BUCKET_WEIGHTINGS:
-            raise ValueError(f"MixtureEngine: bucket_weighting={bucket_weighting!r}; choose one of {_BUCKET_WEIGHTINGS}.")
+        if bucket_weighting not in BUCKET_WEIGHTINGS:
+            raise ValueError(f"MixtureEngine: bucket_weighting={bucket_weighting!r}; choose one of {BUCKET_WEIGHTINGS}.")
         for name, value in (("num_tasks", num_tasks), ("configs_per_bucket", configs_per_bucket),
                             ("eval_steps", eval_steps), ("normalizer_steps", normalizer_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -408,10 +409,6 @@ class MixtureEngine:
         return out
 
 
-def _global_norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree)))
-
-
 def _project_conflicts(rows: jax.Array) -> jax.Array:
     """Gradient surgery (PCGrad, Yu et al. 2020) on ``[B, D]`` rows: each row loses its component
     along every other row it conflicts with (negative dot product), in the cyclic order i+1, i+2, ...
@@ -440,18 +437,19 @@ def _combine(grads: list, metrics: list, weighting: str = "mean") -> tuple[Any, 
     (a step that, to first order, makes no structure worse while any other structure disagrees).
     """
     n = len(grads)
-    bucket_norms = jnp.stack([_global_norm(g) for g in grads])
     rows = jnp.stack([jax.flatten_util.ravel_pytree(g)[0] for g in grads])
     unravel = jax.flatten_util.ravel_pytree(grads[0])[1]
+    bucket_norms = jnp.linalg.norm(rows, axis=1)
     if weighting in ("unit", "pcgrad"):
         rows = rows / jnp.maximum(bucket_norms, 1e-12)[:, None]
     dots = rows @ rows.T
     conflicts = (jnp.sum(dots < 0) / max(n * (n - 1), 1)).astype(jnp.float32)
     if weighting == "pcgrad":
         rows = _project_conflicts(rows)
-    grad = unravel(rows.mean(axis=0))
+    mean = rows.mean(axis=0)
+    grad = unravel(mean)
     per_bucket = jnp.stack([m["meta_loss"] for m in metrics])
-    norm = _global_norm(grad)
+    norm = jnp.linalg.norm(mean)
     summary = {
         "meta_loss": per_bucket.mean(),
         "meta_loss_per_bucket": per_bucket,

@@ -100,19 +100,20 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     run_dir = os.path.join(out, "run")
     trainer = MetaTrainer(cfg, run_dir, progress=False)
     setup_seconds = time.time() - start
-    trainer.config.trainer.max_minutes = max(0.5, minutes - reserve_minutes - setup_seconds / 60.0)
-    print(f"[campaign] set-up {setup_seconds:.0f} s; meta-training for {trainer.config.trainer.max_minutes:.1f} min "
-          f"on {len(trainer.engine.buckets)} structures", flush=True)
     structures = [b.structure.to_dict() for b in trainer.engine.buckets]
     references = {}
     if trainer.config.trainer.eval_every:  # the same validation, before training: the warm start and Adam 1e-3
+        from lopt.meta.warm_start import load_warm_start
+
         initial_theta = trainer.setup.lopt.init(jax.random.key(0))
-        warm_theta = trainer.initial_state()["theta"]
+        warm_theta = load_warm_start(warm, trainer.setup.lopt)[0] if os.path.exists(warm) else initial_theta
         for label, theta in (("initial theta (= Adam 1e-3)", initial_theta), ("warm start", warm_theta)):
             references[label] = trainer.evaluate(theta, 0)
             print(f"[campaign] validation of the {label}: {references[label]['heldout_normalized_loss']:.4f}",
                   flush=True)
-        trainer.config.trainer.max_minutes = max(0.5, minutes - reserve_minutes - (time.time() - start) / 60.0)
+    trainer.config.trainer.max_minutes = max(0.5, minutes - reserve_minutes - (time.time() - start) / 60.0)
+    print(f"[campaign] set-up {setup_seconds:.0f} s; meta-training for {trainer.config.trainer.max_minutes:.1f} min "
+          f"on {len(trainer.engine.buckets)} structures", flush=True)
     result = trainer.run()
     seconds = time.time() - start
     print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "

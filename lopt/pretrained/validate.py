@@ -27,7 +27,12 @@ import jax
 
 from lopt.learned import get as get_lopt
 from lopt.meta.warm_start import load_warm_start
-from lopt.pretrained.campaign import VALIDATION_SEED, VALIDATION_VARIANTS
+from lopt.pretrained.campaign import (
+    VALIDATION_SEED,
+    VALIDATION_VARIANTS,
+    _read_state,
+    campaign_config,
+)
 
 __all__ = ["record_best", "validate"]
 
@@ -54,7 +59,6 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     """
     from lopt.meta.trainer import _mixture_engine
     from lopt.meta.truncation import make_schedule
-    from lopt.pretrained.campaign import _read_state, campaign_config  # noqa: F811 (private helpers)
 
     if not thetas:
         raise ValueError("validate: pass at least one theta.")
@@ -82,7 +86,6 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str) -> str:
     import shutil
 
     from lopt import checkpoint
-    from lopt.pretrained.campaign import _read_state
 
     path, row = min(scores.items(), key=lambda item: item[1]["heldout_normalized_loss"])
     score = row["heldout_normalized_loss"]

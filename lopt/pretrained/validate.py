@@ -79,22 +79,29 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
 def record_best(scores: dict[str, dict[str, float]], state_dir: str) -> str:
     """Makes the best-scoring file of ``scores`` the campaign's best theta if it beats ``state.json``'s ``best``.
 
-    Returns a line saying what was done. The copy keeps the file's bytes (and digest); its
-    ``campaign_outer_steps`` header (snapshots adopted into ``campaign/thetas/`` have one) is recorded.
+    Only campaign thetas compete: files with a ``campaign_outer_steps`` header (snapshots adopted
+    into ``campaign/thetas/`` and the shipped weights have one). Other files scored in the same run (the
+    initial theta, a hand-made reference) are references and never become the campaign's best.
+    Returns a line saying what was done. The copy keeps the file's bytes (and digest) and the
+    snapshot's campaign step is recorded.
     """
     import math
     import shutil
 
     from lopt import checkpoint
 
-    path, row = min(scores.items(), key=lambda item: item[1]["heldout_normalized_loss"])
+    steps = {path: checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps") for path in scores}
+    candidates = {path: row for path, row in scores.items() if steps[path] is not None}
+    if not candidates:
+        return "kept the campaign's best: no scored file is a campaign theta (no campaign_outer_steps header)"
+    path, row = min(candidates.items(), key=lambda item: item[1]["heldout_normalized_loss"])
     score = row["heldout_normalized_loss"]
     state_path = os.path.join(state_dir, "state.json")
     state = _read_state(state_dir)
     best = state.get("best") or {}
     if not math.isfinite(score) or score >= float(best.get("score", math.inf)):
-        return f"kept the campaign's best ({best.get('score')}); the best here is {score:.4f} ({path})"
-    step = checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps")
+        return f"kept the campaign's best ({best.get('score')}); the best campaign theta here is {score:.4f} ({path})"
+    step = steps[path]
     state["best"] = {"score": score, "campaign_step": step, "source": os.path.basename(path),
                      "scored_by": "lopt.pretrained.validate"}
     shutil.copyfile(path, os.path.join(state_dir, "best_theta.safetensors"))

@@ -143,6 +143,14 @@ def test_record_best_replaces_the_campaign_best_only_with_a_better_score(tmp_pat
     assert checkpoint.stored_digest(str(tmp_path / "best_theta.safetensors")) == checkpoint.stored_digest(paths[1])
     assert "kept the campaign's best" in record_best({paths[0]: {"heldout_normalized_loss": 0.4}}, str(tmp_path))
     assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20
+    reference = tmp_path / "initial.safetensors"  # scored beside the snapshots, but no campaign theta
+    save_theta(reference, lopt_, lopt_.init(jax.random.key(0)))
+    line = record_best({str(reference): {"heldout_normalized_loss": 0.1}, paths[0]: {"heldout_normalized_loss": 0.4}},
+                       str(tmp_path))
+    assert "kept the campaign's best" in line and "0.4000" in line
+    assert "no scored file is a campaign theta" in record_best({str(reference): {"heldout_normalized_loss": 0.1}},
+                                                                str(tmp_path))
+    assert json.loads((tmp_path / "state.json").read_text())["best"]["score"] == 0.3
 
 
 def test_snapshots_returned_as_a_bundle_are_kept_under_their_campaign_step(tmp_path):

@@ -372,12 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="NVIDIA H200", help="with --record/--adopt: the device it ran on")
     parser.add_argument("--seconds", type=float, default=0.0, help="with --record: the session's wall seconds")
     parser.add_argument("--setup-seconds", type=float, default=0.0, help="with --record: its set-up seconds")
-    parser.add_argument("--note", default="", help="with --record: what happened")
+    parser.add_argument("--note", default="", help="with --record/--rewind: what happened, why")
+    parser.add_argument("--rewind", default=None, metavar="THETA",
+                        help="do not train: make THETA (a theta file, or 'initial') the next session's warm start, "
+                             "keeping the current one under rewound/ (lopt.pretrained.rewind)")
     parser.add_argument("--ship", nargs="?", const="", default=None, metavar="THETA",
                         help="do not train: write the campaign's theta (or THETA) as lopt's pretrained 'default'")
     args = parser.parse_args(argv)
     if args.ship is not None:
         print(f"wrote {ship(args.state, theta_path=args.ship or None)}")
+        return 0
+    if args.rewind:
+        from lopt.pretrained.rewind import rewind
+
+        entry = rewind(args.state, args.rewind, note=args.note)
+        print(f"rewound the campaign at outer step {entry['at_outer_step']} to {entry['source']}; commit {args.state}/")
         return 0
     if args.adopt:
         state = adopt(args.state, args.adopt, device=args.device, note=args.note)

@@ -1,0 +1,67 @@
+"""The campaign's rewind: the next session's warm start becomes an earlier theta, nothing is lost."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from lopt import checkpoint
+from lopt.learned import get as get_lopt
+from lopt.learned.serialization import save_theta
+from lopt.meta.warm_start import load_warm_start
+from lopt.pretrained.campaign import main as campaign_main
+from lopt.pretrained.rewind import rewind
+
+
+def _campaign(tmp_path, steps=300):
+    lopt_ = get_lopt("nominal")
+    trained = jax.tree.map(lambda x: x + 0.01, lopt_.init(jax.random.key(0)))
+    save_theta(tmp_path / "warm_start.safetensors", lopt_, trained, extra={"outer_steps": 100})
+    (tmp_path / "state.json").write_text(json.dumps({"sessions": [{"start_outer_step": 0}], "outer_steps": steps}))
+    snapshot = tmp_path / "theta-000120.safetensors"
+    save_theta(snapshot, lopt_, jax.tree.map(lambda x: x - 0.02, trained), extra={"campaign_outer_steps": 120})
+    return lopt_, trained, snapshot
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_rewind_to_a_snapshot_keeps_the_replaced_warm_start_and_records_it(tmp_path):
+    lopt_, trained, snapshot = _campaign(tmp_path)
+    old_digest = checkpoint.stored_digest(tmp_path / "warm_start.safetensors")
+    entry = rewind(str(tmp_path), str(snapshot), note="validation drifted")
+    theta, outer, meta = load_warm_start(tmp_path / "warm_start.safetensors", lopt_)
+    expected = jax.tree.map(lambda x: x - 0.02, trained)
+    for a, b in zip(_leaves(theta), _leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+    assert outer is None  # the next session's outer optimizer starts fresh
+    assert meta["extra"] == {"rewound_at": 300, "campaign_outer_steps": 120}
+    kept = tmp_path / "rewound" / "warm_start-000300.safetensors"
+    assert checkpoint.stored_digest(kept) == old_digest
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["rewinds"] == [entry] and entry["to_campaign_step"] == 120 and entry["at_outer_step"] == 300
+    assert entry["note"] == "validation drifted" and state["outer_steps"] == 300 and len(state["sessions"]) == 1
+    with pytest.raises(ValueError, match="already rewound at outer step 300"):  # would overwrite the kept file
+        rewind(str(tmp_path), "initial")
+    assert checkpoint.stored_digest(kept) == old_digest
+
+
+def test_rewind_to_the_initial_theta_from_the_command_line(tmp_path, capsys):
+    lopt_, _, _ = _campaign(tmp_path)
+    assert campaign_main(["--state", str(tmp_path), "--rewind", "initial"]) == 0
+    assert "rewound the campaign at outer step 300" in capsys.readouterr().out
+    theta, _, meta = load_warm_start(tmp_path / "warm_start.safetensors", lopt_)
+    for a, b in zip(_leaves(theta), _leaves(lopt_.init(jax.random.key(0)))):
+        np.testing.assert_array_equal(a, b)
+    assert meta["extra"]["campaign_outer_steps"] == 0
+
+
+def test_rewind_names_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="has no state.json"):
+        rewind(str(tmp_path), "initial")
+    _campaign(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        rewind(str(tmp_path), str(tmp_path / "nope.safetensors"))
+    assert not (tmp_path / "rewound").exists()

@@ -42,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import save
+from self_training_mixture import DEFAULT_FAMILIES, mixture_overrides
 
 import lopt
 from lopt.meta.trainer import MetaTrainer
@@ -60,6 +61,8 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
         overrides += ["outer.optimizer=adam", f"outer.learning_rate={outer.split(':', 1)[1]}"]
     else:
         overrides += [f"outer.optimizer={outer}"]
+    if args.config == "mixture":
+        overrides += mixture_overrides(args.families, heldout_per_bucket=args.heldout_per_bucket)
     cfg = lopt.meta.load_config("canonical", overrides)
     with tempfile.TemporaryDirectory(prefix="self_training_") as out:
         start = time.perf_counter()
@@ -69,6 +72,9 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
         rows = lopt.meta.read_metrics(os.path.join(out, "metrics.jsonl"))
         evals = lopt.meta.read_metrics(os.path.join(out, "eval.jsonl"))
     meta_loss = np.asarray([r["meta_loss"] for r in rows], dtype=float)
+    # a mixture run validates on held-out variants of its structures (heldout_*), canonical on fresh tasks
+    score = "heldout_normalized_loss" if cfg.task.mixture else "eval_normalized_loss"
+    families = {k.split("/", 1)[1] for row in rows + evals for k in row if "/" in k}
     window = max(1, cfg.truncation.horizon // cfg.estimator.unroll_length)
     small = {k: float(v) for k, v in theta.items() if getattr(v, "size", 0) == 1} if isinstance(theta, dict) else {}
     return {"lopt": lopt_name, "outer": outer, "seed": seed, "wall_seconds": wall, "notes": trainer.notes,
@@ -76,7 +82,11 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
             "meta_loss": meta_loss.tolist(), "smoothed_meta_loss": smooth(meta_loss, window).tolist(),
             "seconds": [r["seconds"] for r in rows],
             "eval_steps": [e["step"] for e in evals],
-            "eval_normalized_loss": [e["eval_normalized_loss"] for e in evals]}
+            "eval_normalized_loss": [e[score] for e in evals],
+            "meta_loss_per_family": {f: [r[f"meta_loss/{f}"] for r in rows] for f in sorted(families)
+                                     if f"meta_loss/{f}" in rows[0]},
+            "heldout_per_family": {f: [e[f"heldout/{f}"] for e in evals] for f in sorted(families)
+                                   if evals and f"heldout/{f}" in evals[0]}}
 
 
 def smooth(x: np.ndarray, window: int) -> np.ndarray:
@@ -161,16 +171,22 @@ def plot(runs: list[dict], summaries: dict, path: str) -> None:
     plt.close(fig)
 
 
+def pooled_runs(paths: list[str]) -> list[dict]:
+    """Every run of the result files ``paths``, in order."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs += json.load(f)["runs"]
+    return runs
+
+
 def combine(paths: list[str], reference: str = "adam:0.001") -> dict:
     """Pools the runs of several result files (e.g. different seeds) into one table per outer optimizer.
 
     "steps to reference" is the first outer step at which a run's smoothed meta-loss reaches the
     mean final smoothed meta-loss of ``reference`` over all its pooled runs.
     """
-    runs = []
-    for path in paths:
-        with open(path) as f:
-            runs += json.load(f)["runs"]
+    runs = pooled_runs(paths)
     table = {}
     for name in dict.fromkeys(r["lopt"] for r in runs):
         mine = [r for r in runs if r["lopt"] == name]
@@ -198,6 +214,12 @@ def combine(paths: list[str], reference: str = "adam:0.001") -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="canonical", choices=("canonical", "mixture"),
+                        help="canonical: one task; mixture: one small structure per --families family "
+                             "(self_training_mixture.py), validated on held-out variants")
+    parser.add_argument("--families", default=DEFAULT_FAMILIES, help="--config mixture: the mixture's families")
+    parser.add_argument("--heldout-per-bucket", type=int, default=2,
+                        help="--config mixture: held-out variants per structure")
     parser.add_argument("--lopts", default="learnable_adam", help="fresh learned optimizers to meta-train")
     parser.add_argument("--adam-grid", default="3e-5,1e-4,3e-4,1e-3,3e-3,1e-2")
     parser.add_argument("--seeds", default="0,1")
@@ -216,8 +238,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.combine:
         path = save(args.result_name, {"combined": args.combine, "summaries": combine(args.combine)})
+        if args.figure != FIGURE:  # a figure of the pooled runs, only when asked for
+            runs = pooled_runs(args.combine)
+            outers = {name: list(dict.fromkeys(r["outer"] for r in runs if r["lopt"] == name))
+                      for name in dict.fromkeys(r["lopt"] for r in runs)}
+            plot(runs, {name: summarise(runs, name, o, args.target_factor) for name, o in outers.items()}, args.figure)
+            print(f"saved {os.path.normpath(args.figure)}")
         print(f"saved {path}")
         return
+    if args.config == "mixture":  # bad --families or --heldout-per-bucket fail here, before any run
+        mixture_overrides(args.families, heldout_per_bucket=args.heldout_per_bucket)
     seeds = [int(s) for s in args.seeds.split(",")]
     outers = [f"adam:{float(lr):g}" for lr in args.adam_grid.split(",")] + ([] if args.skip_pretrained else ["pretrained"])
     runs = []
@@ -237,7 +267,7 @@ def main() -> None:
             print(f"{outer:14s} {t['final_smoothed_meta_loss']:16.4f} {t['final_heldout_normalized_loss']:17.4f} "
                   f"{t['steps_to_target_per_seed']!s:>20s} {t['seconds_per_outer_step']:12.3f}")
     plot(runs, summaries, args.figure)
-    path = save(args.result_name, {"config": "canonical", "args": vars(args), "summaries": summaries, "runs": runs})
+    path = save(args.result_name, {"config": args.config, "args": vars(args), "summaries": summaries, "runs": runs})
     print(f"\nsaved {path} and {os.path.normpath(args.figure)}")
 
 

@@ -11,8 +11,8 @@ import lopt
 from lopt.tasks.mixture import base_family
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
-import self_training  # noqa: E402
-from self_training_mixture import mixture_overrides, parse_families, structure  # noqa: E402
+import self_training
+from self_training_mixture import mixture_overrides, parse_families, structure
 
 
 def test_mixture_config_trains_the_asked_families_and_holds_out_variants():

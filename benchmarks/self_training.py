@@ -22,8 +22,15 @@ outer steps). The target meta-loss is ``--target-factor`` times the lowest final
 meta-loss of any outer optimizer (mean over seeds); "steps to target" is the first outer step
 whose smoothed meta-loss is at or below it (``null``: never).
 
+``--config mixture`` trains on a small task mixture instead (``self_training_mixture.py``: one
+quadratic, the canonical MLP and the 2-D test functions of Wichrowska et al., one bucket each,
+every bucket in every outer step) and validates on held-out variants of those structures
+(``heldout_normalized_loss``, per family in ``heldout_per_family``).
+
 Usage:
     nice -n 10 python benchmarks/self_training.py                      # learnable_adam, ~10 min CPU
+    nice -n 10 python benchmarks/self_training.py --config mixture --adam-grid 3e-5,1e-3,1e-2,3e-2 \
+        --result-name self_training_mixture --figure docs/examples/self_training_mixture.png
     nice -n 10 python benchmarks/self_training.py --lopts learnable_adam,nominal --seeds 0
 Saves ``benchmarks/results/self_training_cpu.json`` and ``docs/examples/self_training.png``
 (``--result-name`` and ``--figure`` change both).

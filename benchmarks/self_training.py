@@ -187,6 +187,25 @@ def pooled_runs(paths: list[str]) -> list[dict]:
     return runs
 
 
+def pretrained_wins(runs: list[dict], outer: str) -> dict:
+    """On how many seeds run by both, the pretrained outer optimizer ends lower than ``outer``.
+
+    Compares final smoothed meta-loss and final held-out loss seed by seed (one learned
+    optimizer's runs).
+
+    Example:
+        >>> run = lambda o, s, m, h: {"outer": o, "seed": s, "smoothed_meta_loss": [m], "eval_normalized_loss": [h]}
+        >>> pretrained_wins([run("pretrained", 0, 0.1, 0.2), run("adam:0.001", 0, 0.3, 0.1),
+        ...                  run("pretrained", 1, 0.5, 0.2), run("adam:0.001", 1, 0.4, 0.3)], "adam:0.001")
+        {'seeds': 2, 'meta_loss': 1, 'heldout': 1}
+    """
+    by_seed = {o: {r["seed"]: r for r in runs if r["outer"] == o} for o in ("pretrained", outer)}
+    seeds = sorted(set(by_seed["pretrained"]) & set(by_seed[outer]))
+    def lower(key: str) -> int:
+        return sum(by_seed["pretrained"][s][key][-1] < by_seed[outer][s][key][-1] for s in seeds)
+    return {"seeds": len(seeds), "meta_loss": lower("smoothed_meta_loss"), "heldout": lower("eval_normalized_loss")}
+
+
 def combine(paths: list[str], reference: str = "adam:0.001") -> dict:
     """Pools the runs of several result files (e.g. different seeds) into one table per outer optimizer.
 
@@ -209,13 +228,23 @@ def combine(paths: list[str], reference: str = "adam:0.001") -> dict:
                            "final_heldout_std": float(heldout.std(ddof=1)) if len(rs) > 1 else 0.0,
                            "steps_to_reference_per_seed": [first_at_or_below(r["smoothed_meta_loss"], target)
                                                            for r in rs]}
+            families = sorted({f for r in rs for f in r.get("heldout_per_family", {})})
+            if families:  # mixture runs: the held-out score of every family's variants
+                rows[outer]["final_heldout_per_family_mean"] = {
+                    f: float(np.mean([r["heldout_per_family"][f][-1] for r in rs])) for f in families}
+        if "pretrained" in rows:
+            for outer, row in rows.items():
+                row["pretrained_wins"] = pretrained_wins(mine, outer)
         table[name] = {"reference": reference, "reference_final_meta_loss": target, "rows": rows}
         print(f"\nfresh {name}: pooled over {sorted({r['seed'] for r in mine})}; reference {reference} "
               f"final meta-loss {target:.4f}")
         for outer, row in rows.items():
+            wins = row.get("pretrained_wins", {})
             print(f"{outer:12s} seeds {row['seeds']!s:16s} meta-loss {row['final_meta_loss_mean']:.4f} "
                   f"+- {row['final_meta_loss_std']:.4f}  held-out {row['final_heldout_mean']:.4f} "
-                  f"+- {row['final_heldout_std']:.4f}  steps to reference {row['steps_to_reference_per_seed']}")
+                  f"+- {row['final_heldout_std']:.4f}  steps to reference {row['steps_to_reference_per_seed']}"
+                  + (f"  pretrained lower on {wins['meta_loss']}/{wins['seeds']} (meta-loss), "
+                     f"{wins['heldout']}/{wins['seeds']} (held-out)" if wins and outer != "pretrained" else ""))
     return table
 
 

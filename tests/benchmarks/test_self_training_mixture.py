@@ -66,3 +66,28 @@ def test_a_tiny_mixture_run_reports_held_out_scores_per_family():
     assert sorted(per_family) == ["losg", "quadratic"] and sorted(run["meta_loss_per_family"]) == ["losg", "quadratic"]
     # one held-out variant per structure: the overall score is the mean of the two families' scores
     assert run["eval_normalized_loss"][0] == pytest.approx(np.mean([v[0] for v in per_family.values()]))
+
+
+def _run(outer, seed, curve, heldout, per_family=None):
+    return {"lopt": "learnable_adam", "outer": outer, "seed": seed, "smoothed_meta_loss": curve,
+            "eval_normalized_loss": [heldout], "heldout_per_family": per_family or {}}
+
+
+def test_combine_pools_seeds_from_several_files(tmp_path):
+    import json
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"runs": [
+        _run("adam:0.001", 0, [0.5, 0.4], 0.30, {"mlp": [0.2], "quadratic": [0.4]}),
+        _run("pretrained", 0, [0.5, 0.2], 0.10, {"mlp": [0.1], "quadratic": [0.1]})]}))
+    second.write_text(json.dumps({"runs": [
+        _run("adam:0.001", 1, [0.5, 0.2], 0.20, {"mlp": [0.4], "quadratic": [0.0]}),
+        _run("pretrained", 1, [0.3, 0.3], 0.25, {"mlp": [0.3], "quadratic": [0.2]})]}))
+    table = self_training.combine([str(first), str(second)])["learnable_adam"]
+    adam, learned = table["rows"]["adam:0.001"], table["rows"]["pretrained"]
+    assert table["reference_final_meta_loss"] == pytest.approx(0.3)  # Adam 1e-3's mean final meta-loss
+    assert adam["seeds"] == [0, 1] and adam["final_meta_loss_mean"] == pytest.approx(0.3)
+    assert adam["final_meta_loss_std"] == pytest.approx(np.std([0.4, 0.2], ddof=1))
+    assert adam["steps_to_reference_per_seed"] == [None, 2] and learned["steps_to_reference_per_seed"] == [2, 1]
+    assert adam["final_heldout_per_family_mean"] == pytest.approx({"mlp": 0.3, "quadratic": 0.2})
+    # seed 0: pretrained lower on both; seed 1: higher meta-loss (0.3 > 0.2), higher held-out (0.25 > 0.2)
+    assert adam["pretrained_wins"] == {"seeds": 2, "meta_loss": 1, "heldout": 1}

@@ -23,8 +23,9 @@ def _dist():
 
 def _engine(**changes):
     dist = _dist()
-    options = dict(truncation=ConstantHorizon(10), num_tasks=2, std=0.05, unroll_length=5, configs_per_bucket=2,
-                   redraw_every=2, heldout_per_bucket=1, eval_steps=10, normalizer_steps=10)
+    options = {"truncation": ConstantHorizon(10), "num_tasks": 2, "std": 0.05, "unroll_length": 5,
+               "configs_per_bucket": 2, "redraw_every": 2, "heldout_per_bucket": 1, "eval_steps": 10,
+               "normalizer_steps": 10}
     options.update(changes)
     structures = [dist.structures("quadratic")[0], dist.structures("losg")[0]]
     return MixtureEngine(lopt.learned.get("learnable_adam", lr=0.01), dist, structures, **options)
@@ -82,6 +83,16 @@ def test_heldout_evaluation_reports_every_family(engine):
     result = engine.evaluate(theta, key=jax.random.key(0))
     assert {"heldout/quadratic", "heldout/losg"} <= set(result)
     assert result["heldout_configs"] == 2 and np.isfinite(result["heldout_normalized_loss"])
+    # one program per held-out structure, compiled once (in threads) and reused for another theta
+    programs = engine._eval_programs(theta, jax.random.key(0))
+    assert len(programs) == 2 and engine._eval_programs(theta, jax.random.key(5)) is programs
+    other = jax.tree.map(lambda x: x + 0.1, theta)
+    again = engine.evaluate(other, key=jax.random.key(3))
+    fn = engine._eval_fns["fn"]  # the plain jitted path gives the same scores
+    expected = [float(np.mean(fn(pool, initial, best, other, jax.random.fold_in(jax.random.key(3), i),
+                                 num_steps=engine.eval_steps)[0]))
+                for i, (_, _, pool, initial, best) in enumerate(engine._eval_fns["pools"])]
+    np.testing.assert_allclose(again["heldout_normalized_loss"], np.mean(expected), rtol=1e-6)
 
 
 def test_bad_settings_name_the_fix():

@@ -187,6 +187,21 @@ def pooled_runs(paths: list[str]) -> list[dict]:
     return runs
 
 
+def paired_gap(run: dict, reference: dict, last: int = 100) -> float:
+    """Mean of ``run``'s meta-loss minus ``reference``'s over the last ``last`` outer steps.
+
+    Runs of one seed draw the same tasks and perturbations at every outer step, so the
+    difference step by step removes what the task draws add to the meta-loss (in a mixture run
+    the level of the meta-loss jumps with every re-draw of the pools); negative: ``run`` lower.
+
+    Example:
+        >>> paired_gap({"meta_loss": [5.0, 1.0, 2.0]}, {"meta_loss": [0.0, 2.0, 2.5]}, last=2)
+        -0.75
+    """
+    a, b = np.asarray(run["meta_loss"][-last:], float), np.asarray(reference["meta_loss"][-last:], float)
+    return float(np.nanmean(a - b))
+
+
 def pretrained_wins(runs: list[dict], outer: str) -> dict:
     """On how many seeds run by both, the pretrained outer optimizer ends lower than ``outer``.
 
@@ -228,6 +243,10 @@ def combine(paths: list[str], reference: str = "adam:0.001") -> dict:
                            "final_heldout_std": float(heldout.std(ddof=1)) if len(rs) > 1 else 0.0,
                            "steps_to_reference_per_seed": [first_at_or_below(r["smoothed_meta_loss"], target)
                                                            for r in rs]}
+            reference_runs = {r["seed"]: r for r in mine if r["outer"] == reference}
+            rows[outer]["paired_meta_loss_gap_per_seed"] = [
+                paired_gap(r, reference_runs[r["seed"]]) if r["seed"] in reference_runs else None for r in rs]
+            rows[outer]["heldout_last4_per_seed"] = [float(np.mean(r["eval_normalized_loss"][-4:])) for r in rs]
             families = sorted({f for r in rs for f in r.get("heldout_per_family", {})})
             if families:  # mixture runs: the held-out score of every family's variants
                 rows[outer]["final_heldout_per_family_mean"] = {

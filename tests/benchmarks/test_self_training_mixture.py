@@ -69,7 +69,7 @@ def test_a_tiny_mixture_run_reports_held_out_scores_per_family():
 
 
 def _run(outer, seed, curve, heldout, per_family=None):
-    return {"lopt": "learnable_adam", "outer": outer, "seed": seed, "smoothed_meta_loss": curve,
+    return {"lopt": "learnable_adam", "outer": outer, "seed": seed, "smoothed_meta_loss": curve, "meta_loss": curve,
             "eval_normalized_loss": [heldout], "heldout_per_family": per_family or {}}
 
 
@@ -91,3 +91,12 @@ def test_combine_pools_seeds_from_several_files(tmp_path):
     assert adam["final_heldout_per_family_mean"] == pytest.approx({"mlp": 0.3, "quadratic": 0.2})
     # seed 0: pretrained lower on both; seed 1: higher meta-loss (0.3 > 0.2), higher held-out (0.25 > 0.2)
     assert adam["pretrained_wins"] == {"seeds": 2, "meta_loss": 1, "heldout": 1}
+    assert adam["paired_meta_loss_gap_per_seed"] == [0.0, 0.0]
+    assert learned["paired_meta_loss_gap_per_seed"] == pytest.approx([-0.1, -0.05])
+
+
+def test_paired_gap_compares_runs_of_one_seed_step_by_step():
+    run = {"meta_loss": [9.0, 0.5, 0.25, float("nan")]}
+    reference = {"meta_loss": [0.0, 1.0, 0.75, 1.0]}
+    # last three steps: 0.5 - 1.0, 0.25 - 0.75, and a NaN step left out
+    assert self_training.paired_gap(run, reference, last=3) == pytest.approx(-0.5)

@@ -134,18 +134,24 @@ def summarise(runs: list[dict], lopt_name: str, outers: list[str], target_factor
     return {"target_meta_loss": target, "best_adam": best_adam, "table": table}
 
 
-def plot(runs: list[dict], summaries: dict, path: str) -> None:
+def plot(runs: list[dict], summaries: dict, path: str, reference: str = "adam:0.001", window: int = 20) -> None:
+    """Meta-loss vs outer step and vs time, held-out loss, and the meta-loss minus ``reference``'s.
+
+    The last panel is the step-by-step difference to the ``reference`` run of the same seed
+    (running mean over ``window`` outer steps; see :func:`paired_gap`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lopts = list(summaries)
-    fig, axes = plt.subplots(len(lopts), 3, figsize=(15, 3.8 * len(lopts)), squeeze=False)
+    fig, axes = plt.subplots(len(lopts), 4, figsize=(20, 3.8 * len(lopts)), squeeze=False)
     for row, name in enumerate(lopts):
         best = summaries[name]["best_adam"]
         shown = ["adam:3e-05", "adam:0.001", best, "pretrained"]
         shown = list(dict.fromkeys(o for o in shown if o in summaries[name]["table"]))
+        references = {r["seed"]: r for r in runs if r["lopt"] == name and r["outer"] == reference}
         for k, outer in enumerate(shown):
             label = {"adam:3e-05": "Adam 3e-5", "adam:0.001": "Adam 1e-3", "pretrained": "pretrained (learned)"}.get(
                 outer, outer.replace("adam:", "Adam "))
@@ -158,6 +164,9 @@ def plot(runs: list[dict], summaries: dict, path: str) -> None:
                 axes[row, 0].plot(steps, r["smoothed_meta_loss"], **kw)
                 axes[row, 1].plot(r["seconds"], r["smoothed_meta_loss"], **kw)
                 axes[row, 2].plot(r["eval_steps"], r["eval_normalized_loss"], marker="o", ms=3, **kw)
+                if r["seed"] in references:
+                    gap = np.asarray(r["meta_loss"], float) - np.asarray(references[r["seed"]]["meta_loss"], float)
+                    axes[row, 3].plot(steps, smooth(gap, window), **kw)
         target = summaries[name]["target_meta_loss"]
         for col in (0, 1):
             axes[row, col].axhline(target, color="gray", ls=":", lw=1)
@@ -169,8 +178,12 @@ def plot(runs: list[dict], summaries: dict, path: str) -> None:
         axes[row, 0].set_title(f"fresh {name}: meta-loss vs outer step")
         axes[row, 1].set_title("vs wall time")
         axes[row, 2].set_title("held-out evaluation")
+        axes[row, 3].axhline(0.0, color="gray", ls=":", lw=1)
+        axes[row, 3].set_xlabel("outer step")
+        axes[row, 3].set_ylabel(f"meta-loss minus {reference}'s")
+        axes[row, 3].set_title(f"paired with {reference} (same seed, same tasks)")
         axes[row, 0].legend(fontsize=8)
-        for ax in axes[row]:
+        for ax in axes[row, :3]:
             ax.set_yscale("log")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -12,7 +12,7 @@ stays the test set: do not select on it.
 Usage::
 
     python -m lopt.pretrained.validate campaign/warm_start.safetensors lopt/pretrained/weights/default.safetensors \\
-        [--families mlp quadratic] [--steps 300] [--variants 2] [--out results.json]
+        [--families mlp quadratic] [--steps 300 [1000]] [--variants 2] [--out results.json] [--record-best campaign]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from lopt.pretrained.campaign import (
     campaign_config,
 )
 
-__all__ = ["record_best", "validate"]
+__all__ = ["record_best", "validate", "validate_lengths"]
 
 
 def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
@@ -76,12 +76,44 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     return {label: engine.evaluate(theta, key=key) for label, theta in thetas.items()}
 
 
-def record_best(scores: dict[str, dict[str, float]], state_dir: str) -> str:
+def validate_lengths(thetas: dict[str, Any], *, steps: list[int], **options: Any) -> dict[str, dict[str, float]]:
+    """:func:`validate` at several training lengths; each score is the mean over the lengths.
+
+    A learned optimizer can win short trainings and lose long ones (or the reverse): the
+    campaign's thetas beat Adam 1e-3 on more structures at 1,000 steps than at 300. With one
+    length this is :func:`validate`; with several, every key is the mean over the lengths and
+    ``steps<N>/<key>`` keeps each length's value.
+
+    Example:
+        >>> from lopt.pretrained.validate import validate_lengths
+        >>> validate_lengths({}, steps=[])
+        Traceback (most recent call last):
+        ...
+        ValueError: validate_lengths: steps=[]; pass one or more positive lengths, e.g. [300, 1000].
+    """
+    if not steps or any(int(n) <= 0 for n in steps) or len(set(steps)) != len(steps):
+        raise ValueError(f"validate_lengths: steps={list(steps)}; pass one or more positive lengths, e.g. [300, 1000].")
+    if len(steps) == 1:
+        return validate(thetas, steps=int(steps[0]), **options)
+    runs = {n: validate(thetas, steps=int(n), **options) for n in steps}
+    combined = {}
+    for label in thetas:
+        keys = runs[steps[0]][label].keys()
+        row = {key: sum(runs[n][label][key] for n in steps) / len(steps) for key in keys}
+        row.update({f"steps{n}/{key}": value for n in steps for key, value in runs[n][label].items()})
+        combined[label] = row
+    return combined
+
+
+def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: list[int] = (300,)) -> str:
     """Makes the best-scoring file of ``scores`` the campaign's best theta if it beats ``state.json``'s ``best``.
 
     Only campaign thetas compete: files with a ``campaign_outer_steps`` header (snapshots adopted
     into ``campaign/thetas/`` and the shipped weights have one). Other files scored in the same run (the
     initial theta, a hand-made reference) are references and never become the campaign's best.
+    Scores are only compared at the same validation lengths (``steps``, kept in the record): when
+    the campaign's best was scored at other lengths, it must be among ``scores`` (the file
+    ``best_theta.safetensors`` or a copy with the same digest) so that it is re-scored alike.
     Returns a line saying what was done. The copy keeps the file's bytes (and digest) and the
     snapshot's campaign step is recorded.
     """
@@ -90,24 +122,40 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str) -> str:
 
     from lopt import checkpoint
 
-    steps = {path: checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps") for path in scores}
-    candidates = {path: row for path, row in scores.items() if steps[path] is not None}
+    at = {path: checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps") for path in scores}
+    candidates = {path: row for path, row in scores.items() if at[path] is not None}
     if not candidates:
         return "kept the campaign's best: no scored file is a campaign theta (no campaign_outer_steps header)"
     path, row = min(candidates.items(), key=lambda item: item[1]["heldout_normalized_loss"])
     score = row["heldout_normalized_loss"]
     state_path = os.path.join(state_dir, "state.json")
     state = _read_state(state_dir)
-    best = state.get("best") or {}
+    best = dict(state.get("best") or {})
+    steps = [int(n) for n in steps]
+    if best and [int(n) for n in best.get("steps", [300])] != steps:
+        digest = checkpoint.stored_digest(os.path.join(state_dir, "best_theta.safetensors"))
+        rescored = [row for p, row in scores.items() if checkpoint.stored_digest(p) == digest]
+        if not rescored:
+            return (f"kept the campaign's best: it was scored at {best.get('steps', [300])} steps, these at {steps}; "
+                    f"score {state_dir}/best_theta.safetensors in the same run to compare")
+        best.update(score=rescored[0]["heldout_normalized_loss"], steps=steps)
+        state["best"] = best  # the recorded best, re-scored at these lengths
+        _write_json(state_path, state)
     if not math.isfinite(score) or score >= float(best.get("score", math.inf)):
         return f"kept the campaign's best ({best.get('score')}); the best campaign theta here is {score:.4f} ({path})"
-    step = steps[path]
+    step = at[path]
     state["best"] = {"score": score, "campaign_step": step, "source": os.path.basename(path),
-                     "scored_by": "lopt.pretrained.validate"}
-    shutil.copyfile(path, os.path.join(state_dir, "best_theta.safetensors"))
-    with open(state_path, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1)
+                     "scored_by": "lopt.pretrained.validate", "steps": steps}
+    target = os.path.join(state_dir, "best_theta.safetensors")
+    if not (os.path.exists(target) and os.path.samefile(path, target)):
+        shutil.copyfile(path, target)
+    _write_json(state_path, state)
     return f"new campaign best {score:.4f}: {path} (campaign step {step}) -> {state_dir}/best_theta.safetensors"
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
 
 
 def _load(path: str) -> Any:
@@ -120,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("thetas", nargs="+", help="warm-start or theta files (nominal)")
     parser.add_argument("--state", default="campaign")
     parser.add_argument("--families", nargs="*", default=None)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, nargs="+", default=[300],
+                        help="inner steps per validation run; several (e.g. 300 1000) score each theta at every "
+                             "length and rank by the mean")
     parser.add_argument("--variants", type=int, default=VALIDATION_VARIANTS)
     parser.add_argument("--out", default=None, help="write the scores here as JSON (refuses to overwrite)")
     parser.add_argument("--record-best", default=None, metavar="STATE_DIR",
@@ -130,16 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and os.path.exists(args.out):
         parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
     start = time.time()
-    scores = validate({path: _load(path) for path in args.thetas}, state_dir=args.state, families=args.families,
-                      steps=args.steps, variants=args.variants)
+    thetas = {path: _load(path) for path in args.thetas}
+    scores = validate_lengths(thetas, state_dir=args.state, families=args.families, steps=args.steps,
+                              variants=args.variants)
     for path, row in scores.items():
         print(f"{row['heldout_normalized_loss']:.4f}  {path}  " +
-              " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")))
+              " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")) +
+              "".join(f"  [{n} steps: {row[f'steps{n}/heldout_normalized_loss']:.4f}]" for n in args.steps
+                      if len(args.steps) > 1))
     if args.record_best:
-        print(record_best(scores, args.record_best))
+        print(record_best(scores, args.record_best, steps=args.steps))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"steps": args.steps, "variants": args.variants, "families": args.families,
+            json.dump({"steps": args.steps[0] if len(args.steps) == 1 else args.steps, "variants": args.variants, "families": args.families,
                        "seconds": time.time() - start, "scores": scores}, f, indent=1)
     return 0
 

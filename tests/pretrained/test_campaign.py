@@ -172,3 +172,49 @@ def test_snapshots_returned_as_a_bundle_are_kept_under_their_campaign_step(tmp_p
     written = campaign._keep_snapshots(str(session), str(state_dir), start=100)
     assert [os.path.basename(p) for p in written] == ["theta-000105.safetensors", "theta-000109.safetensors"]
     assert campaign._keep_snapshots(str(session), str(state_dir), start=100) == []  # never replaced
+
+
+def test_validation_at_several_lengths_ranks_by_the_mean(monkeypatch):
+    from lopt.pretrained import validate as validate_module
+
+    def fake(thetas, *, steps, **options):  # a theta's score grows with the length for "a", shrinks for "b"
+        return {label: {"heldout_normalized_loss": {"a": 0.1, "b": 0.5}[label] * (steps / 300) ** (1 if label == "a"
+                                                                                                else -1),
+                        "heldout/mlp": float(steps)} for label in thetas}
+
+    monkeypatch.setattr(validate_module, "validate", fake)
+    rows = validate_module.validate_lengths({"a": None, "b": None}, steps=[300, 1200])
+    assert rows["a"]["heldout_normalized_loss"] == pytest.approx((0.1 + 0.4) / 2)
+    assert rows["b"]["heldout_normalized_loss"] == pytest.approx((0.5 + 0.125) / 2)
+    assert rows["a"]["steps1200/heldout_normalized_loss"] == pytest.approx(0.4)
+    assert rows["a"]["heldout/mlp"] == 750.0 and rows["b"]["steps300/heldout/mlp"] == 300.0
+    assert validate_module.validate_lengths({"a": None}, steps=[300]) == fake({"a": None}, steps=300)
+    for bad in ([], [0], [300, 300]):
+        with pytest.raises(ValueError, match="one or more positive lengths"):
+            validate_module.validate_lengths({"a": None}, steps=bad)
+
+
+def test_record_best_compares_only_scores_at_the_same_lengths(tmp_path):
+    from lopt.learned import get as get_lopt
+    from lopt.learned.serialization import save_theta
+    from lopt.pretrained.validate import record_best
+
+    lopt_ = get_lopt("nominal")
+    paths = {}
+    for step in (10, 20):
+        paths[step] = str(tmp_path / f"theta-{step:06d}.safetensors")
+        save_theta(paths[step], lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
+    (tmp_path / "state.json").write_text(json.dumps({"sessions": [], "outer_steps": 20}))
+    record_best({paths[10]: {"heldout_normalized_loss": 0.3}}, str(tmp_path))  # at 300 steps
+    line = record_best({paths[20]: {"heldout_normalized_loss": 0.2}}, str(tmp_path), steps=[300, 1000])
+    assert "scored at [300] steps" in line  # the 300-step best is not compared with a two-length mean
+    assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 10
+    best = str(tmp_path / "best_theta.safetensors")  # re-scored in the same run: compared, and recorded alike
+    line = record_best({best: {"heldout_normalized_loss": 0.45}, paths[20]: {"heldout_normalized_loss": 0.5}},
+                       str(tmp_path), steps=[300, 1000])
+    assert "kept the campaign's best" in line
+    record = json.loads((tmp_path / "state.json").read_text())["best"]
+    assert record["score"] == 0.45 and record["steps"] == [300, 1000] and record["campaign_step"] == 10
+    assert "new campaign best 0.4000" in record_best({paths[20]: {"heldout_normalized_loss": 0.4}}, str(tmp_path),
+                                                      steps=[300, 1000])
+    assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20

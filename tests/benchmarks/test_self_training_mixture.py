@@ -55,7 +55,7 @@ def test_bad_families_fail_before_any_run(monkeypatch):
     assert parse_families(" losg , quadratic ") == ["losg", "quadratic"]
 
 
-@pytest.mark.slow  # ~25 s of compilation on 2 idle cores (6 programs: PES, normaliser fit, evaluation x 2)
+@pytest.mark.slow  # 6 programs to compile (PES, normaliser fit, evaluation x 2): ~30 s cold, ~6 s from the XLA cache
 def test_a_tiny_mixture_run_reports_held_out_scores_per_family():
     args = argparse.Namespace(config="mixture", families="quadratic,losg", heldout_per_bucket=1, num_tasks=1,
                               outer_steps=2, eval_every=2, eval_tasks=1, eval_steps=20)

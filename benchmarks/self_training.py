@@ -32,8 +32,13 @@ Usage:
     nice -n 10 python benchmarks/self_training.py --config mixture --adam-grid 3e-5,1e-3,1e-2,3e-2 \
         --result-name self_training_mixture --figure docs/examples/self_training_mixture.png
     nice -n 10 python benchmarks/self_training.py --lopts learnable_adam,nominal --seeds 0
+    nice -n 10 python benchmarks/self_training.py --seeds 0 --adam-grid 1e-2,3e-2 \
+        --keep-thetas benchmarks/results/self_training_kept_thetas --result-name self_training_kept
 Saves ``benchmarks/results/self_training_cpu.json`` and ``docs/examples/self_training.png``
-(``--result-name`` and ``--figure`` change both).
+(``--result-name`` and ``--figure`` change both). ``--keep-thetas DIR`` also keeps every run's
+final and best theta (``<lopt>_<outer>_seed<seed>[_best].safetensors``, e.g.
+``learnable_adam_adam-0.03_seed0.safetensors``; never overwriting a file) for
+``benchmarks/self_training_heldout.py --thetas``.
 """
 
 from __future__ import annotations
@@ -52,13 +57,68 @@ from common import save
 from self_training_mixture import DEFAULT_FAMILIES, mixture_overrides
 
 import lopt
+from lopt import checkpoint
 from lopt.meta.trainer import MetaTrainer
 
 FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "examples", "self_training.png")
 
 
+#: The theta files a MetaTrainer run writes, and the suffix of their kept copies.
+KEPT_FILES = {"theta.safetensors": "", "theta_best.safetensors": "_best"}
+
+
+def kept_theta_paths(directory: str, lopt_name: str, outer: str, seed: int) -> dict[str, str]:
+    """Where ``--keep-thetas DIRECTORY`` copies a run's theta files, keyed by the run's file name.
+
+    Example:
+        >>> kept_theta_paths("kept", "learnable_adam", "adam:0.03", 0)["theta.safetensors"]
+        'kept/learnable_adam_adam-0.03_seed0.safetensors'
+        >>> kept_theta_paths("kept", "nominal", "pretrained", 2)["theta_best.safetensors"]
+        'kept/nominal_pretrained_seed2_best.safetensors'
+    """
+    stem = f"{lopt_name}_{outer.replace(':', '-')}_seed{seed}"
+    return {name: os.path.join(directory, f"{stem}{suffix}.safetensors") for name, suffix in KEPT_FILES.items()}
+
+
+def refuse_existing(paths: list[str]) -> None:
+    """Raises ``ValueError`` naming every path of ``paths`` that exists (kept thetas are never overwritten)."""
+    taken = [p for p in paths if os.path.exists(p)]
+    if taken:
+        raise ValueError(f"--keep-thetas would overwrite {taken}; move or delete them first, or pass another "
+                         "--keep-thetas directory.")
+
+
+def keep_thetas(run_dir: str, targets: dict[str, str], extra: dict) -> dict[str, str]:
+    """Copies the theta files of the run in ``run_dir`` to ``targets`` (from :func:`kept_theta_paths`).
+
+    Each file is read with :func:`lopt.learned.load_theta` (which verifies its digest) and
+    written with :func:`lopt.learned.save_theta` (a fresh digest), keeping the trainer's
+    metadata and adding ``extra``. A target that exists is refused before anything is written;
+    ``theta_best.safetensors`` is skipped when the run wrote none (no finite evaluation).
+    Returns the paths written, keyed by the run's file name.
+    """
+    refuse_existing(list(targets.values()))
+    os.makedirs(os.path.dirname(os.path.abspath(next(iter(targets.values())))), exist_ok=True)
+    kept = {}
+    for name, target in targets.items():
+        source = os.path.join(run_dir, name)
+        if not os.path.exists(source):
+            continue
+        theta, lopt_ = lopt.learned.load_theta(source)
+        trainer_extra = checkpoint.read_metadata(source).get("extra", {})
+        kept[name] = str(lopt.learned.save_theta(target, lopt_, theta, extra={**trainer_extra, **extra}))
+    return kept
+
+
 def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> dict:
-    """One meta-training run; returns its per-step and evaluation curves."""
+    """One meta-training run; returns its per-step and evaluation curves.
+
+    With ``args.keep_thetas`` (a directory), the run's final and best theta files are kept
+    there (:func:`kept_theta_paths`); an existing file there is refused before the run starts.
+    """
+    keep_dir = getattr(args, "keep_thetas", None)
+    targets = kept_theta_paths(keep_dir, lopt_name, outer, seed) if keep_dir else {}
+    refuse_existing(list(targets.values()))
     overrides = [f"lopt.name={lopt_name}", f"seed={seed}", f"estimator.num_tasks={args.num_tasks}",
                  f"trainer.outer_steps={args.outer_steps}", f"trainer.eval_every={args.eval_every}",
                  f"trainer.eval_tasks={args.eval_tasks}", f"trainer.eval_steps={args.eval_steps}",
@@ -78,6 +138,7 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
         wall = time.perf_counter() - start
         rows = lopt.meta.read_metrics(os.path.join(out, "metrics.jsonl"))
         evals = lopt.meta.read_metrics(os.path.join(out, "eval.jsonl"))
+        kept = keep_thetas(out, targets, {"lopt": lopt_name, "outer": outer, "seed": seed}) if targets else {}
     meta_loss = np.asarray([r["meta_loss"] for r in rows], dtype=float)
     # a mixture run validates on held-out variants of its structures (heldout_*), canonical on fresh tasks
     score = "heldout_normalized_loss" if cfg.task.mixture else "eval_normalized_loss"
@@ -85,7 +146,7 @@ def run_one(lopt_name: str, outer: str, seed: int, args: argparse.Namespace) -> 
     window = max(1, cfg.truncation.horizon // cfg.estimator.unroll_length)
     small = {k: float(v) for k, v in theta.items() if getattr(v, "size", 0) == 1} if isinstance(theta, dict) else {}
     return {"lopt": lopt_name, "outer": outer, "seed": seed, "wall_seconds": wall, "notes": trainer.notes,
-            "final_theta_scalars": small,
+            "final_theta_scalars": small, "kept_thetas": kept,
             "meta_loss": meta_loss.tolist(), "smoothed_meta_loss": smooth(meta_loss, window).tolist(),
             "seconds": [r["seconds"] for r in rows],
             "eval_steps": [e["step"] for e in evals],
@@ -300,6 +361,9 @@ def main() -> None:
     parser.add_argument("--figure", default=FIGURE)
     parser.add_argument("--skip-pretrained", action="store_true", help="Adam grid only (e.g. to extend a grid)")
     parser.add_argument("--result-name", default="self_training", help="results/<name>_<device>.json")
+    parser.add_argument("--keep-thetas", metavar="DIR",
+                        help="keep every run's theta.safetensors and theta_best.safetensors in DIR, as "
+                             "<lopt>_<outer>_seed<seed>[_best].safetensors (existing files are refused)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="only pool the runs of these result files (e.g. several seeds) into one table, "
                              "saved as results/<--result-name>_<device>.json")
@@ -318,6 +382,9 @@ def main() -> None:
         mixture_overrides(args.families, heldout_per_bucket=args.heldout_per_bucket)
     seeds = [int(s) for s in args.seeds.split(",")]
     outers = [f"adam:{float(lr):g}" for lr in args.adam_grid.split(",")] + ([] if args.skip_pretrained else ["pretrained"])
+    if args.keep_thetas:  # refuse before the first run, not after an hour of them
+        refuse_existing([p for name in args.lopts.split(",") for seed in seeds for outer in outers
+                         for p in kept_theta_paths(args.keep_thetas, name, outer, seed).values()])
     runs = []
     for name in args.lopts.split(","):
         for seed in seeds:

@@ -41,7 +41,8 @@ def per_task_table(results: dict) -> str:
     """Final test loss per task of every candidate and of Adam 1e-3, suite- and per-task-tuned Adam."""
     labels = list(results)
     first = results[labels[0]]["tasks"]
-    head = f"{'task':34s} {'steps':>6s} " + " ".join(f"{label[-24:]:>24s}" for label in labels) + \
+    common = len(os.path.commonprefix(labels)) if len(labels) > 1 else 0  # e.g. "learnable_adam_"
+    head = f"{'task':34s} {'steps':>6s} " + " ".join(f"{label[common:][:24]:>24s}" for label in labels) + \
         f" {'adam 1e-3':>10s} {'adam suite':>10s} {'adam task':>10s} {'task lr':>8s}"
     lines = [head, "-" * len(head)]
     for i, task in enumerate(first):

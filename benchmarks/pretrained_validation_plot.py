@@ -5,7 +5,8 @@ batch of scored snapshots), places each theta at its campaign outer step (from `
 ``campaign step N`` or a ``shipped``/``warm``/``campaign_`` prefix before the step in its name),
 takes the initial theta (= Adam 1e-3) as the reference line, marks the rewinds recorded in
 ``campaign/state.json`` and draws the mean over the 9 structures and each structure's score
-(0 = the best Adam grid run of that validation config, 1 = its initial loss).
+(0 = the best Adam grid run of that validation config, 1 = its initial loss), one colour per
+validation length (``--lengths``, default 300 and 1,000 inner steps).
 
 Usage:
     python benchmarks/pretrained_validation_plot.py            # the committed validation files
@@ -43,14 +44,14 @@ def campaign_step(name: str) -> int | None:
     return None
 
 
-def collect(paths: list[str]) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
-    """The initial theta's scores and, per campaign step, the last scores found for it."""
+def collect(paths: list[str], length: int) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
+    """The initial theta's scores and, per campaign step, the last scores found for it, at ``length`` steps."""
     reference, by_step = None, {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        if data.get("steps") != 300:
-            continue  # other validation lengths are not comparable
+        if data.get("steps") != length:
+            continue  # other validation lengths (or a mean over several) are not comparable
         for name, scores in data["scores"].items():
             step = campaign_step(name)
             if step == -1:
@@ -79,37 +80,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", help="validation JSON files (default: results/pretrained_validation*)")
     parser.add_argument("--state", default=os.path.join(ROOT, "campaign", "state.json"))
     parser.add_argument("--figure", default=FIGURE)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[300, 1000],
+                        help="validation lengths (inner steps) to draw, one colour each")
     args = parser.parse_args(argv)
     files = args.files or sorted(glob.glob(os.path.join(RESULTS, "pretrained_validation*_cpu.json")))
-    reference, by_step = collect(files)
-    if not by_step:
-        raise SystemExit(f"no campaign theta with a step in {files}; pass validate --out files")
     with open(args.state, encoding="utf-8") as f:
         rewinds = [(r["at_outer_step"], r["to_campaign_step"]) for r in json.load(f).get("rewinds", [])]
-    families = sorted(k.split("/", 1)[1] for k in next(iter(by_step.values())) if k.startswith("heldout/"))
+    curves = {n: collect(files, n) for n in args.lengths}
+    curves = {n: curve for n, curve in curves.items() if curve[1]}
+    if not curves:
+        raise SystemExit(f"no campaign theta with a step in {files}; pass validate --out files")
     out = {"files": [os.path.relpath(p, ROOT) for p in files],
-           "rewinds": [{"at_outer_step": a, "to_campaign_step": b} for a, b in rewinds], "reference": reference,
-           "steps": list(by_step), "scores": [by_step[s] for s in by_step]}
+           "rewinds": [{"at_outer_step": a, "to_campaign_step": b} for a, b in rewinds],
+           "lengths": {str(n): {"reference": ref, "steps": list(by_step), "scores": list(by_step.values())}
+                       for n, (ref, by_step) in curves.items()}}
     with open(os.path.join(RESULTS, "pretrained_validation_curve.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
-    best = min(by_step, key=lambda s: by_step[s]["heldout_normalized_loss"])
-    print(f"{len(by_step)} thetas; best campaign step {best}: {by_step[best]['heldout_normalized_loss']:.4f}; "
-          f"initial theta (= Adam 1e-3): {reference['heldout_normalized_loss'] if reference else float('nan'):.4f}")
+    for n, (reference, by_step) in curves.items():
+        best = min(by_step, key=lambda s: by_step[s]["heldout_normalized_loss"])
+        print(f"{n} steps: {len(by_step)} thetas; best campaign step {best}: "
+              f"{by_step[best]['heldout_normalized_loss']:.4f}; initial theta (= Adam 1e-3): "
+              f"{reference['heldout_normalized_loss'] if reference else float('nan'):.4f}")
+    any_row = next(iter(next(iter(curves.values()))[1].values()))
+    families = sorted(k.split("/", 1)[1] for k in any_row if k.startswith("heldout/"))
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lineages = _lineages(by_step, reference, rewinds)
     fig, axes = plt.subplots(2, 5, figsize=(17, 6.5), sharex=True)
     panels = [("heldout_normalized_loss", "mean of 9 structures")] + [(f"heldout/{f}", f) for f in families]
     for ax, (key, title) in zip(axes.flat, panels):
-        for i, lineage in enumerate(lineages):
-            ax.plot([x for x, _ in lineage], [row[key] for _, row in lineage], "o-", ms=3, color="C0",
-                    label="campaign theta" if i == 0 else None)
-        if reference:
-            ax.axhline(reference[key], color="C1", ls="--", label="initial theta = Adam 1e-3")
+        for color, (n, (reference, by_step)) in zip(("C0", "C2", "C4"), curves.items()):
+            for i, lineage in enumerate(_lineages(by_step, reference, rewinds)):
+                ax.plot([x for x, _ in lineage], [row[key] for _, row in lineage], "o-", ms=3, color=color,
+                        label=f"campaign theta, {n} steps" if i == 0 else None)
+            if reference:
+                ax.axhline(reference[key], color=color, ls="--", lw=1, label=f"initial theta = Adam 1e-3, {n} steps")
         ax.axhline(0.0, color="0.6", lw=0.8)
         for i, (step, _) in enumerate(rewinds):
             ax.axvline(step, color="C3", ls=":", label="rewind" if i == 0 else None)
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     axes[0, 0].set_ylabel("validation (0 = tuned Adam, 1 = initial loss)")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Pretrained optimizer campaign: validation on held-out variants of the 9 training structures "
-                 "(300 steps, lower is better)", fontsize=11)
+                 f"(trained {' and '.join(map(str, curves))} steps; lower is better)", fontsize=11)
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.figure), exist_ok=True)
     fig.savefig(args.figure, dpi=110)

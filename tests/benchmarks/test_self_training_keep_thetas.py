@@ -1,4 +1,4 @@
-"""The self-training benchmark's ``--keep-thetas DIR`` option (benchmarks/self_training.py)."""
+"""The self-training benchmark's ``--keep-thetas DIR`` option (benchmarks/self_training*.py)."""
 
 import argparse
 import os
@@ -13,6 +13,7 @@ from lopt import checkpoint
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
 import self_training
+import self_training_thetas as kept_thetas
 
 
 def _fake_run_dir(tmp_path, best=True):
@@ -39,8 +40,8 @@ def _assert_same_theta(path_a, path_b):
 
 def test_kept_files_load_and_equal_the_runs_thetas(tmp_path):
     run, lopt_ = _fake_run_dir(tmp_path)
-    targets = self_training.kept_theta_paths(str(tmp_path / "kept"), "learnable_adam", "adam:0.03", 0)
-    kept = self_training.keep_thetas(run, targets, {"lopt": "learnable_adam", "outer": "adam:0.03", "seed": 0})
+    targets = kept_thetas.kept_theta_paths(str(tmp_path / "kept"), "learnable_adam", "adam:0.03", 0)
+    kept = kept_thetas.keep_thetas(run, targets, {"lopt": "learnable_adam", "outer": "adam:0.03", "seed": 0})
     assert kept == {"theta.safetensors": str(tmp_path / "kept" / "learnable_adam_adam-0.03_seed0.safetensors"),
                     "theta_best.safetensors": str(tmp_path / "kept" / "learnable_adam_adam-0.03_seed0_best.safetensors")}
     for name, path in kept.items():
@@ -59,27 +60,27 @@ def test_kept_files_load_and_equal_the_runs_thetas(tmp_path):
 
 def test_a_run_without_a_best_theta_keeps_only_the_final_one(tmp_path):
     run, _ = _fake_run_dir(tmp_path, best=False)
-    targets = self_training.kept_theta_paths(str(tmp_path), "learnable_adam", "pretrained", 3)
-    kept = self_training.keep_thetas(run, targets, {})
+    targets = kept_thetas.kept_theta_paths(str(tmp_path), "learnable_adam", "pretrained", 3)
+    kept = kept_thetas.keep_thetas(run, targets, {})
     assert list(kept) == ["theta.safetensors"] and kept["theta.safetensors"].endswith("learnable_adam_pretrained_seed3.safetensors")
     assert not os.path.exists(targets["theta_best.safetensors"])
 
 
 def test_an_existing_kept_file_is_refused_and_left_alone(tmp_path):
     run, _ = _fake_run_dir(tmp_path)
-    targets = self_training.kept_theta_paths(str(tmp_path / "kept"), "learnable_adam", "pretrained", 0)
+    targets = kept_thetas.kept_theta_paths(str(tmp_path / "kept"), "learnable_adam", "pretrained", 0)
     os.makedirs(tmp_path / "kept")
     with open(targets["theta_best.safetensors"], "wb") as f:
         f.write(b"someone's work")
     with pytest.raises(ValueError, match=r"would overwrite .*pretrained_seed0_best\.safetensors.*another --keep-thetas"):
-        self_training.keep_thetas(run, targets, {})
+        kept_thetas.keep_thetas(run, targets, {})
     assert not os.path.exists(targets["theta.safetensors"])  # nothing written, not even the free target
     with open(targets["theta_best.safetensors"], "rb") as f:
         assert f.read() == b"someone's work"
 
 
 def test_main_refuses_an_existing_kept_file_before_any_run(tmp_path, monkeypatch):
-    taken = self_training.kept_theta_paths(str(tmp_path), "learnable_adam", "adam:0.01", 1)["theta.safetensors"]
+    taken = kept_thetas.kept_theta_paths(str(tmp_path), "learnable_adam", "adam:0.01", 1)["theta.safetensors"]
     open(taken, "w").close()
     monkeypatch.setattr(sys, "argv", ["self_training.py", "--seeds", "0,1", "--adam-grid", "1e-2",
                                       "--keep-thetas", str(tmp_path)])

@@ -311,40 +311,6 @@ def _keep_snapshots(session_dir: str, state_dir: str, *, start: int) -> list[str
     return written
 
 
-def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
-    """Writes the campaign's theta (or ``theta_path``'s) as the package's pretrained weights ``name``.
-
-    The header records what led to this theta (its outer step, when ``theta_path``'s header
-    holds ``campaign_outer_steps``, and the GPU and CPU minutes of the sessions up to it) so the
-    shipped file says what it is.
-    """
-    from lopt.learned import get as get_lopt
-    from lopt.learned.serialization import load_theta, save_theta
-    from lopt.meta.warm_start import load_warm_start
-
-    state = _read_state(state_dir)
-    lopt_ = get_lopt("nominal")
-    steps = state["outer_steps"]
-    if theta_path:
-        theta, lopt_ = load_theta(theta_path)
-        best = os.path.join(state_dir, "best_theta.safetensors")
-        if state.get("best") and os.path.exists(best) and os.path.samefile(theta_path, best):
-            steps = int(state["best"]["campaign_step"])  # the campaign's best-validated theta
-        steps = int(checkpoint.read_metadata(theta_path).get("extra", {}).get("campaign_outer_steps", steps))
-    else:
-        theta, _, _ = load_warm_start(os.path.join(state_dir, "warm_start.safetensors"), lopt_)
-    # the sessions (and their minutes) that led to this theta: an earlier one may be shipped
-    used = [s for s in state["sessions"] if s["start_outer_step"] < steps]
-    minutes = {kind: round(sum(s["seconds"] for s in used if bool(s.get("on_gpu", "cpu" not in s["device"]))
-                               == (kind == "gpu")) / 60.0, 2) for kind in ("gpu", "cpu")}
-    target = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", f"{name}.safetensors")
-    extra = {"campaign_outer_steps": steps, "gpu_minutes": minutes["gpu"], "cpu_minutes": minutes["cpu"],
-             "sessions": len(used),
-             "source": os.path.basename(theta_path) if theta_path else "campaign/warm_start.safetensors"}
-    save_theta(target, lopt_, theta, extra=extra)
-    return target
-
-
 def _program_flops(compiled: Any) -> float:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -380,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not train: write the campaign's theta (or THETA) as lopt's pretrained 'default'")
     args = parser.parse_args(argv)
     if args.ship is not None:
+        from lopt.pretrained.shipping import ship
+
         print(f"wrote {ship(args.state, theta_path=args.ship or None)}")
         return 0
     if args.rewind:

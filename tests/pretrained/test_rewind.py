@@ -65,3 +65,31 @@ def test_rewind_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         rewind(str(tmp_path), str(tmp_path / "nope.safetensors"))
     assert not (tmp_path / "rewound").exists()
+
+
+def test_the_shipped_header_counts_only_the_sessions_a_theta_descends_from(tmp_path):
+    from lopt.pretrained.shipping import lineage_sessions
+
+    _campaign(tmp_path, steps=300)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["sessions"] = [{"start_outer_step": 0, "seconds": 60}, {"start_outer_step": 120, "seconds": 120},
+                         {"start_outer_step": 300, "seconds": 240}, {"start_outer_step": 400, "seconds": 30}]
+    state["outer_steps"] = 300
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    rewind(str(tmp_path), str(tmp_path / "theta-000120.safetensors"))  # at 300, back to step 120
+    state = json.loads((tmp_path / "state.json").read_text())
+    starts = lambda step: [s["start_outer_step"] for s in lineage_sessions(state, step)]
+    assert starts(120) == [0] and starts(300) == [0, 120]  # before the rewind: everything before the step
+    assert starts(350) == [0, 300] and starts(500) == [0, 300, 400]  # after it: step 120's line, then 300 on
+    state["rewinds"].append({"at_outer_step": 380, "to_campaign_step": 0})
+    assert starts(500) == [400]  # a rewind to the initial theta drops every earlier session
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from lopt.pretrained import rewind as rewind_module
+    from lopt.pretrained import shipping, validate
+
+    for module in (rewind_module, shipping, validate):
+        assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0

@@ -55,6 +55,11 @@ def _read_state(state_dir: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def _write_state_file(state_dir: str, state: dict[str, Any]) -> None:
+    """Writes ``state_dir/state.json`` atomically (a killed write leaves the previous file)."""
+    checkpoint.atomic_write(os.path.join(state_dir, "state.json"), json.dumps(state, indent=1).encode("utf-8"))
+
+
 def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, overrides: list[str],
                     families: list[str] | None = None) -> Any:
     """The ``taskset`` preset with the campaign's structures, a fresh seed and the time limit.
@@ -173,9 +178,7 @@ def _write_state(state: dict[str, Any], session: dict[str, Any], out: str, struc
                  "outer_steps": state["outer_steps"] + session["outer_steps"],
                  "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (minutes if on_gpu else 0.0), 2),
                  "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else minutes), 2)}
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "state.json"), "w", encoding="utf-8") as f:
-        json.dump(new_state, f, indent=1)
+    _write_state_file(out, new_state)
     return new_state
 
 
@@ -248,8 +251,7 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     shutil.copyfile(os.path.join(run_dir, "warm_start.safetensors"), os.path.join(state_dir, "warm_start.safetensors"))
     _keep_best(state, new_state, run_dir, state_dir)
     _keep_snapshots(session_dir, state_dir, start=new_state["sessions"][-1]["start_outer_step"])
-    with open(os.path.join(state_dir, "state.json"), "w", encoding="utf-8") as f:
-        json.dump(new_state, f, indent=1)
+    _write_state_file(state_dir, new_state)
     return new_state
 
 

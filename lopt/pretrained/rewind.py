@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 from typing import Any
@@ -59,12 +58,11 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
     from lopt.learned import get as get_lopt
     from lopt.learned.serialization import save_theta
     from lopt.meta.warm_start import load_warm_start
+    from lopt.pretrained.campaign import _read_state, _write_state_file
 
-    state_path = os.path.join(state_dir, "state.json")
-    if not os.path.exists(state_path):
+    if not os.path.exists(os.path.join(state_dir, "state.json")):
         raise ValueError(f"{state_dir!r} has no state.json; pass the campaign folder (e.g. --state campaign).")
-    with open(state_path, encoding="utf-8") as f:
-        state = json.load(f)
+    state = _read_state(state_dir)
     lopt_ = get_lopt("nominal")
     if theta_path == INITIAL:
         theta, source, to_step = lopt_.init(jax.random.key(0)), "initial theta (nominal, key 0; = Adam 1e-3)", 0
@@ -91,6 +89,5 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
     if note:
         entry["note"] = note
     state["rewinds"] = state.get("rewinds", []) + [entry]
-    with open(state_path, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1)
+    _write_state_file(state_dir, state)
     return entry

@@ -31,6 +31,7 @@ from lopt.pretrained.campaign import (
     VALIDATION_SEED,
     VALIDATION_VARIANTS,
     _read_state,
+    _write_state_file,
     campaign_config,
 )
 
@@ -128,7 +129,6 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
         return "kept the campaign's best: no scored file is a campaign theta (no campaign_outer_steps header)"
     path, row = min(candidates.items(), key=lambda item: item[1]["heldout_normalized_loss"])
     score = row["heldout_normalized_loss"]
-    state_path = os.path.join(state_dir, "state.json")
     state = _read_state(state_dir)
     best = dict(state.get("best") or {})
     steps = [int(n) for n in steps]
@@ -140,7 +140,7 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
                     f"score {state_dir}/best_theta.safetensors in the same run to compare")
         best.update(score=rescored[0]["heldout_normalized_loss"], steps=steps)
         state["best"] = best  # the recorded best, re-scored at these lengths
-        _write_json(state_path, state)
+        _write_state_file(state_dir, state)
     if not math.isfinite(score) or score >= float(best.get("score", math.inf)):
         return f"kept the campaign's best ({best.get('score')}); the best campaign theta here is {score:.4f} ({path})"
     step = at[path]
@@ -149,13 +149,8 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
     target = os.path.join(state_dir, "best_theta.safetensors")
     if not (os.path.exists(target) and os.path.samefile(path, target)):
         shutil.copyfile(path, target)
-    _write_json(state_path, state)
+    _write_state_file(state_dir, state)
     return f"new campaign best {score:.4f}: {path} (campaign step {step}) -> {state_dir}/best_theta.safetensors"
-
-
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
 
 
 def _load(path: str) -> Any:

@@ -3,9 +3,11 @@
 Every task of :mod:`lopt.pretrained.heldout` (tasks the pretrained optimizer's campaign never
 trains on) is trained with ``--seeds`` seeds by
 
-* the candidate: ``--theta PATH`` (a theta file) or ``--init ARCH`` (that architecture at its
-  initial theta; ``nominal`` at init *is* Adam(1e-3), a sanity check), with ``num_steps`` = the
-  task's horizon (one program per task: ``lopt.inner.train`` vmapped over seeds);
+* the candidate: ``--theta PATH`` (a theta file), ``--init ARCH`` (that architecture at its
+  initial theta; ``nominal`` at init *is* Adam(1e-3), a sanity check) or ``--optax NAME`` (a
+  hand-designed, learning-rate-free optimizer at its published defaults, e.g. ``prodigy``: what a
+  pretrained optimizer has to beat to be worth its weights), with ``num_steps`` = the task's
+  horizon (one program per task: ``lopt.inner.train`` vmapped over seeds);
 * Adam over a 15-point log grid of learning rates 1e-5..1 plus the default 1e-3 (one program per
   task: ``lopt.inner.train_many``). Every run of one seed starts from the same params and sees the
   same batches as the candidate's run of that seed.
@@ -31,8 +33,9 @@ loss (-> 0).
 Usage:
     python benchmarks/pretrained_heldout.py --theta path/to/theta.safetensors
     python benchmarks/pretrained_heldout.py --init nominal --steps-scale 0.05 --seeds 1   # quick CPU check
-Prints a table last; saves ``results/pretrained_heldout_<device>.json`` and a PNG of learning
-curves (``--out DIR``, default ``benchmarks/results/``).
+    python benchmarks/pretrained_heldout.py --optax prodigy --quick --save-as pretrained_heldout_prodigy
+Prints a table last; saves ``results/<--save-as, default pretrained_heldout>_<device>.json`` and a
+PNG of learning curves (``--out DIR``, default ``benchmarks/results/``).
 """
 
 from __future__ import annotations
@@ -80,8 +83,38 @@ def horizon_and_eval_every(num_steps: int) -> tuple[int, int]:
     return every * max(1, round(num_steps / every)), every
 
 
+def _learning_rate_free(name: str, num_steps: int) -> optax.GradientTransformation:
+    """A hand-designed optimizer with no learning rate to tune, at its published defaults."""
+    import optax.contrib
+
+    makers = {"prodigy": lambda: optax.contrib.prodigy(1.0),
+              "prodigy_cosine": lambda: optax.contrib.prodigy(optax.cosine_decay_schedule(1.0, num_steps)),
+              "dog": lambda: optax.contrib.dog(1.0), "dowg": lambda: optax.contrib.dowg(1.0),
+              "dadapt_adamw": lambda: optax.contrib.dadapt_adamw(1.0)}
+    return makers[name]()
+
+
+#: ``--optax`` choices: learning-rate-free optimizers from ``optax.contrib``.
+LEARNING_RATE_FREE = ("prodigy", "prodigy_cosine", "dog", "dowg", "dadapt_adamw")
+
+
+class HandDesigned:
+    """An optax optimizer behind the learned optimizer's ``optimizer(theta, num_steps=...)`` call."""
+
+    def __init__(self, name: str):
+        if name not in LEARNING_RATE_FREE:
+            raise ValueError(f"--optax {name!r}: choose one of {LEARNING_RATE_FREE}.")
+        self.name = name
+
+    def optimizer(self, theta, *, num_steps: int) -> optax.GradientTransformationExtraArgs:
+        del theta
+        return optax.with_extra_args_support(_learning_rate_free(self.name, num_steps))
+
+
 def candidate(args) -> tuple[str, object, object]:
-    """``(label, theta, learned optimizer)`` from ``--theta`` or ``--init``."""
+    """``(label, theta, optimizer maker)`` from ``--theta``, ``--init`` or ``--optax``."""
+    if getattr(args, "optax", None):
+        return args.optax, jnp.zeros(()), HandDesigned(args.optax)
     if args.theta:
         theta, lopt_ = lopt.learned.load_theta(args.theta)
         return os.path.splitext(os.path.basename(args.theta))[0], theta, lopt_
@@ -249,12 +282,18 @@ def parse_args(argv=None):
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--theta", help="theta safetensors file of the candidate learned optimizer")
     group.add_argument("--init", help="an architecture at its initial theta (e.g. nominal = Adam 1e-3)")
+    group.add_argument("--optax", choices=LEARNING_RATE_FREE,
+                       help="a hand-designed learning-rate-free optimizer (optax.contrib) as the candidate")
     parser.add_argument("--tasks", nargs="+", default=None, choices=heldout.names(), help="a subset of the suite")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiplies every horizon")
     parser.add_argument("--quick", action="store_true", help="--steps-scale 0.05 --seeds 1")
     parser.add_argument("--out", default=RESULTS_DIR, help="directory of the learning-curve PNG")
+    parser.add_argument("--save-as", default="pretrained_heldout",
+                        help="results/<SAVE_AS>_<device>.json (and the PNG's name); keeps earlier results")
     args = parser.parse_args(argv)
+    if not args.save_as.replace("_", "").replace("-", "").isalnum():
+        parser.error(f"--save-as={args.save_as!r}: use letters, digits, '_' and '-' only")
     if args.quick:
         args.steps_scale, args.seeds = 0.05, 1
     if args.seeds < 1:
@@ -279,13 +318,13 @@ def main(argv=None) -> dict:
     overall = compare(tasks, choose_suite_lr(tasks))
     total = time.perf_counter() - start
     os.makedirs(args.out, exist_ok=True)
-    png = plot(tasks, label, os.path.join(args.out, f"pretrained_heldout_{device_tag()}.png"))
-    payload = {"candidate": label, "theta": args.theta, "init": args.init, "seeds": args.seeds,
+    png = plot(tasks, label, os.path.join(args.out, f"{args.save_as}_{device_tag()}.png"))
+    payload = {"candidate": label, "theta": args.theta, "init": args.init, "optax": args.optax, "seeds": args.seeds,
                "steps_scale": args.steps_scale, "grid": GRID.tolist(), "default_lr": DEFAULT_LR,
                "selection": "final validation loss, mean over seeds",
                "score": "final test loss, mean over seeds; speedup on the mean test curve",
                "total_seconds": total, "overall": overall, "tasks": tasks, "plot": png}
-    path = save("pretrained_heldout", payload)
+    path = save(args.save_as, payload)
     print(f"\nsaved {path} and {png}; {total:.0f} s in all\n")
     print(table(tasks, overall, label))
     return payload

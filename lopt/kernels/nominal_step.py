@@ -63,8 +63,10 @@ def supported(lopt: Any) -> bool:
         >>> from lopt.learned import NominalLOpt
         >>> supported(NominalLOpt()), supported(NominalLOpt(hidden_size=64))
         (True, False)
+        >>> supported(NominalLOpt(step_size="distance"))  # the distance estimate runs in XLA
+        False
     """
-    return lopt.hidden_size <= _MAX_HIDDEN
+    return lopt.hidden_size <= _MAX_HIDDEN and lopt.step_size == "adam"
 
 
 def passes() -> int:

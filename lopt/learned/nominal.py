@@ -20,6 +20,12 @@ meta-training budget, following three findings from the field:
   multiplier for vectors and for matrices, and ``(fan_in / 64) ** -mup`` for matrices with a
   learned exponent (muP-style width scaling, initialised at 0).
 
+* **Distance-adaptive step size** (``step_size="distance"``, optional): the base step is
+  multiplied by Prodigy's running estimate ``d`` of the distance to the solution
+  (:mod:`lopt.learned.distance`), so the step follows the scale of the parameters instead of
+  being fixed at ``lr``; at its initial theta (``lr = 1``) this is Prodigy's rule on Adam's
+  direction. Costs 8 more bytes of state per parameter; no fused kernel or PyTorch port yet.
+
 Per-tensor context (fraction-of-training embedding, tensor rank and size) enters the MLP's
 first layer once per tensor. The MLP is written as unrolled elementwise multiply-adds, so XLA
 fuses features, network and update into one loop over the tensor (no ``[params, 8]``
@@ -53,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt.learned import base
+from lopt.learned import distance as D
 from lopt.learned import features as F
 
 __all__ = ["NominalLOpt", "NominalState"]
@@ -60,6 +67,8 @@ __all__ = ["NominalLOpt", "NominalState"]
 _f32 = jnp.float32
 #: Per-parameter inputs: g, three momenta (Adam-preconditioned), factored g, p / rms(p).
 NUM_PARAM_INPUTS = 6
+#: ``step_size`` choices: Adam's fixed base step, or scaled by the distance estimate.
+STEP_SIZES = ("adam", "distance")
 #: Per-tensor context inputs: fraction embedding (9), is-vector, log size, log fan-in.
 NUM_CONTEXT_INPUTS = len(F.FRACTION_POINTS) + 3
 FAN_IN_REFERENCE = 64.0
@@ -73,12 +82,15 @@ class NominalState(NamedTuple):
         momentum: per leaf ``(*p.shape, 3)`` float32 momenta.
         rms: per leaf float32 second moment (``p.shape``).
         factored: per leaf :class:`~lopt.learned.features.FactoredAccumulator` (one decay).
+        distance: :class:`~lopt.learned.distance.DistanceState` with ``step_size="distance"``,
+            else None.
     """
 
     count: jax.Array
     momentum: Any
     rms: Any
     factored: Any
+    distance: Any = None
 
 
 def _fan_in(shape: tuple[int, ...]) -> int:
@@ -96,7 +108,8 @@ class NominalLOpt(base.LearnedOptimizer):
     """Adam plus a learned per-parameter correction, a learned schedule and learned tensor scales.
 
     Attributes:
-        lr: the base learning rate at the initial theta (Adam's default 1e-3).
+        lr: the base learning rate at the initial theta; None: Adam's default 1e-3, or 1.0 (a
+            multiplier of the distance estimate, Prodigy's default) with ``step_size="distance"``.
         b1, b2: decays of the nominal Adam direction's first and second moments.
         extra_decays: two more momentum decays fed to the network.
         factored_decay: decay of the Adafactor row/column accumulators.
@@ -106,6 +119,10 @@ class NominalLOpt(base.LearnedOptimizer):
         input_clip: every network input is clipped to ``[-input_clip, input_clip]``.
         update_clip: the combined direction is clipped to this magnitude per parameter.
         unknown_horizon_fraction: the fraction of training assumed when ``num_steps`` is None.
+        step_size: ``"adam"`` (the base step is ``lr``) or ``"distance"`` (``lr`` times the
+            running distance estimate of :mod:`lopt.learned.distance`).
+        initial_distance: the distance estimate's starting value (``"distance"`` only).
+        distance_decay: the decay of its running sums (Prodigy: ``sqrt(b2)``).
         concatenate_tensors: run the network once over every tensor's entries joined into one
             vector instead of once per tensor. Same update (same theta); a compiled program then
             holds one copy of the network whatever the number of tensors: about 3x fewer
@@ -123,7 +140,7 @@ class NominalLOpt(base.LearnedOptimizer):
     needs_params: ClassVar[bool] = True
     execution_options: ClassVar[tuple[str, ...]] = ("concatenate_tensors",)
 
-    lr: float = 1e-3
+    lr: float | None = None
     b1: float = 0.9
     b2: float = 0.999
     extra_decays: tuple[float, ...] = (0.99, 0.999)
@@ -134,10 +151,19 @@ class NominalLOpt(base.LearnedOptimizer):
     input_clip: float = 10.0
     update_clip: float = 10.0
     unknown_horizon_fraction: float = 0.3
+    step_size: str = "adam"
+    initial_distance: float = 1e-6
+    distance_decay: float = 0.9995
     concatenate_tensors: bool = False
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        if self.step_size not in STEP_SIZES:
+            raise ValueError(f"{owner}: step_size={self.step_size!r}; use one of {STEP_SIZES}.")
+        if self.lr is None:
+            base.set_field(self, "lr", 1.0 if self.step_size == "distance" else 1e-3)
+        base.check_positive(owner, "initial_distance", self.initial_distance)
+        base.as_decays(owner, "distance_decay", [self.distance_decay])
         for field in ("lr", "eps", "input_clip", "update_clip"):
             base.check_positive(owner, field, getattr(self, field))
         for field in ("b1", "b2", "factored_decay"):
@@ -161,11 +187,12 @@ class NominalLOpt(base.LearnedOptimizer):
         """Approximate FLOPs per parameter of one update (features, network, update)."""
         h = self.hidden_size
         network = 2 * (NUM_PARAM_INPUTS * h + h * h + 2 * h) + 2 * h
-        return network + 60
+        return network + 60 + (6 if self.step_size == "distance" else 0)
 
     def state_bytes_per_param(self) -> int:
-        """Bytes of optimizer state per parameter (three momenta, one second moment)."""
-        return 16
+        """Bytes of optimizer state per parameter (three momenta, one second moment; with
+        ``step_size="distance"`` also the gradient sum and the initial parameters)."""
+        return 24 if self.step_size == "distance" else 16
 
     @property
     def decays(self) -> tuple[float, ...]:
@@ -221,8 +248,10 @@ class NominalLOpt(base.LearnedOptimizer):
 
         def init(params):
             zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params)
+            distance = (D.init(params, initial=self.initial_distance) if self.step_size == "distance"
+                        else None)
             return NominalState(jnp.zeros((), jnp.int32), F.momentum_init(params, len(decays)), zeros,
-                                F.factored_init(params, 1))
+                                F.factored_init(params, 1), distance)
 
         def update(grads, state, params, loss, valid_loss):
             del loss, valid_loss
@@ -241,6 +270,12 @@ class NominalLOpt(base.LearnedOptimizer):
             else:
                 fraction = jnp.clip((t - 1.0) / num_steps, 0.0, 1.0)
             lr = self.learning_rate(theta, fraction)
+            distance = state.distance
+            if distance is not None:  # this step uses the current estimate; the next one the updated
+                step_distance = distance.distance
+                distance = D.update(distance, grads, params, weight=jnp.square(step_distance) * lr,
+                                    decay=self.distance_decay)
+                lr = lr * step_distance
             time_context = F.fraction_embedding(fraction)
             m_correction = 1.0 / (1.0 - decays ** t)
             v_correction = 1.0 / (1.0 - self.b2 ** t)
@@ -273,7 +308,7 @@ class NominalLOpt(base.LearnedOptimizer):
                 steps = self._steps_concatenated(net, tensors, [g.shape for g in flat_g])
             else:
                 steps = [self._step(net, *tensor) for tensor in tensors]
-            return treedef.unflatten(steps), NominalState(count, momentum, rms, factored)
+            return treedef.unflatten(steps), NominalState(count, momentum, rms, factored, distance)
 
         return base.Transform(init, update)
 

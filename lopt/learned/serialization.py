@@ -133,6 +133,8 @@ def load_theta(
             "call `load_theta(path)` without `lopt` to get the file's architecture."
         )
     mine = lopt.config()
+    # fields added after the file was written take their defaults (which keep the old behaviour)
+    file_config = registry.get(file_name, **file_config).config()
     for key in sorted(set(mine) | set(file_config)):
         if mine.get(key) != file_config.get(key):
             raise ValueError(

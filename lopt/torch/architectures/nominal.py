@@ -80,6 +80,13 @@ class NominalPort(Port):
     name: ClassVar[str] = "nominal"
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
 
+    def __init__(self, arch, theta):
+        if arch.step_size != "adam":
+            raise ValueError(f"lopt.torch: nominal with step_size={arch.step_size!r} has no PyTorch port yet; "
+                             "use the JAX optimizer (lopt.learned.load_theta(...)[1].optimizer(theta)) or a "
+                             "theta file of step_size='adam'.")
+        super().__init__(arch, theta)
+
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         shape, dev = tuple(param.shape), param.device
         state = {

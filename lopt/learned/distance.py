@@ -1,0 +1,88 @@
+"""A running estimate of the distance to the solution, which sets a learning rate on its own.
+
+Prodigy (Mishchenko & Defazio, 2023, arXiv:2306.06101) multiplies an Adam-style step by ``d``, a
+lower bound on the distance from the initial parameters ``x0`` to a solution, estimated during
+training from the gradients seen so far:
+
+    numerator_t = beta * numerator_{t-1} + w_t * <g_t, x0 - x_t>
+    s_t         = beta * s_{t-1}         + w_t * g_t
+    d_{t+1}     = max(d_t, numerator_t / ||s_t||_1)
+
+with weights ``w_t = d_t**2 * lr_t``. The estimate starts tiny (``1e-6``) and grows geometrically
+while the iterates keep moving in a consistent direction, then stops. A step of ``d * lr * adam``
+is invariant to a rescaling of the parameters (``x -> c x`` scales ``d`` by ``c``), which Adam's is
+not: this is what lets one untuned optimizer serve tasks whose best Adam learning rates differ by
+orders of magnitude. ``NominalLOpt(step_size="distance")`` uses it for its base step.
+
+It costs two more float32 vectors of state per parameter (the running sum ``s`` and ``x0``) and two
+reductions over all parameters per step.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from lopt.learned import distance
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = distance.init(params, initial=1e-6)
+    >>> moved = {"w": jnp.full(3, 0.5)}              # params after some steps: x0 - x = 0.5
+    >>> state = distance.update(state, {"w": jnp.ones(3)}, moved, weight=1.0, decay=0.999)
+    >>> float(state.distance)                        # <g, x0 - x> / ||g||_1 = 1.5 / 3
+    0.5
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["DistanceState", "init", "update"]
+
+_f32 = jnp.float32
+
+
+class DistanceState(NamedTuple):
+    """State of the distance estimate.
+
+    Attributes:
+        distance: float32 scalar ``d``, non-decreasing.
+        numerator: float32 scalar, the weighted sum of ``<g, x0 - x>``.
+        grad_sum: per leaf float32, the weighted sum of gradients ``s``.
+        params0: per leaf float32, the initial parameters ``x0``.
+    """
+
+    distance: jax.Array
+    numerator: jax.Array
+    grad_sum: Any
+    params0: Any
+
+
+def init(params: Any, *, initial: float) -> DistanceState:
+    """Starts the estimate at ``initial`` with ``x0 = params``."""
+    if not initial > 0:
+        raise ValueError(f"distance.init: initial={initial!r} must be > 0 (Prodigy uses 1e-6).")
+    return DistanceState(jnp.asarray(initial, _f32), jnp.zeros((), _f32),
+                         jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params),
+                         jax.tree.map(lambda p: jnp.asarray(p, _f32), params))
+
+
+def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay: float) -> DistanceState:
+    """One step of the estimate from this step's gradients at ``params`` (before the step).
+
+    Args:
+        state: the previous state.
+        grads: this step's gradients.
+        params: the parameters the gradients were taken at.
+        weight: this step's weight ``w_t`` (``d_t**2`` times the base learning rate).
+        decay: ``beta`` of both running sums (Prodigy: ``sqrt(b2)``).
+
+    Returns:
+        The new state; its ``distance`` is never below the previous one.
+    """
+    leaves = zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(state.params0))
+    dot = sum(jnp.vdot(g.astype(_f32), (p0 - p.astype(_f32))) for g, p, p0 in leaves)
+    numerator = decay * state.numerator + weight * dot
+    grad_sum = jax.tree.map(lambda s, g: decay * s + weight * g.astype(_f32), state.grad_sum, grads)
+    l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree.leaves(grad_sum))
+    estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
+    distance = jnp.maximum(state.distance, jnp.where(jnp.isfinite(estimate), estimate, 0.0))
+    return DistanceState(distance, numerator, grad_sum, state.params0)

@@ -32,7 +32,7 @@ from lopt.learned.lstm import LSTMLOpt, LSTMLOptState
 from lopt.learned.mlp import MLPLOpt, MLPLOptState
 from lopt.learned.nominal import NominalLOpt, NominalState
 from lopt.learned.registry import get, names, register
-from lopt.learned.serialization import THETA_FORMAT_VERSION, load_theta, save_theta
+from lopt.learned.serialization import THETA_FORMAT_VERSION, load_theta, save_theta, stored_config
 
 for _cls in (MLPLOpt, LSTMLOpt, HierarchicalLOpt, HyperLOpt, LearnableAdam, LearnableSGDM, NominalLOpt):
     register(_cls)
@@ -59,10 +59,11 @@ __all__ = [
     "features",
     "get",
     "load_theta",
-    "names",
     "mask_non_finite",
+    "names",
     "nn",
     "reads_valid_loss",
     "register",
     "save_theta",
+    "stored_config",
 ]

@@ -35,7 +35,7 @@ from lopt import checkpoint
 from lopt.learned import registry
 from lopt.learned.base import LearnedOptimizer
 
-__all__ = ["THETA_FORMAT_VERSION", "load_theta", "save_theta"]
+__all__ = ["THETA_FORMAT_VERSION", "load_theta", "save_theta", "stored_config"]
 
 #: Version of the theta metadata layout.
 THETA_FORMAT_VERSION = 1
@@ -81,6 +81,19 @@ def save_theta(
 
 def _describe(name: str, config: dict[str, Any]) -> str:
     return f"`{name}` with config {config}"
+
+
+def stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A config read from a file, completed with the defaults of fields added since it was written.
+
+    New architecture fields default to the behaviour files had before them, so a file's config
+    and a freshly built optimizer's compare equal when they describe the same update.
+
+    Example:
+        >>> stored_config("nominal", {"lr": 1e-3})["step_size"]
+        'adam'
+    """
+    return registry.get(name, **config).config()
 
 
 def load_theta(
@@ -134,7 +147,7 @@ def load_theta(
         )
     mine = lopt.config()
     # fields added after the file was written take their defaults (which keep the old behaviour)
-    file_config = registry.get(file_name, **file_config).config()
+    file_config = stored_config(file_name, file_config)
     for key in sorted(set(mine) | set(file_config)):
         if mine.get(key) != file_config.get(key):
             raise ValueError(

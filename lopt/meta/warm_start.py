@@ -26,7 +26,7 @@ from typing import Any
 
 from lopt import checkpoint
 from lopt.learned.base import LearnedOptimizer
-from lopt.learned.serialization import load_theta
+from lopt.learned.serialization import load_theta, stored_config
 
 __all__ = ["load_warm_start", "save_warm_start"]
 
@@ -68,7 +68,7 @@ def load_warm_start(path: str | os.PathLike, lopt_: LearnedOptimizer, *, outer_l
     if meta.get("kind") != _KIND:
         theta, _ = load_theta(path, lopt_)
         return theta, None, meta
-    if meta.get("architecture") != lopt_.name or meta.get("config") != lopt_.config():
+    if meta.get("architecture") != lopt_.name or stored_config(lopt_.name, meta.get("config") or {}) != lopt_.config():
         raise ValueError(f"{str(path)!r} holds theta of `{meta.get('architecture')}` with config {meta.get('config')}, "
                          f"but this run trains `{lopt_.name}` with config {lopt_.config()}; set lopt.name/lopt.config "
                          "to match or start without --init-from.")

@@ -25,6 +25,8 @@ from typing import Any
 
 import jax
 
+from lopt import checkpoint
+from lopt.learned import LearnedOptimizer
 from lopt.learned import get as get_lopt
 from lopt.meta.warm_start import load_warm_start
 from lopt.pretrained.campaign import (
@@ -39,15 +41,18 @@ __all__ = ["record_best", "validate", "validate_lengths"]
 
 
 def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
-             steps: int = 300, variants: int = VALIDATION_VARIANTS) -> dict[str, dict[str, float]]:
+             steps: int = 300, variants: int = VALIDATION_VARIANTS,
+             lopt_: LearnedOptimizer | None = None) -> dict[str, dict[str, float]]:
     """Held-out validation scores of each theta (lower is better), on the same configs.
 
     Args:
-        thetas: label -> theta of the campaign's architecture (``nominal``).
+        thetas: label -> theta of ``lopt_``.
         state_dir: the campaign folder (its ``state.json`` fixes the structures).
         families: only these training families' structures (default: all).
         steps: inner steps per validation run (and of the Adam grid that normalises it).
         variants: held-out variants per structure.
+        lopt_: the learned optimizer the thetas belong to (default: the campaign's, ``nominal``
+            with its default config).
 
     Returns:
         label -> ``{"heldout_normalized_loss": ..., "heldout/<family>": ..., ...}``.
@@ -69,7 +74,7 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     cfg = campaign_config(state, minutes=1.0, init_from="", families=families, overrides=[
         f"seed={VALIDATION_SEED}", "task.configs_per_bucket=1", "normalizer.num_steps=10",
         f"task.heldout_per_bucket={variants}", f"trainer.eval_steps={steps}", "task.redraw_every=0"])
-    lopt_ = get_lopt(cfg.lopt.name)
+    lopt_ = get_lopt(cfg.lopt.name) if lopt_ is None else lopt_
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     engine = _mixture_engine(cfg, lopt_, truncation)
@@ -153,14 +158,31 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
     return f"new campaign best {score:.4f}: {path} (campaign step {step}) -> {state_dir}/best_theta.safetensors"
 
 
-def _load(path: str) -> Any:
-    theta, _, _ = load_warm_start(path, get_lopt("nominal"))  # a warm-start or a theta file
-    return theta
+def _load(path: str) -> tuple[Any, LearnedOptimizer]:
+    """Theta and its learned optimizer (the file's own architecture and config)."""
+    meta = checkpoint.read_metadata(path)  # a warm-start or a theta file; both record the architecture
+    lopt_ = get_lopt(meta.get("architecture", "nominal"), **(meta.get("config") or {}))
+    theta, _, _ = load_warm_start(path, lopt_)
+    return theta, lopt_
+
+
+def _validate_files(paths: list[str], **options: Any) -> dict[str, dict[str, float]]:
+    """:func:`validate_lengths` of theta files, one engine per distinct architecture config."""
+    loaded = {path: _load(path) for path in paths}
+    groups: dict[str, list[str]] = {}
+    for path, (_, lopt_) in loaded.items():
+        groups.setdefault(json.dumps([lopt_.name, lopt_.config()], sort_keys=True), []).append(path)
+    scores: dict[str, dict[str, float]] = {}
+    for members in groups.values():
+        lopt_ = loaded[members[0]][1]
+        scores.update(validate_lengths({p: loaded[p][0] for p in members}, lopt_=lopt_, **options))
+    return {path: scores[path] for path in paths}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("thetas", nargs="+", help="warm-start or theta files (nominal)")
+    parser.add_argument("thetas", nargs="+", help="warm-start or theta files (each scored with its own "
+                                                  "architecture and config)")
     parser.add_argument("--state", default="campaign")
     parser.add_argument("--families", nargs="*", default=None)
     parser.add_argument("--steps", type=int, nargs="+", default=[300],
@@ -175,9 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and os.path.exists(args.out):
         parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
     start = time.time()
-    thetas = {path: _load(path) for path in args.thetas}
-    scores = validate_lengths(thetas, state_dir=args.state, families=args.families, steps=args.steps,
-                              variants=args.variants)
+    scores = _validate_files(args.thetas, state_dir=args.state, families=args.families, steps=args.steps,
+                             variants=args.variants)
     for path, row in scores.items():
         print(f"{row['heldout_normalized_loss']:.4f}  {path}  " +
               " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")) +

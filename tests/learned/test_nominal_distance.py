@@ -1,5 +1,7 @@
 """``NominalLOpt(step_size="distance")``: Prodigy's distance estimate as the base step size."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 
 import lopt
 from lopt.learned import NominalLOpt, distance
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_distance_update_matches_hand_computed_two_steps():
@@ -130,3 +134,17 @@ def test_torch_port_refuses_the_distance_step(tmp_path):
     lopt_ = NominalLOpt(step_size="distance")
     with pytest.raises(ValueError, match="no PyTorch port"):
         NominalPort(lopt_, {})
+
+
+def test_files_written_before_step_size_existed_load_as_adam():
+    # the shipped weights and a campaign warm start were written before the field existed
+    assert lopt.learned.stored_config("nominal", {"lr": 1e-3})["step_size"] == "adam"
+    _, shipped = lopt.learned.load_theta(ROOT / "lopt/pretrained/weights/default.safetensors")
+    assert (shipped.step_size, shipped.lr) == ("adam", 1e-3)
+    from lopt.meta.warm_start import load_warm_start
+
+    theta, _, meta = load_warm_start(ROOT / "campaign/rewound/warm_start-001806.safetensors", NominalLOpt())
+    assert "step_size" not in meta["config"]
+    NominalLOpt().check_theta(theta)
+    with pytest.raises(ValueError, match="config"):
+        load_warm_start(ROOT / "campaign/rewound/warm_start-001806.safetensors", NominalLOpt(step_size="distance"))

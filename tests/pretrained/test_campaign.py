@@ -218,3 +218,25 @@ def test_record_best_compares_only_scores_at_the_same_lengths(tmp_path):
     assert "new campaign best 0.4000" in record_best({paths[20]: {"heldout_normalized_loss": 0.4}}, str(tmp_path),
                                                       steps=[300, 1000])
     assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20
+
+
+def test_validation_scores_each_theta_file_with_its_own_architecture(monkeypatch, tmp_path):
+    import lopt
+    from lopt.pretrained import validate as validate_module
+
+    files = {}
+    for label, arch in {"adam": lopt.learned.NominalLOpt(), "distance": lopt.learned.NominalLOpt(step_size="distance"),
+                        "adam2": lopt.learned.NominalLOpt()}.items():
+        files[label] = str(tmp_path / f"{label}.safetensors")
+        lopt.learned.save_theta(files[label], arch, arch.init(jax.random.key(0)))
+    calls = []
+
+    def fake(thetas, *, steps, lopt_, **options):
+        calls.append((sorted(thetas), lopt_.step_size))
+        return {path: {"heldout_normalized_loss": {"adam": 0.3, "distance": 0.1}[lopt_.step_size]} for path in thetas}
+
+    monkeypatch.setattr(validate_module, "validate", fake)
+    scores = validate_module._validate_files(list(files.values()), steps=[300])
+    assert sorted(calls) == [(sorted([files["adam"], files["adam2"]]), "adam"), ([files["distance"]], "distance")]
+    assert list(scores) == list(files.values())  # in the order given
+    assert scores[files["distance"]]["heldout_normalized_loss"] == 0.1

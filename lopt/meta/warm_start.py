@@ -28,7 +28,7 @@ from lopt import checkpoint
 from lopt.learned.base import LearnedOptimizer
 from lopt.learned.serialization import load_theta, stored_config
 
-__all__ = ["load_warm_start", "save_warm_start"]
+__all__ = ["file_optimizer", "load_warm_start", "save_warm_start"]
 
 _KIND = "lopt.warm_start"
 _VERSION = 1
@@ -41,6 +41,33 @@ def save_warm_start(path: str | os.PathLike, lopt_: LearnedOptimizer, theta: Any
     meta = {"kind": _KIND, "version": _VERSION, "architecture": lopt_.name, "config": lopt_.config(),
             "extra": extra or {}}
     return checkpoint.save_tree(path, {"theta": theta, "outer_state": outer_state}, meta)
+
+
+def _existing(path: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"warm start {str(path)!r} does not exist; pass a warm_start.safetensors or a "
+                                "theta.safetensors written by `lopt train`.")
+    return path
+
+
+def file_optimizer(path: str | os.PathLike) -> LearnedOptimizer:
+    """The learned optimizer a warm-start or theta file was written for (its architecture and config).
+
+    Example:
+        >>> import jax, lopt, tempfile, os
+        >>> arch = lopt.learned.NominalLOpt(step_size="distance")
+        >>> path = os.path.join(tempfile.mkdtemp(), "theta.safetensors")
+        >>> _ = lopt.learned.save_theta(path, arch, arch.init(jax.random.key(0)))
+        >>> file_optimizer(path).step_size
+        'distance'
+    """
+    from lopt.learned import registry
+
+    meta = checkpoint.read_metadata(_existing(path))
+    if "architecture" not in meta:
+        raise ValueError(f"{str(path)!r} records no architecture; pass a warm_start.safetensors or a theta file.")
+    return registry.get(meta["architecture"], **(meta.get("config") or {}))
 
 
 def load_warm_start(path: str | os.PathLike, lopt_: LearnedOptimizer, *, outer_like: Any = None
@@ -60,10 +87,7 @@ def load_warm_start(path: str | os.PathLike, lopt_: LearnedOptimizer, *, outer_l
         FileNotFoundError: no such file.
         ValueError: the file belongs to another architecture or config (names what differs).
     """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"warm start {str(path)!r} does not exist; pass a warm_start.safetensors or a "
-                                "theta.safetensors written by `lopt train`.")
+    path = _existing(path)
     meta = checkpoint.read_metadata(path)
     if meta.get("kind") != _KIND:
         theta, _ = load_theta(path, lopt_)

@@ -80,6 +80,12 @@ def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, ov
     if init_from:
         sets.append(f"trainer.init_from={init_from}")
     cfg = load_config("taskset", sets + list(overrides))
+    if init_from:  # the warm start fixes the architecture (a rewind may start a line of another config)
+        from lopt.meta.warm_start import file_optimizer
+
+        arch = file_optimizer(init_from)
+        cfg.lopt.name = arch.name
+        cfg.lopt.config = {**arch.config(), **cfg.lopt.config}  # plus execution options set by the session
     structures = [s for s in state["structures"] if not families or s["task"]["family"] in families]
     if families and not structures:
         raise ValueError(f"--families {families} selects none of the campaign's structures "
@@ -184,10 +190,9 @@ def _write_state(state: dict[str, Any], session: dict[str, Any], out: str, struc
 
 def load_warm_start_steps(path: str) -> int:
     """The outer step a session's ``warm_start.safetensors`` was written at (digest-checked)."""
-    from lopt.learned import get as get_lopt
-    from lopt.meta.warm_start import load_warm_start
+    from lopt.meta.warm_start import file_optimizer, load_warm_start
 
-    _, _, extra = load_warm_start(path, get_lopt("nominal"))
+    _, _, extra = load_warm_start(path, file_optimizer(path))
     return int(extra["extra"]["outer_steps"])
 
 

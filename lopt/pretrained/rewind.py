@@ -57,7 +57,7 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
     """
     from lopt.learned import get as get_lopt
     from lopt.learned.serialization import save_theta
-    from lopt.meta.warm_start import load_warm_start
+    from lopt.meta.warm_start import file_optimizer, load_warm_start
     from lopt.pretrained.campaign import _read_state, _write_state_file
 
     if not os.path.exists(os.path.join(state_dir, "state.json")):
@@ -67,6 +67,7 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
     if theta_path == INITIAL:
         theta, source, to_step = lopt_.init(jax.random.key(0)), "initial theta (nominal, key 0; = Adam 1e-3)", 0
     else:
+        lopt_ = file_optimizer(theta_path)  # the file's architecture: a rewind may start a line of another config
         theta, _, meta = load_warm_start(theta_path, lopt_)  # digest-checked; a theta or a warm-start file
         to_step = meta.get("extra", {}).get("campaign_outer_steps")
         source = os.path.basename(theta_path)

@@ -49,12 +49,10 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
     holds ``campaign_outer_steps``, and the GPU and CPU minutes of the sessions up to it) so the
     shipped file says what it is.
     """
-    from lopt.learned import get as get_lopt
     from lopt.learned.serialization import load_theta, save_theta
-    from lopt.meta.warm_start import load_warm_start
+    from lopt.meta.warm_start import file_optimizer, load_warm_start
 
     state = _read_state(state_dir)
-    lopt_ = get_lopt("nominal")
     steps = state["outer_steps"]
     if theta_path:
         theta, lopt_ = load_theta(theta_path)
@@ -63,7 +61,9 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
             steps = int(state["best"]["campaign_step"])  # the campaign's best-validated theta
         steps = int(checkpoint.read_metadata(theta_path).get("extra", {}).get("campaign_outer_steps", steps))
     else:
-        theta, _, _ = load_warm_start(os.path.join(state_dir, "warm_start.safetensors"), lopt_)
+        warm = os.path.join(state_dir, "warm_start.safetensors")
+        lopt_ = file_optimizer(warm)
+        theta, _, _ = load_warm_start(warm, lopt_)
     used = lineage_sessions(state, steps)  # the sessions (and their minutes) that led to this theta
     minutes = {kind: round(sum(s["seconds"] for s in used if bool(s.get("on_gpu", "cpu" not in s["device"]))
                                == (kind == "gpu")) / 60.0, 2) for kind in ("gpu", "cpu")}

@@ -25,10 +25,9 @@ from typing import Any
 
 import jax
 
-from lopt import checkpoint
 from lopt.learned import LearnedOptimizer
 from lopt.learned import get as get_lopt
-from lopt.meta.warm_start import load_warm_start
+from lopt.meta.warm_start import file_optimizer, load_warm_start
 from lopt.pretrained.campaign import (
     VALIDATION_SEED,
     VALIDATION_VARIANTS,
@@ -160,8 +159,7 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
 
 def _load(path: str) -> tuple[Any, LearnedOptimizer]:
     """Theta and its learned optimizer (the file's own architecture and config)."""
-    meta = checkpoint.read_metadata(path)  # a warm-start or a theta file; both record the architecture
-    lopt_ = get_lopt(meta.get("architecture", "nominal"), **(meta.get("config") or {}))
+    lopt_ = file_optimizer(path)  # a warm-start or a theta file; both record the architecture
     theta, _, _ = load_warm_start(path, lopt_)
     return theta, lopt_
 

@@ -93,3 +93,27 @@ def test_docstring_examples_run():
 
     for module in (rewind_module, shipping, validate):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_rewind_to_another_config_starts_a_line_that_sessions_train(tmp_path):
+    from lopt.learned import NominalLOpt
+    from lopt.pretrained.campaign import _read_state, campaign_config
+
+    _campaign(tmp_path)
+    distance = NominalLOpt(step_size="distance")
+    source = tmp_path / "initial_distance.safetensors"
+    save_theta(source, distance, distance.init(jax.random.key(0)))
+    rewind(str(tmp_path), str(source), note="new line: distance-adaptive step")
+    warm = str(tmp_path / "warm_start.safetensors")
+    state = _read_state(str(tmp_path))
+    state["structures"] = []
+    cfg = campaign_config(state, minutes=1.0, init_from=warm, overrides=['lopt.config={"concatenate_tensors": true}'])
+    assert cfg.lopt.name == "nominal"
+    assert cfg.lopt.config["step_size"] == "distance" and cfg.lopt.config["lr"] == 1.0
+    assert cfg.lopt.config["concatenate_tensors"] is True  # the session's execution option is kept
+    theta, _, _ = load_warm_start(warm, get_lopt("nominal", **cfg.lopt.config))
+    for a, b in zip(_leaves(theta), _leaves(distance.init(jax.random.key(0)))):
+        np.testing.assert_array_equal(a, b)
+    # the old line's warm start (adam) is kept, and it still loads with its own config
+    kept = tmp_path / "rewound" / "warm_start-000300.safetensors"
+    load_warm_start(kept, get_lopt("nominal"))

@@ -118,7 +118,9 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
 
         initial_theta = trainer.setup.lopt.init(jax.random.key(0))
         warm_theta = load_warm_start(warm, trainer.setup.lopt)[0] if os.path.exists(warm) else initial_theta
-        for label, theta in (("initial theta (= Adam 1e-3)", initial_theta), ("warm start", warm_theta)):
+        initial_label = ("initial theta (= Adam 1e-3)" if getattr(trainer.setup.lopt, "step_size", "adam") == "adam"
+                         else "initial theta (= Adam's direction, Prodigy's distance step)")
+        for label, theta in ((initial_label, initial_theta), ("warm start", warm_theta)):
             references[label] = trainer.evaluate(theta, 0)
             print(f"[campaign] validation of the {label}: {references[label]['heldout_normalized_loss']:.4f}",
                   flush=True)

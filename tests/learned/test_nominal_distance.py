@@ -127,15 +127,6 @@ def test_theta_file_round_trip_keeps_the_step_size(tmp_path):
         lopt.learned.load_theta(path, NominalLOpt(lr=1.0))
 
 
-def test_torch_port_refuses_the_distance_step(tmp_path):
-    pytest.importorskip("torch")
-    from lopt.torch.architectures.nominal import NominalPort
-
-    lopt_ = NominalLOpt(step_size="distance")
-    with pytest.raises(ValueError, match="no PyTorch port"):
-        NominalPort(lopt_, {})
-
-
 def test_files_written_before_step_size_existed_load_as_adam():
     # the shipped weights and a campaign warm start were written before the field existed
     assert lopt.learned.stored_config("nominal", {"lr": 1e-3})["step_size"] == "adam"

@@ -34,6 +34,9 @@ CASES = [
     ("learnable_sgdm", {}, None),
     ("nominal", {}, NUM_STEPS),
     ("nominal", {"hidden_size": 4}, None),
+    # d starts at 1e-3: moves of Prodigy's 1e-6 are below float32's resolution of these params,
+    # so x0 - x (and d) would be rounding noise that differs between the frameworks
+    ("nominal", {"step_size": "distance", "initial_distance": 1e-3}, NUM_STEPS),
 ]
 
 
@@ -130,7 +133,10 @@ def test_torch_matches_jax_over_100_steps(case):
         grads,
         losses,
     )
-    assert_same_trajectory(got, want, params)
+    # the distance estimate sums over every tensor (in another order in each framework): d agrees
+    # to 1e-6 and grows 5e4-fold here, so its rounding reaches the params at ~1e-4
+    rtol = 1e-4 if config.get("step_size") == "distance" else 1e-5
+    assert_same_trajectory(got, want, params, rtol=rtol)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4]], ids=case_id)

@@ -74,18 +74,14 @@ class NominalPort(Port):
     """The ``nominal`` architecture on PyTorch tensors.
 
     State per parameter: ``momentum`` ``(*p.shape, 3)``, ``rms`` ``p.shape``, and either
-    ``factored_row``/``factored_col`` (rank >= 2) or ``factored_full`` (rank < 2), all float32.
+    ``factored_row``/``factored_col`` (rank >= 2) or ``factored_full`` (rank < 2), all float32;
+    with ``step_size="distance"`` also ``grad_sum`` and ``params0`` (``p.shape``) and the group's
+    ``distance`` and ``numerator`` (0-d, the same in every tensor's state).
     """
 
     name: ClassVar[str] = "nominal"
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
 
-    def __init__(self, arch, theta):
-        if arch.step_size != "adam":
-            raise ValueError(f"lopt.torch: nominal with step_size={arch.step_size!r} has no PyTorch port yet; "
-                             "use the JAX optimizer (lopt.learned.load_theta(...)[1].optimizer(theta)) or a "
-                             "theta file of step_size='adam'.")
-        super().__init__(arch, theta)
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         shape, dev = tuple(param.shape), param.device
@@ -102,7 +98,35 @@ class NominalPort(Port):
             col = tuple(s for i, s in enumerate(shape) if i != d1)
             state["factored_row"] = torch.zeros((*row, 1), dtype=_f32, device=dev)
             state["factored_col"] = torch.zeros((*col, 1), dtype=_f32, device=dev)
+        if self.arch.step_size == "distance":  # the group's estimate is kept (identically) by every tensor
+            state["grad_sum"] = torch.zeros(shape, dtype=_f32, device=dev)
+            state["params0"] = param.detach().to(_f32).clone()
+            state["distance"] = torch.tensor(self.arch.initial_distance, dtype=_f32, device=dev)
+            state["numerator"] = torch.zeros((), dtype=_f32, device=dev)
         return state
+
+    def _distance_step(self, params, grads, states, lr: torch.Tensor) -> torch.Tensor:
+        """Advances the distance estimate (:mod:`lopt.learned.distance`) and returns this step's ``d``.
+
+        The estimate spans the param group (JAX: every leaf given to ``update``).
+        """
+        d = states[0]["distance"].clone()
+        weight = d * d * lr.to(d.device)
+        decay = self.arch.distance_decay
+        dot = sum(torch.dot(g.reshape(-1).to(_f32), (s["params0"] - p.detach().to(_f32)).reshape(-1))
+                  for g, p, s in zip(grads, params, states))
+        numerator = decay * states[0]["numerator"] + weight * dot
+        l1 = torch.zeros((), dtype=_f32, device=d.device)
+        for g, s in zip(grads, states):
+            s["grad_sum"].mul_(decay).add_(weight * g.to(_f32))
+            l1 = l1 + s["grad_sum"].abs().sum()
+        estimate = torch.where(l1 > 0, numerator / torch.where(l1 > 0, l1, torch.ones_like(l1)), torch.zeros_like(l1))
+        estimate = torch.where(torch.isfinite(estimate), estimate, torch.zeros_like(estimate))
+        new_d = torch.maximum(d, estimate)
+        for s in states:
+            s["distance"].copy_(new_d)
+            s["numerator"].copy_(numerator)
+        return d
 
     def _scalars(self, count: int, num_steps: int | None) -> dict[str, torch.Tensor]:
         """Step-dependent scalars on the CPU: fraction, lr, bias corrections, context."""
@@ -184,6 +208,8 @@ class NominalPort(Port):
             [torch.linalg.vector_norm(p, dtype=_f32) / math.sqrt(max(p.numel(), 1)) for p in params]
         )
         bias, minus_step = self._tensor_table(shapes, scalars)
+        if arch.step_size == "distance":
+            minus_step = minus_step.to(device) * self._distance_step(params, grads, states, scalars["lr"])
         table = torch.cat(
             [bias.to(device), (p_rms + 1e-8)[:, None], minus_step.to(device)[:, None]], dim=1
         )

@@ -128,10 +128,10 @@ def test_theta_file_round_trip_keeps_the_step_size(tmp_path):
 
 
 def test_files_written_before_step_size_existed_load_as_adam():
-    # the shipped weights and a campaign warm start were written before the field existed
+    # a campaign snapshot and a campaign warm start were written before the field existed
     assert lopt.learned.stored_config("nominal", {"lr": 1e-3})["step_size"] == "adam"
-    _, shipped = lopt.learned.load_theta(ROOT / "lopt/pretrained/weights/default.safetensors")
-    assert (shipped.step_size, shipped.lr) == ("adam", 1e-3)
+    _, old = lopt.learned.load_theta(ROOT / "campaign/thetas/theta-002059.safetensors")
+    assert (old.step_size, old.lr) == ("adam", 1e-3)
     from lopt.meta.warm_start import load_warm_start
 
     theta, _, meta = load_warm_start(ROOT / "campaign/rewound/warm_start-001806.safetensors", NominalLOpt())

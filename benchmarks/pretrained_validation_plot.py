@@ -31,12 +31,16 @@ _STEP_PATTERNS = (r"theta-(\d+)", r"campaign step (\d+)", r"(?:shipped|warm|camp
 def campaign_step(name: str) -> int | None:
     """The campaign outer step a scored theta's name gives, ``-1`` for the initial theta, else ``None``.
 
+    Another line's untrained start (``initial_distance...``) is neither: ``None``.
+
     >>> campaign_step("campaign/thetas/theta-001806.safetensors"), campaign_step("/tmp/initial_adam1e-3.safetensors")
     (1806, -1)
+    >>> campaign_step("/tmp/initial_distance.safetensors") is None
+    True
     """
     base = os.path.basename(name)
     if base.startswith("initial"):
-        return -1
+        return -1 if base.startswith("initial_adam") else None
     for pattern in _STEP_PATTERNS:
         found = re.search(pattern, base)
         if found:
@@ -50,9 +54,12 @@ def collect(paths: list[str], length: int) -> tuple[dict[str, float] | None, dic
     for path in paths:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        if data.get("steps") != length:
-            continue  # other validation lengths (or a mean over several) are not comparable
-        for name, scores in data["scores"].items():
+        lengths = data.get("steps")
+        if lengths != length and not (isinstance(lengths, list) and length in lengths):
+            continue  # other validation lengths are not comparable
+        prefix = f"steps{length}/" if isinstance(lengths, list) else ""  # runs at several lengths keep each one's scores
+        for name, row in data["scores"].items():
+            scores = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)} if prefix else row
             step = campaign_step(name)
             if step == -1:
                 reference = scores

@@ -18,11 +18,9 @@ Usage: python benchmarks/pretrained_scale_probe.py [--steps 300] [--tag ""]
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +28,7 @@ import optax
 import optax.contrib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import environment, save
+from pretrained_schedule_probe import probe_main
 
 from lopt.learned import NominalLOpt, base
 from lopt.pretrained.validate import validate
@@ -71,24 +69,17 @@ class HandSet(NominalLOpt):
         return base.Transform(opt.init, lambda grads, state, params, loss, valid_loss: opt.update(grads, state, params))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--tag", default="")
-    args = parser.parse_args(argv)
-    start = time.time()
+def score(steps: int) -> dict[str, dict[str, float]]:
+    """Every rule of :data:`RULES`, then the distance-step ``nominal``, on the validation at ``steps``."""
+    optimizers = {rule: HandSet(rule=rule) for rule in RULES} | {"nominal_distance": NominalLOpt(step_size="distance")}
     scores = {}
-    for rule in RULES:
-        lopt_ = HandSet(rule=rule)
-        scores.update(validate({rule: lopt_.init(jax.random.key(0))}, steps=args.steps, lopt_=lopt_))
-    distance = NominalLOpt(step_size="distance")
-    scores.update(validate({"nominal_distance": distance.init(jax.random.key(0))}, steps=args.steps, lopt_=distance))
-    for label, row in sorted(scores.items(), key=lambda item: item[1]["heldout_normalized_loss"]):
-        print(f"{row['heldout_normalized_loss']:.4f}  {label:22s} " +
-              " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")), flush=True)
-    save(f"pretrained_scale_probe{args.tag}", {"environment": environment(), "args": vars(args),
-                                               "seconds": time.time() - start, "scores": scores})
-    return 0
+    for label, lopt_ in optimizers.items():
+        scores.update(validate({label: lopt_.init(jax.random.key(0))}, steps=steps, lopt_=lopt_))
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    return probe_main("pretrained_scale_probe", __doc__, score, argv)
 
 
 if __name__ == "__main__":

@@ -48,19 +48,29 @@ def candidates() -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def probe_main(name: str, description: str, score, argv: list[str] | None = None) -> int:
+    """A validation probe's command line: ``score(steps) -> {label: scores}``, printed best first, saved.
+
+    ``--steps`` (default 300) is the validation length; the scores go to
+    ``results/<name><--tag>_<device>.json``.
+    """
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
     start = time.time()
-    scores = validate(candidates(), steps=args.steps)
+    scores = score(args.steps)
+    width = max(map(len, scores))
     for label, row in sorted(scores.items(), key=lambda item: item[1]["heldout_normalized_loss"]):
-        print(f"{row['heldout_normalized_loss']:.4f}  {label:14s} " +
-              " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")))
-    save(f"pretrained_schedule_probe{args.tag}", {"environment": environment(), "args": vars(args),
-                                                  "seconds": time.time() - start, "scores": scores})
+        print(f"{row['heldout_normalized_loss']:.4f}  {label:{width}s} " +
+              " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")), flush=True)
+    save(f"{name}{args.tag}", {"environment": environment(), "args": vars(args),
+                               "seconds": time.time() - start, "scores": scores})
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return probe_main("pretrained_schedule_probe", __doc__, lambda steps: validate(candidates(), steps=steps), argv)
 
 
 if __name__ == "__main__":

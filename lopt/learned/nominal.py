@@ -24,7 +24,8 @@ meta-training budget, following three findings from the field:
   multiplied by Prodigy's running estimate ``d`` of the distance to the solution
   (:mod:`lopt.learned.distance`), so the step follows the scale of the parameters instead of
   being fixed at ``lr``; at its initial theta (``lr = 1``) this is Prodigy's rule on Adam's
-  direction. Costs 8 more bytes of state per parameter; no fused kernel or PyTorch port yet.
+  direction. Costs 8 more bytes of state per parameter; the PyTorch port has it, the fused
+  kernel does not (``lopt.kernels`` falls back to XLA).
 
 Per-tensor context (fraction-of-training embedding, tensor rank and size) enters the MLP's
 first layer once per tensor. The MLP is written as unrolled elementwise multiply-adds, so XLA

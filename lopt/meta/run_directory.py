@@ -313,9 +313,8 @@ def check_theta_matches_run(theta_path: str | os.PathLike) -> None:
     from lopt import learned
 
     expected = learned.get(run_config.lopt.name, **run_config.lopt.config)
-    stored = learned.stored_config(expected.name, meta.get("config") or {}) if meta.get("architecture") == expected.name \
-        else meta.get("config")
-    if meta.get("architecture") != expected.name or stored != json.loads(json.dumps(expected.config())):
+    if (meta.get("architecture") != expected.name
+            or learned.stored_config(expected.name, meta.get("config") or {}) != json.loads(json.dumps(expected.config()))):
         raise ValueError(f"{str(theta_path)!r} holds a `{meta.get('architecture')}` optimizer with config "
                          f"{meta.get('config')}, but {config_path} trains `{expected.name}` with config "
                          f"{expected.config()}: {fix}")

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DistanceState", "init", "update"]
+__all__ = ["DistanceState", "init", "start_distance", "update"]
 
 _f32 = jnp.float32
 
@@ -56,13 +56,40 @@ class DistanceState(NamedTuple):
     params0: Any
 
 
-def init(params: Any, *, initial: float) -> DistanceState:
-    """Starts the estimate at ``initial`` with ``x0 = params``."""
+def init(params: Any, *, initial: float, relative: float = 0.0) -> DistanceState:
+    """Starts the estimate with ``x0 = params``.
+
+    Args:
+        params: the initial parameters ``x0``.
+        initial: the smallest starting estimate (Prodigy: ``1e-6``).
+        relative: the estimate starts at ``max(initial, relative * rms(x0))``, the RMS taken over
+            all entries of ``x0``; so a rescaled problem (``x -> c x``) starts from a rescaled
+            estimate, and the estimate need not grow from ``initial`` through many steps where
+            ``x0`` already shows the parameters' scale. 0: start at ``initial``.
+    """
     if not initial > 0:
         raise ValueError(f"distance.init: initial={initial!r} must be > 0 (Prodigy uses 1e-6).")
-    return DistanceState(jnp.asarray(initial, _f32), jnp.zeros((), _f32),
+    if not relative >= 0:
+        raise ValueError(f"distance.init: relative={relative!r} must be >= 0 (0 turns it off).")
+    return DistanceState(start_distance(params, initial=initial, relative=relative), jnp.zeros((), _f32),
                          jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params),
                          jax.tree.map(lambda p: jnp.asarray(p, _f32), params))
+
+
+def start_distance(params: Any, *, initial: float, relative: float) -> jax.Array:
+    """``max(initial, relative * rms(params))`` over every entry of ``params`` (see :func:`init`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(start_distance({"w": jnp.full(4, 2.0)}, initial=1e-6, relative=1e-3)), 6)
+        0.002
+    """
+    leaves = [jnp.asarray(p, _f32) for p in jax.tree.leaves(params)]
+    count = sum(p.size for p in leaves)
+    if not relative or not count:
+        return jnp.asarray(initial, _f32)
+    rms = jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in leaves) / count)
+    return jnp.maximum(jnp.asarray(initial, _f32), relative * rms)
 
 
 def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay: float) -> DistanceState:

@@ -123,6 +123,9 @@ class NominalLOpt(base.LearnedOptimizer):
         step_size: ``"adam"`` (the base step is ``lr``) or ``"distance"`` (``lr`` times the
             running distance estimate of :mod:`lopt.learned.distance`).
         initial_distance: the distance estimate's starting value (``"distance"`` only).
+        relative_initial_distance: the estimate starts at ``max(initial_distance,
+            relative_initial_distance * rms(x0))`` (:func:`lopt.learned.distance.init`): a
+            start in proportion to the parameters' scale. 0: at ``initial_distance``.
         distance_decay: the decay of its running sums (Prodigy: ``sqrt(b2)``).
         concatenate_tensors: run the network once over every tensor's entries joined into one
             vector instead of once per tensor. Same update (same theta); a compiled program then
@@ -154,6 +157,7 @@ class NominalLOpt(base.LearnedOptimizer):
     unknown_horizon_fraction: float = 0.3
     step_size: str = "adam"
     initial_distance: float = 1e-6
+    relative_initial_distance: float = 0.0
     distance_decay: float = 0.9995
     concatenate_tensors: bool = False
 
@@ -164,6 +168,9 @@ class NominalLOpt(base.LearnedOptimizer):
         if self.lr is None:
             base.set_field(self, "lr", 1.0 if self.step_size == "distance" else 1e-3)
         base.check_positive(owner, "initial_distance", self.initial_distance)
+        if not (isinstance(self.relative_initial_distance, (int, float)) and self.relative_initial_distance >= 0):
+            raise ValueError(f"{owner}: relative_initial_distance={self.relative_initial_distance!r} must be a "
+                             "number >= 0 (0: start at initial_distance).")
         base.as_decays(owner, "distance_decay", [self.distance_decay])
         for field in ("lr", "eps", "input_clip", "update_clip"):
             base.check_positive(owner, field, getattr(self, field))
@@ -249,8 +256,9 @@ class NominalLOpt(base.LearnedOptimizer):
 
         def init(params):
             zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _f32), params)
-            distance = (D.init(params, initial=self.initial_distance) if self.step_size == "distance"
-                        else None)
+            distance = None
+            if self.step_size == "distance":
+                distance = D.init(params, initial=self.initial_distance, relative=self.relative_initial_distance)
             return NominalState(jnp.zeros((), jnp.int32), F.momentum_init(params, len(decays)), zeros,
                                 F.factored_init(params, 1), distance)
 

@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out and os.path.exists(args.out):
         parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
+    if args.out:  # before the long run, not after it: a missing folder must not cost the scores
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     start = time.time()
     scores = _validate_files(args.thetas, state_dir=args.state, families=args.families, steps=args.steps,
                              variants=args.variants)

@@ -108,6 +108,46 @@ def test_distance_step_solves_every_parameter_scale_and_adam_does_not():
     assert max(adam_losses) > 0.3 * initial and min(adam_losses) < 1e-6 * initial
 
 
+def _trajectory(lopt_, scale, steps=60):
+    """Params of a quadratic stored as ``x / scale`` (started at ``x0 / scale``), divided back."""
+    curvature = jnp.logspace(0, 1.5, 8)
+    loss = lambda p: 0.5 * jnp.sum(curvature * jnp.square(p["x"] * scale - 1.0))
+    opt = lopt_.optimizer(lopt_.init(jax.random.key(0)), num_steps=steps)
+    params = {"x": jnp.linspace(-0.5, 0.5, 8) / scale}
+    state = opt.init(params)
+    path = []
+    for _ in range(steps):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = opt.update(grads, state, params, loss=value)
+        params = optax.apply_updates(params, updates)
+        path.append(np.asarray(params["x"]) * scale)
+    return np.stack(path)
+
+
+def test_a_relative_start_makes_the_trajectory_follow_the_parameter_scale():
+    # x -> x / c leaves Adam's direction and the network's inputs alone and, with a start in
+    # proportion to rms(x0), scales d by 1 / c: the rescaled trajectories coincide
+    relative = NominalLOpt(step_size="distance", relative_initial_distance=1e-2)
+    reference = _trajectory(relative, 1.0)
+    assert np.abs(reference[-1] - reference[0]).max() > 0.1  # it moved
+    for scale in (0.01, 100.0):
+        np.testing.assert_allclose(_trajectory(relative, scale), reference, rtol=2e-3, atol=2e-4)
+    # an absolute start (Prodigy's) is the same 1e-4 at every scale: the paths differ
+    absolute = NominalLOpt(step_size="distance", initial_distance=1e-4)
+    assert np.abs(_trajectory(absolute, 0.01) - _trajectory(absolute, 100.0)).max() > 1e-2
+
+
+def test_relative_start_is_the_larger_of_the_two():
+    params = {"w": jnp.full((2, 3), 2.0), "b": jnp.zeros(2)}  # rms over 8 entries: sqrt(24 / 8)
+    state = distance.init(params, initial=1e-6, relative=1e-3)
+    assert float(state.distance) == pytest.approx(1e-3 * np.sqrt(3.0), rel=1e-6)
+    assert float(distance.init({"w": jnp.zeros(4)}, initial=1e-6, relative=1e-3).distance) == pytest.approx(1e-6)
+    with pytest.raises(ValueError, match="relative=-1"):
+        distance.init(params, initial=1e-6, relative=-1.0)
+    with pytest.raises(ValueError, match="relative_initial_distance=-0.5"):
+        NominalLOpt(step_size="distance", relative_initial_distance=-0.5)
+
+
 def test_bad_step_size_and_state_bytes():
     with pytest.raises(ValueError, match="step_size='sgd'"):
         NominalLOpt(step_size="sgd")

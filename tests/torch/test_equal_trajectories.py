@@ -37,6 +37,8 @@ CASES = [
     # d starts at 1e-3: moves of Prodigy's 1e-6 are below float32's resolution of these params,
     # so x0 - x (and d) would be rounding noise that differs between the frameworks
     ("nominal", {"step_size": "distance", "initial_distance": 1e-3}, NUM_STEPS),
+    # d starts at 1e-3 * rms(x0), set by PyTorch at the first step (JAX: at init)
+    ("nominal", {"step_size": "distance", "relative_initial_distance": 1e-3}, NUM_STEPS),
 ]
 
 

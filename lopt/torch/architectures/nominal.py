@@ -105,11 +105,20 @@ class NominalPort(Port):
             state["numerator"] = torch.zeros((), dtype=_f32, device=dev)
         return state
 
-    def _distance_step(self, params, grads, states, lr: torch.Tensor) -> torch.Tensor:
+    def _distance_step(self, params, grads, states, lr: torch.Tensor, count: int) -> torch.Tensor:
         """Advances the distance estimate (:mod:`lopt.learned.distance`) and returns this step's ``d``.
 
-        The estimate spans the param group (JAX: every leaf given to ``update``).
+        The estimate spans the param group (JAX: every leaf given to ``update``). Its start
+        ``max(initial_distance, relative_initial_distance * rms(x0))`` is set at the first step,
+        the first time the whole group's ``x0`` is at hand.
         """
+        if count == 0 and self.arch.relative_initial_distance:
+            total = sum(s["params0"].numel() for s in states)
+            square_sum = sum(torch.sum(torch.square(s["params0"])) for s in states)
+            rms = torch.sqrt(square_sum / max(total, 1))
+            start = torch.clamp(self.arch.relative_initial_distance * rms, min=self.arch.initial_distance)
+            for s in states:
+                s["distance"].copy_(start)
         d = states[0]["distance"].clone()
         weight = d * d * lr.to(d.device)
         decay = self.arch.distance_decay
@@ -209,7 +218,7 @@ class NominalPort(Port):
         )
         bias, minus_step = self._tensor_table(shapes, scalars)
         if arch.step_size == "distance":
-            minus_step = minus_step.to(device) * self._distance_step(params, grads, states, scalars["lr"])
+            minus_step = minus_step.to(device) * self._distance_step(params, grads, states, scalars["lr"], count)
         table = torch.cat(
             [bias.to(device), (p_rms + 1e-8)[:, None], minus_step.to(device)[:, None]], dim=1
         )

@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import environment, save
 
 import lopt.learned
+import lopt.pretrained
 
 NUM_LAYERS = 8
 HORIZON = 10_000
@@ -89,8 +90,11 @@ class Stepper:
                 del theta
                 return optax.adam(1e-3)
         else:
-            lo = lopt.learned.get(arch)
-            theta = lo.init(jax.random.key(0))
+            if arch == "pretrained":  # the shipped weights, with their own config
+                theta, lo = lopt.pretrained.load()
+            else:
+                lo = lopt.learned.get(arch)
+                theta = lo.init(jax.random.key(0))
             flops, state_per_param = float(lo.flops_per_param()), lo.state_bytes_per_param()
 
             def build(theta):
@@ -177,7 +181,7 @@ def main(argv=None) -> int:
             "hierarchical",
             "lstm",
         ],
-        help="'adam' (optax.adam baseline) and/or registry names",
+        help="'adam' (optax.adam baseline), 'pretrained' (the shipped weights) and/or registry names",
     )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=1)

@@ -299,7 +299,10 @@ class NominalLOpt(base.LearnedOptimizer):
                 p = p.astype(_f32)
                 precond = 1.0 / (jnp.sqrt(v * v_correction) + self.eps)
                 moments = [m[..., k] * m_correction[k] * precond for k in range(len(self.decays))]
-                p_rms = jnp.sqrt(jnp.mean(jnp.square(p))) if p.size else jnp.zeros((), _f32)
+                # + 1e-30 inside the root: the same value in float32, and a finite derivative at a
+                # zero tensor (zero-initialised biases), where sqrt's is infinite and makes every
+                # derivative through the step (jvp, backprop through the unroll) NaN
+                p_rms = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-30) if p.size else jnp.zeros((), _f32)
                 inputs = [g * precond, *moments, fg[..., 0], p / (p_rms + 1e-8)]
                 inputs = [jnp.clip(x, -clip, clip) for x in inputs]
                 is_vector = len(shape) < 2

@@ -179,3 +179,23 @@ def test_files_written_before_step_size_existed_load_as_adam():
     NominalLOpt().check_theta(theta)
     with pytest.raises(ValueError, match="config"):
         load_warm_start(ROOT / "campaign/rewound/warm_start-001806.safetensors", NominalLOpt(step_size="distance"))
+
+
+@pytest.mark.parametrize("step_size", ["adam", "distance"])
+def test_derivatives_through_the_step_are_finite_at_zero_initialised_biases(step_size):
+    # what the meta-gradient and Jacobian probes differentiate: the step as a function of params
+    lopt_ = NominalLOpt(step_size=step_size)
+    opt = lopt_.optimizer(lopt_.init(jax.random.key(0)), num_steps=10)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+    state = opt.init(params)
+
+    def step(p):
+        grads = jax.tree.map(lambda x: 0.1 * x + 0.01, p)
+        updates, _ = opt.update(grads, state, p, loss=jnp.asarray(1.0))
+        return optax.apply_updates(p, updates)
+
+    tangent = jax.tree.map(jnp.ones_like, params)
+    _, out = jax.jvp(step, (params,), (tangent,))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(out))
+    jac = jax.jacrev(lambda p: step(p)["b"])(params)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(jac))

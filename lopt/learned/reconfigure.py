@@ -87,14 +87,13 @@ def reconfigure(source: str | os.PathLike, target: str | os.PathLike, changes: d
     if unknown:
         raise ValueError(f"{lopt_.name} has no config field {unknown[0]!r}; its fields: {sorted(config)}.")
     changed = registry.get(lopt_.name, **{**config, **changes})
-    try:
-        changed.check_theta(theta)
+    extra = dict(checkpoint.read_metadata(source).get("extra", {}))
+    extra["reconfigured_from"] = {"digest": checkpoint.stored_digest(source), "changes": changes}
+    try:  # save_theta checks theta against the changed config before it writes anything
+        return save_theta(target, changed, theta, extra=extra)
     except ValueError as e:
         raise ValueError(f"the changes {changes} give {lopt_.name} a theta of other shapes than {source}'s; "
                          f"only options that keep theta's shapes can be changed ({e}).") from e
-    extra = dict(checkpoint.read_metadata(source).get("extra", {}))
-    extra["reconfigured_from"] = {"digest": checkpoint.stored_digest(source), "changes": changes}
-    return save_theta(target, changed, theta, extra=extra)
 
 
 def main(argv: list[str] | None = None) -> int:

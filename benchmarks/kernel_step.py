@@ -44,6 +44,7 @@ from common import environment, save
 from step_overhead import NUM_LAYERS, make_params
 
 import lopt.learned
+import lopt.pretrained
 from lopt import kernels
 from lopt.kernels import mlp_step, nominal_step, tiles
 from lopt.learned import features as F
@@ -52,12 +53,16 @@ HORIZON = 10_000
 INTERPRET = jax.default_backend() != "gpu"  # CPU: a smoke run in Pallas interpret mode
 ADAM_BYTES = 28  # read g, p, m, v; write p, m, v (float32)
 ARCH_BYTES = {"mlp": (mlp_step.bytes_per_param(apply=False), mlp_step.bytes_per_param()),
-              "nominal": (nominal_step.bytes_per_param(apply=False), nominal_step.bytes_per_param())}
+              "nominal": (nominal_step.bytes_per_param(apply=False), nominal_step.bytes_per_param()),
+              "pretrained": (nominal_step.bytes_per_param(apply=False, distance=True),
+                             nominal_step.bytes_per_param(distance=True))}
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8)},
     "nominal": {"b256w4": tiles.KernelConfig(256, 1024, 4),
                 "b1024w4": tiles.KernelConfig(1024, 1024, 4)},
+    "pretrained": {"b256w4": tiles.KernelConfig(256, 1024, 4),
+                   "b1024w4": tiles.KernelConfig(1024, 1024, 4)},
 }
 
 
@@ -68,8 +73,16 @@ def random_tree(tree, seed, scale=1.0):
                               for x in leaves])
 
 
+def learned_optimizer(arch):
+    """The architecture's default config; ``pretrained``: the shipped weights' config."""
+    return lopt.pretrained.load()[1] if arch == "pretrained" else lopt.learned.get(arch)
+
+
 def trained_like_theta(arch, lo):
-    """theta with every part active (nominal's init has a zero last layer)."""
+    """theta with every part active (nominal's init has a zero last layer); ``pretrained``: the
+    shipped weights (nominal with the distance step)."""
+    if arch == "pretrained":
+        return lopt.pretrained.load()[0]
     theta = lo.init(jax.random.key(0))
     if arch == "nominal":
         theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
@@ -204,7 +217,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=float, nargs="*", default=[1e8, 1e7],
                         help="parameter counts to time (none: correctness only)")
-    parser.add_argument("--archs", nargs="+", default=["mlp", "nominal"])
+    parser.add_argument("--archs", nargs="+", default=["mlp", "nominal", "pretrained"],
+                        choices=sorted(ARCH_BYTES))
     parser.add_argument("--loops", type=int, default=10, help="steps per timed loop")
     parser.add_argument("--repeats", type=int, default=5, help="timed loops per variant")
     parser.add_argument("--budget-s", type=float, default=150.0, help="skip variants after this")
@@ -230,7 +244,7 @@ def main(argv=None) -> int:
     print(f"elementwise pass bandwidth: {bw / 1e9:.0f} GB/s (read + write)", flush=True)
 
     for arch in args.archs if args.check_size else []:
-        lo = lopt.learned.get(arch)
+        lo = learned_optimizer(arch)
         try:
             payload["correctness"][arch] = c = correctness(arch, lo, args.check_size)
             print(f"correctness {arch}: " + ", ".join(f"{k}={v:.2e}" for k, v in c.items()
@@ -249,7 +263,7 @@ def main(argv=None) -> int:
         adam = Timed(optax_step(lambda th, opt=adam_opt: opt), params, adam_opt.init(params), {}, grads)
         adam.run(3)
         for arch in args.archs:
-            lo = lopt.learned.get(arch)
+            lo = learned_optimizer(arch)
             theta = trained_like_theta(arch, lo)
             build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)
             state = build(theta).init(params)

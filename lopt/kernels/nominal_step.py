@@ -15,6 +15,11 @@ Per tensor of rank >= 2, one extra pass and one main pass:
    (or the new parameter when ``apply=True``): 24 bytes read and 20 written.
 
 So 56 bytes per float32 parameter with ``apply=True`` (Adam's fused minimum is 28).
+
+With ``step_size="distance"`` (the pretrained optimizer) the main pass also advances the
+distance estimate (:mod:`lopt.learned.distance`): it reads the running gradient sum and the
+initial parameters ``x0``, writes the new sum, and each program writes its partial sums of
+``<g, x0 - p>`` and ``|new sum|``, which XLA adds into the new estimate: 68 bytes in all.
 Tensors of rank < 2 (biases, scales: an unfactored accumulator per element) and empty
 tensors take the XLA path inside the same step. Gradients come from the XLA path.
 
@@ -45,7 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.experimental import pallas as pl
+
 from lopt.kernels import select, tiles
+from lopt.learned import distance as D
 from lopt.learned import features as F
 from lopt.learned import nominal
 
@@ -63,10 +71,10 @@ def supported(lopt: Any) -> bool:
         >>> from lopt.learned import NominalLOpt
         >>> supported(NominalLOpt()), supported(NominalLOpt(hidden_size=64))
         (True, False)
-        >>> supported(NominalLOpt(step_size="distance"))  # the distance estimate runs in XLA
-        False
+        >>> supported(NominalLOpt(step_size="distance"))  # the pretrained optimizer's config
+        True
     """
-    return lopt.hidden_size <= _MAX_HIDDEN and lopt.step_size == "adam"
+    return lopt.hidden_size <= _MAX_HIDDEN
 
 
 def passes() -> int:
@@ -74,12 +82,24 @@ def passes() -> int:
     return 2
 
 
-def bytes_per_param(param_bytes: int = 4, *, apply: bool = True) -> int:
-    """Bytes a fused step moves per parameter of a rank >= 2 tensor, as implemented."""
+def bytes_per_param(param_bytes: int = 4, *, apply: bool = True, distance: bool = False) -> int:
+    """Bytes a fused step moves per parameter of a rank >= 2 tensor, as implemented.
+
+    Args:
+        param_bytes: bytes of one parameter (and gradient) entry.
+        apply: whether the kernel writes the new parameters (else the update, which XLA adds).
+        distance: ``step_size="distance"``: the kernel also reads the running gradient sum and
+            ``x0`` and writes the sum (12 bytes more; its partial sums are a few floats per block).
+
+    Example:
+        >>> bytes_per_param(), bytes_per_param(distance=True)
+        (56, 68)
+    """
     reductions = 3 * param_bytes  # g for the row means, g for the column means, p
     read = 2 * param_bytes + 4 * 4  # g, p, three momenta, second moment
     written = 4 * 4 + param_bytes  # momenta, second moment, new parameter or update
-    return reductions + read + written + (0 if apply else 3 * param_bytes)
+    extra = 3 * 4 if distance else 0  # read grad_sum and x0, write grad_sum (float32)
+    return reductions + read + written + extra + (0 if apply else 3 * param_bytes)
 
 
 def _step_scalars(lopt, theta, count, num_steps):
@@ -102,8 +122,13 @@ def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) ->
     return out
 
 
-def _kernel(g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out, *, n,
-            shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply):
+def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
+            distance_decay):
+    if distance_decay is None:
+        g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
+    else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
+        (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, gs_ref, x0_ref,
+         out_ref, m_out, v_out, gs_out, dot_out, l1_out) = refs
     g = tiles.load_rows(g_ref, n, block)
     p = tiles.load_rows(p_ref, n, block)
     v = b2 * tiles.load_rows(v_ref, n, block) + (1.0 - b2) * (g * g)
@@ -130,6 +155,13 @@ def _kernel(g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v
     v_corr, p_rms = scalar(), scalar()
     m_corr = [scalar() for _ in decays]
     step_scale = scalar()
+    if distance_decay is not None:
+        # Rows past the end load as 0, so they add nothing to either partial sum.
+        grad_sum = distance_decay * tiles.load_rows(gs_ref, n, block) + scalar() * g
+        tiles.store_rows(gs_out, grad_sum, n, block)
+        program = pl.program_id(0)
+        dot_out[program] = jnp.sum(g * (tiles.load_rows(x0_ref, n, block) - p))
+        l1_out[program] = jnp.sum(jnp.abs(grad_sum))
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
     inputs = [g * precond, *moments, g * (row_factor * col_factor), p / p_rms]
@@ -158,8 +190,9 @@ def _kernel(g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v
     tiles.store_rows(out_ref, (p + update.astype(_f32)) if apply else update, n, block)
 
 
-def _pack(lopt, theta, t, lr, time_context, shape, p_rms):
-    """Per-tensor scalars, in the order the kernel reads them."""
+def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight):
+    """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
+    weight ``w_t``, or ``None`` without one)."""
     net = theta["network"]
     decays = jnp.asarray(lopt.decays, _f32)
     tensor_context = jnp.asarray(
@@ -169,12 +202,16 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms):
     mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
         nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
     parts = [1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t), lr * mult,
+             *([] if weight is None else [weight]),
              net["b0"] + context, net["w0"], net["w1"], net["b1"], net["w2"], net["b2"]]
     return jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in parts])
 
 
-def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col, theta, count,
-                  num_steps):
+def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col, dist, theta,
+                  count, num_steps):
+    """One factored tensor through the kernel. ``dist``: ``None``, or the distance estimate's
+    ``(grad_sum, x0, d)`` for this tensor; then the result ends with ``(new grad_sum, <g, x0 - p>,
+    ||new grad_sum||_1)`` (else ``None``)."""
     shape, n = g.shape, g.size
     d1, d0 = F.factored_dims(shape)
     t, lr, time_context = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
@@ -184,39 +221,65 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col
                                 fd * col + (1.0 - fd) * jnp.mean(g2, axis=d1), None)
     row_factor, col_factor = F.factored_scale_factors(acc, shape)
     p_rms = jnp.sqrt(jnp.mean(jnp.square(p.astype(_f32))))
-    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms)
+    weight = None
+    if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
+        weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]
+    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight)
     k = len(lopt.decays)
     kernel = functools.partial(
         _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
-        block=cfg.block, apply=apply)
-    call = tiles.call(
-        kernel,
-        [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), _f32),
-         jax.ShapeDtypeStruct((n,), _f32)],
-        rows=n, block=cfg.block, cfg=cfg, interpret=interpret, aliases={2: 1, 3: 2},
-        name="lopt_nominal_step")
-    out, m_new, v_new = call(g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n),
-                             row_factor.reshape(-1), col_factor.reshape(-1), scalars)
-    return out.reshape(shape), m_new.reshape(m.shape), v_new.reshape(shape), acc.row, acc.col
+        block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay)
+    outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), _f32),
+               jax.ShapeDtypeStruct((n,), _f32)]
+    inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
+              col_factor.reshape(-1), scalars]
+    aliases = {2: 1, 3: 2}
+    if dist is not None:
+        programs = -(-n // cfg.block)
+        outputs += [jax.ShapeDtypeStruct((n,), _f32), jax.ShapeDtypeStruct((programs,), _f32),
+                    jax.ShapeDtypeStruct((programs,), _f32)]
+        inputs += [dist[0].reshape(n), dist[1].reshape(n)]
+        aliases[7] = 3
+    call = tiles.call(kernel, outputs, rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
+                      aliases=aliases, name="lopt_nominal_step")
+    out, m_new, v_new, *rest = call(*inputs)
+    dist_out = None
+    if dist is not None:
+        grad_sum, dots, l1s = rest
+        dist_out = (grad_sum.reshape(shape), jnp.sum(dots), jnp.sum(l1s))
+    return (out.reshape(shape), m_new.reshape(m.shape), v_new.reshape(shape), acc.row, acc.col,
+            dist_out)
 
 
-def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, theta, count, num_steps):
-    """One tensor through :class:`NominalLOpt`'s own XLA update (``count`` before the step)."""
-    state = nominal.NominalState(count, {"x": m}, {"x": v}, {"x": acc})
+def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, dist, theta, count, num_steps):
+    """One tensor through :class:`NominalLOpt`'s own XLA update (``count`` before the step);
+    ``dist`` and the last result as in :func:`_fused_tensor`."""
+    distance = None
+    if dist is not None:
+        grad_sum, x0, d = dist
+        distance = D.DistanceState(d, jnp.zeros((), _f32), {"x": grad_sum}, {"x": x0})
+    state = nominal.NominalState(count, {"x": m}, {"x": v}, {"x": acc}, distance)
     with select.mode_scope("xla"):  # the XLA path, also when the kernel mode is on
         impl = lopt._build(theta, num_steps if has_horizon else None)
         updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
     update = updates["x"].astype(jnp.result_type(p))
-    return (p + update if apply else update), new.momentum["x"], new.rms["x"], new.factored["x"]
+    dist_out = None
+    if dist is not None:
+        new_sum = new.distance.grad_sum["x"]
+        dist_out = (new_sum, jnp.vdot(g.astype(_f32), x0 - p.astype(_f32)),
+                    jnp.sum(jnp.abs(new_sum)))
+    return ((p + update if apply else update), new.momentum["x"], new.rms["x"], new.factored["x"],
+            dist_out)
 
 
-def _reference_tensor(lopt, apply, has_horizon, g, p, m, v, row, col, theta, count, num_steps):
+def _reference_tensor(lopt, apply, has_horizon, g, p, m, v, row, col, dist, theta, count,
+                      num_steps):
     """:func:`_reference_leaf` for a factored tensor, with :func:`_fused_tensor`'s signature."""
-    out, m_new, v_new, acc = _reference_leaf(
-        lopt, apply, has_horizon, g, p, m, v, F.FactoredAccumulator(row, col, None), theta, count,
-        num_steps)
-    return out, m_new, v_new, acc.row, acc.col
+    out, m_new, v_new, acc, dist_out = _reference_leaf(
+        lopt, apply, has_horizon, g, p, m, v, F.FactoredAccumulator(row, col, None), dist, theta,
+        count, num_steps)
+    return out, m_new, v_new, acc.row, acc.col, dist_out
 
 
 def nominal_update(
@@ -255,15 +318,29 @@ def nominal_update(
     flat_g, treedef = jax.tree.flatten(grads)
     flat = [treedef.flatten_up_to(x) for x in (params, state.momentum, state.rms)]
     flat_acc = treedef.flatten_up_to(state.factored)
-    results = []
-    for g, p, m, v, acc in zip(flat_g, *flat, flat_acc):
+    distance = state.distance
+    if distance is None:
+        flat_dist = [None] * len(flat_g)
+    else:
+        flat_dist = [(s, x0, distance.distance) for s, x0 in zip(
+            treedef.flatten_up_to(distance.grad_sum), treedef.flatten_up_to(distance.params0))]
+    results, dist_results = [], []
+    for g, p, m, v, acc, dist in zip(flat_g, *flat, flat_acc, flat_dist):
         if g.ndim < 2 or g.size == 0:  # unfactored accumulator: the XLA path
-            out, m_new, v_new, new_acc = _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc,
-                                                         theta, state.count, horizon)
+            out, m_new, v_new, new_acc, dist_out = _reference_leaf(
+                lopt, apply, has_horizon, g, p, m, v, acc, dist, theta, state.count, horizon)
         else:
-            out, m_new, v_new, r, c = fused(g, p, m, v, acc.row, acc.col, theta, state.count,
-                                            horizon)
+            out, m_new, v_new, r, c, dist_out = fused(g, p, m, v, acc.row, acc.col, dist, theta,
+                                                      state.count, horizon)
             new_acc = F.FactoredAccumulator(r, c, None)
         results.append((out, m_new, v_new, new_acc))
+        dist_results.append(dist_out)
     pick = [treedef.unflatten([r[i] for r in results]) for i in range(4)]
-    return pick[0], nominal.NominalState(state.count + 1, *pick[1:])
+    if distance is not None:
+        _, lr, _ = _step_scalars(lopt, theta, state.count + 1, horizon if has_horizon else None)
+        distance = D.advance(
+            distance, dot=sum(r[1] for r in dist_results),
+            grad_sum=treedef.unflatten([r[0] for r in dist_results]),
+            l1=sum(r[2] for r in dist_results), weight=jnp.square(distance.distance) * lr,
+            decay=lopt.distance_decay)
+    return pick[0], nominal.NominalState(state.count + 1, *pick[1:], distance)

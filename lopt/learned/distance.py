@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DistanceState", "init", "start_distance", "update"]
+__all__ = ["DistanceState", "advance", "init", "start_distance", "update"]
 
 _f32 = jnp.float32
 
@@ -107,9 +107,26 @@ def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay:
     """
     leaves = zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(state.params0))
     dot = sum(jnp.vdot(g.astype(_f32), (p0 - p.astype(_f32))) for g, p, p0 in leaves)
-    numerator = decay * state.numerator + weight * dot
     grad_sum = jax.tree.map(lambda s, g: decay * s + weight * g.astype(_f32), state.grad_sum, grads)
     l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree.leaves(grad_sum))
+    return advance(state, dot=dot, grad_sum=grad_sum, l1=l1, weight=weight, decay=decay)
+
+
+def advance(state: DistanceState, *, dot: Any, grad_sum: Any, l1: Any, weight: Any,
+            decay: float) -> DistanceState:
+    """The new state from this step's sums, computed elsewhere (e.g. by a fused kernel).
+
+    :func:`update` is this function after computing, over all parameters, ``dot = <g, x0 - x>``,
+    the new running gradient sum ``grad_sum = decay * s + weight * g`` and ``l1 = ||grad_sum||_1``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> state = init({"w": jnp.ones(2)}, initial=1e-6)
+        >>> new = advance(state, dot=3.0, grad_sum={"w": jnp.ones(2)}, l1=2.0, weight=1.0, decay=0.5)
+        >>> float(new.distance), float(new.numerator)        # 3 / 2
+        (1.5, 3.0)
+    """
+    numerator = decay * state.numerator + weight * dot
     estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
     distance = jnp.maximum(state.distance, jnp.where(jnp.isfinite(estimate), estimate, 0.0))
     return DistanceState(distance, numerator, grad_sum, state.params0)

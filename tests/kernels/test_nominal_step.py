@@ -158,3 +158,86 @@ def test_optimizer_hook_uses_kernel_and_matches_xla():
     for k, p0 in params.items():  # float32 rounding, amplified a little by two large steps
         assert _rel_max(pf[k] - p0, px[k] - p0) < 1e-4, k
     assert not np.allclose(pf["w"], params["w"])
+
+
+DISTANCE = NominalLOpt(step_size="distance", relative_initial_distance=1e-5)
+
+
+def test_distance_step_trajectory_equals_xla():
+    """The pretrained optimizer's config: the kernel also advances the distance estimate."""
+    rng = np.random.default_rng(5)
+    shapes = {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5), "big": (300, 3)}
+    params = _draw(rng, shapes)
+    theta = DISTANCE.init(jax.random.key(0))
+    theta["network"]["w2"] = 0.05 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
+    opt = DISTANCE.optimizer(theta, num_steps=40)
+    fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(DISTANCE, theta, 40, g, s, p,
+                                                                interpret=True))
+    xla = jax.jit(opt.update)
+    states, points = {}, {}
+    for name, step in (("fused", fused), ("xla", xla)):
+        p, s = params, opt.init(params)
+        for _ in range(25):  # a quadratic: the estimate grows geometrically
+            u, s = step(jax.tree.map(lambda x: x - 3.0, p), s, p)
+            p = jax.tree.map(jnp.add, p, u)
+        states[name], points[name] = s, p
+    start = float(opt.init(params).distance.distance)
+    assert float(states["xla"].distance.distance) > 10 * start
+    np.testing.assert_allclose(states["fused"].distance.distance, states["xla"].distance.distance,
+                               rtol=1e-4)
+    np.testing.assert_allclose(states["fused"].distance.numerator, states["xla"].distance.numerator,
+                               rtol=1e-4)
+    for k in shapes:
+        moved = points["xla"][k] - params[k]
+        assert float(jnp.abs(moved).max()) > 1e-4, k  # steps of ~1e-3: float32 rounding of p ~1e-7
+        np.testing.assert_allclose(points["fused"][k] - params[k], moved, rtol=1e-3, atol=2e-6)
+        np.testing.assert_allclose(states["fused"].distance.grad_sum[k],
+                                   states["xla"].distance.grad_sum[k], rtol=1e-4, atol=1e-12)
+
+
+def test_distance_step_grad_wrt_theta_equals_xla_grad():
+    lopt = NominalLOpt(hidden_size=4, step_size="distance", relative_initial_distance=1e-3)
+    rng = np.random.default_rng(6)
+    shapes = {"w": (9, 6), "b": (6,)}
+    params, grads, weights = _draw(rng, shapes), _draw(rng, shapes), _draw(rng, shapes)
+    theta = lopt.init(jax.random.key(0))
+    theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(1), (4, 2))
+    state = lopt.optimizer(theta, num_steps=30).init(params)
+    state = state._replace(distance=state.distance._replace(
+        params0=jax.tree.map(lambda p: p + 0.5, params)))  # <g, x0 - x> is not zero
+
+    def loss(theta, fused):
+        if fused:
+            u, s = nominal_step.nominal_update(lopt, theta, 30, grads, state, params,
+                                               interpret=True)
+        else:
+            u, s = lopt.optimizer(theta, num_steps=30).update(grads, state, params)
+        return (jnp.sum(u["w"] * weights["w"]) + jnp.sum(jnp.sin(s.distance.grad_sum["w"]))
+                + s.distance.numerator)
+
+    gf = jax.jit(jax.grad(lambda th: loss(th, True)))(theta)
+    gx = jax.jit(jax.grad(lambda th: loss(th, False)))(theta)
+    for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):
+        assert _rel_max(a, b) < 1e-5
+    assert float(jnp.abs(gx["log_lr"]).max()) > 0
+
+
+def test_distance_byte_count():
+    assert nominal_step.supported(DISTANCE)
+    assert nominal_step.bytes_per_param(distance=True) == 56 + 12  # + read grad_sum, x0; write sum
+
+
+@pytest.mark.parametrize("lopt", [LOPT, DISTANCE], ids=["adam_step", "distance_step"])
+def test_kernel_lowers_to_triton_for_cuda(lopt):
+    """Cross-platform lowering on the CPU runs the Pallas -> Triton lowering a GPU run would."""
+    from jax import export
+
+    params = {"w": jnp.ones((64, 32)), "b": jnp.zeros(32)}
+    theta = lopt.init(jax.random.key(0))
+    state = lopt.optimizer(theta, num_steps=10).init(params)
+    step = jax.jit(lambda g, s, p: nominal_step.nominal_update(lopt, theta, 10, g, s, p,
+                                                               interpret=False, apply=True))
+    triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    exported = export.export(step, platforms=["cuda"], disabled_checks=[triton])(
+        params, state, params)
+    assert exported.mlir_module().count("xla.gpu.triton") == 1

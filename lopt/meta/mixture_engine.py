@@ -53,7 +53,7 @@ from lopt.meta import distributed
 from lopt.meta.estimators import PES
 from lopt.meta.normalizer import LossNormalizer, normalize_loss
 from lopt.meta.problem import make_problem
-from lopt.meta.structure_normalizer import extrapolate, fit_structure, initial_losses, relative_gap
+from lopt.meta.structure_normalizer import extrapolate, fit_structure, informative, initial_losses, relative_gap
 from lopt.meta.truncation import TruncationSchedule
 from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
 from lopt.tasks.mixture import Mixture, base_family
@@ -376,9 +376,11 @@ class MixtureEngine:
                 fits = fit_structure(pool, num_steps=self.eval_steps)
                 initial = jnp.asarray([n.initial_loss for n in fits], jnp.float32)
                 best = jnp.asarray([n.best_loss for n in fits], jnp.float32)
+                self._eval_fns["informative"][structure_key(configs[0])] = np.asarray([informative(n) for n in fits])
                 return family, structure_key(configs[0]), pool, initial, best
 
             items = [(family, configs, stack([build(c) for c in configs])) for family, configs in self.heldout_pools()]
+            self._eval_fns["informative"] = {}  # structure -> which configs' normalisers measure anything
             with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
                 self._eval_fns["pools"] = list(pool.map(one, items))
             self._eval_fns["fn"] = jax.jit(functools.partial(_heldout_scores, self.lopt),
@@ -410,23 +412,32 @@ class MixtureEngine:
     def evaluate(self, theta: Any, *, key: jax.Array) -> dict[str, float]:
         """Trains every held-out config for ``eval_steps`` with theta; normalised final losses.
 
+        Configs where no Adam run of the normaliser's grid lowered the loss by 1% are run but left
+        out of the means (:func:`lopt.meta.structure_normalizer.informative`: their normalised loss
+        is noise); a structure with none left is left out of the overall mean.
+
         Returns:
             ``heldout_normalized_loss`` (mean over structures), ``heldout/<family>`` means,
-            ``heldout_diverged`` (count) and ``heldout_configs``.
+            ``heldout_diverged`` (count), ``heldout_configs`` (configs run) and
+            ``heldout_uninformative`` (configs left out of the means).
         """
         pools = self._eval_setup()
         programs = self._eval_programs(theta, key)
         by_family: dict[str, list[float]] = {}
-        per_structure, diverged, count = [], 0, 0
-        for i, ((family, _, pool, initial, best), program) in enumerate(zip(pools, programs)):
+        per_structure, diverged, count, left_out = [], 0, 0, 0
+        for i, ((family, name, pool, initial, best), program) in enumerate(zip(pools, programs)):
             scores, div = program(pool, initial, best, theta, jax.random.fold_in(key, i))
             scores = np.asarray(scores, np.float64)
-            per_structure.append(float(scores.mean()))
-            by_family.setdefault(family, []).append(float(scores.mean()))
+            keep = self._eval_fns["informative"][name]
             diverged += int(np.asarray(div).sum())
             count += scores.size
-        out = {"heldout_normalized_loss": float(np.mean(per_structure)), "heldout_diverged": float(diverged),
-               "heldout_configs": float(count)}
+            left_out += int((~keep).sum())
+            if keep.any():
+                per_structure.append(float(scores[keep].mean()))
+                by_family.setdefault(family, []).append(per_structure[-1])
+        out = {"heldout_normalized_loss": float(np.mean(per_structure)) if per_structure else float("nan"),
+               "heldout_diverged": float(diverged), "heldout_configs": float(count),
+               "heldout_uninformative": float(left_out)}
         out.update({f"heldout/{family}": float(np.mean(v)) for family, v in sorted(by_family.items())})
         return out
 

@@ -35,9 +35,13 @@ from lopt import inner, optimizers
 from lopt.meta.normalizer import DEFAULT_LEARNING_RATES, LossNormalizer
 from lopt.tasks import Task, vmap_axes
 
-__all__ = ["extrapolate", "fit_structure", "initial_losses", "relative_gap"]
+__all__ = ["MIN_RELATIVE_GAP", "extrapolate", "fit_structure", "informative", "initial_losses", "relative_gap"]
 
 _SMOOTHING = 20
+
+#: A config whose best Adam run did not lower the loss by this fraction of ``|initial|`` gets this
+#: gap as its normaliser's (the map must exist), which makes the map meaningless: see :func:`informative`.
+MIN_RELATIVE_GAP = 0.01
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "num_seeds"))
@@ -100,7 +104,7 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
             ok = ~diverged[p, g] & np.all(np.isfinite(losses[p, g]), axis=-1)
             if ok.any():
                 best = min(best, _smoothed_min(losses[p, g, ok].mean(axis=0), window))
-        gap = 0.01 * max(abs(initial), 1e-6)
+        gap = MIN_RELATIVE_GAP * max(abs(initial), 1e-6)
         best = best if math.isfinite(best) and best < initial - gap else initial - gap
         out.append(LossNormalizer(initial_loss=initial, best_loss=best))
     return out
@@ -130,6 +134,25 @@ def initial_losses(pool: Task, *, num_seeds: int = 4, key: jax.Array | None = No
     """
     key = jax.random.key(1) if key is None else key
     return np.asarray(_initial_losses(pool, key, int(num_seeds)), np.float64)
+
+
+def informative(normalizer: LossNormalizer) -> bool:
+    """Whether a fitted normaliser measures anything: tuned Adam lowered the loss by more than
+    :data:`MIN_RELATIVE_GAP` of ``|initial|``.
+
+    Where no Adam run of the grid got that far, :func:`fit_structure` sets the best loss to the
+    floor ``initial - 1% |initial|``; on such a config (a losg problem whose loss barely moves in
+    the run's length) an optimizer's normalised loss is its noise divided by 1% of the loss, and
+    swings over the whole clipped range ``[-2, 2]`` from one seed to the next. Scores that rank
+    optimizers leave these configs out.
+
+    Example:
+        >>> from lopt.meta.normalizer import LossNormalizer
+        >>> informative(LossNormalizer(2.0, 1.0)), informative(LossNormalizer(15.0, 15.0 - 0.15))
+        (True, False)
+    """
+    floor = MIN_RELATIVE_GAP * max(abs(normalizer.initial_loss), 1e-6)
+    return normalizer.initial_loss - normalizer.best_loss > floor * (1 + 1e-6)
 
 
 def relative_gap(normalizers: Sequence[LossNormalizer]) -> float:

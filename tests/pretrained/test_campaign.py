@@ -220,6 +220,31 @@ def test_record_best_compares_only_scores_at_the_same_lengths(tmp_path):
     assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20
 
 
+def test_record_best_rescores_a_best_recorded_with_another_metric(tmp_path):
+    from lopt.learned import get as get_lopt
+    from lopt.learned.serialization import save_theta
+    from lopt.pretrained.validate import METRIC, record_best
+
+    lopt_ = get_lopt("nominal")
+    paths = {}
+    for step in (10, 20):
+        paths[step] = str(tmp_path / f"theta-{step:06d}.safetensors")
+        save_theta(paths[step], lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
+    record_best({paths[10]: {"heldout_normalized_loss": 0.3}}, str(tmp_path))
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["best"]["metric"] == METRIC
+    del state["best"]["metric"]  # a record written before the metric was kept: every config averaged
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    line = record_best({paths[20]: {"heldout_normalized_loss": 0.25}}, str(tmp_path))
+    assert "(all_configs)" in line and "kept the campaign's best" in line
+    best = str(tmp_path / "best_theta.safetensors")
+    line = record_best({best: {"heldout_normalized_loss": 0.1}, paths[20]: {"heldout_normalized_loss": 0.25}},
+                       str(tmp_path))
+    record = json.loads((tmp_path / "state.json").read_text())["best"]
+    assert "kept the campaign's best" in line
+    assert record["score"] == 0.1 and record["metric"] == METRIC and record["campaign_step"] == 10
+
+
 def test_validation_scores_each_theta_file_with_its_own_architecture(monkeypatch, tmp_path):
     import lopt
     from lopt.pretrained import validate as validate_module

@@ -12,7 +12,8 @@ stays the test set: do not select on it.
 Usage::
 
     python -m lopt.pretrained.validate campaign/warm_start.safetensors lopt/pretrained/weights/default.safetensors \\
-        [--families mlp quadratic] [--steps 300 [1000]] [--variants 2] [--out results.json] [--record-best campaign]
+        [--families mlp quadratic] [--steps 300 [1000]] [--variants 2] [--seeds 1] [--out results.json]
+        [--record-best campaign]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from lopt.pretrained.campaign import (
     campaign_config,
 )
 
-__all__ = ["METRIC", "record_best", "validate", "validate_lengths"]
+__all__ = ["METRIC", "record_best", "validate", "validate_lengths", "validation_keys"]
 
 #: What ``heldout_normalized_loss`` averages; recorded with the campaign's best, whose score is only
 #: compared with scores of the same metric. ``"informative_configs"``: configs where tuned Adam
@@ -46,8 +47,21 @@ __all__ = ["METRIC", "record_best", "validate", "validate_lengths"]
 METRIC = "informative_configs"
 
 
+def validation_keys(seeds: int) -> list[jax.Array]:
+    """The PRNG keys of ``seeds`` validation runs per config; the first is the campaign's fixed key.
+
+    Example:
+        >>> len(validation_keys(3))
+        3
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"validation seeds={seeds!r} must be an int >= 1 (1: the campaign's single fixed key).")
+    key = jax.random.key(VALIDATION_SEED)
+    return [key] + [jax.random.fold_in(key, s) for s in range(1, seeds)]
+
+
 def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
-             steps: int = 300, variants: int = VALIDATION_VARIANTS,
+             steps: int = 300, variants: int = VALIDATION_VARIANTS, seeds: int = 1,
              lopt_: LearnedOptimizer | None = None) -> dict[str, dict[str, float]]:
     """Held-out validation scores of each theta (lower is better), on the same configs.
 
@@ -57,6 +71,9 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
         families: only these training families' structures (default: all).
         steps: inner steps per validation run (and of the Adam grid that normalises it).
         variants: held-out variants per structure.
+        seeds: runs per config (batches and data order; :func:`validation_keys`); every value is the
+            mean over them. One seed of a noisy structure can decide a ranking: the one informative
+            losg config scored 0.23-1.01 for one theta over 6 seeds.
         lopt_: the learned optimizer the thetas belong to (default: the campaign's, ``nominal``
             with its default config).
 
@@ -84,8 +101,12 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     engine = _mixture_engine(cfg, lopt_, truncation)
-    key = jax.random.key(VALIDATION_SEED)
-    return {label: engine.evaluate(theta, key=key) for label, theta in thetas.items()}
+    keys = validation_keys(seeds)
+    out = {}
+    for label, theta in thetas.items():
+        rows = [engine.evaluate(theta, key=key) for key in keys]
+        out[label] = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]}
+    return out
 
 
 def validate_lengths(thetas: dict[str, Any], *, steps: list[int], **options: Any) -> dict[str, dict[str, float]]:
@@ -117,14 +138,15 @@ def validate_lengths(thetas: dict[str, Any], *, steps: list[int], **options: Any
     return combined
 
 
-def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: list[int] = (300,)) -> str:
+def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: list[int] = (300,),
+                seeds: int = 1) -> str:
     """Makes the best-scoring file of ``scores`` the campaign's best theta if it beats ``state.json``'s ``best``.
 
     Only campaign thetas compete: files with a ``campaign_outer_steps`` header (snapshots adopted
     into ``campaign/thetas/`` and the shipped weights have one). Other files scored in the same run (the
     initial theta, a hand-made reference) are references and never become the campaign's best.
-    Scores are only compared at the same validation lengths (``steps``, kept in the record) and
-    :data:`METRIC`: when the campaign's best was scored at other lengths or with another metric, it
+    Scores are only compared at the same validation lengths (``steps``, kept in the record),
+    ``seeds`` and :data:`METRIC`: when the campaign's best was scored at other lengths or with another metric, it
     must be among ``scores`` (the file ``best_theta.safetensors`` or a copy with the same digest) so
     that it is re-scored alike.
     Returns a line saying what was done. The copy keeps the file's bytes (and digest) and the
@@ -144,21 +166,23 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
     state = _read_state(state_dir)
     best = dict(state.get("best") or {})
     steps = [int(n) for n in steps]
-    if best and ([int(n) for n in best.get("steps", [300])] != steps or best.get("metric", "all_configs") != METRIC):
+    if best and ([int(n) for n in best.get("steps", [300])] != steps or best.get("metric", "all_configs") != METRIC
+                 or int(best.get("seeds", 1)) != seeds):
         digest = checkpoint.stored_digest(os.path.join(state_dir, "best_theta.safetensors"))
         rescored = [row for p, row in scores.items() if checkpoint.stored_digest(p) == digest]
         if not rescored:
             return (f"kept the campaign's best: it was scored at {best.get('steps', [300])} steps "
-                    f"({best.get('metric', 'all_configs')}), these at {steps} ({METRIC}); "
+                    f"({best.get('metric', 'all_configs')}, {best.get('seeds', 1)} seeds), these at {steps} "
+                    f"({METRIC}, {seeds} seeds); "
                     f"score {state_dir}/best_theta.safetensors in the same run to compare")
-        best.update(score=rescored[0]["heldout_normalized_loss"], steps=steps, metric=METRIC)
+        best.update(score=rescored[0]["heldout_normalized_loss"], steps=steps, metric=METRIC, seeds=seeds)
         state["best"] = best  # the recorded best, re-scored at these lengths
         _write_state_file(state_dir, state)
     if not math.isfinite(score) or score >= float(best.get("score", math.inf)):
         return f"kept the campaign's best ({best.get('score')}); the best campaign theta here is {score:.4f} ({path})"
     step = at[path]
     state["best"] = {"score": score, "campaign_step": step, "source": os.path.basename(path),
-                     "scored_by": "lopt.pretrained.validate", "steps": steps, "metric": METRIC}
+                     "scored_by": "lopt.pretrained.validate", "steps": steps, "metric": METRIC, "seeds": seeds}
     target = os.path.join(state_dir, "best_theta.safetensors")
     if not (os.path.exists(target) and os.path.samefile(path, target)):
         shutil.copyfile(path, target)
@@ -196,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="inner steps per validation run; several (e.g. 300 1000) score each theta at every "
                              "length and rank by the mean")
     parser.add_argument("--variants", type=int, default=VALIDATION_VARIANTS)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="runs per config, averaged (1: the campaign's fixed key; more cost as many runs)")
     parser.add_argument("--out", default=None, help="write the scores here as JSON (refuses to overwrite)")
     parser.add_argument("--record-best", default=None, metavar="STATE_DIR",
                         help="copy the best-scoring theta to STATE_DIR/best_theta.safetensors (and record it in "
@@ -207,17 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     start = time.time()
     scores = _validate_files(args.thetas, state_dir=args.state, families=args.families, steps=args.steps,
-                             variants=args.variants)
+                             variants=args.variants, seeds=args.seeds)
     for path, row in scores.items():
         print(f"{row['heldout_normalized_loss']:.4f}  {path}  " +
               " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")) +
               "".join(f"  [{n} steps: {row[f'steps{n}/heldout_normalized_loss']:.4f}]" for n in args.steps
                       if len(args.steps) > 1))
     if args.record_best:
-        print(record_best(scores, args.record_best, steps=args.steps))
+        print(record_best(scores, args.record_best, steps=args.steps, seeds=args.seeds))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"steps": args.steps[0] if len(args.steps) == 1 else args.steps, "variants": args.variants, "families": args.families,
+            json.dump({"steps": args.steps[0] if len(args.steps) == 1 else args.steps, "variants": args.variants,
+                       "seeds": args.seeds, "families": args.families,
                        "seconds": time.time() - start, "scores": scores}, f, indent=1)
     return 0
 

@@ -79,6 +79,23 @@ def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir):
         validate({}, state_dir=str(state_dir))
 
 
+def test_validation_over_several_seeds_is_the_mean_of_each_seed(state_dir, monkeypatch):
+    from lopt.pretrained import validate as validate_module
+
+    theta = __import__("lopt").learned.get("nominal").init(jax.random.key(0))
+    options = {"state_dir": str(state_dir), "steps": 10, "variants": 1}
+    first = validate({"a": theta}, **options)["a"]
+    both = validate({"a": theta}, seeds=2, **options)["a"]
+    with pytest.raises(ValueError, match="seeds=0"):
+        validate_module.validation_keys(0)
+    second_key = validate_module.validation_keys(2)[1]
+    monkeypatch.setattr(validate_module, "validation_keys", lambda seeds: [second_key])
+    second = validate({"a": theta}, **options)["a"]
+    assert first["heldout_normalized_loss"] != second["heldout_normalized_loss"]  # the seed matters
+    for name, value in both.items():
+        assert value == pytest.approx((first[name] + second[name]) / 2, rel=1e-9, abs=1e-12), name
+
+
 def test_a_validating_session_scores_its_references_and_the_campaign_keeps_its_best_theta(tmp_path):
     state_dir = tmp_path / "state"
     state_dir.mkdir()
@@ -236,7 +253,7 @@ def test_record_best_rescores_a_best_recorded_with_another_metric(tmp_path):
     del state["best"]["metric"]  # a record written before the metric was kept: every config averaged
     (tmp_path / "state.json").write_text(json.dumps(state))
     line = record_best({paths[20]: {"heldout_normalized_loss": 0.25}}, str(tmp_path))
-    assert "(all_configs)" in line and "kept the campaign's best" in line
+    assert "(all_configs, 1 seeds)" in line and "kept the campaign's best" in line
     best = str(tmp_path / "best_theta.safetensors")
     line = record_best({best: {"heldout_normalized_loss": 0.1}, paths[20]: {"heldout_normalized_loss": 0.25}},
                        str(tmp_path))

@@ -49,7 +49,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.experimental import pallas as pl
 
 from lopt.kernels import select, tiles

@@ -53,7 +53,13 @@ from lopt.meta import distributed
 from lopt.meta.estimators import PES
 from lopt.meta.normalizer import LossNormalizer, normalize_loss
 from lopt.meta.problem import make_problem
-from lopt.meta.structure_normalizer import extrapolate, fit_structure, informative, initial_losses, relative_gap
+from lopt.meta.structure_normalizer import (
+    extrapolate,
+    fit_structure,
+    informative,
+    initial_losses,
+    relative_gap,
+)
 from lopt.meta.truncation import TruncationSchedule
 from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
 from lopt.tasks.mixture import Mixture, base_family

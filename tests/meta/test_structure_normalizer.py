@@ -1,6 +1,5 @@
 """Vectorised normaliser fits of a structure's configs, and which fits measure anything."""
 
-import numpy as np
 import pytest
 
 import lopt

@@ -19,7 +19,15 @@ Reports ms per step, ratio to Adam, bytes per parameter the implementation must 
 the bandwidth that implies, as a fraction of the measured ceiling.
 
 Usage (on the GPU machine):
-    PYTHONPATH=$PWD python3 benchmarks/kernel_step.py --sizes 1e8 1e7 --out $OUT/kernel_step.json
+    PYTHONPATH=$PWD python3 benchmarks/kernel_step.py --sizes 1e8 1e7 --out $OUT/kernel_step.json \
+        2>&1 | tee $OUT/kernel_step.log
+
+Keep the log in ``$OUT`` (``tee``, not ``tail``): a device call killed at its limit returns only
+what is there. The JSON is written after the bandwidth ceiling, after each correctness check
+and after each timed variant. The correctness checks compile about seven programs per
+architecture (XLA at two precisions, the kernel, vmap and grad of both); on a short call pass a
+smaller ``--check-size`` or ``--check-size 0`` (this stop's 4-minute call spent all of it there
+and returned nothing).
 
 Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 """
@@ -242,6 +250,7 @@ def main(argv=None) -> int:
     bw = copy_bandwidth()
     payload["copy_bandwidth_GBps"] = bw / 1e9
     print(f"elementwise pass bandwidth: {bw / 1e9:.0f} GB/s (read + write)", flush=True)
+    write()
 
     for arch in args.archs if args.check_size else []:
         lo = learned_optimizer(arch)

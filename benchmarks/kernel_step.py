@@ -26,8 +26,8 @@ Keep the log in ``$OUT`` (``tee``, not ``tail``): a device call killed at its li
 what is there. The JSON is written after the bandwidth ceiling, after each correctness check
 and after each timed variant. The correctness checks compile about seven programs per
 architecture (XLA at two precisions, the kernel, vmap and grad of both); on a short call pass a
-smaller ``--check-size`` or ``--check-size 0`` (this stop's 4-minute call spent all of it there
-and returned nothing).
+smaller ``--check-size`` or ``--check-size 0`` (a 4-minute call on a cold machine ended before
+the first result was written, and returned nothing).
 
 Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 """

@@ -48,12 +48,16 @@ def campaign_step(name: str) -> int | None:
     return None
 
 
-def collect(paths: list[str], length: int) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
-    """The initial theta's scores and, per campaign step, the last scores found for it, at ``length`` steps."""
+def collect(paths: list[str], length: int, metric: str = "all_configs"
+            ) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
+    """The initial theta's scores and, per campaign step, the last scores found for it, at ``length``
+    steps, from files scored with ``metric`` (files without a ``metric`` field averaged every config)."""
     reference, by_step = None, {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
+        if data.get("metric", "all_configs") != metric:
+            continue  # scores that average other configs are not comparable
         lengths = data.get("steps")
         if lengths != length and not (isinstance(lengths, list) and length in lengths):
             continue  # other validation lengths are not comparable
@@ -89,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", default=FIGURE)
     parser.add_argument("--lengths", type=int, nargs="+", default=[300, 1000],
                         help="validation lengths (inner steps) to draw, one colour each")
+    parser.add_argument("--metric", default="all_configs", choices=["all_configs", "informative_configs"],
+                        help="which validation metric's files to draw (lopt.pretrained.validate.METRIC; "
+                             "the campaign's history until session 19 is all_configs)")
     args = parser.parse_args(argv)
     files = args.files or sorted(glob.glob(os.path.join(RESULTS, "pretrained_validation*_cpu.json")))
     with open(args.state, encoding="utf-8") as f:
         rewinds = [(r["at_outer_step"], r["to_campaign_step"]) for r in json.load(f).get("rewinds", [])]
-    curves = {n: collect(files, n) for n in args.lengths}
+    curves = {n: collect(files, n, args.metric) for n in args.lengths}
     curves = {n: curve for n, curve in curves.items() if curve[1]}
     if not curves:
         raise SystemExit(f"no campaign theta with a step in {files}; pass validate --out files")

@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         print(record_best(scores, args.record_best, steps=args.steps, seeds=args.seeds))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"steps": args.steps[0] if len(args.steps) == 1 else args.steps, "variants": args.variants,
-                       "seeds": args.seeds, "families": args.families,
+            json.dump({"metric": METRIC, "steps": args.steps[0] if len(args.steps) == 1 else args.steps,
+                       "variants": args.variants, "seeds": args.seeds, "families": args.families,
                        "seconds": time.time() - start, "scores": scores}, f, indent=1)
     return 0
 

@@ -382,8 +382,9 @@ class MixtureEngine:
                 fits = fit_structure(pool, num_steps=self.eval_steps)
                 initial = jnp.asarray([n.initial_loss for n in fits], jnp.float32)
                 best = jnp.asarray([n.best_loss for n in fits], jnp.float32)
-                self._eval_fns["informative"][structure_key(configs[0])] = np.asarray([informative(n) for n in fits])
-                return family, structure_key(configs[0]), pool, initial, best
+                name = structure_key(configs[0])
+                self._eval_fns["informative"][name] = np.asarray([informative(n) for n in fits])
+                return family, name, pool, initial, best
 
             items = [(family, configs, stack([build(c) for c in configs])) for family, configs in self.heldout_pools()]
             self._eval_fns["informative"] = {}  # structure -> which configs' normalisers measure anything

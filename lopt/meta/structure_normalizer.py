@@ -104,7 +104,7 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
             ok = ~diverged[p, g] & np.all(np.isfinite(losses[p, g]), axis=-1)
             if ok.any():
                 best = min(best, _smoothed_min(losses[p, g, ok].mean(axis=0), window))
-        gap = MIN_RELATIVE_GAP * max(abs(initial), 1e-6)
+        gap = _floor_gap(initial)
         best = best if math.isfinite(best) and best < initial - gap else initial - gap
         out.append(LossNormalizer(initial_loss=initial, best_loss=best))
     return out
@@ -136,6 +136,11 @@ def initial_losses(pool: Task, *, num_seeds: int = 4, key: jax.Array | None = No
     return np.asarray(_initial_losses(pool, key, int(num_seeds)), np.float64)
 
 
+def _floor_gap(initial: float) -> float:
+    """The gap :func:`fit_structure` gives a config that no Adam run improved by more."""
+    return MIN_RELATIVE_GAP * max(abs(initial), 1e-6)
+
+
 def informative(normalizer: LossNormalizer) -> bool:
     """Whether a fitted normaliser measures anything: tuned Adam lowered the loss by more than
     :data:`MIN_RELATIVE_GAP` of ``|initial|``.
@@ -151,8 +156,7 @@ def informative(normalizer: LossNormalizer) -> bool:
         >>> informative(LossNormalizer(2.0, 1.0)), informative(LossNormalizer(15.0, 15.0 - 0.15))
         (True, False)
     """
-    floor = MIN_RELATIVE_GAP * max(abs(normalizer.initial_loss), 1e-6)
-    return normalizer.initial_loss - normalizer.best_loss > floor * (1 + 1e-6)
+    return normalizer.initial_loss - normalizer.best_loss > _floor_gap(normalizer.initial_loss) * (1 + 1e-6)
 
 
 def relative_gap(normalizers: Sequence[LossNormalizer]) -> float:

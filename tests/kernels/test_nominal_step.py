@@ -102,6 +102,24 @@ def test_vmap_over_tasks_and_theta():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def _assert_grad_matches_xla(lopt, theta, grads, state, params, readout):
+    """d/dtheta of ``readout(updates, new_state)`` through the kernel equals it through XLA."""
+
+    def loss(theta, fused):
+        if fused:
+            u, s = nominal_step.nominal_update(lopt, theta, 30, grads, state, params,
+                                               interpret=True)
+        else:
+            u, s = lopt.optimizer(theta, num_steps=30).update(grads, state, params)
+        return readout(u, s)
+
+    gf = jax.jit(jax.grad(lambda th: loss(th, True)))(theta)
+    gx = jax.jit(jax.grad(lambda th: loss(th, False)))(theta)
+    for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):
+        assert _rel_max(a, b) < 1e-5
+    return gx
+
+
 def test_grad_wrt_theta_equals_xla_grad():
     lopt = NominalLOpt(hidden_size=4)  # a smaller unrolled network: quicker to compile
     rng = np.random.default_rng(4)
@@ -110,19 +128,9 @@ def test_grad_wrt_theta_equals_xla_grad():
     theta = lopt.init(jax.random.key(0))
     theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(1), (4, 2))
     state = lopt.optimizer(theta, num_steps=30).init(params)
-
-    def loss(theta, fused):
-        if fused:
-            u, s = nominal_step.nominal_update(lopt, theta, 30, grads, state, params,
-                                               interpret=True)
-        else:
-            u, s = lopt.optimizer(theta, num_steps=30).update(grads, state, params)
-        return jnp.sum(u["w"] * weights["w"]) + jnp.sum(jnp.sin(s.momentum["w"]))
-
-    gf = jax.jit(jax.grad(lambda th: loss(th, True)))(theta)
-    gx = jax.jit(jax.grad(lambda th: loss(th, False)))(theta)
-    for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):
-        assert _rel_max(a, b) < 1e-5
+    gx = _assert_grad_matches_xla(
+        lopt, theta, grads, state, params,
+        lambda u, s: jnp.sum(u["w"] * weights["w"]) + jnp.sum(jnp.sin(s.momentum["w"])))
     assert float(jnp.abs(gx["network"]["w2"]).max()) > 0
 
 
@@ -205,20 +213,10 @@ def test_distance_step_grad_wrt_theta_equals_xla_grad():
     state = lopt.optimizer(theta, num_steps=30).init(params)
     state = state._replace(distance=state.distance._replace(
         params0=jax.tree.map(lambda p: p + 0.5, params)))  # <g, x0 - x> is not zero
-
-    def loss(theta, fused):
-        if fused:
-            u, s = nominal_step.nominal_update(lopt, theta, 30, grads, state, params,
-                                               interpret=True)
-        else:
-            u, s = lopt.optimizer(theta, num_steps=30).update(grads, state, params)
-        return (jnp.sum(u["w"] * weights["w"]) + jnp.sum(jnp.sin(s.distance.grad_sum["w"]))
-                + s.distance.numerator)
-
-    gf = jax.jit(jax.grad(lambda th: loss(th, True)))(theta)
-    gx = jax.jit(jax.grad(lambda th: loss(th, False)))(theta)
-    for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):
-        assert _rel_max(a, b) < 1e-5
+    gx = _assert_grad_matches_xla(
+        lopt, theta, grads, state, params,
+        lambda u, s: (jnp.sum(u["w"] * weights["w"]) + jnp.sum(jnp.sin(s.distance.grad_sum["w"]))
+                      + s.distance.numerator))
     assert float(jnp.abs(gx["log_lr"]).max()) > 0
 
 

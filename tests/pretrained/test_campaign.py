@@ -141,18 +141,27 @@ def test_validation_uses_the_campaigns_fixed_heldout_variants(state_dir):
         assert not set(held[0]) & {c for half in engine.buckets[0].halves for c in half}
 
 
+def _campaign_snapshots(folder, steps=(10, 20)):
+    """Theta files of a campaign at ``steps`` (a ``campaign_outer_steps`` header) and its state.json."""
+    from lopt.learned import get as get_lopt
+    from lopt.learned.serialization import save_theta
+
+    lopt_ = get_lopt("nominal")
+    paths = {}
+    for step in steps:
+        paths[step] = str(folder / f"theta-{step:06d}.safetensors")
+        save_theta(paths[step], lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
+    (folder / "state.json").write_text(json.dumps({"sessions": [], "structures": [], "outer_steps": max(steps)}))
+    return paths
+
+
 def test_record_best_replaces_the_campaign_best_only_with_a_better_score(tmp_path):
     from lopt.learned import get as get_lopt
     from lopt.learned.serialization import save_theta
     from lopt.pretrained.validate import record_best
 
     lopt_ = get_lopt("nominal")
-    paths = []
-    for step in (10, 20):
-        path = tmp_path / f"theta-{step:06d}.safetensors"
-        save_theta(path, lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
-        paths.append(str(path))
-    (tmp_path / "state.json").write_text(json.dumps({"sessions": [], "structures": [], "outer_steps": 20}))
+    paths = list(_campaign_snapshots(tmp_path).values())
     scores = {paths[0]: {"heldout_normalized_loss": 0.5}, paths[1]: {"heldout_normalized_loss": 0.3}}
     assert "new campaign best 0.3000" in record_best(scores, str(tmp_path))
     state = json.loads((tmp_path / "state.json").read_text())
@@ -212,16 +221,9 @@ def test_validation_at_several_lengths_ranks_by_the_mean(monkeypatch):
 
 
 def test_record_best_compares_only_scores_at_the_same_lengths(tmp_path):
-    from lopt.learned import get as get_lopt
-    from lopt.learned.serialization import save_theta
     from lopt.pretrained.validate import record_best
 
-    lopt_ = get_lopt("nominal")
-    paths = {}
-    for step in (10, 20):
-        paths[step] = str(tmp_path / f"theta-{step:06d}.safetensors")
-        save_theta(paths[step], lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
-    (tmp_path / "state.json").write_text(json.dumps({"sessions": [], "outer_steps": 20}))
+    paths = _campaign_snapshots(tmp_path)
     record_best({paths[10]: {"heldout_normalized_loss": 0.3}}, str(tmp_path))  # at 300 steps
     line = record_best({paths[20]: {"heldout_normalized_loss": 0.2}}, str(tmp_path), steps=[300, 1000])
     assert "scored at [300] steps" in line  # the 300-step best is not compared with a two-length mean
@@ -238,15 +240,9 @@ def test_record_best_compares_only_scores_at_the_same_lengths(tmp_path):
 
 
 def test_record_best_rescores_a_best_recorded_with_another_metric(tmp_path):
-    from lopt.learned import get as get_lopt
-    from lopt.learned.serialization import save_theta
     from lopt.pretrained.validate import METRIC, record_best
 
-    lopt_ = get_lopt("nominal")
-    paths = {}
-    for step in (10, 20):
-        paths[step] = str(tmp_path / f"theta-{step:06d}.safetensors")
-        save_theta(paths[step], lopt_, lopt_.init(jax.random.key(step)), extra={"campaign_outer_steps": step})
+    paths = _campaign_snapshots(tmp_path)
     record_best({paths[10]: {"heldout_normalized_loss": 0.3}}, str(tmp_path))
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["best"]["metric"] == METRIC

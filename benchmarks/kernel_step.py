@@ -232,8 +232,10 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=150.0, help="skip variants after this")
     parser.add_argument("--check-size", type=int, default=3_000_000,
                         help="parameters of the correctness check (0: skip it)")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
+    if args.out and os.path.exists(args.out):
+        parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
     t0 = time.perf_counter()
     payload = {"benchmark": "kernel_step", "layers": NUM_LAYERS, "horizon": HORIZON,
                "adam_bytes_per_param": ADAM_BYTES, "correctness": {}, "results": [], "errors": []}

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One GPU session of the pretrained optimizer's campaign, inside a rented-GPU call that returns $OUT.
 #
-#   bash scripts/campaign_gpu_session.sh [MINUTES]     # default 7.5; the call must allow MINUTES + 1.5
+#   bash scripts/campaign_gpu_session.sh [MINUTES [--set KEY=VALUE ...]]   # default 7.5; the call must allow MINUTES + 1.5
+#
+# Extra arguments go to lopt.pretrained.campaign after the script's own (a later --set wins), and
+# are recorded with the session in state.json.
 #
 # Reads the committed campaign/ state, meta-trains for MINUTES of wall time (set-up and compilation
 # included), checkpoints the warm start (and a theta snapshot) every minute, and leaves in $OUT:
@@ -22,6 +25,7 @@
 # .data/wordnet (data.{noun,verb,adj,adv}.gz); see docs/pretrained.md.
 set -u
 MINUTES="${1:-7.5}"
+shift $(( $# > 0 ? 1 : 0 ))
 : "${OUT:?run this inside a device call (OUT unset)}"
 export LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data/fortunes" \
        LOPT_WORDNET_DIR="$PWD/.data/wordnet" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 \
@@ -32,7 +36,7 @@ if [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
 LIMIT=$(python3 -c "print(int(float('$MINUTES') * 60 + 50))")
 timeout -k 15 "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --out "$OUT/c" --minutes "$MINUTES" \
     --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \
-    --set trainer.checkpoint_minutes=1 --set 'lopt.config={"concatenate_tensors": true}' 2>&1 | grep --line-buffered -v -i warning | tee "$OUT/campaign.log"
+    --set trainer.checkpoint_minutes=1 --set 'lopt.config={"concatenate_tensors": true}' "$@" 2>&1 | grep --line-buffered -v -i warning | tee "$OUT/campaign.log"
 # a call returns at most 8 files of at most 16 MiB each: bundle the theta snapshots, split the cache
 if [ -d "$OUT/c/run/thetas" ]; then tar czf "$OUT/c/thetas.tgz" -C "$OUT/c/run" thetas && rm -r "$OUT/c/run/thetas"; fi
 tar czf /tmp/xla_cache.tgz -C "$CACHE" . && split -b 15m -d /tmp/xla_cache.tgz "$OUT/xla_cache.tgz.part"

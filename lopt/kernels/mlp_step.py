@@ -45,8 +45,8 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from lopt.kernels import tiles
+from lopt.learned import base, nn
 from lopt.learned import features as F
-from lopt.learned import nn
 
 __all__ = ["bytes_per_param", "mlp_update", "mlp_update_reference", "passes", "supported",
            "tile_width"]
@@ -109,11 +109,11 @@ def _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width):
     m = tiles.load_tile(m_ref, n, k, block, width)
     c_m, c_g, c_p = (coef_ref[i, :][None, :] for i in range(3))
     x = m * c_m + g[:, None] * c_g + p[:, None] * c_p
-    return x, p
+    return x, p, m
 
 
 def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width):
-    x, _ = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
+    x, _, _ = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
     sums = jnp.sum(x * x, axis=0)  # masked rows are zero
     out_ref[pl.ds(pl.program_id(0) * width, width)] = sums
 
@@ -122,8 +122,10 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, *refs, n, k, block, widt
                  exp_mult, step_mult, apply, precision):
     hidden = refs[: 2 * (hidden_layers - 1)]
     wout_ref, bout_ref, out_ref, m_out_ref = refs[2 * (hidden_layers - 1):]
-    x, p = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
-    tiles.store_tile(m_out_ref, x, n, k, block)
+    x, p, m = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
+    # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
+    # (columns >= k hold other features and are not stored), a non-finite update is 0
+    tiles.store_tile(m_out_ref, tiles.finite_or(x, m), n, k, block)
     x = x + coef_ref[3, :][None, :]  # the ones column carries the first layer's bias
     h = jax.nn.relu(tiles.dot(x, w0_ref[...], precision))
     for i in range(hidden_layers - 1):
@@ -131,7 +133,7 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, *refs, n, k, block, widt
         h = jax.nn.relu(h)
     direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
     log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
-    update = -(direction * jnp.exp(log_mag * exp_mult) * step_mult)
+    update = tiles.finite_or(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), 0.0)
     update = update.astype(out_ref.dtype)
     result = (p + update.astype(_f32)) if apply else update
     tiles.store_rows(out_ref, result, n, block)
@@ -184,13 +186,14 @@ def _fused_tensor(lopt, cfg, interpret, apply, g, p, m, net, context):
 
 
 def _reference_tensor(lopt, apply, g, p, m, net, context):
-    """One tensor through exactly the ops of :class:`MLPLOpt`'s XLA update."""
+    """One tensor through exactly the ops of :class:`MLPLOpt`'s XLA update (masked as it is)."""
     momentum = F.momentum_update(m, g, jnp.asarray(lopt.decays, _f32))
     x = jnp.concatenate([g.astype(_f32)[..., None], p.astype(_f32)[..., None], momentum], -1)
     x = F.second_moment_normalize(x).reshape(-1, x.shape[-1])
     out = nn.mlp_apply(net, x, context=context)
     step = out[..., 0] * jnp.exp(out[..., 1] * lopt.exp_mult) * lopt.step_mult
-    update = (-step).reshape(g.shape).astype(jnp.result_type(p))
+    update, momentum = base.mask_non_finite((-step).reshape(g.shape), momentum, m)
+    update = update.astype(jnp.result_type(p))
     return (p + update if apply else update), momentum
 
 
@@ -233,7 +236,9 @@ def mlp_update(
         cfg: launch settings.
 
     Returns:
-        Updates (or new params) in each parameter's dtype, and the new momenta.
+        Updates (or new params) in each parameter's dtype, and the new momenta; a non-finite
+        entry is handled as :func:`lopt.learned.mask_non_finite` does, inside the main pass
+        (update 0, momentum kept).
     """
     if not supported(lopt):
         raise ValueError(f"no fused kernel for {lopt!r}: it needs hidden_layers >= 1 and a "

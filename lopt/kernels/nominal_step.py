@@ -52,9 +52,9 @@ import numpy as np
 from jax.experimental import pallas as pl
 
 from lopt.kernels import select, tiles
+from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
-from lopt.learned import nominal
 
 __all__ = ["bytes_per_param", "nominal_update", "passes", "supported"]
 
@@ -128,14 +128,18 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
         (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, gs_ref, x0_ref,
          out_ref, m_out, v_out, gs_out, dot_out, l1_out) = refs
+    # Stored state keeps its old value where the new one is not finite, the update is 0 there
+    # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
     g = tiles.load_rows(g_ref, n, block)
     p = tiles.load_rows(p_ref, n, block)
-    v = b2 * tiles.load_rows(v_ref, n, block) + (1.0 - b2) * (g * g)
-    tiles.store_rows(v_out, v, n, block)
+    v_old = tiles.load_rows(v_ref, n, block)
+    v = b2 * v_old + (1.0 - b2) * (g * g)
+    tiles.store_rows(v_out, tiles.finite_or(v, v_old), n, block)
     ms = []
     for j, d in enumerate(decays):
-        m = d * tiles.load_rows(m_ref, n, block, col=j) + (1.0 - d) * g
-        tiles.store_rows(m_out, m, n, block, col=j)
+        m_old = tiles.load_rows(m_ref, n, block, col=j)
+        m = d * m_old + (1.0 - d) * g
+        tiles.store_rows(m_out, tiles.finite_or(m, m_old), n, block, col=j)
         ms.append(m)
     # Row and column of each parameter (rows past the end clamp to the last parameter).
     i = jnp.minimum(tiles.row_ids(block), n - 1)
@@ -156,8 +160,9 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     step_scale = scalar()
     if distance_decay is not None:
         # Rows past the end load as 0, so they add nothing to either partial sum.
-        grad_sum = distance_decay * tiles.load_rows(gs_ref, n, block) + scalar() * g
-        tiles.store_rows(gs_out, grad_sum, n, block)
+        grad_sum_old = tiles.load_rows(gs_ref, n, block)
+        grad_sum = distance_decay * grad_sum_old + scalar() * g
+        tiles.store_rows(gs_out, tiles.finite_or(grad_sum, grad_sum_old), n, block)
         program = pl.program_id(0)
         dot_out[program] = jnp.sum(g * (tiles.load_rows(x0_ref, n, block) - p))
         l1_out[program] = jnp.sum(jnp.abs(grad_sum))
@@ -184,7 +189,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     h = [jax.nn.relu(x) for x in dense(h, hidden)]
     direction, log_scale = dense(h, 2)
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
-    update = -step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0))
+    update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
     update = update.astype(out_ref.dtype)
     tiles.store_rows(out_ref, (p + update.astype(_f32)) if apply else update, n, block)
 
@@ -247,8 +252,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col
     if dist is not None:
         grad_sum, dots, l1s = rest
         dist_out = (grad_sum.reshape(shape), jnp.sum(dots), jnp.sum(l1s))
-    return (out.reshape(shape), m_new.reshape(m.shape), v_new.reshape(shape), acc.row, acc.col,
-            dist_out)
+    _, (new_row, new_col) = base.mask_non_finite({}, (acc.row, acc.col), (row, col))
+    return out.reshape(shape), m_new.reshape(m.shape), v_new.reshape(shape), new_row, new_col, dist_out
 
 
 def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, dist, theta, count, num_steps):
@@ -295,6 +300,9 @@ def nominal_update(
 ) -> tuple[Any, Any]:
     """One fused :class:`NominalLOpt` step: ``(updates or new params, new NominalState)``.
 
+    Non-finite entries are handled as :func:`lopt.learned.mask_non_finite` does, inside the
+    kernel's pass: the update is 0 there and the state keeps its old value.
+
     Args:
         lopt: the config (must be :func:`supported`).
         theta: its meta-parameters.
@@ -337,9 +345,12 @@ def nominal_update(
     pick = [treedef.unflatten([r[i] for r in results]) for i in range(4)]
     if distance is not None:
         _, lr, _ = _step_scalars(lopt, theta, state.count + 1, horizon if has_horizon else None)
-        distance = D.advance(
+        new = D.advance(
             distance, dot=sum(r[1] for r in dist_results),
-            grad_sum=treedef.unflatten([r[0] for r in dist_results]),
+            grad_sum=treedef.unflatten([r[0] for r in dist_results]),  # masked per entry already
             l1=sum(r[2] for r in dist_results), weight=jnp.square(distance.distance) * lr,
             decay=lopt.distance_decay)
+        _, (estimate, numerator) = base.mask_non_finite(
+            {}, (new.distance, new.numerator), (distance.distance, distance.numerator))
+        distance = new._replace(distance=estimate, numerator=numerator)
     return pick[0], nominal.NominalState(state.count + 1, *pick[1:], distance)

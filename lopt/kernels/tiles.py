@@ -116,6 +116,18 @@ def store_tile(ref: Any, value: jax.Array, n: int, k: int, block: int) -> None:
     plgpu.store(view, value.astype(ref.dtype), mask=_tile_mask(n, k, block, width))
 
 
+def finite_or(new: jax.Array, old: Any) -> jax.Array:
+    """``new`` where it is finite, else ``old``: :func:`lopt.learned.mask_non_finite` inside a
+    kernel (``abs(x) < inf`` is false for NaN and both infinities, and lowers everywhere).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> finite_or(jnp.array([1.0, jnp.nan, -jnp.inf]), 0.0).tolist()
+        [1.0, 0.0, 0.0]
+    """
+    return jnp.where(jnp.abs(new) < jnp.inf, new, old)
+
+
 def dot(a: jax.Array, b: jax.Array, precision: str | None) -> jax.Array:
     """``a @ b`` in float32 inside a kernel (``precision=None``: plain float32)."""
     algorithm = None if precision is None else _PRECISIONS[precision]

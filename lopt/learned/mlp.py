@@ -169,12 +169,12 @@ class MLPLOpt(base.LearnedOptimizer):
                 x = jnp.concatenate([g.astype(_f32)[..., None], p.astype(_f32)[..., None], m], -1)
                 rows.append(F.second_moment_normalize(x).reshape(-1, x.shape[-1]))
             if not rows:
-                return grads, MLPLOptState(state.count + 1, momentum)
+                return base.mask_non_finite(grads, MLPLOptState(state.count + 1, momentum), state)
             out = nn.mlp_apply(net, nn.concat_rows(rows), context=context)
             step = out[..., 0] * jnp.exp(out[..., 1] * self.exp_mult) * self.step_mult
             updates = treedef.unflatten(
                 [-s.reshape(g.shape) for s, g in zip(nn.split_rows(step, rows), flat_g)]
             )
-            return updates, MLPLOptState(state.count + 1, momentum)
+            return base.mask_non_finite(updates, MLPLOptState(state.count + 1, momentum), state)
 
-        return base.Transform(init, update)
+        return base.Transform(init, update, masked=True)  # both paths mask (the kernel in its pass)

@@ -320,9 +320,10 @@ class NominalLOpt(base.LearnedOptimizer):
                 steps = self._steps_concatenated(net, tensors, [g.shape for g in flat_g])
             else:
                 steps = [self._step(net, *tensor) for tensor in tensors]
-            return treedef.unflatten(steps), NominalState(count, momentum, rms, factored, distance)
+            return base.mask_non_finite(treedef.unflatten(steps),
+                                        NominalState(count, momentum, rms, factored, distance), state)
 
-        return base.Transform(init, update)
+        return base.Transform(init, update, masked=True)  # both paths mask (the kernel in its pass)
 
     def _step(self, net: dict, inputs: list, nominal: jax.Array, bias: Any, step_size: Any) -> jax.Array:
         """The network and the step on one set of entries.

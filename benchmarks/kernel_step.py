@@ -4,16 +4,18 @@ One run does everything (it is meant for one short call on a rented GPU):
 
 1. **Ceiling**: device-to-device bandwidth of a large elementwise pass (bytes read +
    written per second).
-2. **Correctness** at a small size: the fused step (Triton) against the XLA path computed
-   at ``highest`` matmul precision, next to the XLA path at its default precision (TF32 for
-   float32 products on GPU); relative L2 error of the updates and of the new state. Also a
-   vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
-3. **Timing** at each size (params: 8 dense layers, as ``step_overhead.py``): one jitted
+2. **Timing** at each size (params: 8 dense layers, as ``step_overhead.py``): one jitted
    step with params and state donated, ``optax.adam``; the architecture's XLA path through
    optax (``update`` + ``apply_updates``); the fused kernel through optax (mode
    ``pallas``: kernel writes the update, XLA applies it); and the fused kernel writing the
    new params itself (``apply=True``), for a few launch configs. Medians of repeated
    timed loops, alternating with Adam.
+3. **Correctness** at a small size, after the timings (so a short call returns timings
+   first), while ``--budget-s`` lasts (a correctness-only run, ``--sizes`` with no value,
+   checks every architecture): the fused step (Triton) against the XLA path computed
+   at ``highest`` matmul precision, next to the XLA path at its default precision (TF32 for
+   float32 products on GPU); relative L2 error of the updates and of the new state. Also a
+   vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
 
 Reports ms per step, ratio to Adam, bytes per parameter the implementation must move and
 the bandwidth that implies, as a fraction of the measured ceiling.
@@ -26,8 +28,9 @@ Keep the log in ``$OUT`` (``tee``, not ``tail``): a device call killed at its li
 what is there. The JSON is written after the bandwidth ceiling, after each correctness check
 and after each timed variant. The correctness checks compile about seven programs per
 architecture (XLA at two precisions, the kernel, vmap and grad of both); on a short call pass a
-smaller ``--check-size`` or ``--check-size 0`` (a 4-minute call on a cold machine ended before
-the first result was written, and returned nothing).
+smaller ``--check-size`` or ``--check-size 0``. They run last, and only while ``--budget-s``
+lasts (when they ran first, a 4-minute and a 5.5-minute call on the H200 ended inside them and
+returned no timing).
 
 Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 """
@@ -254,17 +257,6 @@ def main(argv=None) -> int:
     print(f"elementwise pass bandwidth: {bw / 1e9:.0f} GB/s (read + write)", flush=True)
     write()
 
-    for arch in args.archs if args.check_size else []:
-        lo = learned_optimizer(arch)
-        try:
-            payload["correctness"][arch] = c = correctness(arch, lo, args.check_size)
-            print(f"correctness {arch}: " + ", ".join(f"{k}={v:.2e}" for k, v in c.items()
-                                                     if k != "n_params"), flush=True)
-        except Exception as e:  # noqa: BLE001 - record and go on to timings
-            payload["errors"].append(f"correctness {arch}: {type(e).__name__}: {str(e)[:2000]}")
-            traceback.print_exc()
-        write()
-
     rows = payload["results"]
     for size in args.sizes:
         params = make_params(int(size))
@@ -312,6 +304,20 @@ def main(argv=None) -> int:
                     traceback.print_exc()
                 write()
         del adam
+
+    for arch in args.archs if args.check_size else []:
+        if args.sizes and time.perf_counter() - t0 > args.budget_s:  # correctness-only runs check all
+            payload["errors"].append(f"skipped correctness {arch} (time budget)")
+            continue
+        lo = learned_optimizer(arch)
+        try:
+            payload["correctness"][arch] = c = correctness(arch, lo, args.check_size)
+            print(f"correctness {arch}: " + ", ".join(f"{k}={v:.2e}" for k, v in c.items()
+                                                     if k != "n_params"), flush=True)
+        except Exception as e:  # noqa: BLE001 - record and go on to timings
+            payload["errors"].append(f"correctness {arch}: {type(e).__name__}: {str(e)[:2000]}")
+            traceback.print_exc()
+        write()
 
     path = write()
     print(f"\nsaved {path}; errors: {len(payload['errors'])}")

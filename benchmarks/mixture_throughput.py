@@ -5,7 +5,8 @@ configs, PES, truncation 50) and for the single-structure ``canonical`` config w
 learned optimizer, prints and saves: set-up seconds (task draws and per-structure normalisers),
 compile seconds (all bucket programs, compiled in parallel), inner steps per second (both
 antithetic members counted) and achieved FLOP/s (FLOPs of the compiled programs from XLA's cost
-analysis, times outer steps per second).
+analysis, times outer steps per second); then each structure's program alone (seconds per call,
+its share of the summed time and its TFLOP/s), which shows what bounds the mixture's outer step.
 
 Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--tasks 8]
        [--canonical-tasks 1024] [--steps 20] [--lopt nominal] [--structures campaign/state.json]
@@ -34,6 +35,33 @@ def _flops(compiled) -> float:
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def per_structure(engine, theta, states, repeats: int) -> list[dict]:
+    """Each bucket's compiled program run alone (``repeats`` calls, synchronised): seconds per call,
+    FLOPs per call and the share of the summed time, to see which structure bounds the outer step.
+
+    The outer step dispatches the programs one after another without synchronising, so the sum of
+    these times is an upper bound on its time (the GPU may overlap the tail of one program with
+    the start of the next).
+    """
+    theta = engine._replicate(theta)
+    rows = []
+    for i, (compiled, estimator, state) in enumerate(zip(engine._compiled, engine._placed, states)):
+        key = engine._replicate(jax.random.key(1000 + i))
+        jax.block_until_ready(compiled(estimator, theta, state, key))  # warm
+        start = time.perf_counter()
+        for r in range(repeats):
+            _, state, metrics = compiled(estimator, theta, state, jax.random.fold_in(key, r))
+        jax.block_until_ready((state, metrics))
+        seconds = (time.perf_counter() - start) / repeats
+        flops = _flops(compiled)
+        rows.append({"bucket": i, "family": engine.buckets[i].family, "seconds": seconds, "flops": flops,
+                     "tflops": flops / seconds / 1e12})
+    total = sum(r["seconds"] for r in rows)
+    for r in rows:
+        r["share"] = r["seconds"] / total
+    return rows
 
 
 def measure_mixture(args) -> dict:
@@ -71,7 +99,13 @@ def measure_mixture(args) -> dict:
     seconds = (time.perf_counter() - start) / args.steps
     per_step = inner_steps_per_outer_step(trainer.setup)
     families = sorted({b.family for b in engine.buckets})
-    return {"config": "taskset mixture", "buckets": len(engine.buckets), "families": families,
+    structures = per_structure(engine, theta, states, max(1, args.steps // 4))
+    print(f"[mixture] per structure, run alone ({sum(r['seconds'] for r in structures):.4f} s summed, "
+          f"{seconds:.4f} s per outer step):", flush=True)
+    for r in sorted(structures, key=lambda r: -r["seconds"]):
+        print(f"  {r['bucket']:>3} {r['family']:<26}{r['seconds'] * 1e3:>9.1f} ms{r['share']:>7.0%}"
+              f"{r['tflops']:>8.2f} TFLOP/s", flush=True)
+    return {"config": "taskset mixture", "structures": structures, "buckets": len(engine.buckets), "families": families,
             "configs_per_bucket": args.configs, "pairs_per_bucket": args.tasks, "setup_s": setup_s,
             "compile_s": compile_s, "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
             "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12,

@@ -4,8 +4,11 @@ For the ``taskset`` preset (every structure in every outer gradient; default 16 
 configs, PES, truncation 50) and for the single-structure ``canonical`` config with the same
 learned optimizer, prints and saves: set-up seconds (task draws and per-structure normalisers),
 compile seconds (all bucket programs, compiled in parallel), inner steps per second (both
-antithetic members counted) and achieved FLOP/s (FLOPs of the compiled programs from XLA's cost
-analysis, times outer steps per second); then each structure's program alone (seconds per call,
+antithetic members counted) and achieved FLOP/s (FLOPs of the programs counted by
+:mod:`lopt.flops`, which multiplies every scan body by its length, times outer steps per second;
+XLA's cost analysis counts a loop body once, so its figure, kept in the JSON as
+``xla_cost_analysis_flops_per_outer_step``, is low by the unroll length and, for recurrent tasks,
+their sequence length too); then each structure's program alone (seconds per call,
 its share of the summed time and its TFLOP/s), which shows what bounds the mixture's outer step.
 
 Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--tasks 8]
@@ -27,17 +30,32 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import save
 
 import lopt
+from lopt.flops import count_flops
+from lopt.meta.mixture_engine import _estimate
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
-def _flops(compiled) -> float:
+def _xla_flops(compiled) -> float:
+    """XLA's cost analysis: counts every loop body once (kept beside the real count for reference)."""
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def per_structure(engine, theta, states, repeats: int) -> list[dict]:
+def _bucket_flops(engine, theta, states) -> list[float]:
+    """FLOPs of each bucket's estimate program, scan bodies times their lengths (:mod:`lopt.flops`)."""
+    theta, key = engine._replicate(theta), engine._replicate(jax.random.key(0))
+    counts = [count_flops(_estimate, estimator, theta, state, key)
+              for estimator, state in zip(engine._placed, states)]
+    for i, c in enumerate(counts):
+        if not c.exact:
+            print(f"[mixture] bucket {i}: FLOPs are a lower bound ({c.unbounded_loops} while loops, "
+                  f"opaque {c.opaque})", flush=True)
+    return [c.flops for c in counts]
+
+
+def per_structure(engine, theta, states, repeats: int, flops: list[float]) -> list[dict]:
     """Each bucket's compiled program run alone (``repeats`` calls, synchronised): seconds per call,
     FLOPs per call and the share of the summed time, to see which structure bounds the outer step.
 
@@ -55,9 +73,8 @@ def per_structure(engine, theta, states, repeats: int) -> list[dict]:
             _, state, metrics = compiled(estimator, theta, state, jax.random.fold_in(key, r))
         jax.block_until_ready((state, metrics))
         seconds = (time.perf_counter() - start) / repeats
-        flops = _flops(compiled)
-        rows.append({"bucket": i, "family": engine.buckets[i].family, "seconds": seconds, "flops": flops,
-                     "tflops": flops / seconds / 1e12})
+        rows.append({"bucket": i, "family": engine.buckets[i].family, "seconds": seconds, "flops": flops[i],
+                     "tflops": flops[i] / seconds / 1e12})
     total = sum(r["seconds"] for r in rows)
     for r in rows:
         r["share"] = r["seconds"] / total
@@ -81,7 +98,8 @@ def measure_mixture(args) -> dict:
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]
     compile_s = engine.compile(theta, states, key=jax.random.key(0))
-    flops = sum(_flops(c) for c in engine._compiled)
+    bucket_flops = _bucket_flops(engine, theta, states)
+    flops, xla_flops = sum(bucket_flops), sum(_xla_flops(c) for c in engine._compiled)
     print(f"[mixture] compiled {len(engine._compiled)} programs in {compile_s:.1f} s; {flops:.3g} FLOPs/outer step",
           flush=True)
 
@@ -99,7 +117,7 @@ def measure_mixture(args) -> dict:
     seconds = (time.perf_counter() - start) / args.steps
     per_step = inner_steps_per_outer_step(trainer.setup)
     families = sorted({b.family for b in engine.buckets})
-    structures = per_structure(engine, theta, states, max(1, args.steps // 4))
+    structures = per_structure(engine, theta, states, max(1, args.steps // 4), bucket_flops)
     print(f"[mixture] per structure, run alone ({sum(r['seconds'] for r in structures):.4f} s summed, "
           f"{seconds:.4f} s per outer step):", flush=True)
     for r in sorted(structures, key=lambda r: -r["seconds"]):
@@ -109,6 +127,7 @@ def measure_mixture(args) -> dict:
             "configs_per_bucket": args.configs, "pairs_per_bucket": args.tasks, "setup_s": setup_s,
             "compile_s": compile_s, "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
             "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12,
+            "xla_cost_analysis_flops_per_outer_step": xla_flops,
             "meta_loss": float(metrics["meta_loss"])}
 
 
@@ -122,7 +141,9 @@ def measure_canonical(args) -> dict:
     compiled = trainer._outer_step.lower(trainer._estimator, theta, outer_state, est_state,
                                          jax.random.key(0)).compile()
     compile_s = time.perf_counter() - start
-    flops = _flops(compiled)
+    flops = count_flops(trainer._outer_step, trainer._estimator, theta, outer_state, est_state,
+                        jax.random.key(0)).flops
+    xla_flops = _xla_flops(compiled)
     theta, outer_state, est_state, metrics = compiled(trainer._estimator, theta, outer_state, est_state,
                                                       jax.random.key(0))
     jax.block_until_ready(metrics)
@@ -137,7 +158,8 @@ def measure_canonical(args) -> dict:
           f"{flops / seconds / 1e12:.2f} TFLOP/s", flush=True)
     return {"config": "canonical (one structure)", "pairs": args.canonical_tasks, "compile_s": compile_s,
             "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
-            "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12}
+            "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12,
+            "xla_cost_analysis_flops_per_outer_step": xla_flops}
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ jaxpr instead and multiplies each ``scan`` body by its length.
 Counting rules (the conventions of XLA's cost analysis for the ops themselves):
 
 * ``dot_general``: 2 per multiply-add (``2 * output size * contracted size``);
-* ``conv_general_dilated``: 2 per multiply-add (``2 * output size * kernel size / output
-  features``);
+* ``conv_general_dilated``: 2 per multiply-add, counting only the kernel taps that land on a
+  real input element (not padding, not the holes of a dilated input, as in a strided
+  convolution's input gradient);
 * elementwise arithmetic and comparisons: 1 per output element; reductions: 1 per input element;
 * data movement (reshape, broadcast, slice, gather, transpose, concatenate, ...): 0;
 * ``scan``: ``length`` times its body; ``cond``: the costliest branch; calls (``pjit``, custom
@@ -41,6 +42,7 @@ from typing import Any
 
 import jax
 import jax.extend.core
+import numpy as np
 
 __all__ = ["FlopCount", "count_flops", "jaxpr_flops"]
 
@@ -96,10 +98,28 @@ def _dot_flops(eqn: Any) -> float:
     return 2.0 * _size(eqn.outvars[0]) * contracted
 
 
+def _valid_taps(in_size: int, kernel: int, out_size: int, stride: int, low_pad: int, lhs_dilation: int,
+                rhs_dilation: int) -> int:
+    """(output position, kernel tap) pairs of one spatial axis that land on a real input element
+    (not padding, not a hole of a dilated input): what XLA's cost analysis counts too."""
+    out = np.arange(out_size)[:, None]
+    tap = np.arange(kernel)[None, :]
+    pos = out * stride + tap * rhs_dilation - low_pad
+    valid = (pos >= 0) & (pos <= (in_size - 1) * lhs_dilation) & (pos % lhs_dilation == 0)
+    return int(valid.sum())
+
+
 def _conv_flops(eqn: Any) -> float:
-    rhs_shape = eqn.invars[1].aval.shape
-    out_features = rhs_shape[eqn.params["dimension_numbers"].rhs_spec[0]]
-    return 2.0 * _size(eqn.outvars[0]) * math.prod(rhs_shape) / out_features
+    p = eqn.params
+    lhs_shape, rhs_shape = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    out_shape = eqn.outvars[0].aval.shape
+    lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
+    taps = 1
+    for i, (ld, rd, od) in enumerate(zip(lhs_spec[2:], rhs_spec[2:], out_spec[2:])):
+        taps *= _valid_taps(lhs_shape[ld], rhs_shape[rd], out_shape[od], p["window_strides"][i],
+                            p["padding"][i][0], p["lhs_dilation"][i], p["rhs_dilation"][i])
+    batch, out_features, in_features = out_shape[out_spec[0]], out_shape[out_spec[1]], rhs_shape[rhs_spec[1]]
+    return 2.0 * batch * out_features * in_features * taps
 
 
 def _equation(eqn: Any) -> FlopCount:

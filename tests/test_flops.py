@@ -16,12 +16,28 @@ def test_dot_and_batched_dot_are_two_per_multiply_add():
 
 
 @pytest.mark.parametrize("groups", [1, 3])
-def test_convolution(groups):
+def test_convolution_counts_taps_on_real_inputs(groups):
     x = jnp.ones((2, 6, 8, 8))  # NCHW
     k = jnp.ones((9, 6 // groups, 3, 3))  # OIHW
-    fn = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", feature_group_count=groups)
-    out_size = 2 * 9 * 8 * 8
-    assert count_flops(fn, x, k).flops == 2 * out_size * (6 // groups) * 3 * 3
+    valid = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", feature_group_count=groups)
+    same = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", feature_group_count=groups)
+    per_tap = 2 * 2 * 9 * (6 // groups)  # batch x output features x input features per group x 2
+    assert count_flops(valid, x, k).flops == per_tap * (6 * 3) ** 2
+    # SAME: 8 outputs x 3 taps per axis, less the two taps that fall on padding at the edges
+    assert count_flops(same, x, k).flops == per_tap * (8 * 3 - 2) ** 2
+
+
+def test_strided_convolution_gradient_agrees_with_xla():
+    """The input gradient of a strided convolution dilates its input: the holes are not counted."""
+    x, k = jnp.ones((4, 3, 16, 16)), jnp.ones((8, 3, 3, 3))
+
+    def loss(x, k):
+        return jnp.sum(jax.lax.conv_general_dilated(x, k, (2, 2), "SAME") ** 2)
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    xla = jax.jit(grad).lower(x, k).compile().cost_analysis()
+    xla = (xla[0] if isinstance(xla, (list, tuple)) else xla)["flops"]
+    np.testing.assert_allclose(count_flops(grad, x, k).flops, xla, rtol=0.05)
 
 
 def test_scan_bodies_multiply_by_length_and_nest():

@@ -3,8 +3,10 @@
 The cost of a task is estimated three ways, from cheapest to dearest:
 
 * ``num_params`` -- counted from shapes with ``jax.eval_shape`` (nothing runs);
-* ``flops`` -- XLA's estimate for one training step (draw a batch, loss and gradient) from
-  ``jax.jit(step).lower(...).cost_analysis()``: the step is traced and lowered, not compiled;
+* ``flops`` -- one training step (draw a batch, loss and gradient) counted from its jaxpr by
+  :func:`lopt.flops.count_flops`: traced, not lowered or compiled. A recurrent task's scan over
+  its sequence counts once per timestep (XLA's cost analysis, used before, counts a loop body
+  once, which let recurrent configs pass a budget at 2-6x their cost);
 * ``step_seconds`` -- measured: the step is compiled and run as a ``lax.scan`` of a few plain
   SGD steps on this machine (so per-call dispatch does not count).
 
@@ -24,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lopt.flops import count_flops
 from lopt.tasks.base import Task
 from lopt.tasks.config import TaskConfig
 from lopt.tasks.family import TaskFamily, build, get
@@ -38,7 +41,7 @@ class TaskCost:
 
     Attributes:
         num_params: scalar parameters.
-        flops: XLA's FLOP estimate of one step (batch, loss, gradient); ``None`` if not computed
+        flops: FLOPs of one step (batch, loss, gradient; :func:`lopt.flops.count_flops`); ``None`` if not computed
             or not available on this backend.
         step_seconds: measured seconds per step on this machine; ``None`` if not measured.
     """
@@ -87,15 +90,8 @@ def _sgd_steps(task: Task, params: Any, key: jax.Array, num_steps: int) -> jax.A
 _COSTS: dict[Hashable, TaskCost] = {}
 
 
-def _flops(task: Task, params_shape: Any) -> float | None:
-    try:
-        analysis = jax.jit(_train_step).lower(task, params_shape, jax.random.key(0)).cost_analysis()
-    except Exception:  # noqa: BLE001 - cost analysis is optional and backend-dependent
-        return None
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    value = (analysis or {}).get("flops")
-    return float(value) if value is not None and value >= 0 else None
+def _flops(task: Task, params_shape: Any) -> float:
+    return count_flops(_train_step, task, params_shape, jax.random.key(0)).flops
 
 
 def _seconds(task: Task, *, steps: int, repeats: int) -> float:
@@ -116,7 +112,7 @@ def estimate_cost(task: Task | Mapping[str, Any], *, flops: bool = True, timing:
 
     Args:
         task: a built task or a config naming its family.
-        flops: also estimate FLOPs (traces and lowers one step; no compilation).
+        flops: also count FLOPs (traces one step; no lowering or compilation).
         timing: also measure seconds per step (compiles and runs ``repeats`` scans of ``steps``
             SGD steps; the median is reported).
         steps, repeats: timing sizes.
@@ -152,7 +148,7 @@ class Budget:
 
     Attributes:
         max_params: at most this many parameters.
-        max_flops: at most this many FLOPs per step (XLA's estimate).
+        max_flops: at most this many FLOPs per step (:func:`lopt.flops.count_flops`).
         max_seconds: at most this many measured seconds per step on this machine.
 
     Example:
@@ -181,9 +177,8 @@ class Budget:
             return False
         if self.max_flops is not None and cost.flops is not None and cost.flops > self.max_flops:
             return False
-        if self.max_seconds is not None and cost.step_seconds is not None and cost.step_seconds > self.max_seconds:
-            return False
-        return True
+        too_slow = self.max_seconds is not None and cost.step_seconds is not None and cost.step_seconds > self.max_seconds
+        return not too_slow
 
 
 def _sampling_function(sampler: Any) -> Callable[[int], Mapping[str, Any]]:

@@ -78,3 +78,17 @@ def test_a_budgeted_mixture_keeps_only_structures_within_budget():
     dist = lopt.tasks.mixture({"mlp": 1.0, "losg": 1.0}, num_structures=3, budget=budget)
     for structure in dist.structures():
         assert estimate_cost(structure).num_params <= 3_000
+
+
+def test_recurrent_task_flops_grow_with_the_sequence(tmp_path):
+    """The sequence scan counts once per timestep (XLA's cost analysis counted it once in all)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n%\n".join(f"document {i}: the quick brown fox jumps over the lazy dog." for i in range(40)))
+    cfg = {"family": "char_rnn_lm", "corpus": f"text:{corpus}", "cell": "gru", "embed_size": 8,
+           "hidden_size": 32, "batch_size": 8}
+    short, long = estimate_cost({**cfg, "seq_len": 8}), estimate_cost({**cfg, "seq_len": 32})
+    assert short.num_params == long.num_params
+    assert 3.5 < long.flops / short.flops < 4.5
+    # a GRU step: 3 gates of [embed + hidden] x hidden products, forward and backward
+    per_step = 2 * 3 * (8 + 32) * 32 * 8
+    assert long.flops > 32 * 2 * per_step

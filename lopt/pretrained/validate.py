@@ -37,7 +37,8 @@ from lopt.pretrained.campaign import (
     campaign_config,
 )
 
-__all__ = ["METRIC", "record_best", "validate", "validate_lengths", "validation_keys"]
+__all__ = ["METRIC", "SE_PREFIX", "combine_lengths", "combine_seeds", "record_best", "validate", "validate_lengths",
+           "validation_keys"]
 
 #: What ``heldout_normalized_loss`` averages; recorded with the campaign's best, whose score is only
 #: compared with scores of the same metric. ``"informative_configs"``: configs where tuned Adam
@@ -102,10 +103,31 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     engine = _mixture_engine(cfg, lopt_, truncation)
     keys = validation_keys(seeds)
-    out = {}
-    for label, theta in thetas.items():
-        rows = [engine.evaluate(theta, key=key) for key in keys]
-        out[label] = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]}
+    return {label: combine_seeds([engine.evaluate(theta, key=key) for key in keys])
+            for label, theta in thetas.items()}
+
+
+#: Prefix of the standard-error keys (``se/heldout_normalized_loss``, ``se/heldout/<family>``).
+SE_PREFIX = "se/"
+
+
+def combine_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each score over seeds and, with two or more seeds, its standard error
+    (sample standard deviation / sqrt(seeds)) under ``se/<key>`` for the overall and per-family
+    scores: whether two thetas' difference is more than the seeds' noise.
+
+    Example:
+        >>> row = combine_seeds([{"heldout_normalized_loss": 0.1}, {"heldout_normalized_loss": 0.3}])
+        >>> round(row["heldout_normalized_loss"], 3), round(row["se/heldout_normalized_loss"], 3)
+        (0.2, 0.1)
+    """
+    import statistics
+
+    out = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]}
+    if len(rows) > 1:
+        for name in rows[0]:
+            if name == "heldout_normalized_loss" or name.startswith("heldout/"):
+                out[SE_PREFIX + name] = statistics.stdev(row[name] for row in rows) / len(rows) ** 0.5
     return out
 
 
@@ -129,13 +151,31 @@ def validate_lengths(thetas: dict[str, Any], *, steps: list[int], **options: Any
     if len(steps) == 1:
         return validate(thetas, steps=int(steps[0]), **options)
     runs = {n: validate(thetas, steps=int(n), **options) for n in steps}
-    combined = {}
-    for label in thetas:
-        keys = runs[steps[0]][label].keys()
-        row = {key: sum(runs[n][label][key] for n in steps) / len(steps) for key in keys}
-        row.update({f"steps{n}/{key}": value for n in steps for key, value in runs[n][label].items()})
-        combined[label] = row
-    return combined
+    return {label: combine_lengths([runs[n][label] for n in steps], steps) for label in thetas}
+
+
+def combine_lengths(rows: list[dict[str, float]], steps: list[int]) -> dict[str, float]:
+    """One theta's scores at several lengths: each key's mean over the lengths (standard errors
+    combined as independent: the root of the summed squares over the count), and every length's
+    own value under ``steps<N>/<key>``.
+
+    Example:
+        >>> row = combine_lengths([{"heldout_normalized_loss": 0.1, "se/heldout_normalized_loss": 0.03},
+        ...                        {"heldout_normalized_loss": 0.3, "se/heldout_normalized_loss": 0.04}], [300, 1000])
+        >>> round(row["heldout_normalized_loss"], 3), round(row["se/heldout_normalized_loss"], 3)
+        (0.2, 0.025)
+        >>> row["steps1000/heldout_normalized_loss"]
+        0.3
+    """
+    out = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if key.startswith(SE_PREFIX):
+            out[key] = sum(v * v for v in values) ** 0.5 / len(values)
+        else:
+            out[key] = sum(values) / len(values)
+    out.update({f"steps{n}/{key}": value for n, row in zip(steps, rows) for key, value in row.items()})
+    return out
 
 
 def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: list[int] = (300,),
@@ -235,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     scores = _validate_files(args.thetas, state_dir=args.state, families=args.families, steps=args.steps,
                              variants=args.variants, seeds=args.seeds)
     for path, row in scores.items():
-        print(f"{row['heldout_normalized_loss']:.4f}  {path}  " +
+        se = row.get(SE_PREFIX + "heldout_normalized_loss")
+        print(f"{row['heldout_normalized_loss']:.4f}" + (f" ± {se:.4f} (s.e. over {args.seeds} seeds)" if se else "")
+              + f"  {path}  " +
               " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")) +
               "".join(f"  [{n} steps: {row[f'steps{n}/heldout_normalized_loss']:.4f}]" for n in args.steps
                       if len(args.steps) > 1))

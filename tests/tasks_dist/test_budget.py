@@ -13,7 +13,7 @@ from lopt.tasks import Budget, BudgetError, TaskCost, estimate_cost, sample_with
 from lopt.tasks.budget import task_signature
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_helpers import needs_fashion  # noqa: E402
+from dist_helpers import needs_fashion
 
 
 def test_costs_count_params_and_flops_and_are_cached_per_structure():

@@ -30,8 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import save
 
 import lopt
-from lopt.flops import count_flops
-from lopt.meta.mixture_engine import _estimate
+from lopt.flops import jaxpr_flops
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
@@ -43,11 +42,10 @@ def _xla_flops(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def _bucket_flops(engine, theta, states) -> list[float]:
-    """FLOPs of each bucket's estimate program, scan bodies times their lengths (:mod:`lopt.flops`)."""
-    theta, key = engine._replicate(theta), engine._replicate(jax.random.key(0))
-    counts = [count_flops(_estimate, estimator, theta, state, key)
-              for estimator, state in zip(engine._placed, states)]
+def _bucket_flops(engine) -> list[float]:
+    """FLOPs of each bucket's estimate program, scan bodies times their lengths (:mod:`lopt.flops`),
+    from the jaxprs the engine traced when it compiled them."""
+    counts = [jaxpr_flops(jaxpr) for jaxpr in engine.program_jaxprs]
     for i, c in enumerate(counts):
         if not c.exact:
             print(f"[mixture] bucket {i}: FLOPs are a lower bound ({c.unbounded_loops} while loops, "
@@ -98,7 +96,7 @@ def measure_mixture(args) -> dict:
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]
     compile_s = engine.compile(theta, states, key=jax.random.key(0))
-    bucket_flops = _bucket_flops(engine, theta, states)
+    bucket_flops = _bucket_flops(engine)
     flops, xla_flops = sum(bucket_flops), sum(_xla_flops(c) for c in engine._compiled)
     print(f"[mixture] compiled {len(engine._compiled)} programs in {compile_s:.1f} s; {flops:.3g} FLOPs/outer step",
           flush=True)
@@ -138,11 +136,10 @@ def measure_canonical(args) -> dict:
     state = trainer.initial_state()
     theta, outer_state, est_state = state["theta"], state["outer_state"], state["estimator_state"]
     start = time.perf_counter()
-    compiled = trainer._outer_step.lower(trainer._estimator, theta, outer_state, est_state,
-                                         jax.random.key(0)).compile()
+    traced = trainer._outer_step.trace(trainer._estimator, theta, outer_state, est_state, jax.random.key(0))
+    compiled = traced.lower().compile()
     compile_s = time.perf_counter() - start
-    flops = count_flops(trainer._outer_step, trainer._estimator, theta, outer_state, est_state,
-                        jax.random.key(0)).flops
+    flops = jaxpr_flops(traced.jaxpr).flops
     xla_flops = _xla_flops(compiled)
     theta, outer_state, est_state, metrics = compiled(trainer._estimator, theta, outer_state, est_state,
                                                       jax.random.key(0))

@@ -8,6 +8,12 @@ import pytest
 from lopt.flops import FlopCount, count_flops
 
 
+def _xla_flops(fn, *args):
+    """XLA's cost analysis of the compiled function (what lopt.flops is checked against)."""
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+
+
 def test_dot_and_batched_dot_are_two_per_multiply_add():
     a, b = jnp.ones((3, 5)), jnp.ones((5, 7))
     assert count_flops(jnp.matmul, a, b).flops == 2 * 3 * 5 * 7
@@ -35,8 +41,7 @@ def test_strided_convolution_gradient_agrees_with_xla():
         return jnp.sum(jax.lax.conv_general_dilated(x, k, (2, 2), "SAME") ** 2)
 
     grad = jax.grad(loss, argnums=(0, 1))
-    xla = jax.jit(grad).lower(x, k).compile().cost_analysis()
-    xla = (xla[0] if isinstance(xla, (list, tuple)) else xla)["flops"]
+    xla = _xla_flops(grad, x, k)
     np.testing.assert_allclose(count_flops(grad, x, k).flops, xla, rtol=0.05)
 
 
@@ -63,8 +68,7 @@ def test_scan_bodies_multiply_by_length_and_nest():
 def test_xla_cost_analysis_counts_a_loop_once_which_is_why_this_exists():
     x = jnp.ones((16, 16))
     fn = lambda x: jax.lax.scan(lambda c, _: (c @ c, None), x, None, length=50)[0]
-    xla = jax.jit(fn).lower(x).compile().cost_analysis()
-    xla = (xla[0] if isinstance(xla, (list, tuple)) else xla)["flops"]
+    xla = _xla_flops(fn, x)
     ours = count_flops(fn, x).flops
     assert ours == 50 * 2 * 16 ** 3
     assert xla < ours / 10
@@ -79,8 +83,7 @@ def test_straight_line_mlp_grad_agrees_with_xla():
         return jnp.mean(jnp.square(jax.nn.relu(x @ p["w1"]) @ p["w2"]))
 
     grad = jax.grad(loss)
-    xla = jax.jit(grad).lower(params, batch).compile().cost_analysis()
-    xla = (xla[0] if isinstance(xla, (list, tuple)) else xla)["flops"]
+    xla = _xla_flops(grad, params, batch)
     ours = count_flops(grad, params, batch).flops
     # forward products, then dW2, dh and dW1 (no gradient with respect to the batch)
     products = 2 * 128 * (2 * 256 * 512 + 3 * 512 * 64)

@@ -324,7 +324,9 @@ class MixtureEngine:
         """Compiles every bucket's estimate program in parallel threads; returns seconds taken.
 
         Each program's lowering and compile seconds are logged (logger ``lopt.meta``) as it
-        finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket).
+        finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket); each
+        program's traced jaxpr is kept in :attr:`program_jaxprs` (e.g. for
+        :func:`lopt.flops.jaxpr_flops`, without tracing again).
         """
         start = time.perf_counter()
         theta = self._replicate(theta)
@@ -333,19 +335,21 @@ class MixtureEngine:
         def one(args):
             index, estimator, state = args
             t0 = time.perf_counter()
-            lowered = fn.lower(estimator, theta, state, self._replicate(key))
+            traced = fn.trace(estimator, theta, state, self._replicate(key))
+            lowered = traced.lower()
             t1 = time.perf_counter()
             compiled = lowered.compile()
             t2 = time.perf_counter()
             _LOG.info("compiled bucket %d (%s): lower %.1f s, compile %.1f s, %.0f s since the start",
                       index, self.buckets[index].family, t1 - t0, t2 - t1, t2 - start)
-            return compiled, (t1 - t0, t2 - t1)
+            return compiled, (t1 - t0, t2 - t1), traced.jaxpr
 
         work = [(i, e, s) for i, (e, s) in enumerate(zip(self._placed, states))]
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
             results = list(pool.map(one, work))
-        self._compiled = [compiled for compiled, _ in results]
-        self.compile_seconds = [seconds for _, seconds in results]
+        self._compiled = [compiled for compiled, _, _ in results]
+        self.compile_seconds = [seconds for _, seconds, _ in results]
+        self.program_jaxprs = [jaxpr for _, _, jaxpr in results]
         return time.perf_counter() - start
 
     def estimate(self, theta: Any, states: tuple, *, key: jax.Array) -> tuple[Any, tuple, dict]:

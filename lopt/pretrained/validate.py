@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from typing import Any
 
@@ -121,8 +122,6 @@ def combine_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
         >>> round(row["heldout_normalized_loss"], 3), round(row["se/heldout_normalized_loss"], 3)
         (0.2, 0.1)
     """
-    import statistics
-
     out = {name: sum(row[name] for row in rows) / len(rows) for name in rows[0]}
     if len(rows) > 1:
         for name in rows[0]:

@@ -41,8 +41,8 @@ class TaskCost:
 
     Attributes:
         num_params: scalar parameters.
-        flops: FLOPs of one step (batch, loss, gradient; :func:`lopt.flops.count_flops`); ``None`` if not computed
-            or not available on this backend.
+        flops: FLOPs of one step (batch, loss, gradient; :func:`lopt.flops.count_flops`); ``None`` if not
+            computed.
         step_seconds: measured seconds per step on this machine; ``None`` if not measured.
     """
 

@@ -17,12 +17,15 @@
 # measured; they are now compiled in parallel threads, not yet timed on the GPU), while the CPU scores a
 # theta on all 18 validation configs in ~2 minutes. Carrying .xla_cache makes every compile a cache hit
 # (sessions 8-9: programs ready 22-27 s after a 47 s set-up, instead of 70 s after an 84 s one).
-# A call carries at most 64 MiB (the tracked tree, 17 MB now, plus .data's 39 MB plus .xla_cache's 11 MB
-# is over it): carry .data alone on a cold machine (the 9 programs then compile in ~65 s); a warm machine
-# still holds the previous call's cache in /tmp/lopt_xla_cache (sessions 15-16: ready 23-24 s after set-up).
+# A call carries at most 64 MiB: the tracked tree (18.5 MiB now), .data and .xla_cache. With .data
+# packed by `bash scripts/pack_data.sh` (xz: 32.4 MiB; it prints the total) the returned cache
+# (`rm -rf .xla_cache; mkdir .xla_cache; cat <files_at>/xla_cache.tgz.part* | tar xz -C .xla_cache`,
+# 10.6 MiB) fits beside it: carry [".data", ".xla_cache"] on a cold machine. If the total is over,
+# carry .data alone (the 9 programs then compile in ~100 s); a warm machine still holds the
+# previous call's cache in /tmp/lopt_xla_cache (sessions 15-16: ready 23-24 s after set-up).
 #
-# Data travel in .data/ (git-ignored): .data/fashion (Fashion-MNIST IDX .gz), .data/fortunes,
-# .data/wordnet (data.{noun,verb,adj,adv}.gz); see docs/pretrained.md.
+# Data travel in .data/ (git-ignored, scripts/pack_data.sh): .data/fashion (Fashion-MNIST IDX
+# .xz), .data/fortunes, .data/wordnet (data.{noun,verb,adj,adv}.xz); see docs/pretrained.md.
 set -u
 MINUTES="${1:-7.5}"
 shift $(( $# > 0 ? 1 : 0 ))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import lzma
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from lopt.tasks import datasets
 from lopt.tasks.datasets import catalog
+from lopt.tasks.datasets.idx import find_idx_file
 
 
 def _idx_bytes(array: np.ndarray, code: int) -> bytes:
@@ -36,6 +38,26 @@ def test_read_idx_reads_gzip(tmp_path):
     path.write_bytes(gzip.compress(_idx_bytes(array, 0x08)))
     np.testing.assert_array_equal(datasets.read_idx(path), array)
     np.testing.assert_array_equal(datasets.read_idx(str(path)), array)
+
+
+def test_read_idx_reads_xz_and_finds_every_packing(tmp_path):
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    raw = _idx_bytes(array, 0x08)
+    (tmp_path / "a-idx2-ubyte.xz").write_bytes(lzma.compress(raw))
+    found = find_idx_file(tmp_path, "a-idx2-ubyte")
+    assert found.name == "a-idx2-ubyte.xz"
+    np.testing.assert_array_equal(datasets.read_idx(found), array)
+    (tmp_path / "a-idx2-ubyte.gz").write_bytes(gzip.compress(raw))  # gzip is preferred over xz
+    assert find_idx_file(tmp_path, "a-idx2-ubyte").name == "a-idx2-ubyte.gz"
+    with pytest.raises(FileNotFoundError, match=r"b-idx2-ubyte\[\.gz\|\.xz\]"):
+        find_idx_file(tmp_path, "b-idx2-ubyte")
+    bad = tmp_path / "c-idx2-ubyte.xz"
+    bad.write_bytes(lzma.compress(raw)[:-8])  # truncated xz stream
+    with pytest.raises(ValueError, match="not a valid xz file"):
+        datasets.read_idx(bad)
+    bad.write_bytes(raw)  # not compressed at all
+    with pytest.raises(ValueError, match="remove the .xz suffix"):
+        datasets.read_idx(bad)
 
 
 def test_read_idx_rejects_bad_magic(tmp_path):

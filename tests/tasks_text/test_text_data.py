@@ -55,15 +55,18 @@ def test_fake_wordnet_directory_gives_lexicographer_labels(tmp_path, monkeypatch
             assert label == lex[part] and corpus.class_names[label].startswith(part)
 
 
-def test_gzipped_wordnet_files_read_the_same(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".gz", ".xz"])
+def test_compressed_wordnet_files_read_the_same(tmp_path, monkeypatch, suffix):
     import gzip
+    import lzma
 
+    compress = {".gz": gzip.compress, ".xz": lzma.compress}[suffix]
     _fake_wordnet(tmp_path / "wn")
     monkeypatch.setenv("LOPT_WORDNET_DIR", str(tmp_path / "wn"))
     plain = text._wordnet()
     for part in text.WORDNET_PARTS:
         path = tmp_path / "wn" / f"data.{part}"
-        (tmp_path / "wn" / f"data.{part}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        (tmp_path / "wn" / f"data.{part}{suffix}").write_bytes(compress(path.read_bytes()))
         path.unlink()
     packed = text._wordnet()
     for split in ("train", "valid", "test"):

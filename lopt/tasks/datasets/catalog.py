@@ -94,7 +94,7 @@ def register_idx_directory(name: str, directory: str | os.PathLike, *, num_class
     Args:
         name: the name to load it by (e.g. ``"mnist"``).
         directory: holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-            ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``).
+            ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz`` or ``.xz``).
         num_classes: number of labels.
         num_valid: the last ``num_valid`` training examples become the validation split;
             ``None`` takes 10,000 or a sixth of the training examples, whichever is smaller

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
 import numpy as np
+
+from lopt.tasks.datasets.compressed import find_compressed, read_compressed
 
 __all__ = ["find_idx_file", "read_idx"]
 
@@ -14,16 +15,16 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one IDX file (optionally gzip-compressed) into a numpy array.
+    """Reads one IDX file (optionally gzip- or xz-compressed) into a numpy array.
 
     Args:
-        path: an ``*-idx?-ubyte`` file, or the same with ``.gz``.
+        path: an ``*-idx?-ubyte`` file, or the same with ``.gz`` or ``.xz``.
 
     Returns:
         The array with the shape stored in the file's header.
 
     Raises:
-        ValueError: if the file is not a valid IDX file.
+        ValueError: if the file is not a valid IDX file (or not valid gzip/xz data).
 
     Example:
         >>> import pathlib, tempfile
@@ -33,13 +34,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         array([7, 8, 9], dtype=uint8)
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (gzip.BadGzipFile, EOFError) as err:
-        raise ValueError(f"{path} is not a valid gzip file ({err}); re-download it or remove the .gz "
-                         "suffix if it is not compressed.") from None
+    raw = read_compressed(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r}).")
     dtype, ndim = np.dtype(_DTYPES[raw[2]]), raw[3]
@@ -58,16 +53,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def find_idx_file(directory: str | os.PathLike, stem: str) -> Path:
-    """Finds ``stem`` or ``stem.gz`` in ``directory`` (also with ``.`` instead of ``-`` before idx).
+    """Finds ``stem``, ``stem.gz`` or ``stem.xz`` in ``directory`` (also with ``.`` instead of ``-`` before idx).
 
     Raises:
         FileNotFoundError: naming the directory and the files it expected.
     """
-    directory = Path(directory)
-    candidates = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
-    for name in candidates:
-        if (directory / name).is_file():
-            return directory / name
-    raise FileNotFoundError(f"No {stem}[.gz] in {directory}; an IDX dataset directory holds "
-                            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
-                            "and t10k-labels-idx1-ubyte (optionally gzipped).")
+    found = find_compressed(directory, [stem, stem.replace("-idx", ".idx")])
+    if found is None:
+        raise FileNotFoundError(f"No {stem}[.gz|.xz] in {directory}; an IDX dataset directory holds "
+                                "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
+                                "and t10k-labels-idx1-ubyte (optionally gzip- or xz-compressed).")
+    return found

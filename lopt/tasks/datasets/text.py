@@ -17,8 +17,8 @@ Corpora:
   by lines holding a single ``%``. Debian's ``fortunes-min`` has 3 categories (fortunes,
   literature, riddles; 821 fortunes); installing ``fortunes`` as well gives 43.
 * ``"wordnet"``: the gloss of every synset in ``data.noun``, ``data.verb``, ``data.adj`` and
-  ``data.adv`` of ``/usr/share/wordnet`` (or ``$LOPT_WORDNET_DIR``; gzipped ``data.noun.gz``
-  etc. are read too); the class is the synset's
+  ``data.adv`` of ``/usr/share/wordnet`` (or ``$LOPT_WORDNET_DIR``; ``data.noun.gz`` or
+  ``data.noun.xz`` etc. are read too); the class is the synset's
   lexicographer file (45 classes, :data:`WORDNET_LEXNAMES`). 117,033 distinct glosses.
 * ``register_text(name, path)`` or ``"text:/some/path"``: a text file (one class) or a
   directory whose files are the classes; documents are separated by ``%`` lines when the
@@ -45,7 +45,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import gzip
 import itertools
 import os
 import re
@@ -57,6 +56,7 @@ import numpy as np
 
 from lopt.tasks.base import SPLITS, check_split
 from lopt.tasks.datasets.catalog import DatasetNotFoundError
+from lopt.tasks.datasets.compressed import find_compressed, read_compressed
 from lopt.tasks.datasets.dataset import Dataset
 
 __all__ = [
@@ -286,13 +286,13 @@ def _wordnet() -> TextCorpus:
     directory = Path(os.environ.get("LOPT_WORDNET_DIR", WORDNET_DIR))
     documents, labels = [], []
     for part in WORDNET_PARTS:
-        path, packed = directory / f"data.{part}", directory / f"data.{part}.gz"
-        if not path.is_file() and not packed.is_file():
+        path = find_compressed(directory, [f"data.{part}"])
+        if path is None:
             raise DatasetNotFoundError(
-                f"Text corpus 'wordnet' is not available: {path} is missing. Install it with "
+                f"Text corpus 'wordnet' is not available: {directory / f'data.{part}'} is missing. Install it with "
                 "`sudo apt-get install wordnet-base`, or point LOPT_WORDNET_DIR at a directory "
-                "holding WordNet's data.noun, data.verb, data.adj and data.adv (plain or .gz).")
-        raw = path.read_bytes() if path.is_file() else gzip.decompress(packed.read_bytes())
+                "holding WordNet's data.noun, data.verb, data.adj and data.adv (plain, .gz or .xz).")
+        raw = read_compressed(path)
         for gloss, label in parse_wordnet_data(raw.decode("utf-8", errors="replace"), source=str(path)):
             if not 0 <= label < len(WORDNET_LEXNAMES):
                 raise ValueError(f"{path}: lex_filenum {label} is outside 0..{len(WORDNET_LEXNAMES) - 1}.")

@@ -41,10 +41,11 @@ def time_call(fn: Callable[[], object], *, repeats: int = 3) -> tuple[float, flo
     return first, best
 
 
-def save(name: str, payload: dict) -> str:
-    """Writes ``payload`` plus the environment to ``results/<name>_<device>.json``."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"{name}_{device_tag()}.json")
+def save(name: str, payload: dict, path: str | None = None) -> str:
+    """Writes ``payload`` plus the environment to ``path``, by default ``results/<name>_<device>.json``."""
+    if path is None:
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+        path = os.path.join(RESULTS_DIR, f"{name}_{device_tag()}.json")
     with open(path, "w") as f:
         json.dump({"environment": environment(), **payload}, f, indent=2)
     return path

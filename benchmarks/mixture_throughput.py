@@ -13,6 +13,7 @@ its share of the summed time and its TFLOP/s), which shows what bounds the mixtu
 
 Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--tasks 8]
        [--canonical-tasks 1024] [--steps 20] [--lopt nominal] [--structures campaign/state.json]
+       [--out FILE]
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def per_structure(engine, theta, states, repeats: int, flops: list[float]) -> li
     return rows
 
 
-def measure_mixture(args) -> dict:
+def measure_mixture(args, report) -> dict:
+    """The mixture's figures; ``report(row)`` is called with what is known so far after the
+    set-up and after compilation, so a run cut short still leaves those on disk."""
     sets = [f"task.num_buckets={args.buckets}", f"task.configs_per_bucket={args.configs}",
             f"estimator.num_tasks={args.tasks}", f"lopt.name={args.lopt}", "trainer.eval_every=0"]
     cfg = lopt.meta.load_config("taskset", sets + list(args.set))
@@ -93,6 +96,9 @@ def measure_mixture(args) -> dict:
     setup_s = time.perf_counter() - start
     engine = trainer.engine
     print(f"[mixture] set-up {setup_s:.1f} s ({len(engine.buckets)} structures)", flush=True)
+    row = {"config": "taskset mixture", "buckets": len(engine.buckets), "configs_per_bucket": args.configs,
+           "pairs_per_bucket": args.tasks, "setup_s": setup_s, "complete": False}
+    report(row)
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]
     compile_s = engine.compile(theta, states, key=jax.random.key(0))
@@ -100,6 +106,8 @@ def measure_mixture(args) -> dict:
     flops, xla_flops = sum(bucket_flops), sum(_xla_flops(c) for c in engine._compiled)
     print(f"[mixture] compiled {len(engine._compiled)} programs in {compile_s:.1f} s; {flops:.3g} FLOPs/outer step",
           flush=True)
+    row.update(compile_s=compile_s, flops_per_outer_step=flops, xla_cost_analysis_flops_per_outer_step=xla_flops)
+    report(row)
 
     def step(theta, outer_state, states, i):
         grad, states, metrics = engine.estimate(theta, states, key=jax.random.key(i))
@@ -121,12 +129,10 @@ def measure_mixture(args) -> dict:
     for r in sorted(structures, key=lambda r: -r["seconds"]):
         print(f"  {r['bucket']:>3} {r['family']:<26}{r['seconds'] * 1e3:>9.1f} ms{r['share']:>7.0%}"
               f"{r['tflops']:>8.2f} TFLOP/s", flush=True)
-    return {"config": "taskset mixture", "structures": structures, "buckets": len(engine.buckets), "families": families,
-            "configs_per_bucket": args.configs, "pairs_per_bucket": args.tasks, "setup_s": setup_s,
-            "compile_s": compile_s, "seconds_per_outer_step": seconds, "inner_steps_per_s": per_step / seconds,
-            "flops_per_outer_step": flops, "achieved_tflops": flops / seconds / 1e12,
-            "xla_cost_analysis_flops_per_outer_step": xla_flops,
-            "meta_loss": float(metrics["meta_loss"])}
+    row.update(structures=structures, families=families, seconds_per_outer_step=seconds,
+               inner_steps_per_s=per_step / seconds, achieved_tflops=flops / seconds / 1e12,
+               meta_loss=float(metrics["meta_loss"]), complete=True)
+    return row
 
 
 def measure_canonical(args) -> dict:
@@ -170,9 +176,19 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra overrides of the taskset config")
     parser.add_argument("--structures", default="",
                         help="a JSON list of structures, or a campaign state.json (default: draw from the taskset)")
+    parser.add_argument("--out", default=None,
+                        help="where to write the JSON (default benchmarks/results/mixture_throughput_<device>.json); "
+                             "written after each stage, so a run cut short keeps what it measured")
     args = parser.parse_args()
-    rows = [measure_canonical(args), measure_mixture(args)]
-    path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows})
+    rows = [measure_canonical(args)]
+    path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
+    print(f"[canonical] saved {path}", flush=True)
+
+    def report(row):  # the mixture's figures so far, written over the previous partial save
+        save("mixture_throughput", {"lopt": args.lopt, "rows": rows + [row]}, args.out)
+
+    rows.append(measure_mixture(args, report))
+    path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
     print(f"{'config':<28}{'setup s':>9}{'compile s':>11}{'s/outer step':>14}{'inner steps/s':>16}{'TFLOP/s':>9}")
     for r in rows:
         print(f"{r['config']:<28}{r.get('setup_s', float('nan')):>9.1f}{r['compile_s']:>11.1f}"

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lopt.tasks.base import Task
 
@@ -43,8 +44,23 @@ def stack(tasks: Sequence[Task]) -> Task:
             a is b for a, b in zip(jax.tree.leaves(task.data), jax.tree.leaves(first.data)))
         if not same_data:
             raise ValueError(f"stack: task {i} uses a different dataset than task 0; stack tasks of one dataset.")
-    settings = {k: jnp.stack([jnp.asarray(t.settings[k]) for t in tasks]) for k in first.settings}
+    settings = {k: _stack_values([t.settings[k] for t in tasks]) for k in first.settings}
     return type(first)(first.spec, first.data, settings)
+
+
+def _stack_values(values: list) -> jax.Array:
+    """One setting of every task, stacked on the host and put on the device in one transfer.
+
+    ``jnp.stack`` would compile a concatenation for every distinct shape and count (about 120
+    small programs for the campaign's 9 structures, seconds of set-up on a GPU); settings are
+    small, so the host copy costs nothing. PRNG keys, which numpy cannot hold, and weakly typed
+    values (Python scalars: their stack must stay weak, so ``bfloat16 * setting`` stays bfloat16)
+    stack in JAX.
+    """
+    arrays = [jnp.asarray(v) for v in values]
+    if any(jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) or a.weak_type for a in arrays):
+        return jnp.stack(arrays)
+    return jnp.asarray(np.stack([np.asarray(a) for a in arrays]))
 
 
 def vmap_axes(task: Task) -> Task:

@@ -115,6 +115,23 @@ def test_stack_rejects_different_datasets():
         lopt.tasks.stack([a, b])
 
 
+def test_stacked_settings_keep_values_dtypes_and_weak_types_of_jnp_stack():
+    from lopt.tasks.stacking import _stack_values
+
+    cases = [[0.5, 2.0], [1, 3], [True, False], [np.float64(1.5), np.float64(2.5)],
+             [jnp.ones((2, 3), jnp.bfloat16), jnp.zeros((2, 3), jnp.bfloat16)],
+             [jnp.arange(4, dtype=jnp.int32), jnp.arange(4, 8, dtype=jnp.int32)]]
+    for values in cases:
+        got, want = _stack_values(values), jnp.stack([jnp.asarray(v) for v in values])
+        assert got.dtype == want.dtype and got.weak_type == want.weak_type and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    bf16 = jnp.ones(3, jnp.bfloat16) * _stack_values([0.5, 2.0])[1]  # a weak setting keeps bfloat16
+    assert bf16.dtype == jnp.bfloat16
+    keys = _stack_values([jax.random.key(0), jax.random.key(1)])
+    assert keys.shape == (2,) and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(keys[1]), jax.random.key_data(jax.random.key(1)))
+
+
 def test_stack_rejects_nothing():
     with pytest.raises(ValueError, match="no tasks"):
         lopt.tasks.stack([])

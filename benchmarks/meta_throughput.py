@@ -6,7 +6,7 @@ truncation 50, task MLP 64-32-10 relu on 8x8 Fashion-MNIST (digits if not instal
 for the plain fused reference in ``plain_pes.py`` (same config, same machine, same run), and
 saves the figures as JSON.
 
-Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes]
+Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes] [--out FILE]
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-import lopt  # noqa: E402
-import plain_pes  # noqa: E402
-from common import save  # noqa: E402
-from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step  # noqa: E402
+import plain_pes
+from common import save
+
+import lopt
+from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
 def measure(num_tasks: int, steps: int, estimator: str, unroll: int) -> dict:
@@ -76,12 +77,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed outer steps after the first")
     parser.add_argument("--estimator", default="pes")
     parser.add_argument("--unroll", type=int, default=50)
+    parser.add_argument("--out", default=None,
+                        help="where to write the JSON (default benchmarks/results/meta_throughput_<device>.json); "
+                             "written after every row, so a run cut short keeps what it measured")
     args = parser.parse_args()
     rows = []
     for n in args.tasks:
         rows.append(measure(n, args.steps, args.estimator, args.unroll))
+        save("meta_throughput", {"rows": rows}, args.out)
         if args.estimator == "pes":
             rows.append(measure_plain(n, args.steps, args.unroll))
+            save("meta_throughput", {"rows": rows}, args.out)
     print(f"device: {jax.devices()[0].device_kind}")
     print(f"{'tasks':>6} {'estimator':>10} {'compile+1st (s)':>16} {'s/outer step':>13} {'inner steps/s':>14}")
     for r in rows:
@@ -93,7 +99,7 @@ def main() -> None:
                   f"{lopt_row['inner_steps_per_s'] / plain_row['inner_steps_per_s']:.2f}")
     print("yardsticks (2-core CPU, 16 tasks): learned_optimization 3,850/s; plain fused JAX 3,850/s. "
           "H100: plain 645,000/s (128 tasks), 1,060,000/s (1024 tasks).")
-    print(f"saved {save('meta_throughput', {'rows': rows})}")
+    print(f"saved {save('meta_throughput', {'rows': rows}, args.out)}")
 
 
 if __name__ == "__main__":

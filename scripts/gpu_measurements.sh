@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU speed measurements the open issues ask for, in one device call after the campaign's
+# sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
+#
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture (default: kernel meta)
+#
+# The stages' limits add up to 14 minutes, more than one call: run `kernel meta` (at most 7 minutes)
+# and `mixture` (at most 7) in separate calls, or one of them after a campaign session on a warm machine.
+#
+#   kernel   benchmarks/kernel_step.py at 100M parameters: mlp, nominal, the pretrained optimizer
+#            against optax.adam (issue 11; ~2.5 minutes)
+#   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
+#            reference (issue 11; ~1.5 minutes)
+#   mixture  benchmarks/mixture_throughput.py on the campaign's 9 structures, 64 pairs: set-up,
+#            compile, FLOP/s against the canonical config, per-structure breakdown (issue 10; ~6
+#            minutes cold; carry .data)
+# Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
+set -u
+: "${OUT:?run this inside a device call (OUT unset)}"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
+       LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data/fortunes" \
+       LOPT_WORDNET_DIR="$PWD/.data/wordnet"
+STAGES=("$@")
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(kernel meta)
+for stage in "${STAGES[@]}"; do
+    case "$stage" in
+        kernel) timeout -k 10 240 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs mlp nominal pretrained \
+                    --check-size 0 --repeats 3 --budget-s 150 --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1 ;;
+        meta) timeout -k 10 180 python3 -u benchmarks/meta_throughput.py --tasks 128 1024 \
+                    --out "$OUT/meta_throughput.json" > "$OUT/meta_throughput.log" 2>&1 ;;
+        mixture) timeout -k 10 420 python3 -u benchmarks/mixture_throughput.py --structures campaign/state.json \
+                    --buckets 9 --tasks 64 --out "$OUT/mixture_throughput.json" > "$OUT/mixture_throughput.log" 2>&1 ;;
+        *) echo "unknown stage $stage (kernel, meta or mixture)" >&2; exit 2 ;;
+    esac
+    echo "[$stage] exit $?"; tail -15 "$OUT/$(case $stage in kernel) echo kernel_step;; meta) echo meta_throughput;; *) echo mixture_throughput;; esac).log"
+done

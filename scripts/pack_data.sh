@@ -15,7 +15,9 @@ set -euo pipefail
 FASHION="${LOPT_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 FORTUNES="${LOPT_FORTUNES_DIR:-/usr/share/games/fortunes}"
 WORDNET="${LOPT_WORDNET_DIR:-/usr/share/wordnet}"
-case "$(realpath -m "$FASHION")" in "$(realpath -m .data)"*) echo "LOPT_*_DIR points into .data/: unset them first" >&2; exit 2;; esac
+for dir in "$FASHION" "$FORTUNES" "$WORDNET"; do
+    case "$(realpath -m "$dir")/" in "$(realpath -m .data)"/*) echo "$dir is inside .data/: unset the LOPT_*_DIR variables first" >&2; exit 2;; esac
+done
 mkdir -p .data/fashion .data/fortunes .data/wordnet
 grep -qx '.data/' .git/info/exclude 2>/dev/null || echo '.data/' >> .git/info/exclude
 
@@ -30,13 +32,13 @@ for stem in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-uby
     src=""
     for cand in "$FASHION/$stem" "$FASHION/$stem.gz"; do [ -f "$cand" ] && src="$cand"; done
     [ -n "$src" ] || { echo "no $stem[.gz] in $FASHION: apt-get install -y dataset-fashion-mnist" >&2; exit 1; }
-    rm -f ".data/fashion/$stem.gz"  # an older gzip packing of the same file (ours, regenerated below)
     pack "$src" ".data/fashion/$stem.xz"
+    rm -f ".data/fashion/$stem.gz"  # an older gzip packing of the same file, now packed as .xz
 done
 for part in noun verb adj adv; do
     [ -f "$WORDNET/data.$part" ] || { echo "no $WORDNET/data.$part: apt-get install -y wordnet-base" >&2; exit 1; }
-    rm -f ".data/wordnet/data.$part.gz"
     pack "$WORDNET/data.$part" ".data/wordnet/data.$part.xz"
+    rm -f ".data/wordnet/data.$part.gz"
 done
 [ -d "$FORTUNES" ] || { echo "no $FORTUNES: apt-get install -y fortunes-min fortunes" >&2; exit 1; }
 cp -ru "$FORTUNES/." .data/fortunes/

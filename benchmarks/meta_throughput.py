@@ -79,8 +79,10 @@ def main() -> None:
     parser.add_argument("--unroll", type=int, default=50)
     parser.add_argument("--out", default=None,
                         help="where to write the JSON (default benchmarks/results/meta_throughput_<device>.json); "
-                             "written after every row, so a run cut short keeps what it measured")
+                             "written after every row, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
+    if args.out and os.path.exists(args.out):
+        parser.error(f"--out={args.out!r} exists; choose a new file (a result is never overwritten)")
     rows = []
     for n in args.tasks:
         rows.append(measure(n, args.steps, args.estimator, args.unroll))

@@ -178,8 +178,10 @@ def main() -> None:
                         help="a JSON list of structures, or a campaign state.json (default: draw from the taskset)")
     parser.add_argument("--out", default=None,
                         help="where to write the JSON (default benchmarks/results/mixture_throughput_<device>.json); "
-                             "written after each stage, so a run cut short keeps what it measured")
+                             "written after each stage, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
+    if args.out and os.path.exists(args.out):
+        parser.error(f"--out={args.out!r} exists; choose a new file (a result is never overwritten)")
     rows = [measure_canonical(args)]
     path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
     print(f"[canonical] saved {path}", flush=True)

@@ -119,7 +119,7 @@ def names() -> tuple[str, ...]:
     return tuple(_LOADERS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_raw(name: str):
     return _LOADERS[name]()
 
@@ -172,7 +172,7 @@ def load(name: str, image_size: int = 28) -> Dataset:
     return _load_resized(name, image_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_resized(name: str, image_size: int) -> Dataset:
     raw, num_classes = _load_raw(name)
     splits = {split: (resize_uint8(x, image_size), y) for split, (x, y) in raw.items()}

@@ -41,6 +41,12 @@ def time_call(fn: Callable[[], object], *, repeats: int = 3) -> tuple[float, flo
     return first, best
 
 
+def refuse_existing_out(parser, path: str | None) -> None:
+    """Stops with a usage error when ``--out`` names an existing file: a result is never overwritten."""
+    if path and os.path.exists(path):
+        parser.error(f"--out={path!r} exists; choose a new file (a result is never overwritten)")
+
+
 def save(name: str, payload: dict, path: str | None = None) -> str:
     """Writes ``payload`` plus the environment to ``path``, by default ``results/<name>_<device>.json``."""
     if path is None:

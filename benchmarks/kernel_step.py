@@ -38,7 +38,6 @@ Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -51,7 +50,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import environment, save
+from common import refuse_existing_out, save
 from step_overhead import NUM_LAYERS, make_params
 
 import lopt.learned
@@ -237,18 +236,13 @@ def main(argv=None) -> int:
                         help="parameters of the correctness check (0: skip it)")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
-    if args.out and os.path.exists(args.out):
-        parser.error(f"--out {args.out} exists; choose another file (results are never overwritten).")
+    refuse_existing_out(parser, args.out)
     t0 = time.perf_counter()
     payload = {"benchmark": "kernel_step", "layers": NUM_LAYERS, "horizon": HORIZON,
                "adam_bytes_per_param": ADAM_BYTES, "correctness": {}, "results": [], "errors": []}
 
     def write():
-        if not args.out:
-            return save("kernel_step", payload)
-        with open(args.out, "w") as f:
-            json.dump({"environment": environment(), **payload}, f, indent=2)
-        return args.out
+        return save("kernel_step", payload, args.out)
 
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({dev.platform}), jax {jax.__version__}", flush=True)

@@ -20,7 +20,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
 import plain_pes
-from common import save
+from common import refuse_existing_out, save
 
 import lopt
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
@@ -81,8 +81,7 @@ def main() -> None:
                         help="where to write the JSON (default benchmarks/results/meta_throughput_<device>.json); "
                              "written after every row, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
-    if args.out and os.path.exists(args.out):
-        parser.error(f"--out={args.out!r} exists; choose a new file (a result is never overwritten)")
+    refuse_existing_out(parser, args.out)
     rows = []
     for n in args.tasks:
         rows.append(measure(n, args.steps, args.estimator, args.unroll))

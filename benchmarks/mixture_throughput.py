@@ -28,7 +28,7 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save
+from common import refuse_existing_out, save
 
 import lopt
 from lopt.flops import jaxpr_flops
@@ -180,8 +180,7 @@ def main() -> None:
                         help="where to write the JSON (default benchmarks/results/mixture_throughput_<device>.json); "
                              "written after each stage, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
-    if args.out and os.path.exists(args.out):
-        parser.error(f"--out={args.out!r} exists; choose a new file (a result is never overwritten)")
+    refuse_existing_out(parser, args.out)
     rows = [measure_canonical(args)]
     path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
     print(f"[canonical] saved {path}", flush=True)

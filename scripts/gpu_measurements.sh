@@ -24,13 +24,12 @@ STAGES=("$@")
 [ ${#STAGES[@]} -gt 0 ] || STAGES=(kernel meta)
 for stage in "${STAGES[@]}"; do
     case "$stage" in
-        kernel) timeout -k 10 240 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs mlp nominal pretrained \
-                    --check-size 0 --repeats 3 --budget-s 150 --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1 ;;
-        meta) timeout -k 10 180 python3 -u benchmarks/meta_throughput.py --tasks 128 1024 \
-                    --out "$OUT/meta_throughput.json" > "$OUT/meta_throughput.log" 2>&1 ;;
-        mixture) timeout -k 10 420 python3 -u benchmarks/mixture_throughput.py --structures campaign/state.json \
-                    --buckets 9 --tasks 64 --out "$OUT/mixture_throughput.json" > "$OUT/mixture_throughput.log" 2>&1 ;;
+        kernel) name=kernel_step limit=240
+                cmd=(--sizes 1e8 --archs mlp nominal pretrained --check-size 0 --repeats 3 --budget-s 150) ;;
+        meta) name=meta_throughput limit=180 cmd=(--tasks 128 1024) ;;
+        mixture) name=mixture_throughput limit=420 cmd=(--structures campaign/state.json --buckets 9 --tasks 64) ;;
         *) echo "unknown stage $stage (kernel, meta or mixture)" >&2; exit 2 ;;
     esac
-    echo "[$stage] exit $?"; tail -15 "$OUT/$(case $stage in kernel) echo kernel_step;; meta) echo meta_throughput;; *) echo mixture_throughput;; esac).log"
+    timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+    echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"
 done

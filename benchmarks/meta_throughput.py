@@ -6,7 +6,12 @@ truncation 50, task MLP 64-32-10 relu on 8x8 Fashion-MNIST (digits if not instal
 for the plain fused reference in ``plain_pes.py`` (same config, same machine, same run), and
 saves the figures as JSON.
 
-Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes] [--out FILE]
+``--kernels xla auto`` measures lopt once per kernel mode (:mod:`lopt.kernels`; ``auto`` runs the
+fused Pallas step of the ``mlp`` network on a GPU, under the estimator's vmap over tasks), each
+row labelled with its mode.
+
+Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes]
+       [--kernels xla [auto]] [--out FILE]
 """
 
 from __future__ import annotations
@@ -23,10 +28,17 @@ import plain_pes
 from common import refuse_existing_out, save
 
 import lopt
+import lopt.kernels
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
-def measure(num_tasks: int, steps: int, estimator: str, unroll: int) -> dict:
+def measure(num_tasks: int, steps: int, estimator: str, unroll: int, kernel_mode: str = "xla") -> dict:
+    with lopt.kernels.mode_scope(kernel_mode):  # the mode is read when the step is traced (its first call)
+        row = _measure_lopt(num_tasks, steps, estimator, unroll)
+    return {**row, "kernels": kernel_mode}
+
+
+def _measure_lopt(num_tasks: int, steps: int, estimator: str, unroll: int) -> dict:
     cfg = lopt.meta.load_config("canonical", [f"estimator.num_tasks={num_tasks}", f"estimator.kind={estimator}",
                                               f"estimator.unroll_length={unroll}", "normalizer.enabled=false"])
     trainer = MetaTrainer(cfg, "/tmp/lopt-bench-unused", progress=False)
@@ -77,6 +89,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed outer steps after the first")
     parser.add_argument("--estimator", default="pes")
     parser.add_argument("--unroll", type=int, default=50)
+    parser.add_argument("--kernels", nargs="+", default=["xla"], choices=["xla", "auto", "pallas"],
+                        help="lopt's kernel modes to measure, one row each (lopt.kernels)")
     parser.add_argument("--out", default=None,
                         help="where to write the JSON (default benchmarks/results/meta_throughput_<device>.json); "
                              "written after every row, so a run cut short keeps what it measured; must not exist")
@@ -84,20 +98,23 @@ def main() -> None:
     refuse_existing_out(parser, args.out)
     rows = []
     for n in args.tasks:
-        rows.append(measure(n, args.steps, args.estimator, args.unroll))
-        save("meta_throughput", {"rows": rows}, args.out)
+        for mode in args.kernels:
+            rows.append(measure(n, args.steps, args.estimator, args.unroll, mode))
+            save("meta_throughput", {"rows": rows}, args.out)
         if args.estimator == "pes":
             rows.append(measure_plain(n, args.steps, args.unroll))
             save("meta_throughput", {"rows": rows}, args.out)
     print(f"device: {jax.devices()[0].device_kind}")
-    print(f"{'tasks':>6} {'estimator':>10} {'compile+1st (s)':>16} {'s/outer step':>13} {'inner steps/s':>14}")
+    print(f"{'tasks':>6} {'estimator':>10} {'kernels':>8} {'compile+1st (s)':>16} {'s/outer step':>13} "
+          f"{'inner steps/s':>14}")
     for r in rows:
-        print(f"{r['tasks']:>6} {r['estimator']:>10} {r['compile_and_first_step_s']:>16.2f} "
+        print(f"{r['tasks']:>6} {r['estimator']:>10} {r.get('kernels', '-'):>8} {r['compile_and_first_step_s']:>16.2f} "
               f"{r['seconds_per_outer_step']:>13.4f} {r['inner_steps_per_s']:>14,.0f}")
-    for lopt_row, plain_row in zip(rows[::2], rows[1::2]):
-        if plain_row["estimator"] == "plain pes":
-            print(f"{lopt_row['tasks']} tasks: lopt / plain = "
-                  f"{lopt_row['inner_steps_per_s'] / plain_row['inner_steps_per_s']:.2f}")
+    plain = {r["tasks"]: r for r in rows if r["estimator"] == "plain pes"}
+    for r in rows:
+        if r["estimator"] != "plain pes" and r["tasks"] in plain:
+            print(f"{r['tasks']} tasks, kernels={r['kernels']}: lopt / plain = "
+                  f"{r['inner_steps_per_s'] / plain[r['tasks']]['inner_steps_per_s']:.2f}")
     print("yardsticks (2-core CPU, 16 tasks): learned_optimization 3,850/s; plain fused JAX 3,850/s. "
           "H100: plain 645,000/s (128 tasks), 1,060,000/s (1024 tasks).")
     print(f"saved {save('meta_throughput', {'rows': rows}, args.out)}")

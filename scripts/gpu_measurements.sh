@@ -10,10 +10,11 @@
 #   kernel   benchmarks/kernel_step.py at 100M parameters: mlp, nominal, the pretrained optimizer
 #            against optax.adam (issue 11; ~2.5 minutes)
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
-#            reference (issue 11; ~1.5 minutes)
-#   mixture  benchmarks/mixture_throughput.py on the campaign's 9 structures, 64 pairs: set-up,
-#            compile, FLOP/s against the canonical config, per-structure breakdown (issue 10; ~6
-#            minutes cold; carry .data)
+#            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11; ~2.5 minutes)
+#   mixture  benchmarks/mixture_throughput.py on the campaign's 9 structures as the campaign runs them
+#            (4 configs, 128 pairs, 500-step normalisers, nominal's concatenated layout, which compiles
+#            ~3x faster on the GPU than the per-tensor one): set-up, compile, FLOP/s against the
+#            canonical config, per-structure breakdown (issue 10; ~6 minutes cold; carry .data)
 # Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
 set -u
 : "${OUT:?run this inside a device call (OUT unset)}"
@@ -26,8 +27,10 @@ for stage in "${STAGES[@]}"; do
     case "$stage" in
         kernel) name=kernel_step limit=240
                 cmd=(--sizes 1e8 --archs mlp nominal pretrained --check-size 0 --repeats 3 --budget-s 150) ;;
-        meta) name=meta_throughput limit=180 cmd=(--tasks 128 1024) ;;
-        mixture) name=mixture_throughput limit=420 cmd=(--structures campaign/state.json --buckets 9 --tasks 64) ;;
+        meta) name=meta_throughput limit=200 cmd=(--tasks 128 1024 --kernels xla auto) ;;
+        mixture) name=mixture_throughput limit=420
+                cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500
+                     --set 'lopt.config={"concatenate_tensors": true}') ;;
         *) echo "unknown stage $stage (kernel, meta or mixture)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1

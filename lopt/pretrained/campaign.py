@@ -32,6 +32,7 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
+from lopt.flops import jaxpr_flops
 from lopt.meta.config import load_config
 from lopt.meta.metrics_log import read_metrics
 from lopt.meta.trainer import MetaTrainer
@@ -131,12 +132,16 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     seconds = time.time() - start
     print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "
           f"last {result['last_metrics']}; eval {result['last_eval']}", flush=True)
-    flops = sum(_program_flops(c) for c in trainer.engine._compiled)
+    flops = sum(jaxpr_flops(j).flops for j in trainer.engine.program_jaxprs)
     session = _session_entry(state, run_dir, seed=cfg.seed, seconds=time.time() - start, setup_seconds=setup_seconds,
                              flops=flops, overrides=list(overrides),
                              families=sorted({s["task"]["family"] for s in structures}),
                              device=str(jax.devices()[0].device_kind), on_gpu=jax.devices()[0].platform == "gpu")
     session["compile_seconds"] = [[round(a, 1), round(b, 1)] for a, b in trainer.engine.compile_seconds]
+    # lopt.flops multiplies every scan body by its length; XLA's cost analysis counts a loop body
+    # once (low by the unroll length and sequence lengths), the only figure sessions before 26 kept
+    session["flops_counter"] = "lopt.flops.jaxpr_flops"
+    session["xla_cost_analysis_flops_per_outer_step"] = sum(_program_flops(c) for c in trainer.engine._compiled)
     if references:
         session["validation_references"] = references
     return _write_state(state, session, out, structures)

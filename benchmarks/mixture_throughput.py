@@ -31,16 +31,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import refuse_existing_out, save
 
 import lopt
-from lopt.flops import jaxpr_flops
+from lopt.flops import jaxpr_flops, xla_cost_analysis_flops
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
-
-
-def _xla_flops(compiled) -> float:
-    """XLA's cost analysis: counts every loop body once (kept beside the real count for reference)."""
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
 def _bucket_flops(engine) -> list[float]:
@@ -103,7 +95,7 @@ def measure_mixture(args, report) -> dict:
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]
     compile_s = engine.compile(theta, states, key=jax.random.key(0))
     bucket_flops = _bucket_flops(engine)
-    flops, xla_flops = sum(bucket_flops), sum(_xla_flops(c) for c in engine._compiled)
+    flops, xla_flops = sum(bucket_flops), sum(xla_cost_analysis_flops(c) for c in engine._compiled)
     print(f"[mixture] compiled {len(engine._compiled)} programs in {compile_s:.1f} s; {flops:.3g} FLOPs/outer step",
           flush=True)
     row.update(compile_s=compile_s, flops_per_outer_step=flops, xla_cost_analysis_flops_per_outer_step=xla_flops)
@@ -146,7 +138,7 @@ def measure_canonical(args) -> dict:
     compiled = traced.lower().compile()
     compile_s = time.perf_counter() - start
     flops = jaxpr_flops(traced.jaxpr).flops
-    xla_flops = _xla_flops(compiled)
+    xla_flops = xla_cost_analysis_flops(compiled)
     theta, outer_state, est_state, metrics = compiled(trainer._estimator, theta, outer_state, est_state,
                                                       jax.random.key(0))
     jax.block_until_ready(metrics)

@@ -5,13 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lopt.flops import FlopCount, count_flops
+from lopt.flops import FlopCount, count_flops, xla_cost_analysis_flops
 
 
 def _xla_flops(fn, *args):
     """XLA's cost analysis of the compiled function (what lopt.flops is checked against)."""
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+    return xla_cost_analysis_flops(jax.jit(fn).lower(*args).compile())
 
 
 def test_dot_and_batched_dot_are_two_per_multiply_add():

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
-from lopt.flops import jaxpr_flops
+from lopt.flops import jaxpr_flops, xla_cost_analysis_flops
 from lopt.meta.config import load_config
 from lopt.meta.metrics_log import read_metrics
 from lopt.meta.trainer import MetaTrainer
@@ -141,7 +141,8 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     # lopt.flops multiplies every scan body by its length; XLA's cost analysis counts a loop body
     # once (low by the unroll length and sequence lengths), the only figure sessions before 26 kept
     session["flops_counter"] = "lopt.flops.jaxpr_flops"
-    session["xla_cost_analysis_flops_per_outer_step"] = sum(_program_flops(c) for c in trainer.engine._compiled)
+    session["xla_cost_analysis_flops_per_outer_step"] = sum(
+        xla_cost_analysis_flops(c, default=0.0) for c in trainer.engine._compiled)
     if references:
         session["validation_references"] = references
     return _write_state(state, session, out, structures)
@@ -323,12 +324,6 @@ def _keep_snapshots(session_dir: str, state_dir: str, *, start: int) -> list[str
         save_theta(target, lopt_, theta, extra={"campaign_outer_steps": start + step})
         written.append(target)
     return written
-
-
-def _program_flops(compiled: Any) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float((cost or {}).get("flops", 0.0))
 
 
 def main(argv: list[str] | None = None) -> int:

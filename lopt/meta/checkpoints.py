@@ -179,6 +179,23 @@ class CheckpointManager:
             return True
         return every_seconds is not None and self._clock() - self._last_save_time >= every_seconds
 
+    def mark_saved(self, step: int) -> None:
+        """Records a save point at ``step`` without writing a checkpoint.
+
+        For callers that keep only part of their state at a save point (the trainer with
+        ``trainer.full_checkpoints=false`` writes its warm start alone): :meth:`should_save`'s
+        clock and last step restart here as if :meth:`save` had run.
+
+        Example:
+            >>> import tempfile
+            >>> manager = CheckpointManager(tempfile.mkdtemp())
+            >>> manager.mark_saved(3)
+            >>> manager.should_save(3, every_steps=3), manager.list()
+            (False, [])
+        """
+        self._last_saved_step = _check_step(step)
+        self._last_save_time = self._clock()
+
     def save(self, step: int, tree: Any, metadata: dict[str, Any] | None = None) -> pathlib.Path:
         """Writes checkpoint ``step`` atomically, then prunes to the newest ``keep``.
 

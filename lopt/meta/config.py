@@ -162,6 +162,11 @@ class TrainerSection:
             state) to start from, with fresh inner tasks (``""``: a fresh theta).
         theta_history: also write theta at every checkpoint to ``<out>/thetas/theta-NNNNNN.safetensors``
             (a few kB each), for choosing a theta on validation after the run.
+        full_checkpoints: save points write the whole training state (theta, outer state and
+            every inner task's state, which ``--resume`` continues exactly). ``false``: they
+            write only ``warm_start.safetensors`` (and the theta history), a few kB instead of
+            up to gigabytes for large mixtures; a stopped run then continues with
+            ``trainer.init_from=<out>/warm_start.safetensors`` and fresh inner tasks.
     """
 
     outer_steps: int = 1000
@@ -175,6 +180,7 @@ class TrainerSection:
     checkpoint_dir: str = ""
     init_from: str = ""
     theta_history: bool = False
+    full_checkpoints: bool = True
 
 
 @dataclasses.dataclass

@@ -40,12 +40,18 @@ class TrainingInterrupted(KeyboardInterrupt):
         signum: the signal (``signal.SIGINT`` or ``signal.SIGTERM``).
         step: the outer step the checkpoint holds (the last one completed).
         out_dir: the run directory.
+        resumable: whether a full checkpoint holds the step (``--resume`` continues exactly); if
+            not (``trainer.full_checkpoints=false``), its warm start does.
     """
 
-    def __init__(self, signum: int, step: int, out_dir: str):
+    def __init__(self, signum: int, step: int, out_dir: str, *, resumable: bool = True):
         self.signum, self.step, self.out_dir = int(signum), int(step), str(out_dir)
+        self.resumable = bool(resumable)
+        how = (f"continue with `lopt train --out {out_dir} --resume`" if resumable else
+               f"continue in a new run with `--set trainer.init_from={out_dir}/warm_start.safetensors` "
+               "(fresh inner tasks: this run keeps no full checkpoints)")
         super().__init__(f"{signal.Signals(signum).name}: meta-training stopped after outer step {step}, "
-                         f"which is checkpointed; continue with `lopt train --out {out_dir} --resume`.")
+                         f"which is checkpointed; {how}.")
 
     @property
     def exit_status(self) -> int:

@@ -286,6 +286,10 @@ class MetaTrainer:
                 thread), after finishing the outer step in flight and checkpointing it; a second
                 signal stops at once with ``KeyboardInterrupt``. ``resume=True`` continues exactly.
         """
+        if resume and not self.config.trainer.full_checkpoints:
+            raise ValueError("resume: this run keeps no full checkpoints (trainer.full_checkpoints=false), so "
+                             "there is no inner-task state to continue exactly; start a new run with --set "
+                             f"trainer.init_from={os.path.join(self.out_dir, 'warm_start.safetensors')} instead.")
         run_dir = open_run(self.out_dir, self.config, resume=resume)  # refuses to clobber a run; locks; records config
         self.notes.extend(run_dir.notes)
         try:
@@ -366,9 +370,12 @@ class MetaTrainer:
                 if pending is not None:
                     record(*pending)
                     pending = None
-                manager.save(step, distributed.gather({"theta": theta, "outer_state": outer_state,
-                                                       "estimator_state": est_state}),
-                             {"step": step, "config": cfg.name})
+                if cfg.trainer.full_checkpoints:
+                    manager.save(step, distributed.gather({"theta": theta, "outer_state": outer_state,
+                                                           "estimator_state": est_state}),
+                                 {"step": step, "config": cfg.name})
+                else:
+                    manager.mark_saved(step)
                 save_warm_start(os.path.join(self.out_dir, "warm_start.safetensors"), self.setup.lopt, theta,
                                 outer_state, extra={"outer_steps": step, "config": cfg.name})
                 if cfg.trainer.theta_history:
@@ -377,11 +384,12 @@ class MetaTrainer:
                                theta, extra={"outer_steps": step, "config": cfg.name})
             if out_of_time:
                 self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
-                                  "--resume continues")
+                                  + ("--resume continues" if cfg.trainer.full_checkpoints else
+                                     "trainer.init_from=<out>/warm_start.safetensors continues"))
                 break
             if signum:
                 bar.close()
-                raise TrainingInterrupted(signum, step, self.out_dir)
+                raise TrainingInterrupted(signum, step, self.out_dir, resumable=cfg.trainer.full_checkpoints)
         if pending is not None:
             record(*pending)
         if cfg.trainer.eval_every and step > start_step and step % cfg.trainer.eval_every:  # the final theta too

@@ -14,6 +14,7 @@ import pytest
 import lopt
 from lopt.meta.config import MetaTrainConfig, load_config
 from lopt.meta.trainer import MetaTrainer
+from lopt.meta.warm_start import load_warm_start
 
 
 def small_config(**changes) -> MetaTrainConfig:
@@ -76,6 +77,22 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(uninterrupted, tmp_p
         resumed = MetaTrainer(small_config(), tmp_path, progress=False).run(resume=True)
     for a, b in zip(leaves(full["theta"]), leaves(resumed["theta"])):
         np.testing.assert_array_equal(a, b)  # resumed from step 8 and still on the same trajectory
+
+
+def test_without_full_checkpoints_save_points_keep_the_warm_start_only(uninterrupted, tmp_path):
+    cfg = small_config()
+    cfg.trainer.full_checkpoints = False
+    stopped = MetaTrainer(cfg, tmp_path, progress=False).run(stop_after=6)
+    assert stopped["step"] == 6 and os.listdir(tmp_path / "checkpoints") == []  # no inner-task state written
+    theta, _, meta = load_warm_start(tmp_path / "warm_start.safetensors", lopt.learned.get("learnable_sgdm", lr=0.05))
+    assert meta["extra"]["outer_steps"] == 6
+    for a, b in zip(leaves(theta), leaves(stopped["theta"])):  # the same trajectory as with full checkpoints
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="trainer.init_from=.*warm_start.safetensors"):
+        MetaTrainer(cfg, tmp_path, progress=False).run(resume=True)
+    full = MetaTrainer(small_config(), tmp_path / "full", progress=False).run(stop_after=6)
+    for a, b in zip(leaves(full["theta"]), leaves(stopped["theta"])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_diverging_tasks_leave_theta_finite(tmp_path):

@@ -24,6 +24,12 @@
 # carry .data alone (the 9 programs then compile in ~100 s); a warm machine still holds the
 # previous call's cache in /tmp/lopt_xla_cache (sessions 15-16: ready 23-24 s after set-up).
 #
+# XLA autotunes its GPU kernels (the default): sessions 7-27 turned that off
+# (--xla_gpu_autotune_level=0) to compile faster, and their outer steps took 2.07 s where the same
+# 9 structures and pairs, autotuned, took 1.20 s in benchmarks/mixture_throughput.py (stop 28; with
+# nominal's fixed step, not the campaign's distance step, which cost +6% on the CPU). The carried
+# cache holds the tuned programs, so tuning costs one slower compile, not one per session.
+#
 # Data travel in .data/ (git-ignored, scripts/pack_data.sh): .data/fashion (Fashion-MNIST IDX
 # .xz), .data/fortunes, .data/wordnet (data.{noun,verb,adj,adv}.xz); see docs/pretrained.md.
 set -u
@@ -32,7 +38,7 @@ shift $(( $# > 0 ? 1 : 0 ))
 : "${OUT:?run this inside a device call (OUT unset)}"
 export LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data/fortunes" \
        LOPT_WORDNET_DIR="$PWD/.data/wordnet" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 \
-       XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_FLAGS=--xla_gpu_autotune_level=0
+       XLA_PYTHON_CLIENT_PREALLOCATE=false
 CACHE=/tmp/lopt_xla_cache
 mkdir -p "$CACHE" "$OUT/c"
 if [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import lopt
-from lopt.tasks.families.conv import conv_feature_shape, conv_output_size
+from lopt.tasks.families.conv import conv2d, conv_feature_shape, conv_output_size
 
 BASE = {"dataset": "digits", "batch_size": 4}
 
@@ -23,6 +23,30 @@ BASE = {"dataset": "digits", "batch_size": 4}
 ])
 def test_conv_output_size_by_hand(size, stride, padding, expected):
     assert conv_output_size(size, 3, stride, padding) == expected
+
+
+def _lax_conv(x, w, stride, padding):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride", "padding"), [
+    (8, 3, 1, "SAME"), (8, 3, 2, "SAME"), (7, 3, 2, "SAME"), (9, 5, 3, "SAME"), (8, 3, 2, "VALID"),
+    (7, 1, 1, "VALID"), (3, 3, 1, "VALID"), (1, 3, 2, "SAME"),
+])
+def test_conv2d_equals_xla_convolution_with_gradients_and_per_task_kernels(size, kernel, stride, padding):
+    keys = jax.random.split(jax.random.key(size * 100 + kernel * 10 + stride), 2)
+    x = jax.random.normal(keys[0], (3, 2, size, size, 4))  # 3 tasks, each its own images and kernel
+    w = jax.random.normal(keys[1], (3, kernel, kernel, 4, 5))
+    out = jax.vmap(conv2d, (0, 0, None, None))(x, w, stride, padding)
+    ref = jax.vmap(_lax_conv, (0, 0, None, None))(x, w, stride, padding)
+    assert out.shape == ref.shape == (3, 2, conv_output_size(size, kernel, stride, padding),
+                                      conv_output_size(size, kernel, stride, padding), 5)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda a, b, f=f: jnp.sum(jnp.sin(f(a, b, stride, padding))), (0, 1))(x[0], w[0])
+             for f in (conv2d, _lax_conv)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 # (image_size, channels, strides, padding) -> feature map (H, W, C), worked out by hand.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -173,6 +174,9 @@ def main() -> None:
                              "written after each stage, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
     refuse_existing_out(parser, args.out)
+    # the engine's set-up and per-program compile times (pool builds, normaliser fits, lowering)
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
+    logging.getLogger("lopt.meta").setLevel(logging.INFO)
     rows = [measure_canonical(args)]
     path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
     print(f"[canonical] saved {path}", flush=True)

@@ -24,7 +24,7 @@
 # carry .data alone (the 9 programs then compile in ~100 s); a warm machine still holds the
 # previous call's cache in /tmp/lopt_xla_cache (sessions 15-16: ready 23-24 s after set-up).
 #
-# XLA autotunes its GPU kernels (the default): sessions 7-27 turned that off
+# XLA autotunes its GPU kernels (the default): the sessions up to 27 turned that off
 # (--xla_gpu_autotune_level=0) to compile faster, and their outer steps took 2.07 s where the same
 # 9 structures and pairs, autotuned, took 1.20 s in benchmarks/mixture_throughput.py (stop 28; with
 # nominal's fixed step, not the campaign's distance step, which cost +6% on the CPU). The carried

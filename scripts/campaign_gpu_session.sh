@@ -28,7 +28,10 @@
 # (--xla_gpu_autotune_level=0) to compile faster, and their outer steps took 2.07 s where the same
 # 9 structures and pairs, autotuned, took 1.20 s in benchmarks/mixture_throughput.py (stop 28; with
 # nominal's fixed step, not the campaign's distance step, which cost +6% on the CPU). The carried
-# cache holds the tuned programs, so tuning costs one slower compile, not one per session.
+# cache holds the tuned programs, so tuning costs one slower compile, not one per session. The
+# XLA flags are part of the cache key: the caches of those sessions never hit now, so the first
+# session after the change carries .data alone (its returned cache then holds only tuned programs
+# and still fits a call beside the data).
 #
 # Data travel in .data/ (git-ignored, scripts/pack_data.sh): .data/fashion (Fashion-MNIST IDX
 # .xz), .data/fortunes, .data/wordnet (data.{noun,verb,adj,adv}.xz); see docs/pretrained.md.

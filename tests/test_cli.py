@@ -97,3 +97,19 @@ def test_train_show_config_and_errors(capsys):
     assert "unknown config key" in capsys.readouterr().err
     assert main(["train", "--resume"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_train_without_full_checkpoints_continues_from_its_warm_start(tmp_path, capsys):
+    out = tmp_path / "light"
+    sets = ["--set", "task.family=quadratic", "--set", 'task.config={"dim": 6}', "--set", "lopt.name=learnable_adam",
+            "--set", "estimator.num_tasks=2", "--set", "estimator.unroll_length=5", "--set", "truncation.horizon=20",
+            "--set", "normalizer.enabled=false", "--set", "trainer.outer_steps=2", "--set", "trainer.eval_every=0",
+            "--set", "final_eval.enabled=false", "--set", "trainer.full_checkpoints=false"]
+    assert main(["train", "--out", str(out), "--no-progress", *sets]) == 0
+    assert (out / "warm_start.safetensors").exists() and not os.listdir(out / "checkpoints")
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2  # refused, with the way on
+    captured = capsys.readouterr()
+    assert f"trainer.init_from={out}/warm_start.safetensors" in captured.err and "restarting" not in captured.out
+    assert main(["train", "--out", str(tmp_path / "next"), "--no-progress", *sets,
+                 "--set", f"trainer.init_from={out}/warm_start.safetensors"]) == 0

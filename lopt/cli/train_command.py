@@ -20,7 +20,7 @@ from lopt.meta import distributed
 from lopt.meta.interrupts import TrainingInterrupted
 from lopt.meta.report import finish_run
 from lopt.meta.run_directory import clear_for_new_run, latest_checkpoint_step, resume_config
-from lopt.meta.trainer import MetaTrainer
+from lopt.meta.trainer import MetaTrainer, check_resumable
 from lopt.output_dir import DirectoryLock
 
 DEFAULT_CONFIG = "quickstart"
@@ -59,6 +59,7 @@ def _load(args: argparse.Namespace):
 def _announce(args: argparse.Namespace, config, out: str, changes: dict) -> None:
     """Moves a run aside (``--overwrite``) or says where a resume starts; refuses to clobber a run."""
     if args.resume:
+        check_resumable(config, out)
         step = latest_checkpoint_step(out, config)
         start = (f"resuming from the checkpoint of step {step}" if step is not None else
                  "no checkpoint yet: restarting from step 0 with the saved config")
@@ -90,11 +91,16 @@ def _train(args: argparse.Namespace, config, out: str) -> dict | int:
         return finish_run(out, config, trainer.setup, result)
     except KeyboardInterrupt as err:
         step = latest_checkpoint_step(out, config)
+        saved = "a checkpoint" if config.trainer.full_checkpoints else "the warm start"
         if isinstance(err, TrainingInterrupted):
-            kept = f"saved a checkpoint of outer step {err.step} (the last one completed)"
+            kept = f"saved {saved} of outer step {err.step} (the last one completed)"
+        elif not config.trainer.full_checkpoints:
+            kept = "the warm start of the last save point is kept"
         else:
             kept = f"the checkpoint of step {step} is kept" if step is not None else "no checkpoint was written yet"
-        print(f"\ninterrupted: {kept}; continue with `lopt train --out {out} --resume`.", file=sys.stderr)
+        how = (f"`lopt train --out {out} --resume`" if config.trainer.full_checkpoints else
+               f"a new run with `--set trainer.init_from={out}/warm_start.safetensors` (no full checkpoints kept)")
+        print(f"\ninterrupted: {kept}; continue with {how}.", file=sys.stderr)
         return getattr(err, "exit_status", 130)
 
 

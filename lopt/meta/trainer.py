@@ -165,6 +165,26 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
                          buckets=[list(task_configs)])
 
 
+def check_resumable(config: MetaTrainConfig, out_dir: str | os.PathLike) -> None:
+    """Raises ``ValueError`` naming the fix when a run of ``config`` cannot be resumed exactly.
+
+    A run with ``trainer.full_checkpoints=false`` keeps only its warm start, so it continues in
+    a new run from that file (fresh inner tasks) instead.
+
+    Example:
+        >>> from lopt.meta.config import load_config
+        >>> check_resumable(load_config("quickstart"), "runs/a")   # full checkpoints: fine
+        >>> check_resumable(load_config("quickstart", ["trainer.full_checkpoints=false"]), "runs/a")
+        Traceback (most recent call last):
+        ...
+        ValueError: resume: this run keeps no full checkpoints (trainer.full_checkpoints=false), so there is no inner-task state to continue exactly; start a new run with --set trainer.init_from=runs/a/warm_start.safetensors instead.
+    """
+    if not config.trainer.full_checkpoints:
+        raise ValueError("resume: this run keeps no full checkpoints (trainer.full_checkpoints=false), so there is "
+                         "no inner-task state to continue exactly; start a new run with --set "
+                         f"trainer.init_from={os.path.join(os.fspath(out_dir), 'warm_start.safetensors')} instead.")
+
+
 def inner_steps_per_outer_step(setup: TrainingSetup) -> int:  # the same for every bucket
     """Inner steps one outer step trains (both antithetic members counted)."""
     est = setup.config.estimator
@@ -286,10 +306,8 @@ class MetaTrainer:
                 thread), after finishing the outer step in flight and checkpointing it; a second
                 signal stops at once with ``KeyboardInterrupt``. ``resume=True`` continues exactly.
         """
-        if resume and not self.config.trainer.full_checkpoints:
-            raise ValueError("resume: this run keeps no full checkpoints (trainer.full_checkpoints=false), so "
-                             "there is no inner-task state to continue exactly; start a new run with --set "
-                             f"trainer.init_from={os.path.join(self.out_dir, 'warm_start.safetensors')} instead.")
+        if resume:
+            check_resumable(self.config, self.out_dir)
         run_dir = open_run(self.out_dir, self.config, resume=resume)  # refuses to clobber a run; locks; records config
         self.notes.extend(run_dir.notes)
         try:

@@ -17,7 +17,7 @@ import time
 
 import lopt
 from lopt.meta import distributed
-from lopt.meta.interrupts import TrainingInterrupted
+from lopt.meta.interrupts import TrainingInterrupted, how_to_continue
 from lopt.meta.report import finish_run
 from lopt.meta.run_directory import clear_for_new_run, latest_checkpoint_step, resume_config
 from lopt.meta.trainer import MetaTrainer, check_resumable
@@ -98,8 +98,7 @@ def _train(args: argparse.Namespace, config, out: str) -> dict | int:
             kept = "the warm start of the last save point is kept"
         else:
             kept = f"the checkpoint of step {step} is kept" if step is not None else "no checkpoint was written yet"
-        how = (f"`lopt train --out {out} --resume`" if config.trainer.full_checkpoints else
-               f"a new run with `--set trainer.init_from={out}/warm_start.safetensors` (no full checkpoints kept)")
+        how = how_to_continue(out, full_checkpoints=config.trainer.full_checkpoints)
         print(f"\ninterrupted: {kept}; continue with {how}.", file=sys.stderr)
         return getattr(err, "exit_status", 130)
 

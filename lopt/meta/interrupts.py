@@ -25,9 +25,27 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["GracefulStop", "TrainingInterrupted"]
+__all__ = ["GracefulStop", "TrainingInterrupted", "how_to_continue"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def how_to_continue(out_dir: str, *, full_checkpoints: bool = True) -> str:
+    """The command that continues a stopped run in ``out_dir``, for messages ("continue with ...").
+
+    With full checkpoints ``--resume`` continues exactly; without (``trainer.full_checkpoints=false``)
+    a new run starts from the stopped run's warm start, with fresh inner tasks.
+
+    Example:
+        >>> how_to_continue("runs/a")
+        '`lopt train --out runs/a --resume`'
+        >>> how_to_continue("runs/a", full_checkpoints=False)
+        'a new run with `--set trainer.init_from=runs/a/warm_start.safetensors` (fresh inner tasks: this run keeps no full checkpoints, trainer.full_checkpoints=false)'
+    """
+    if full_checkpoints:
+        return f"`lopt train --out {out_dir} --resume`"
+    return (f"a new run with `--set trainer.init_from={out_dir}/warm_start.safetensors` "
+            "(fresh inner tasks: this run keeps no full checkpoints, trainer.full_checkpoints=false)")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -47,11 +65,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int, step: int, out_dir: str, *, resumable: bool = True):
         self.signum, self.step, self.out_dir = int(signum), int(step), str(out_dir)
         self.resumable = bool(resumable)
-        how = (f"continue with `lopt train --out {out_dir} --resume`" if resumable else
-               f"continue in a new run with `--set trainer.init_from={out_dir}/warm_start.safetensors` "
-               "(fresh inner tasks: this run keeps no full checkpoints)")
         super().__init__(f"{signal.Signals(signum).name}: meta-training stopped after outer step {step}, "
-                         f"which is checkpointed; {how}.")
+                         f"which is checkpointed; continue with "
+                         f"{how_to_continue(self.out_dir, full_checkpoints=self.resumable)}.")
 
     @property
     def exit_status(self) -> int:

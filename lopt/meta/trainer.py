@@ -25,7 +25,7 @@ from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig, OuterSection
 from lopt.meta.config_checks import validate_config
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
-from lopt.meta.interrupts import GracefulStop, TrainingInterrupted
+from lopt.meta.interrupts import GracefulStop, TrainingInterrupted, how_to_continue
 from lopt.meta.metrics_log import MetricsLog, read_metrics
 from lopt.meta.mixture_engine import MixtureEngine, outer_update
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
@@ -177,12 +177,11 @@ def check_resumable(config: MetaTrainConfig, out_dir: str | os.PathLike) -> None
         >>> check_resumable(load_config("quickstart", ["trainer.full_checkpoints=false"]), "runs/a")
         Traceback (most recent call last):
         ...
-        ValueError: resume: this run keeps no full checkpoints (trainer.full_checkpoints=false), so there is no inner-task state to continue exactly; start a new run with --set trainer.init_from=runs/a/warm_start.safetensors instead.
+        ValueError: resume: there is no inner-task state to continue exactly; continue with a new run with `--set trainer.init_from=runs/a/warm_start.safetensors` (fresh inner tasks: this run keeps no full checkpoints, trainer.full_checkpoints=false).
     """
     if not config.trainer.full_checkpoints:
-        raise ValueError("resume: this run keeps no full checkpoints (trainer.full_checkpoints=false), so there is "
-                         "no inner-task state to continue exactly; start a new run with --set "
-                         f"trainer.init_from={os.path.join(os.fspath(out_dir), 'warm_start.safetensors')} instead.")
+        raise ValueError("resume: there is no inner-task state to continue exactly; continue with "
+                         f"{how_to_continue(os.fspath(out_dir), full_checkpoints=False)}.")
 
 
 def inner_steps_per_outer_step(setup: TrainingSetup) -> int:  # the same for every bucket
@@ -402,8 +401,8 @@ class MetaTrainer:
                                theta, extra={"outer_steps": step, "config": cfg.name})
             if out_of_time:
                 self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
-                                  + ("--resume continues" if cfg.trainer.full_checkpoints else
-                                     "trainer.init_from=<out>/warm_start.safetensors continues"))
+                                  "continue with "
+                                  f"{how_to_continue(str(self.out_dir), full_checkpoints=cfg.trainer.full_checkpoints)}")
                 break
             if signum:
                 bar.close()

@@ -93,8 +93,7 @@ def conv2d(x: jax.Array, w: jax.Array, stride: int, padding: str) -> jax.Array:
     out_h, out_w = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
     views = [x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
              for i in range(k) for j in range(k)]
-    patches = jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
-    return jnp.einsum("nhwp,po->nhwo", patches, w.reshape(k * k * c_in, c_out))
+    return jnp.einsum("nhwp,po->nhwo", jnp.concatenate(views, axis=-1), w.reshape(k * k * c_in, c_out))
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int, padding: str) -> int:

@@ -243,7 +243,11 @@ class MixtureEngine:
             bucket.gap = max(relative_gap(fits), 1e-3)
 
     def _normalizers(self, index: int, configs: list, redraw: int) -> list[LossNormalizer]:
-        if redraw == 0:
+        if redraw <= 0:
+            # Draw -1 fills the inactive half before the first re-draw only to give the pool its static
+            # shape: episodes draw active configs only, and re-draw 1 replaces the half before any
+            # episode could use it. It takes the first fits as placeholders instead of an initial-loss
+            # program of its own (one compile per structure, one after another: ~25 s of a cold GPU set-up).
             return self._first_fits[index]
         bucket = self.buckets[index]
         return extrapolate(initial_losses(stack([build(c) for c in configs])), bucket.gap)

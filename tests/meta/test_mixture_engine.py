@@ -78,6 +78,34 @@ def test_redraws_reuse_the_compiled_programs_and_never_draw_heldout(engine):
     assert np.isfinite(float(metrics["meta_loss"]))
 
 
+def test_the_inactive_half_before_the_first_redraw_needs_no_normaliser_program(monkeypatch):
+    import dataclasses
+
+    import lopt.meta.mixture_engine as mixture_engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("set-up ran an initial-loss program")
+
+    monkeypatch.setattr(mixture_engine, "initial_losses", refuse)
+    engine = _engine(redraw_every=0)  # the set-up fits the first halves and compiles nothing else
+    theta = engine.lopt.init(jax.random.key(0))
+    states = engine.init(theta, key=jax.random.key(1))
+    key = jax.random.key(2)
+    grad, _, metrics = engine.estimate(theta, states, key=key)
+    # Episodes draw active configs only: NaN normalisers on the inactive half change nothing.
+    c = engine.configs_per_bucket
+    for i, estimator in enumerate(engine._estimators):
+        problem = estimator.problem
+        poisoned = dataclasses.replace(problem, initial_loss=problem.initial_loss.at[c:].set(np.nan),
+                                       best_loss=problem.best_loss.at[c:].set(np.nan))
+        engine._estimators[i] = dataclasses.replace(estimator, problem=poisoned)
+    engine._placed = list(engine._estimators)
+    poisoned_grad, _, poisoned_metrics = engine.estimate(theta, states, key=key)
+    for a, b in zip(leaves(grad), leaves(poisoned_grad)):
+        np.testing.assert_array_equal(a, b)
+    assert float(metrics["meta_loss"]) == float(poisoned_metrics["meta_loss"])
+
+
 def test_heldout_evaluation_reports_every_family(engine):
     theta = engine.lopt.init(jax.random.key(0))
     result = engine.evaluate(theta, key=jax.random.key(0))

@@ -20,6 +20,7 @@ import os
 import re
 import sys
 
+from lopt.cli.compilation_cache import enable_compilation_cache
 from lopt.evaluate import (
     baseline_names,
     combine,
@@ -36,7 +37,6 @@ from lopt.evaluate.runner import divisor_near
 from lopt.evaluate.suites import suite_description
 
 DEFAULT_BASELINES = "adam_global,adam_per_task"
-CACHE_ENV = "LOPT_COMPILATION_CACHE"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,17 +80,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", action="store_true", help="list suites and baselines and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
-
-
-def _enable_compilation_cache() -> None:
-    """Caches compiled programs on disk so a resumed or repeated evaluation skips most compiling."""
-    import jax
-
-    if jax.config.jax_compilation_cache_dir or os.environ.get(CACHE_ENV) == "0":
-        return
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    jax.config.update("jax_compilation_cache_dir", os.path.join(base, "lopt", "jax-compilation-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def _default_out(suite: str, labels: list[str]) -> str:
@@ -165,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"suite {suite.name}: {len(suite.tasks)} tasks (+{len(suite.tuning_tasks)} tuning), {suite.num_steps} "
           f"steps, {suite.num_seeds} seeds; optimizers: {', '.join(c.label for c in candidates)}; baselines: "
           f"{', '.join(b.name for b in baselines) or 'none'} -> {out}")
-    _enable_compilation_cache()
+    enable_compilation_cache()
     try:
         evaluate(suite, candidates, out, baselines=baselines, num_trials=args.trials, grid_size=args.grid_size,
                  search_seed=args.seed, opt_list_trials=args.opt_list_trials,

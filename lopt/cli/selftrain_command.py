@@ -22,6 +22,7 @@ import sys
 import time
 
 import lopt
+from lopt.cli.compilation_cache import enable_compilation_cache
 from lopt.meta.run_directory import clear_for_new_run, latest_checkpoint_step, resume_config
 from lopt.meta.selftrain import SETTINGS_FILE, PopulationSettings, SelfTrainer
 from lopt.output_dir import DirectoryLock, existing_outputs
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         config = lopt.meta.load_config(args.config or DEFAULT_CONFIG, args.set)
     settings = _settings(args)
     out = args.out or os.path.join("runs", f"selftrain-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    enable_compilation_cache()
     with DirectoryLock(out):
         if not args.resume:
             moved = clear_for_new_run(out, overwrite=args.overwrite, config=config)

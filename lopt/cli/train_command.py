@@ -16,6 +16,7 @@ import sys
 import time
 
 import lopt
+from lopt.cli.compilation_cache import enable_compilation_cache
 from lopt.meta import distributed
 from lopt.meta.interrupts import TrainingInterrupted, how_to_continue
 from lopt.meta.report import finish_run
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     out = args.out or os.path.join("runs", f"train-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    enable_compilation_cache()  # a resumed, repeated or continued run loads its bucket programs
     try:
         with DirectoryLock(out):  # held from the first check to the last file written
             _announce(args, config, out, changes)

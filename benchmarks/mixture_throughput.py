@@ -13,7 +13,10 @@ its share of the summed time and its TFLOP/s), which shows what bounds the mixtu
 
 Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--tasks 8]
        [--canonical-tasks 1024] [--steps 20] [--lopt nominal] [--structures campaign/state.json]
-       [--out FILE]
+       [--no-canonical] [--out FILE]
+
+``XLA_FLAGS`` in force are saved with the figures (e.g. to compare autotuning levels' compile
+times: ``scripts/gpu_measurements.sh compile``).
 """
 
 from __future__ import annotations
@@ -166,6 +169,8 @@ def main() -> None:
     parser.add_argument("--canonical-tasks", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lopt", default="nominal")
+    parser.add_argument("--no-canonical", action="store_true",
+                        help="measure the mixture only (e.g. to compare compile settings run after run)")
     parser.add_argument("--set", action="append", default=[], help="extra overrides of the taskset config")
     parser.add_argument("--structures", default="",
                         help="a JSON list of structures, or a campaign state.json (default: draw from the taskset)")
@@ -177,15 +182,17 @@ def main() -> None:
     # the engine's set-up and per-program compile times (pool builds, normaliser fits, lowering)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     logging.getLogger("lopt.meta").setLevel(logging.INFO)
-    rows = [measure_canonical(args)]
-    path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
-    print(f"[canonical] saved {path}", flush=True)
+    rows = [] if args.no_canonical else [measure_canonical(args)]
+    header = {"lopt": args.lopt, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    if rows:
+        path = save("mixture_throughput", {**header, "rows": rows}, args.out)
+        print(f"[canonical] saved {path}", flush=True)
 
     def report(row):  # the mixture's figures so far, written over the previous partial save
-        save("mixture_throughput", {"lopt": args.lopt, "rows": rows + [row]}, args.out)
+        save("mixture_throughput", {**header, "rows": rows + [row]}, args.out)
 
     rows.append(measure_mixture(args, report))
-    path = save("mixture_throughput", {"lopt": args.lopt, "rows": rows}, args.out)
+    path = save("mixture_throughput", {**header, "rows": rows}, args.out)
     print(f"{'config':<28}{'setup s':>9}{'compile s':>11}{'s/outer step':>14}{'inner steps/s':>16}{'TFLOP/s':>9}")
     for r in rows:
         print(f"{r['config']:<28}{r.get('setup_s', float('nan')):>9.1f}{r['compile_s']:>11.1f}"

@@ -15,6 +15,10 @@
 #            (4 configs, 128 pairs, 500-step normalisers, nominal's concatenated layout, which compiles
 #            ~3x faster on the GPU than the per-tensor one): set-up, compile, FLOP/s against the
 #            canonical config, per-structure breakdown (issue 10; ~6 minutes cold; carry .data)
+#   compile  the mixture stage's set-up and compile alone (no canonical run, 50-step normalisers,
+#            10 outer steps), once per XLA autotuning level in COMPILE_LEVELS (default "2 0"; XLA's
+#            default is 4, measured by the mixture stage): parallel autotuning with correctness checks
+#            logs "Delay kernel timed out" in every cold compile; ~3 minutes per level, cold
 # Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
 set -u
 : "${OUT:?run this inside a device call (OUT unset)}"
@@ -31,7 +35,17 @@ for stage in "${STAGES[@]}"; do
         mixture) name=mixture_throughput limit=420
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500
                      --set 'lopt.config={"concatenate_tensors": true}') ;;
-        *) echo "unknown stage $stage (kernel, meta or mixture)" >&2; exit 2 ;;
+        compile)
+            for level in ${COMPILE_LEVELS:-2 0}; do
+                XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level" timeout -k 10 240 python3 -u \
+                    benchmarks/mixture_throughput.py --no-canonical --structures campaign/state.json --buckets 9 \
+                    --configs 4 --tasks 128 --steps 10 --set normalizer.num_steps=50 \
+                    --set 'lopt.config={"concatenate_tensors": true}' --out "$OUT/compile_autotune$level.json" \
+                    > "$OUT/compile_autotune$level.log" 2>&1
+                echo "[compile, autotune level $level] exit $?, $(grep -c "Delay kernel timed out" "$OUT/compile_autotune$level.log") delay-kernel timeouts"; grep -v -i -E "warning|cuda_timer" "$OUT/compile_autotune$level.log" | tail -8
+            done
+            continue ;;
+        *) echo "unknown stage $stage (kernel, meta, mixture or compile)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"

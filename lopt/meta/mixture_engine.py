@@ -6,8 +6,9 @@ A :class:`MixtureEngine` serves ``B`` structures (shape buckets) of a task mixtu
   for its structure) and its own persistent state; an outer step runs all ``B`` estimates with
   the *same* theta and averages their gradients, so every update of theta follows several task
   kinds, and each bucket's PES state is always consistent with the theta it perturbs. The
-  bucket programs are compiled ahead of time in parallel threads and dispatched back to back
-  without host synchronisation (the trainer reads metrics one step late).
+  bucket programs are compiled ahead of time in parallel threads (on one device they start
+  during the set-up, while the normalisers are fitted: the normalisers are array inputs) and
+  dispatched back to back without host synchronisation (the trainer reads metrics one step late).
 * **Breadth at a bounded compile count.** A bucket's pool holds two halves of
   ``configs_per_bucket`` configs. Every ``redraw_every`` outer steps one half is replaced by
   freshly drawn dynamic variants (init scales, data seeds, reparameterisations, loss scales)
@@ -52,7 +53,7 @@ from lopt.learned.base import LearnedOptimizer
 from lopt.meta import distributed
 from lopt.meta.estimators import PES
 from lopt.meta.normalizer import LossNormalizer, normalize_loss
-from lopt.meta.problem import make_problem
+from lopt.meta.problem import make_problem, with_normalizers
 from lopt.meta.structure_normalizer import (
     extrapolate,
     fit_structure,
@@ -81,6 +82,12 @@ def _draw_key(seed: int, bucket: int, redraw: int) -> int:
 
 def _estimate(estimator, theta, state, key):
     return estimator.estimate(theta, state, key=key)
+
+
+def _signature(tree: Any) -> tuple:
+    """What a compiled program is specialised on: tree structure, shapes, dtypes, weak types."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(x.shape), x.dtype, bool(getattr(x, "weak_type", False))) for x in leaves)
 
 
 def _heldout_scores(lopt_: LearnedOptimizer, pool, initial, best, theta, key, num_steps: int):
@@ -184,8 +191,13 @@ class MixtureEngine:
         self._estimators: list = []
         self._compiled: list = []
         self._eval_fns: dict = {}
+        self._ahead: tuple | None = None
+        # The bucket programs take the normalisers as arrays: they compile in background threads
+        # while the normalisers are fitted, on pools that hold placeholders until then.
+        self._apply_pools(placeholders=True)
+        self._compile_ahead()
         self._fit_first_halves()
-        self._apply_pools()
+        self._apply_normalizers()
 
     # --- drawing ---------------------------------------------------------------------------
 
@@ -252,13 +264,17 @@ class MixtureEngine:
         bucket = self.buckets[index]
         return extrapolate(initial_losses(stack([build(c) for c in configs])), bucket.gap)
 
-    def _pool_problem(self, index: int):
+    def _pool_normalizers(self, index: int) -> list[LossNormalizer]:
         bucket = self.buckets[index]
         r = self.redraw_index
         draws = {r % 2: r, (r - 1) % 2: r - 1}  # half -> the redraw that filled it
+        return (self._normalizers(index, bucket.halves[0], draws[0])
+                + self._normalizers(index, bucket.halves[1], draws[1]))
+
+    def _pool_problem(self, index: int, *, placeholders: bool = False):
+        bucket = self.buckets[index]
         configs = bucket.halves[0] + bucket.halves[1]
-        normalizers = (self._normalizers(index, bucket.halves[0], draws[0])
-                       + self._normalizers(index, bucket.halves[1], draws[1]))
+        normalizers = None if placeholders else self._pool_normalizers(index)
         problem = make_problem(self.lopt, configs, truncation=self.truncation, unroll_length=self.unroll_length,
                                objective=self.objective, normalizers=normalizers)
         active = np.zeros(len(configs), bool)
@@ -266,10 +282,18 @@ class MixtureEngine:
         active[self._active_half() * c:(self._active_half() + 1) * c] = True
         return dataclasses.replace(problem, active=jnp.asarray(active))
 
-    def _apply_pools(self) -> None:
-        problems = [self._pool_problem(i) for i in range(len(self.buckets))]
-        self._estimators = [PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems]
-        self._placed = [self._replicate(e) for e in self._estimators]  # on the mesh once per re-draw
+    def _apply_pools(self, *, placeholders: bool = False) -> None:
+        problems = [self._pool_problem(i, placeholders=placeholders) for i in range(len(self.buckets))]
+        self._set_estimators([PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems])
+
+    def _apply_normalizers(self) -> None:
+        """Puts the fitted normalisers in place of the set-up's placeholders (the pools stay)."""
+        self._set_estimators([dataclasses.replace(e, problem=with_normalizers(e.problem, self._pool_normalizers(i)))
+                              for i, e in enumerate(self._estimators)])
+
+    def _set_estimators(self, estimators: list) -> None:
+        self._estimators = estimators
+        self._placed = [self._replicate(e) for e in estimators]  # on the mesh once per re-draw
 
     def set_step(self, step: int) -> bool:
         """Brings the pools to where they are at outer step ``step``; returns whether they changed."""
@@ -324,8 +348,39 @@ class MixtureEngine:
         return tuple(self._shard_state(jax.jit(lambda e, t, k: e.init(t, key=k))(e, theta, k))
                      for e, k in zip(self._estimators, keys))
 
+    def _compile_bucket(self, index: int, estimator: Any, theta: Any, state: Any, key: Any, start: float):
+        """Traces, lowers and compiles one bucket's program (``theta`` and ``state`` may be shapes)."""
+        t0 = time.perf_counter()
+        traced = jax.jit(_estimate).trace(estimator, theta, state, key)
+        lowered = traced.lower()
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        _LOG.info("compiled bucket %d (%s): lower %.1f s, compile %.1f s, %.0f s since the start",
+                  index, self.buckets[index].family, t1 - t0, t2 - t1, t2 - start)
+        return compiled, (t1 - t0, t2 - t1), traced.jaxpr
+
+    def _compile_ahead(self) -> None:
+        """Starts compiling every bucket's program in background threads, from the shapes of theta
+        and of the bucket states (single device; a mesh's shardings are known once placed)."""
+        if self.mesh is not None:
+            return
+        start = time.perf_counter()
+        key = jax.random.key(0)
+        theta = jax.eval_shape(self.lopt.init, key)
+        states = [jax.eval_shape(lambda e, t, k: e.init(t, key=k), e, theta, key) for e in self._estimators]
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators)))
+        futures = [pool.submit(self._compile_bucket, i, e, theta, s, key, start)
+                   for i, (e, s) in enumerate(zip(self._estimators, states))]
+        pool.shutdown(wait=False)  # the threads finish their work; compile() collects it
+        self._ahead = (_signature((theta, tuple(states), key)), futures)
+
     def compile(self, theta: Any, states: tuple, *, key: jax.Array) -> float:
         """Compiles every bucket's estimate program in parallel threads; returns seconds taken.
+
+        On one device the programs started compiling during the set-up (from the shapes of theta
+        and of the states, while the normalisers were fitted): then this waits for them, and the
+        seconds returned are only the wait. Programs started for other shapes are not used.
 
         Each program's lowering and compile seconds are logged (logger ``lopt.meta``) as it
         finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket); each
@@ -333,24 +388,14 @@ class MixtureEngine:
         :func:`lopt.flops.jaxpr_flops`, without tracing again).
         """
         start = time.perf_counter()
-        theta = self._replicate(theta)
-        fn = jax.jit(_estimate)
-
-        def one(args):
-            index, estimator, state = args
-            t0 = time.perf_counter()
-            traced = fn.trace(estimator, theta, state, self._replicate(key))
-            lowered = traced.lower()
-            t1 = time.perf_counter()
-            compiled = lowered.compile()
-            t2 = time.perf_counter()
-            _LOG.info("compiled bucket %d (%s): lower %.1f s, compile %.1f s, %.0f s since the start",
-                      index, self.buckets[index].family, t1 - t0, t2 - t1, t2 - start)
-            return compiled, (t1 - t0, t2 - t1), traced.jaxpr
-
-        work = [(i, e, s) for i, (e, s) in enumerate(zip(self._placed, states))]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
-            results = list(pool.map(one, work))
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == _signature((theta, tuple(states), key)):
+            results = [future.result() for future in ahead[1]]
+        else:
+            theta, key = self._replicate(theta), self._replicate(key)
+            work = [(i, e, s) for i, (e, s) in enumerate(zip(self._placed, states))]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
+                results = list(pool.map(lambda w: self._compile_bucket(w[0], w[1], theta, w[2], key, start), work))
         self._compiled = [compiled for compiled, _, _ in results]
         self.compile_seconds = [seconds for _, seconds, _ in results]
         self.program_jaxprs = [jaxpr for _, _, jaxpr in results]

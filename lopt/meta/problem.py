@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from lopt.meta.truncation import ConstantHorizon, TruncationSchedule
 from lopt.meta.unroll import MetaProblem
 from lopt.tasks import build, stack
 
-__all__ = ["make_problem"]
+__all__ = ["make_problem", "with_normalizers"]
 
 
 def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any]], *,
@@ -46,12 +47,34 @@ def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any
         raise ValueError("make_problem: pass horizon or truncation, not both.")
     truncation = truncation or ConstantHorizon(horizon or 1000)
     tasks = stack([build(cfg) for cfg in task_configs])
-    if normalizers is None:
-        pairs = [(1.0, 0.0)] * len(task_configs)
-    else:
-        if len(normalizers) != len(task_configs):
-            raise ValueError(f"make_problem: {len(normalizers)} normalizers for {len(task_configs)} task configs.")
-        pairs = [(n.initial_loss, n.best_loss) if hasattr(n, "initial_loss") else tuple(n) for n in normalizers]
-    initial, best = (jnp.asarray(v, jnp.float32) for v in zip(*pairs))
+    initial, best = _normalizer_arrays(normalizers, len(task_configs), "make_problem")
     return MetaProblem(lopt=lopt, tasks=tasks, initial_loss=initial, best_loss=best, truncation=truncation,
                        unroll_length=unroll_length, objective=objective)
+
+
+def with_normalizers(problem: MetaProblem, normalizers: Sequence[Any]) -> MetaProblem:
+    """``problem`` with other normalisers (one per config, as for :func:`make_problem`).
+
+    Only the two normaliser arrays change, so a program compiled for ``problem`` runs the result.
+
+    Example:
+        >>> import lopt
+        >>> problem = make_problem(lopt.learned.get("learnable_sgdm"), [{"family": "quadratic", "dim": 4}],
+        ...                        horizon=20, unroll_length=5)
+        >>> float(with_normalizers(problem, [(3.0, 1.0)]).best_loss[0])
+        1.0
+    """
+    initial, best = _normalizer_arrays(normalizers, int(problem.initial_loss.shape[0]), "with_normalizers")
+    return dataclasses.replace(problem, initial_loss=initial, best_loss=best)
+
+
+def _normalizer_arrays(normalizers: Sequence[Any] | None, count: int, caller: str):
+    """``(initial_loss, best_loss)`` float32 arrays; ``(1, 0)`` per config without normalisers."""
+    if normalizers is None:
+        pairs = [(1.0, 0.0)] * count
+    else:
+        if len(normalizers) != count:
+            raise ValueError(f"{caller}: {len(normalizers)} normalizers for {count} task configs.")
+        pairs = [(n.initial_loss, n.best_loss) if hasattr(n, "initial_loss") else tuple(n) for n in normalizers]
+    initial, best = (jnp.asarray(v, jnp.float32) for v in zip(*pairs))
+    return initial, best

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lopt
-from lopt.meta.mixture_engine import MixtureEngine
+from lopt.meta.mixture_engine import MixtureEngine, _estimate
 from lopt.meta.trainer import MetaTrainer
 from lopt.meta.truncation import ConstantHorizon
 
@@ -81,7 +81,7 @@ def test_redraws_reuse_the_compiled_programs_and_never_draw_heldout(engine):
 def test_the_inactive_half_before_the_first_redraw_needs_no_normaliser_program(monkeypatch):
     import dataclasses
 
-    import lopt.meta.mixture_engine as mixture_engine
+    from lopt.meta import mixture_engine
 
     def refuse(*args, **kwargs):
         raise AssertionError("set-up ran an initial-loss program")
@@ -104,6 +104,37 @@ def test_the_inactive_half_before_the_first_redraw_needs_no_normaliser_program(m
     for a, b in zip(leaves(grad), leaves(poisoned_grad)):
         np.testing.assert_array_equal(a, b)
     assert float(metrics["meta_loss"]) == float(poisoned_metrics["meta_loss"])
+
+
+def test_programs_compile_during_the_setup_and_are_used(monkeypatch):
+    calls = []
+    original = MixtureEngine._compile_bucket
+
+    def counted(self, index, *args):
+        calls.append(index)
+        return original(self, index, *args)
+
+    monkeypatch.setattr(MixtureEngine, "_compile_bucket", counted)
+    engine = _engine()
+    assert engine._ahead is not None  # started before the normalisers were fitted
+    theta = engine.lopt.init(jax.random.key(0))
+    states = engine.init(theta, key=jax.random.key(1))
+    engine.compile(theta, states, key=jax.random.key(2))
+    assert sorted(calls) == [0, 1]  # one program per bucket, none compiled again
+    grad, _, _ = engine.estimate(theta, states, key=jax.random.key(3))
+    keys = jax.random.split(jax.random.key(3), 2)
+    direct = [jax.jit(_estimate)(e, theta, s, k)[0] for e, s, k in zip(engine._estimators, states, keys)]
+    for g, a, b in zip(leaves(grad), leaves(direct[0]), leaves(direct[1])):
+        np.testing.assert_allclose(g, (a + b) / 2, rtol=1e-5, atol=1e-7)
+    # programs started for other shapes are not used: compile() compiles for what it is given
+    other = _engine()
+    for future in other._ahead[1]:
+        future.result()
+    other._ahead = (("other shapes",), other._ahead[1])
+    calls.clear()
+    other.compile(theta, states, key=jax.random.key(2))
+    assert sorted(calls) == [0, 1]  # compiled again
+    other.estimate(theta, states, key=jax.random.key(3))
 
 
 def test_heldout_evaluation_reports_every_family(engine):
@@ -185,7 +216,7 @@ def test_resume_is_exact_and_warm_start_loads_theta(tmp_path):
 
 _SHARDED = textwrap.dedent("""
     import jax, numpy as np, lopt
-    from lopt.meta.mixture_engine import MixtureEngine
+    from lopt.meta.mixture_engine import MixtureEngine, _estimate
     from lopt.meta.truncation import ConstantHorizon
     assert jax.device_count() == 4, jax.devices()
     dist = lopt.tasks.mixture({"quadratic": 1.0, "losg": 1.0}, num_structures=2)

@@ -2,8 +2,10 @@
 
 For the ``taskset`` preset (every structure in every outer gradient; default 16 buckets x 8
 configs, PES, truncation 50) and for the single-structure ``canonical`` config with the same
-learned optimizer, prints and saves: set-up seconds (task draws and per-structure normalisers),
-compile seconds (all bucket programs, compiled in parallel), inner steps per second (both
+learned optimizer, prints and saves: set-up seconds (task draws and per-structure normalisers;
+on one device the bucket programs already compile meanwhile, in background threads), compile
+seconds (what is left of compiling them once the set-up is done: set-up plus compile is the
+time to the first outer step), inner steps per second (both
 antithetic members counted) and achieved FLOP/s (FLOPs of the programs counted by
 :mod:`lopt.flops`, which multiplies every scan body by its length, times outer steps per second;
 XLA's cost analysis counts a loop body once, so its figure, kept in the JSON as

@@ -38,6 +38,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -82,6 +83,27 @@ def _draw_key(seed: int, bucket: int, redraw: int) -> int:
 
 def _estimate(estimator, theta, state, key):
     return estimator.estimate(theta, state, key=key)
+
+
+def _in_background(slots: threading.BoundedSemaphore, fn, *args) -> concurrent.futures.Future:
+    """``fn(*args)`` in a daemon thread that waits for one of ``slots``; its future.
+
+    Daemon threads, unlike a ``ThreadPoolExecutor``'s, do not hold the process at exit: Ctrl-C
+    during the set-up ends it at once instead of after every program has compiled.
+    """
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run():
+        with slots:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(err)
+
+    threading.Thread(target=run, name="lopt-compile", daemon=True).start()
+    return future
 
 
 def _signature(tree: Any) -> tuple:
@@ -369,10 +391,9 @@ class MixtureEngine:
         key = jax.random.key(0)
         theta = jax.eval_shape(self.lopt.init, key)
         states = [jax.eval_shape(lambda e, t, k: e.init(t, key=k), e, theta, key) for e in self._estimators]
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators)))
-        futures = [pool.submit(self._compile_bucket, i, e, theta, s, key, start)
+        slots = threading.BoundedSemaphore(16)
+        futures = [_in_background(slots, self._compile_bucket, i, e, theta, s, key, start)
                    for i, (e, s) in enumerate(zip(self._estimators, states))]
-        pool.shutdown(wait=False)  # the threads finish their work; compile() collects it
         self._ahead = (_signature((theta, tuple(states), key)), futures)
 
     def compile(self, theta: Any, states: tuple, *, key: jax.Array) -> float:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -135,6 +136,33 @@ def test_programs_compile_during_the_setup_and_are_used(monkeypatch):
     other.compile(theta, states, key=jax.random.key(2))
     assert sorted(calls) == [0, 1]  # compiled again
     other.estimate(theta, states, key=jax.random.key(3))
+
+
+_EXIT_DURING_COMPILE = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, "tests/meta")
+    from lopt.meta.mixture_engine import MixtureEngine
+    from test_mixture_engine import _engine
+
+    def slow(self, *args):
+        time.sleep(120)
+
+    MixtureEngine._compile_bucket = slow
+    _engine()
+    print("SET-UP-DONE", flush=True)
+""")
+
+
+def test_leaving_during_the_set_up_does_not_wait_for_the_compiles():
+    """Ctrl-C (or any exit) while the bucket programs compile in the background ends the process
+    at once: the compile threads do not hold it."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _EXIT_DURING_COMPILE], env=env, cwd=ROOT, capture_output=True,
+                          text=True, check=False, timeout=110)
+    assert "SET-UP-DONE" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - start < 100  # not held by the 120 s "compiles"
 
 
 def test_heldout_evaluation_reports_every_family(engine):

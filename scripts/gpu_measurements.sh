@@ -2,10 +2,11 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture (default: kernel meta)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture compile (default: kernel meta)
 #
-# The stages' limits add up to 14 minutes, more than one call: run `kernel meta` (at most 7 minutes)
-# and `mixture` (at most 7) in separate calls, or one of them after a campaign session on a warm machine.
+# The stages' limits add up to more than one call: run `kernel meta` (at most 7 minutes), `mixture`
+# (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
+# session on a warm machine.
 #
 #   kernel   benchmarks/kernel_step.py at 100M parameters: mlp, nominal, the pretrained optimizer
 #            against optax.adam (issue 11; ~2.5 minutes)

@@ -19,7 +19,9 @@
 #   compile  the mixture stage's set-up and compile alone (no canonical run, 50-step normalisers,
 #            10 outer steps), once per XLA autotuning level in COMPILE_LEVELS (default "2 0"; XLA's
 #            default is 4, measured by the mixture stage): parallel autotuning with correctness checks
-#            logs "Delay kernel timed out" in every cold compile; ~3 minutes per level, cold
+#            logs "Delay kernel timed out" in every cold compile; ~3 minutes per level, cold.
+#            COMPILE_MIXTURE=taskset measures the issue's shape instead of the campaign's 9 x 4 x 128:
+#            16 buckets drawn from the taskset catalogue x 8 configs x 8 pairs
 # Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
 set -u
 : "${OUT:?run this inside a device call (OUT unset)}"
@@ -37,12 +39,16 @@ for stage in "${STAGES[@]}"; do
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500
                      --set 'lopt.config={"concatenate_tensors": true}') ;;
         compile)
+            if [ "${COMPILE_MIXTURE:-campaign}" = taskset ]; then  # the issue's 16 drawn buckets x 8 configs
+                shape=(--buckets 16 --configs 8 --tasks 8)
+            else
+                shape=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128)
+            fi
             for level in ${COMPILE_LEVELS:-2 0}; do
                 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level" timeout -k 10 240 python3 -u \
-                    benchmarks/mixture_throughput.py --no-canonical --structures campaign/state.json --buckets 9 \
-                    --configs 4 --tasks 128 --steps 10 --set normalizer.num_steps=50 \
-                    --set 'lopt.config={"concatenate_tensors": true}' --out "$OUT/compile_autotune$level.json" \
-                    > "$OUT/compile_autotune$level.log" 2>&1
+                    benchmarks/mixture_throughput.py --no-canonical "${shape[@]}" --steps 10 \
+                    --set normalizer.num_steps=50 --set 'lopt.config={"concatenate_tensors": true}' \
+                    --out "$OUT/compile_autotune$level.json" > "$OUT/compile_autotune$level.log" 2>&1
                 echo "[compile, autotune level $level] exit $?, $(grep -c "Delay kernel timed out" "$OUT/compile_autotune$level.log") delay-kernel timeouts"; grep -v -i -E "warning|cuda_timer" "$OUT/compile_autotune$level.log" | tail -8
             done
             continue ;;

@@ -44,8 +44,8 @@ import jax
 import numpy as np
 
 __all__ = ["ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ProcessGroup", "agree", "gather",
-           "global_mesh", "initialize", "initialize_from_env", "is_main_process", "process_out_dir", "put",
-           "resolve"]
+           "global_mesh", "initialize", "initialize_from_env", "is_main_process", "local_task_mesh",
+           "process_out_dir", "put", "replicate", "resolve", "shard_tasks"]
 
 ENV_COORDINATOR = "LOPT_COORDINATOR"
 ENV_NUM_PROCESSES = "LOPT_NUM_PROCESSES"
@@ -207,6 +207,46 @@ def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
     return jax.tree.map(lambda x: _put_leaf(x, sharding), tree)
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
+    """``tree`` whole on every device of ``mesh`` (unchanged when ``mesh`` is ``None``)."""
+    if mesh is None:
+        return tree
+    return put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def shard_tasks(tree: Any, mesh: jax.sharding.Mesh | None, num_tasks: int) -> Any:
+    """Leaves whose leading axis has ``num_tasks`` entries split along it over ``mesh``'s axis;
+    the others replicated (unchanged when ``mesh`` is ``None``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> shard_tasks({"x": jnp.zeros((4, 3))}, None, 4)["x"].shape
+        (4, 3)
+    """
+    if mesh is None:
+        return tree
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    def place(x):
+        split = np.ndim(x) >= 1 and np.shape(x)[0] == num_tasks
+        return put(x, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]) if split else PartitionSpec()))
+
+    return jax.tree.map(place, tree)
+
+
+def local_task_mesh(num_tasks: int, axis: str = "tasks") -> jax.sharding.Mesh | None:
+    """A mesh over this process's devices for a one-process run whose ``num_tasks`` split evenly
+    over them; ``None`` with one device, several processes, or an uneven split.
+
+    On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes ``N`` host devices
+    that run their shares of the tasks in parallel threads.
+    """
+    count = jax.local_device_count()
+    if count == 1 or jax.process_count() > 1 or num_tasks % count:
+        return None
+    return jax.make_mesh((count,), (axis,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _gather_leaf(x: Any) -> Any:

@@ -331,17 +331,7 @@ class MixtureEngine:
     # --- sharding ------------------------------------------------------------------------------
 
     def _shard_state(self, state: Any) -> Any:
-        if self.mesh is None:
-            return state
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        axis = self.mesh.axis_names[0]
-
-        def place(x):
-            spec = PartitionSpec(axis) if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == self.num_tasks else PartitionSpec()
-            return distributed.put(x, NamedSharding(self.mesh, spec))
-
-        return jax.tree.map(place, state)
+        return distributed.shard_tasks(state, self.mesh, self.num_tasks)
 
     def place(self, states: tuple) -> tuple:
         """Puts bucket states on the engine's devices (the task axis sharded over the mesh)."""
@@ -356,11 +346,7 @@ class MixtureEngine:
         return {family: float(np.mean(v)) for family, v in sorted(groups.items())}
 
     def _replicate(self, tree: Any) -> Any:
-        if self.mesh is None:
-            return tree
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        return distributed.put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return distributed.replicate(tree, self.mesh)
 
     # --- the estimator protocol ---------------------------------------------------------------
 

@@ -227,7 +227,10 @@ class MetaTrainer:
         self._apply_outer = jax.jit(lambda *args: outer_update(outer, *args))
         self.engine = self.setup.engine
         self._evaluate = jax.jit(self._evaluate_impl)
-        self._estimator = estimator
+        # One structure, one process, several local devices (GPUs, or host devices on a CPU):
+        # the task axis is split over them, the rest replicated; the ES sums become all-reduces.
+        self._mesh = distributed.local_task_mesh(config.estimator.num_tasks) if self.engine is None else None
+        self._estimator = distributed.replicate(estimator, self._mesh)
 
     # --- state -------------------------------------------------------------------------------
 
@@ -242,8 +245,17 @@ class MetaTrainer:
             outer_state = warm_outer if warm_outer is not None else self.setup.outer.init(theta)
         if self.engine is not None:
             return {"theta": theta, "outer_state": outer_state, "estimator_state": self.engine.init(theta, key=est_key)}
-        return {"theta": theta, "outer_state": outer_state,
-                "estimator_state": self._estimator.init(theta, key=est_key)}
+        return self._place({"theta": theta, "outer_state": outer_state,
+                            "estimator_state": self.setup.estimator.init(theta, key=est_key)})
+
+    def _place(self, state: dict) -> dict:
+        """A one-structure state on the trainer's devices: the task axis split over the local mesh."""
+        if self._mesh is None:
+            return state
+        return {"theta": distributed.replicate(state["theta"], self._mesh),
+                "outer_state": distributed.replicate(state["outer_state"], self._mesh),
+                "estimator_state": distributed.shard_tasks(state["estimator_state"], self._mesh,
+                                                           self.config.estimator.num_tasks)}
 
     # --- evaluation --------------------------------------------------------------------------
 
@@ -325,6 +337,8 @@ class MetaTrainer:
         state, step = self.initial_state(), 0
         if resume and manager.latest_step() is not None:
             step, state, _ = manager.restore(like=state)
+            if self.engine is None:
+                state = self._place(state)
             metrics_log.truncate_after(step)
             eval_log.truncate_after(step)
         total = cfg.trainer.outer_steps if stop_after is None else min(stop_after, cfg.trainer.outer_steps)

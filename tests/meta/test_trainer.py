@@ -170,3 +170,34 @@ def test_killed_process_resumes_to_the_same_theta(tmp_path):
     resumed, _ = lopt.learned.load_theta(out / "theta.safetensors")
     for a, b in zip(leaves(reference["theta"]), leaves(resumed)):
         np.testing.assert_array_equal(a, b)
+
+
+_TWO_DEVICE_RUN = """
+import sys, jax, lopt
+from lopt.meta.trainer import MetaTrainer
+out = sys.argv[1]
+cfg = lopt.meta.load_config("canonical", ["estimator.num_tasks=4", "trainer.outer_steps=6", "trainer.eval_every=3",
+                                          "normalizer.enabled=false", "trainer.eval_tasks=2"])
+trainer = MetaTrainer(cfg, out, progress=False)
+print("MESH", None if trainer._mesh is None else trainer._mesh.size)
+trainer.run(stop_after=3)  # interrupted, then resumed on the same devices
+MetaTrainer(cfg, out, progress=False).run(resume=True)
+"""
+
+
+def test_one_structure_splits_its_tasks_over_local_devices(tmp_path):
+    """Two host devices run the canonical trainer's tasks in parallel and follow the one-device
+    theta trajectory, through an interruption and a resume."""
+    thetas = {}
+    for devices in (1, 2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        out = tmp_path / f"d{devices}"
+        proc = subprocess.run([sys.executable, "-c", _TWO_DEVICE_RUN, str(out)], env=env, capture_output=True,
+                              text=True, check=False, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"MESH {None if devices == 1 else devices}" in proc.stdout
+        thetas[devices], _ = lopt.learned.load_theta(out / "theta.safetensors")
+    for a, b in zip(jax.tree.leaves(thetas[1]), jax.tree.leaves(thetas[2])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert any(np.any(np.asarray(a) != 0) for a in jax.tree.leaves(thetas[1]))

@@ -85,6 +85,10 @@ def _estimate(estimator, theta, state, key):
     return estimator.estimate(theta, state, key=key)
 
 
+def _init(estimator, theta, key):
+    return estimator.init(theta, key=key)
+
+
 def _in_background(slots: threading.BoundedSemaphore, fn, *args) -> concurrent.futures.Future:
     """``fn(*args)`` in a daemon thread that waits for one of ``slots``; its future.
 
@@ -306,7 +310,11 @@ class MixtureEngine:
 
     def _apply_pools(self, *, placeholders: bool = False) -> None:
         problems = [self._pool_problem(i, placeholders=placeholders) for i in range(len(self.buckets))]
-        self._set_estimators([PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems])
+        estimators = [PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems]
+        if placeholders:  # only compiled from, never run: placed once the normalisers are in
+            self._estimators = estimators
+        else:
+            self._set_estimators(estimators)
 
     def _apply_normalizers(self) -> None:
         """Puts the fitted normalisers in place of the set-up's placeholders (the pools stay)."""
@@ -353,8 +361,7 @@ class MixtureEngine:
     def init(self, theta: Any, *, key: jax.Array) -> tuple:
         """Every bucket's PES state (``B`` pytrees)."""
         keys = jax.random.split(key, len(self._estimators))
-        return tuple(self._shard_state(jax.jit(lambda e, t, k: e.init(t, key=k))(e, theta, k))
-                     for e, k in zip(self._estimators, keys))
+        return tuple(self._shard_state(jax.jit(_init)(e, theta, k)) for e, k in zip(self._estimators, keys))
 
     def _compile_bucket(self, index: int, estimator: Any, theta: Any, state: Any, key: Any, start: float):
         """Traces, lowers and compiles one bucket's program (``theta`` and ``state`` may be shapes)."""
@@ -373,14 +380,16 @@ class MixtureEngine:
         and of the bucket states (single device; a mesh's shardings are known once placed)."""
         if self.mesh is not None:
             return
-        start = time.perf_counter()
         key = jax.random.key(0)
         theta = jax.eval_shape(self.lopt.init, key)
-        states = [jax.eval_shape(lambda e, t, k: e.init(t, key=k), e, theta, key) for e in self._estimators]
-        slots = threading.BoundedSemaphore(16)
-        futures = [_in_background(slots, self._compile_bucket, i, e, theta, s, key, start)
-                   for i, (e, s) in enumerate(zip(self._estimators, states))]
-        self._ahead = (_signature((theta, tuple(states), key)), futures)
+        states = tuple(jax.eval_shape(_init, e, theta, key) for e in self._estimators)
+        self._ahead = (_signature((theta, states, key)), self._start_compiles(self._estimators, theta, states, key))
+
+    def _start_compiles(self, estimators: list, theta: Any, states: Sequence, key: Any) -> list:
+        """One future per bucket program, compiling in daemon threads (at most 16 at once)."""
+        start, slots = time.perf_counter(), threading.BoundedSemaphore(16)
+        return [_in_background(slots, self._compile_bucket, i, e, theta, s, key, start)
+                for i, (e, s) in enumerate(zip(estimators, states))]
 
     def compile(self, theta: Any, states: tuple, *, key: jax.Array) -> float:
         """Compiles every bucket's estimate program in parallel threads; returns seconds taken.
@@ -397,12 +406,10 @@ class MixtureEngine:
         start = time.perf_counter()
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == _signature((theta, tuple(states), key)):
-            results = [future.result() for future in ahead[1]]
+            futures = ahead[1]
         else:
-            theta, key = self._replicate(theta), self._replicate(key)
-            work = [(i, e, s) for i, (e, s) in enumerate(zip(self._placed, states))]
-            with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self._estimators))) as pool:
-                results = list(pool.map(lambda w: self._compile_bucket(w[0], w[1], theta, w[2], key, start), work))
+            futures = self._start_compiles(self._placed, self._replicate(theta), states, self._replicate(key))
+        results = [future.result() for future in futures]
         self._compiled = [compiled for compiled, _, _ in results]
         self.compile_seconds = [seconds for _, seconds, _ in results]
         self.program_jaxprs = [jaxpr for _, _, jaxpr in results]

@@ -10,7 +10,7 @@
 # included), checkpoints the warm start (and a theta snapshot) every minute, and leaves in $OUT:
 # campaign.log, c/state.json, c/run/{metrics.jsonl,warm_start.safetensors,config.json}, c/thetas.tgz
 # (the snapshots) and xla_cache.tgz.partNN (the compiled bucket programs, for the next call:
-# `cat xla_cache.tgz.part* | tar xz -C .xla_cache` and carry that folder). Then, on the
+# `cat xla_cache.tgz.part* > .xla_cache/cache.tgz` and carry that folder). Then, on the
 # development machine: `python -m lopt.pretrained.campaign --state campaign --adopt <files_at>/c`
 # and validate the snapshots on the CPU (`python -m lopt.pretrained.validate ...`, docs/pretrained.md).
 # No validation runs on the GPU: its 9 evaluation programs compiled one after another there (~7 minutes
@@ -19,7 +19,7 @@
 # (sessions 8-9: programs ready 22-27 s after a 47 s set-up, instead of 70 s after an 84 s one).
 # A call carries at most 64 MiB: the tracked tree (18.5 MiB now), .data and .xla_cache. With .data
 # packed by `bash scripts/pack_data.sh` (xz: 32.4 MiB; it prints the total) the returned cache
-# (`rm -rf .xla_cache; mkdir .xla_cache; cat <files_at>/xla_cache.tgz.part* | tar xz -C .xla_cache`,
+# (`rm -rf .xla_cache; mkdir .xla_cache; cat <files_at>/xla_cache.tgz.part* > .xla_cache/cache.tgz`,
 # 10.6 MiB) fits beside it: carry [".data", ".xla_cache"] on a cold machine. If the total is over,
 # carry .data alone (the 9 programs then compile in ~100 s); a warm machine still holds the
 # previous call's cache in /tmp/lopt_xla_cache (sessions 15-16: ready 23-24 s after set-up).
@@ -42,7 +42,10 @@ export LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data
        XLA_PYTHON_CLIENT_PREALLOCATE=false
 CACHE=/tmp/lopt_xla_cache
 mkdir -p "$CACHE" "$OUT/c"
-if [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
+# the cache travels as one archive (.xla_cache/cache.tgz): a call's 64 MiB count each of its ~2,000
+# small autotuning files by the disk blocks it takes (20 MB for 12 MB of data)
+if [ -f .xla_cache/cache.tgz ]; then tar xzf .xla_cache/cache.tgz -C "$CACHE"
+elif [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
 LIMIT=$(python3 -c "print(int(float('$MINUTES') * 60 + 50))")
 timeout -k 15 "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --out "$OUT/c" --minutes "$MINUTES" \
     --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \

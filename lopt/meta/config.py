@@ -78,6 +78,9 @@ class EstimatorSection:
         std: perturbation standard deviation (ES kinds).
         unroll_length: inner steps per truncation.
         objective: ``"train"`` or ``"valid"`` meta-objective.
+        episode_weighting: ``"uniform"`` (each inner step of an episode weighs the same) or
+            ``"linear"`` (later steps weigh more, toward the final loss; see
+            :class:`lopt.meta.MetaProblem`).
         full_es_meta_loss: ``"mean"`` or ``"final"`` (full_es only).
         sign_only: full_es: use only the sign of the loss difference (VeLO).
     """
@@ -87,6 +90,7 @@ class EstimatorSection:
     std: float = 0.01
     unroll_length: int = 50
     objective: str = "train"
+    episode_weighting: str = "uniform"
     full_es_meta_loss: str = "mean"
     sign_only: bool = False
 

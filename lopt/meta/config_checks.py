@@ -97,12 +97,16 @@ def _check_lists(cfg: Any) -> None:
 def _check_choices(cfg: Any) -> None:
     from lopt.meta.estimators import ESTIMATORS
     from lopt.meta.mixture_engine import BUCKET_WEIGHTINGS
+    from lopt.meta.unroll import EPISODE_WEIGHTINGS
 
     est = cfg.estimator
     if est.kind not in ESTIMATORS:
         raise ValueError(f"estimator.kind={est.kind!r} is unknown; use one of {sorted(ESTIMATORS)}.")
     if est.objective not in ESTIMATOR_OBJECTIVES:
         raise ValueError(f"estimator.objective={est.objective!r} is unknown; use one of {list(ESTIMATOR_OBJECTIVES)}.")
+    if est.episode_weighting not in EPISODE_WEIGHTINGS:
+        raise ValueError(f"estimator.episode_weighting={est.episode_weighting!r} is unknown; use one of "
+                         f"{list(EPISODE_WEIGHTINGS)}.")
     if cfg.outer.bucket_weighting not in BUCKET_WEIGHTINGS:
         raise ValueError(f"outer.bucket_weighting={cfg.outer.bucket_weighting!r} is unknown; use one of "
                          f"{list(BUCKET_WEIGHTINGS)}.")

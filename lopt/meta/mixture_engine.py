@@ -186,7 +186,8 @@ class MixtureEngine:
                  std: float = 0.01, unroll_length: int = 50, objective: str = "train",
                  configs_per_bucket: int = 8, redraw_every: int = 100, heldout_per_bucket: int = 2,
                  eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
-                 heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None):
+                 heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None,
+                 episode_weighting: str = "uniform"):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
         if bucket_weighting not in BUCKET_WEIGHTINGS:
@@ -210,7 +211,7 @@ class MixtureEngine:
         self.heldout_per_bucket, self.eval_steps, self.normalizer_steps = heldout_per_bucket, eval_steps, normalizer_steps
         self.seed, self.mesh = seed, mesh
         self.heldout_seed = seed if heldout_seed is None else heldout_seed
-        self.bucket_weighting = bucket_weighting
+        self.bucket_weighting, self.episode_weighting = bucket_weighting, episode_weighting
         self.redraw_index = 0
         self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in enumerate(structures)]
         self.heldout_only = [TaskConfig(s) for s in heldout_structures]
@@ -302,7 +303,8 @@ class MixtureEngine:
         configs = bucket.halves[0] + bucket.halves[1]
         normalizers = None if placeholders else self._pool_normalizers(index)
         problem = make_problem(self.lopt, configs, truncation=self.truncation, unroll_length=self.unroll_length,
-                               objective=self.objective, normalizers=normalizers)
+                               objective=self.objective, normalizers=normalizers,
+                               episode_weighting=self.episode_weighting)
         active = np.zeros(len(configs), bool)
         c = self.configs_per_bucket
         active[self._active_half() * c:(self._active_half() + 1) * c] = True

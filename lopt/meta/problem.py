@@ -19,7 +19,7 @@ __all__ = ["make_problem", "with_normalizers"]
 def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any]], *,
                  horizon: int | None = None, truncation: TruncationSchedule | None = None,
                  unroll_length: int = 50, objective: str = "train",
-                 normalizers: Sequence[Any] | None = None) -> MetaProblem:
+                 normalizers: Sequence[Any] | None = None, episode_weighting: str = "uniform") -> MetaProblem:
     """Builds the meta-problem for a learned optimizer over a pool of task configs of one structure.
 
     Args:
@@ -33,6 +33,8 @@ def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any
             ``initial_loss`` and ``best_loss`` attributes. ``None`` gives every task the
             identity-like normaliser ``(1, 0)`` (raw losses), which is only sensible for a
             single task family of known scale; use :class:`lopt.meta.NormalizerCache` otherwise.
+        episode_weighting: ``"uniform"`` or ``"linear"`` weights of an episode's inner steps
+            in the meta-loss (see :class:`lopt.meta.MetaProblem`).
 
     Example:
         >>> import lopt
@@ -49,7 +51,7 @@ def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any
     tasks = stack([build(cfg) for cfg in task_configs])
     initial, best = _normalizer_arrays(normalizers, len(task_configs), "make_problem")
     return MetaProblem(lopt=lopt, tasks=tasks, initial_loss=initial, best_loss=best, truncation=truncation,
-                       unroll_length=unroll_length, objective=objective)
+                       unroll_length=unroll_length, objective=objective, episode_weighting=episode_weighting)
 
 
 def with_normalizers(problem: MetaProblem, normalizers: Sequence[Any]) -> MetaProblem:

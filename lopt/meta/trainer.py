@@ -93,7 +93,8 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
                          redraw_every=task.redraw_every, heldout_per_bucket=task.heldout_per_bucket,
                          eval_steps=eval_steps, normalizer_steps=cfg.normalizer.num_steps or eval_steps,
                          seed=cfg.seed, heldout_seed=None if task.heldout_seed < 0 else task.heldout_seed,
-                         bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh)
+                         bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
+                         episode_weighting=est.episode_weighting)
 
 
 def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraArgs:
@@ -153,7 +154,8 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
     else:
         normalizers = [LossNormalizer(1.0, 0.0)] * len(task_configs)
     problem = make_problem(lopt_, task_configs, truncation=truncation, unroll_length=est.unroll_length,
-                           objective=est.objective, normalizers=normalizers)
+                           objective=est.objective, normalizers=normalizers,
+                           episode_weighting=est.episode_weighting)
     if est.kind == "tbptt":
         estimator = ESTIMATORS["tbptt"](problem, num_tasks=est.num_tasks)
     elif est.kind == "full_es":

@@ -38,6 +38,8 @@ __all__ = ["MetaProblem", "SlotState", "UnrollOutput", "init_slots", "reset_fini
 
 LOSS_CLIP = 2.0
 OBJECTIVES = ("train", "valid")
+#: How the inner steps of an episode weigh in the meta-loss (see :class:`MetaProblem`).
+EPISODE_WEIGHTINGS = ("uniform", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,11 @@ class MetaProblem:
         unroll_length: ``K``, inner steps per unroll (static).
         objective: ``"train"`` (meta-loss on training batches) or ``"valid"`` (on validation
             batches of the inner task: the "validation outer objective" of Metz et al.).
+        episode_weighting: ``"uniform"`` (every inner step of an episode counts the same: the
+            area under the normalised loss curve) or ``"linear"`` (step ``t`` of an episode of
+            ``H`` steps weighs ``2 (t + 1) / (H + 1)``: the weights still average 1 over an
+            episode, but its last steps count about twice and its first ones barely, moving the
+            objective toward the final loss that evaluation scores).
         active: optional ``[P]`` boolean mask of the pool tasks that new episodes may draw
             (``None``: all). A mixture run re-draws the inactive half of a pool while running
             episodes finish on the other half, so no episode's task changes under it.
@@ -66,6 +73,7 @@ class MetaProblem:
     unroll_length: int
     objective: str = "train"
     active: jax.Array | None = None
+    episode_weighting: str = "uniform"
 
     def __post_init__(self):
         if not isinstance(self.lopt, LearnedOptimizer):
@@ -75,6 +83,9 @@ class MetaProblem:
             raise ValueError(f"MetaProblem: unroll_length={self.unroll_length!r} must be a positive integer.")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"MetaProblem: objective={self.objective!r}; use one of {OBJECTIVES}.")
+        if self.episode_weighting not in EPISODE_WEIGHTINGS:
+            raise ValueError(f"MetaProblem: episode_weighting={self.episode_weighting!r}; use one of "
+                             f"{EPISODE_WEIGHTINGS}.")
 
     @property
     def pool_size(self) -> int:
@@ -94,7 +105,7 @@ class MetaProblem:
 
 jax.tree_util.register_dataclass(
     MetaProblem, data_fields=["tasks", "initial_loss", "best_loss", "active"],
-    meta_fields=["lopt", "truncation", "unroll_length", "objective"])
+    meta_fields=["lopt", "truncation", "unroll_length", "objective", "episode_weighting"])
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -240,6 +251,8 @@ def _member_step(problem: MetaProblem, theta, params, opt_state, diverged, task_
     normalized = normalize_loss(meta_value, problem.initial_loss[task_index], problem.best_loss[task_index],
                                 clip=LOSS_CLIP)
     contribution = jnp.where(ok, normalized, LOSS_CLIP)
+    if problem.episode_weighting == "linear":
+        contribution = contribution * (2.0 * (step + 1) / (horizon + 1)).astype(contribution.dtype)
     finite_loss = jnp.where(ok, loss, 0.0)
     return keep(new_params, params), keep(new_opt_state, opt_state), ~ok, contribution, finite_loss, ok
 

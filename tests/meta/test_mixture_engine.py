@@ -211,6 +211,18 @@ def test_bad_settings_name_the_fix():
         _engine(num_tasks=0)
 
 
+def test_linear_episode_weighting_reaches_every_bucket_program():
+    engine, linear = _engine(), _engine(episode_weighting="linear")  # fresh: the fixture's pools move
+    assert [e.problem.episode_weighting for e in linear._estimators] == ["linear", "linear"]
+    theta = engine.lopt.init(jax.random.key(0))
+    _, _, plain = engine.estimate(theta, engine.init(theta, key=jax.random.key(1)), key=jax.random.key(2))
+    _, _, weighted = linear.estimate(theta, linear.init(theta, key=jax.random.key(1)), key=jax.random.key(2))
+    np.testing.assert_allclose(weighted["train_loss"], plain["train_loss"], rtol=1e-6)  # same tasks, same steps
+    assert not np.allclose(weighted["meta_loss_per_bucket"], plain["meta_loss_per_bucket"])
+    with pytest.raises(ValueError, match="episode_weighting='last'"):
+        _engine(episode_weighting="last")
+
+
 def _mixture_config(tmp_path, **trainer):
     cfg = lopt.meta.load_config("taskset", [
         'task.mixture={"quadratic": 1, "losg": 1}', "task.num_buckets=2", "task.configs_per_bucket=2",

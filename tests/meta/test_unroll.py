@@ -1,5 +1,7 @@
 """Truncated unrolls and truncation schedules: offsets, resets, shared data, objectives."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +14,9 @@ LOPT = lopt.learned.get("learnable_sgdm", lr=0.05)
 CFG = {"family": "quadratic", "dim": 6, "noise": 0.5}
 
 
-def make(horizon=40, k=10, objective="train", cfgs=(CFG,)):
+def make(horizon=40, k=10, objective="train", cfgs=(CFG,), episode_weighting="uniform"):
     return lopt.meta.make_problem(LOPT, list(cfgs), horizon=horizon, unroll_length=k, objective=objective,
-                                  normalizers=[(10.0, 0.0)] * len(cfgs))
+                                  normalizers=[(10.0, 0.0)] * len(cfgs), episode_weighting=episode_weighting)
 
 
 def test_first_episodes_are_cut_to_random_multiples_of_k():
@@ -68,6 +70,21 @@ def test_meta_loss_is_the_normalised_mean_loss_and_valid_objective_is_noise_free
     assert np.all(valid_out.meta_loss > 0)
 
 
+def test_linear_episode_weighting_scales_step_t_by_2_t_plus_1_over_h_plus_1():
+    horizon = 4
+    uniform, linear = make(horizon=horizon, k=1), make(horizon=horizon, k=1, episode_weighting="linear")
+    theta = LOPT.init(jax.random.key(0))
+    state = lopt.meta.init_slots(uniform, theta, key=jax.random.key(1), num_tasks=horizon)
+    state = dataclasses.replace(state, step=jnp.arange(horizon), horizon=jnp.full(horizon, horizon))
+    thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (horizon, 1)), theta)
+    _, plain = lopt.meta.unroll(uniform, thetas, state)
+    _, weighted = lopt.meta.unroll(linear, thetas, state)
+    expected = 2.0 * (np.arange(horizon) + 1) / (horizon + 1)  # 0.4, 0.8, 1.2, 1.6: mean 1 over the episode
+    np.testing.assert_allclose(np.asarray(weighted.meta_loss[:, 0]) / np.asarray(plain.meta_loss[:, 0]), expected,
+                               rtol=1e-5)
+    np.testing.assert_array_equal(weighted.train_loss, plain.train_loss)  # only the meta-loss is weighted
+
+
 def test_truncation_schedules():
     keys = jax.random.split(jax.random.key(0), 2000)
     samples = np.asarray(jax.vmap(lopt.meta.LogUniformHorizon(100, 10_000).sample)(keys))
@@ -91,6 +108,8 @@ def test_make_problem_errors():
         lopt.meta.make_problem(LOPT, [CFG, {**CFG, "dim": 7}], horizon=10)
     with pytest.raises(ValueError, match="objective"):
         make(objective="test")
+    with pytest.raises(ValueError, match="episode_weighting='final'"):
+        make(episode_weighting="final")
     with pytest.raises(TypeError, match="LearnedOptimizer"):
         lopt.meta.MetaProblem(lopt=object(), tasks=None, initial_loss=None, best_loss=None,
                               truncation=lopt.meta.ConstantHorizon(10), unroll_length=5)

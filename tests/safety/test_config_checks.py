@@ -30,6 +30,8 @@ def test_every_preset_is_valid(name):
     ("estimator.std=0", r"estimator.std=0.0 must be a finite number > 0"),
     ("outer.learning_rate=nan", r"outer.learning_rate=nan must be a finite number > 0"),
     ("estimator.objective=test", r"estimator.objective='test' is unknown; use one of \['train', 'valid'\]"),
+    ("estimator.episode_weighting=final",
+     r"estimator.episode_weighting='final' is unknown; use one of \['uniform', 'linear'\]"),
     ("outer.bucket_weighting=sum", r"outer.bucket_weighting='sum' is unknown; use one of \['mean', 'unit', 'pcgrad'\]"),
     ("task.heldout_seed=-2", r"task.heldout_seed=-2 must be an int >= 0 \(or -1: the run's seed\)"),
     ("estimator.kind=nes", r"estimator.kind='nes' is unknown"),

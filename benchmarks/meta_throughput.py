@@ -10,6 +10,10 @@ saves the figures as JSON.
 fused Pallas step of the ``mlp`` network on a GPU, under the estimator's vmap over tasks), each
 row labelled with its mode.
 
+On a CPU, lopt runs as ``lopt train`` does: one host device per core (``LOPT_HOST_DEVICES``,
+:mod:`lopt.cli.host_devices`), its tasks split over them; the plain reference runs on the first.
+``LOPT_HOST_DEVICES=1`` measures both on one device.
+
 Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes]
        [--kernels xla [auto]] [--out FILE]
 """
@@ -29,6 +33,7 @@ from common import refuse_existing_out, save
 
 import lopt
 import lopt.kernels
+from lopt.cli.host_devices import use_host_cores
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
@@ -96,15 +101,16 @@ def main() -> None:
                              "written after every row, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
     refuse_existing_out(parser, args.out)
+    use_host_cores()  # as `lopt train` does; before anything starts JAX
     rows = []
     for n in args.tasks:
         for mode in args.kernels:
             rows.append(measure(n, args.steps, args.estimator, args.unroll, mode))
-            save("meta_throughput", {"rows": rows}, args.out)
+            save("meta_throughput", {"rows": rows, "local_devices": jax.local_device_count()}, args.out)
         if args.estimator == "pes":
             rows.append(measure_plain(n, args.steps, args.unroll))
-            save("meta_throughput", {"rows": rows}, args.out)
-    print(f"device: {jax.devices()[0].device_kind}")
+            save("meta_throughput", {"rows": rows, "local_devices": jax.local_device_count()}, args.out)
+    print(f"device: {jax.devices()[0].device_kind} ({jax.local_device_count()} local devices)")
     print(f"{'tasks':>6} {'estimator':>10} {'kernels':>8} {'compile+1st (s)':>16} {'s/outer step':>13} "
           f"{'inner steps/s':>14}")
     for r in rows:

@@ -23,6 +23,11 @@ def pytest_collection_modifyitems(config, items):
         if "slow" in item.keywords and any(folder in Path(item.path).parents for folder in SLOW_OPT_IN_FOLDERS):
             item.add_marker(skip)
 
+# `lopt train` splits its tasks over one host device per core (lopt.cli.host_devices); the runs that
+# tests start in subprocesses are compared bit for bit with one-device runs in this process, so they
+# keep one host device unless a test asks for more (tests/test_host_devices.py).
+os.environ.setdefault("LOPT_HOST_DEVICES", "1")
+
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("LOPT_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "lopt-test-jax-cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

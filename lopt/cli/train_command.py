@@ -17,6 +17,7 @@ import time
 
 import lopt
 from lopt.cli.compilation_cache import enable_compilation_cache
+from lopt.cli.host_devices import use_host_cores
 from lopt.meta import distributed
 from lopt.meta.interrupts import TrainingInterrupted, how_to_continue
 from lopt.meta.report import finish_run
@@ -105,6 +106,7 @@ def _train(args: argparse.Namespace, config, out: str) -> dict | int:
 
 
 def run(args: argparse.Namespace) -> int:
+    use_host_cores()  # before JAX starts: on a CPU the tasks split over the cores (lopt.cli.host_devices)
     if distributed.initialize_from_env() is not None and args.out:  # LOPT_COORDINATOR: one of several processes
         args.out = distributed.process_out_dir(args.out)  # process k > 0 keeps its files in <out>.process-<k>
     config, changes = _load(args)

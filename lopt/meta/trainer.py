@@ -85,7 +85,8 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
     else:
         structures = [bucket[0] for bucket in dist.buckets(cfg.seed, task.num_buckets, 1)]
     heldout_structures = [b[0] for b in held_dist.buckets(cfg.seed, max(1, len(held)), 1)] if held_dist else []
-    mesh = distributed.global_mesh("tasks")  # every device of every process (lopt.meta.distributed)
+    # every device of every process; one process splits its tasks only where they divide evenly
+    mesh = distributed.global_mesh("tasks") if jax.process_count() > 1 else distributed.local_task_mesh(est.num_tasks)
     eval_steps = cfg.trainer.eval_steps or min(truncation.max_horizon, 2000)
     return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures, truncation=truncation,
                          num_tasks=est.num_tasks, std=est.std, unroll_length=est.unroll_length,
@@ -95,6 +96,18 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
                          seed=cfg.seed, heldout_seed=None if task.heldout_seed < 0 else task.heldout_seed,
                          bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
                          episode_weighting=est.episode_weighting)
+
+
+def _device_notes(num_tasks: int, mesh: jax.sharding.Mesh | None) -> list[str]:
+    """What the run does with this process's devices, when it has several."""
+    count = jax.local_device_count()
+    if count == 1 or jax.process_count() > 1:
+        return []
+    kind = jax.devices()[0].platform
+    if mesh is not None:
+        return [f"the {num_tasks} tasks are split over {mesh.size} {kind} devices"]
+    return [(f"{count} {kind} devices, but estimator.num_tasks={num_tasks} does not split evenly over them: "
+             f"running on one; use a multiple of {count}")]
 
 
 def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraArgs:
@@ -233,6 +246,8 @@ class MetaTrainer:
         # the task axis is split over them, the rest replicated; the ES sums become all-reduces.
         self._mesh = distributed.local_task_mesh(config.estimator.num_tasks) if self.engine is None else None
         self._estimator = distributed.replicate(estimator, self._mesh)
+        self.notes.extend(_device_notes(config.estimator.num_tasks, self._mesh if self.engine is None
+                                        else self.engine.mesh))
 
     # --- state -------------------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-import plain_pes
 from common import refuse_existing_out, save
 
 import lopt
@@ -69,6 +68,8 @@ def _measure_lopt(num_tasks: int, steps: int, estimator: str, unroll: int) -> di
 
 def measure_plain(num_tasks: int, steps: int, unroll: int) -> dict:
     """The plain fused reference (benchmarks/plain_pes.py) on the same config, same machine."""
+    import plain_pes  # here: importing it starts JAX, which must wait for use_host_cores
+
     x, y = plain_pes.fashion_arrays()
     outer_step, init_state = plain_pes.make_outer_step(x, y, num_tasks, unroll)
     theta = plain_pes.init_theta(jax.random.key(0))
@@ -123,7 +124,7 @@ def main() -> None:
                   f"{r['inner_steps_per_s'] / plain[r['tasks']]['inner_steps_per_s']:.2f}")
     print("yardsticks (2-core CPU, 16 tasks): learned_optimization 3,850/s; plain fused JAX 3,850/s. "
           "H100: plain 645,000/s (128 tasks), 1,060,000/s (1024 tasks).")
-    print(f"saved {save('meta_throughput', {'rows': rows}, args.out)}")
+    print(f"saved {save('meta_throughput', {'rows': rows, 'local_devices': jax.local_device_count()}, args.out)}")
 
 
 if __name__ == "__main__":

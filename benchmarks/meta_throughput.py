@@ -89,6 +89,10 @@ def measure_plain(num_tasks: int, steps: int, unroll: int) -> dict:
             "inner_steps_per_s": inner / per_step}
 
 
+def _payload(rows: list) -> dict:
+    return {"rows": rows, "local_devices": jax.local_device_count()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[16])
@@ -107,10 +111,10 @@ def main() -> None:
     for n in args.tasks:
         for mode in args.kernels:
             rows.append(measure(n, args.steps, args.estimator, args.unroll, mode))
-            save("meta_throughput", {"rows": rows, "local_devices": jax.local_device_count()}, args.out)
+            save("meta_throughput", _payload(rows), args.out)
         if args.estimator == "pes":
             rows.append(measure_plain(n, args.steps, args.unroll))
-            save("meta_throughput", {"rows": rows, "local_devices": jax.local_device_count()}, args.out)
+            save("meta_throughput", _payload(rows), args.out)
     print(f"device: {jax.devices()[0].device_kind} ({jax.local_device_count()} local devices)")
     print(f"{'tasks':>6} {'estimator':>10} {'kernels':>8} {'compile+1st (s)':>16} {'s/outer step':>13} "
           f"{'inner steps/s':>14}")
@@ -124,7 +128,7 @@ def main() -> None:
                   f"{r['inner_steps_per_s'] / plain[r['tasks']]['inner_steps_per_s']:.2f}")
     print("yardsticks (2-core CPU, 16 tasks): learned_optimization 3,850/s; plain fused JAX 3,850/s. "
           "H100: plain 645,000/s (128 tasks), 1,060,000/s (1024 tasks).")
-    print(f"saved {save('meta_throughput', {'rows': rows, 'local_devices': jax.local_device_count()}, args.out)}")
+    print(f"saved {save('meta_throughput', _payload(rows), args.out)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ meta-training leave most cores idle. JAX can present the cores as several host d
 (``jax_num_cpu_devices``); the trainer then splits its tasks over them
 (:func:`lopt.meta.distributed.local_task_mesh`, the one-device theta trajectory to float
 tolerance) and they run in parallel: on the 2-core development machine the canonical config at
-16 tasks ran 1.9x the plain one-device reference instead of 1.3-1.5x (README speed table).
+16 tasks ran 1.9-2.3x the plain one-device reference instead of 1.3-1.5x (README speed table).
 
 ``lopt train`` turns this on before JAX starts. ``LOPT_HOST_DEVICES`` picks the count: ``auto``
 (the default: the cores this process may use, at most 8), ``1`` (off) or a number. It is left

@@ -48,6 +48,7 @@ import numpy as np
 from lopt.tasks.augment import REPARAM_MODES, batch_size_of
 from lopt.tasks.budget import Budget, task_signature
 from lopt.tasks.config import TaskConfig
+from lopt.tasks.cost_cache import cached_cost
 from lopt.tasks.family import build, get, names
 from lopt.tasks.sampling import numpy_rng
 
@@ -307,7 +308,7 @@ class Mixture:
                     break
                 cfg = self._augment_structure(get(family).sample(int(rng.integers(2**31))), rng)
                 key = structure_key(cfg)
-                if key in found or (self.budget is not None and not self.budget.admits(self.budget.cost(cfg))):
+                if key in found or (self.budget is not None and not self.budget.admits(cached_cost(self.budget, cfg, key))):
                     continue
                 found[key] = cfg
             if not found:

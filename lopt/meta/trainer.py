@@ -246,8 +246,7 @@ class MetaTrainer:
         # the task axis is split over them, the rest replicated; the ES sums become all-reduces.
         self._mesh = distributed.local_task_mesh(config.estimator.num_tasks) if self.engine is None else None
         self._estimator = distributed.replicate(estimator, self._mesh)
-        self.notes.extend(_device_notes(config.estimator.num_tasks, self._mesh if self.engine is None
-                                        else self.engine.mesh))
+        self.notes.extend(_device_notes(config.estimator.num_tasks, self.engine.mesh if self.engine else self._mesh))
 
     # --- state -------------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ import numpy as np
 import optax
 
 import lopt
+from lopt.host_transfer import to_device
 from lopt.learned.base import LearnedOptimizer
 from lopt.meta import distributed
 from lopt.meta.estimators import PES
@@ -308,7 +309,7 @@ class MixtureEngine:
         active = np.zeros(len(configs), bool)
         c = self.configs_per_bucket
         active[self._active_half() * c:(self._active_half() + 1) * c] = True
-        return dataclasses.replace(problem, active=jnp.asarray(active))
+        return dataclasses.replace(problem, active=to_device(active))
 
     def _apply_pools(self, *, placeholders: bool = False) -> None:
         problems = [self._pool_problem(i, placeholders=placeholders) for i in range(len(self.buckets))]
@@ -449,8 +450,8 @@ class MixtureEngine:
             def one(item):
                 family, configs, pool = item
                 fits = fit_structure(pool, num_steps=self.eval_steps)
-                initial = jnp.asarray([n.initial_loss for n in fits], jnp.float32)
-                best = jnp.asarray([n.best_loss for n in fits], jnp.float32)
+                initial = to_device([n.initial_loss for n in fits], np.float32)
+                best = to_device([n.best_loss for n in fits], np.float32)
                 name = structure_key(configs[0])
                 self._eval_fns["informative"][name] = np.asarray([informative(n) for n in fits])
                 return family, name, pool, initial, best

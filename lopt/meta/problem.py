@@ -6,8 +6,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax.numpy as jnp
+import numpy as np
 
+from lopt.host_transfer import to_device
 from lopt.learned.base import LearnedOptimizer
 from lopt.meta.truncation import ConstantHorizon, TruncationSchedule
 from lopt.meta.unroll import MetaProblem
@@ -78,5 +79,5 @@ def _normalizer_arrays(normalizers: Sequence[Any] | None, count: int, caller: st
         if len(normalizers) != count:
             raise ValueError(f"{caller}: {len(normalizers)} normalizers for {count} task configs.")
         pairs = [(n.initial_loss, n.best_loss) if hasattr(n, "initial_loss") else tuple(n) for n in normalizers]
-    initial, best = (jnp.asarray(v, jnp.float32) for v in zip(*pairs))
+    initial, best = (to_device(v, np.float32) for v in zip(*pairs))
     return initial, best

@@ -28,10 +28,10 @@ import math
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lopt import inner, optimizers
+from lopt.host_transfer import to_device
 from lopt.meta.normalizer import DEFAULT_LEARNING_RATES, LossNormalizer
 from lopt.tasks import Task, vmap_axes
 
@@ -91,7 +91,7 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
     if lrs.ndim != 1 or not lrs.size or np.any(lrs <= 0):
         raise ValueError(f"fit_structure: learning_rates={learning_rates!r} must be positive numbers.")
     key = jax.random.key(0) if key is None else key
-    losses, diverged = _grid_curves(pool, jnp.asarray(lrs), key, num_steps, num_seeds)
+    losses, diverged = _grid_curves(pool, to_device(lrs), key, num_steps, num_seeds)
     losses, diverged = np.asarray(losses, np.float64), np.asarray(diverged)  # [P, G, S, T], [P, G, S]
     window = min(_SMOOTHING, num_steps)
     out = []

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lopt.host_transfer import to_device
 from lopt.tasks.base import Task, TaskSpec, check_split
 from lopt.tasks.classification import check_int
 from lopt.tasks.config import TaskConfig
@@ -207,7 +208,7 @@ class ReparamTask(TaskWrapper):
             raise ValueError(f"ReparamTask.wrap: got {len(scales)} scale arrays for {len(leaves)} params leaves.")
         own = {}
         for i, (leaf, scale) in enumerate(zip(leaves, scales)):
-            scale = jnp.asarray(scale, jnp.float32)
+            scale = to_device(scale, np.float32)
             if scale.shape != leaf.shape:
                 raise ValueError(f"ReparamTask.wrap: scale {i} has shape {scale.shape}, params leaf {i} has "
                                  f"{leaf.shape}; give one scale array per leaf, of its shape.")

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lopt.host_transfer import to_device
 from lopt.tasks.base import Task
 
 __all__ = ["stack", "vmap_axes"]
@@ -51,16 +52,24 @@ def stack(tasks: Sequence[Task]) -> Task:
 def _stack_values(values: list) -> jax.Array:
     """One setting of every task, stacked on the host and put on the device in one transfer.
 
-    ``jnp.stack`` would compile a concatenation for every distinct shape and count (about 120
-    small programs for the campaign's 9 structures, seconds of set-up on a GPU); settings are
-    small, so the host copy costs nothing. PRNG keys, which numpy cannot hold, and weakly typed
-    values (Python scalars: their stack must stay weak, so ``bfloat16 * setting`` stays bfloat16)
-    stack in JAX.
+    ``jnp.stack`` would compile a concatenation for every distinct shape and count, and even
+    ``jnp.asarray`` of the host stack compiles an identity program per shape (about 120 small
+    programs for the campaign's 9 structures, seconds of set-up on a GPU); settings are small, so
+    the host copy costs nothing. PRNG keys, which numpy cannot hold, and weakly typed values
+    (Python scalars: their stack must stay weak, so ``bfloat16 * setting`` stays bfloat16) stack
+    in JAX.
     """
-    arrays = [jnp.asarray(v) for v in values]
-    if any(jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) or a.weak_type for a in arrays):
-        return jnp.stack(arrays)
-    return jnp.asarray(np.stack([np.asarray(a) for a in arrays]))
+    if any(_needs_jax(v) for v in values):
+        return jnp.stack([jnp.asarray(v) for v in values])
+    return to_device(np.stack([np.asarray(v) for v in values]))
+
+
+def _needs_jax(value: object) -> bool:
+    """Whether a setting must be stacked in JAX: a PRNG key or a weakly typed value."""
+    if isinstance(value, (bool, int, float, complex)):
+        return True
+    return isinstance(value, jax.Array) and (jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+                                             or value.weak_type)
 
 
 def vmap_axes(task: Task) -> Task:

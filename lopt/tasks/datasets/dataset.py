@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lopt.host_transfer import to_device
 from lopt.tasks.base import SPLITS, check_split
 
 __all__ = ["Dataset", "DatasetInfo"]
@@ -90,7 +91,7 @@ class Dataset:
                 raise ValueError(f"Dataset {name!r}: split {split!r} has {len(x)} inputs but {len(y)} labels.")
             if len(x) == 0:
                 raise ValueError(f"Dataset {name!r}: split {split!r} is empty.")
-            arrays[split] = {"x": jnp.asarray(x), "y": jnp.asarray(y, dtype=jnp.int32)}
+            arrays[split] = {"x": to_device(x), "y": to_device(y, np.int32)}
         scale = shift = None
         if normalize:
             train_x = np.asarray(splits["train"][0], dtype=np.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,14 +31,22 @@ def resize_uint8(images: np.ndarray, size: int, *, chunk: int = 8192) -> np.ndar
     n, h, w, c = images.shape
     if (h, w) == (size, size):
         return images
-
-    @jax.jit
-    def resize(batch):
-        out = jax.image.resize(batch.astype(jnp.float32), (batch.shape[0], size, size, c), "linear", antialias=True)
-        return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
-
-    parts = [np.asarray(resize(images[i : i + chunk])) for i in range(0, n, chunk)]
+    # Every chunk is padded to one of few shapes (the chunk, or a power of two below it), so the
+    # splits of all datasets of one image size share a handful of compiled programs.
+    rows = chunk if n > chunk else max(64, 1 << (n - 1).bit_length())
+    parts = []
+    for i in range(0, n, rows):
+        batch = images[i : i + rows]
+        padding = np.zeros((rows - len(batch), h, w, c), batch.dtype)
+        parts.append(np.asarray(_resize_batch(np.concatenate([batch, padding]), size))[: len(batch)])
     return np.concatenate(parts)
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _resize_batch(batch: jax.Array, size: int) -> jax.Array:
+    n, _, _, c = batch.shape
+    out = jax.image.resize(batch.astype(jnp.float32), (n, size, size, c), "linear", antialias=True)
+    return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
 
 
 def split_train_valid(x: np.ndarray, y: np.ndarray, num_valid: int):

@@ -70,6 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt.host_transfer import to_device
 from lopt.tasks.base import Task, TaskSpec, check_split
 from lopt.tasks.classification import check_int, check_int_list
 from lopt.tasks.families.generative import apply_mlp
@@ -521,7 +522,7 @@ class LosgFamily(TaskFamily):
         else:
             arrays = _dataset_settings(problem, dim, cfg["num_examples"], rng)
         arrays.setdefault("minimum", np.array(MINIMA[problem] or 0.0))
-        settings = {k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()}
+        settings = {k: to_device(v, np.float32) for k, v in arrays.items()}
         settings.update(problem=jnp.int32(KINDS[kind].index(problem)), noise=jnp.float32(cfg["noise"]),
                         sparse_grad=jnp.float32(cfg["sparse_grad"]), log_objective=jnp.bool_(cfg["log_objective"]),
                         init_scale=jnp.float32(cfg["init_scale"]))

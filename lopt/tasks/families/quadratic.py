@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lopt.host_transfer import to_device
 from lopt.tasks.base import Task, TaskSpec, check_split
 from lopt.tasks.config import TaskConfig
 from lopt.tasks.family import TaskFamily
@@ -104,8 +105,8 @@ class QuadraticFamily(TaskFamily):
         else:
             matrix = np.diag(eigenvalues)
         settings = {
-            "matrix": jnp.asarray(matrix, jnp.float32),
-            "optimum": jnp.asarray(rng.normal(size=dim), jnp.float32),
+            "matrix": to_device(matrix, np.float32),
+            "optimum": to_device(rng.normal(size=dim), np.float32),
             "noise": jnp.float32(cfg["noise"]),
             "init_scale": jnp.float32(cfg["init_scale"]),
         }

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lopt.host_transfer import to_device
 from lopt.tasks.base import SPLITS, Task, TaskSpec
 from lopt.tasks.classification import check_int, check_int_list
 from lopt.tasks.datasets.dataset import Dataset, DatasetInfo
@@ -54,7 +55,7 @@ def _load(name: str) -> tuple[Dataset, float]:
     order = np.random.default_rng(0).permutation(len(x))
     n_valid, n_test = _SPLIT_SIZES["valid"], _SPLIT_SIZES["test"]
     parts = {"test": order[:n_test], "valid": order[n_test:n_test + n_valid], "train": order[n_test + n_valid:]}
-    splits = {s: {"x": jnp.asarray(x[idx], jnp.float32), "y": jnp.asarray(y[idx], jnp.float32)}
+    splits = {s: {"x": to_device(x[idx], np.float32), "y": to_device(y[idx], np.float32)}
               for s, idx in parts.items()}
     info = DatasetInfo(name=name, input_shape=(x.shape[1],), num_classes=0, x_scale=None, x_shift=None,
                        sizes=tuple((s, len(parts[s])) for s in SPLITS))

@@ -17,6 +17,11 @@ Usage: python benchmarks/mixture_throughput.py [--buckets 16] [--configs 8] [--t
        [--canonical-tasks 1024] [--steps 20] [--lopt nominal] [--structures campaign/state.json]
        [--no-canonical] [--out FILE]
 
+The set-up reads the caches a repeat run on the same machine would: task costs
+(:mod:`lopt.tasks.cost_cache`), the structures' normaliser fits (:mod:`lopt.meta.structure_fit_cache`;
+``fits_from_cache`` in the JSON counts the pools read) and, when ``JAX_COMPILATION_CACHE_DIR`` is set,
+XLA's programs. Point ``LOPT_CACHE_DIR`` and ``LOPT_COST_CACHE`` at empty folders to time a cold start.
+
 ``XLA_FLAGS`` in force are saved with the figures (e.g. to compare autotuning levels' compile
 times: ``scripts/gpu_measurements.sh compile``).
 """
@@ -95,7 +100,8 @@ def measure_mixture(args, report) -> dict:
     engine = trainer.engine
     print(f"[mixture] set-up {setup_s:.1f} s ({len(engine.buckets)} structures)", flush=True)
     row = {"config": "taskset mixture", "buckets": len(engine.buckets), "configs_per_bucket": args.configs,
-           "pairs_per_bucket": args.tasks, "setup_s": setup_s, "complete": False}
+           "pairs_per_bucket": args.tasks, "setup_s": setup_s, "fits_from_cache": engine.fits_from_cache,
+           "complete": False}
     report(row)
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]

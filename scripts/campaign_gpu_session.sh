@@ -41,6 +41,9 @@ export LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data
        LOPT_WORDNET_DIR="$PWD/.data/wordnet" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 \
        XLA_PYTHON_CLIENT_PREALLOCATE=false
 CACHE=/tmp/lopt_xla_cache
+# the structures' normaliser fits (lopt.meta.structure_fit_cache) travel in the same archive: a
+# session with the cache carried fits none of its pools again (16-29 s of the H200 set-up)
+export LOPT_CACHE_DIR="$CACHE/lopt"
 mkdir -p "$CACHE" "$OUT/c"
 # the cache travels as one archive (.xla_cache/cache.tgz): a call's 64 MiB count each of its ~2,000
 # small autotuning files by the disk blocks it takes (20 MB for 12 MB of data)

@@ -21,7 +21,9 @@
 #            default is 4, measured by the mixture stage): parallel autotuning with correctness checks
 #            logs "Delay kernel timed out" in every cold compile; ~3 minutes per level, cold.
 #            COMPILE_MIXTURE=taskset measures the issue's shape instead of the campaign's 9 x 4 x 128:
-#            16 buckets drawn from the taskset catalogue x 8 configs x 8 pairs
+#            16 buckets drawn from the taskset catalogue x 8 configs x 8 pairs. COMPILE_PASSES="cold warm"
+#            runs each level a second time with the first run's caches (XLA programs, task costs,
+#            normaliser fits): the set-up of a repeat run on the same machine
 # Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
 set -u
 : "${OUT:?run this inside a device call (OUT unset)}"
@@ -44,12 +46,20 @@ for stage in "${STAGES[@]}"; do
             else
                 shape=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128)
             fi
+            # COMPILE_PASSES="cold warm": a second run with the first one's caches (XLA programs, task
+            # costs, normaliser fits), i.e. what a repeat run on the same machine sees
             for level in ${COMPILE_LEVELS:-2 0}; do
-                XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level" timeout -k 10 240 python3 -u \
-                    benchmarks/mixture_throughput.py --no-canonical "${shape[@]}" --steps 10 \
-                    --set normalizer.num_steps=50 --set 'lopt.config={"concatenate_tensors": true}' \
-                    --out "$OUT/compile_autotune$level.json" > "$OUT/compile_autotune$level.log" 2>&1
-                echo "[compile, autotune level $level] exit $?, $(grep -c "Delay kernel timed out" "$OUT/compile_autotune$level.log") delay-kernel timeouts"; grep -v -i -E "warning|cuda_timer" "$OUT/compile_autotune$level.log" | tail -8
+                caches=$(mktemp -d)
+                for pass in ${COMPILE_PASSES:-cold}; do
+                    name="compile_autotune${level}_$pass"
+                    JAX_COMPILATION_CACHE_DIR="$caches/xla" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+                    LOPT_CACHE_DIR="$caches/lopt" LOPT_COST_CACHE="$caches/costs" \
+                    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level" timeout -k 10 240 python3 -u \
+                        benchmarks/mixture_throughput.py --no-canonical "${shape[@]}" --steps 10 \
+                        --set normalizer.num_steps=50 --set 'lopt.config={"concatenate_tensors": true}' \
+                        --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+                    echo "[compile, autotune level $level, $pass] exit $?, $(grep -c "Delay kernel timed out" "$OUT/$name.log") delay-kernel timeouts"; grep -v -i -E "warning|cuda_timer" "$OUT/$name.log" | tail -8
+                done
             done
             continue ;;
         *) echo "unknown stage $stage (kernel, meta, mixture or compile)" >&2; exit 2 ;;

@@ -65,3 +65,11 @@ def test_resize_pads_chunks_without_changing_images(caplog):
     np.testing.assert_array_equal(resize_uint8(images[:100], 6), want[:100])  # one chunk padded to 128
     # another count that pads to a shape already compiled reuses its program
     assert _compiles(caplog, lambda: resize_uint8(images[:90], 6)) == []
+
+
+@pytest.mark.parametrize("module", ["lopt.host_transfer", "lopt.source_fingerprint"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    assert doctest.testmod(importlib.import_module(module)).failed == 0

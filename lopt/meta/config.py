@@ -113,7 +113,9 @@ class NormalizerSection:
         enabled: normalise losses; if false, raw losses are used (initial 1, best 0).
         num_steps: Adam steps per normaliser run (``0``: the truncation horizon).
         num_seeds: seeds per learning rate.
-        cache_dir: where normalisers are cached (``""``: ``~/.cache/lopt/normalizers``).
+        cache_dir: where normalisers are cached (``""``: ``~/.cache/lopt/normalizers``): per config
+            for one structure, per structure pool for mixtures
+            (:class:`~lopt.meta.structure_fit_cache.StructureFitCache`).
     """
 
     enabled: bool = True

@@ -56,6 +56,7 @@ from lopt.meta import distributed
 from lopt.meta.estimators import PES
 from lopt.meta.normalizer import LossNormalizer, normalize_loss
 from lopt.meta.problem import make_problem, with_normalizers
+from lopt.meta.structure_fit_cache import StructureFitCache
 from lopt.meta.structure_normalizer import (
     extrapolate,
     fit_structure,
@@ -167,6 +168,9 @@ class MixtureEngine:
             components that conflict with another structure's (gradient surgery), so a step is
             only taken where no structure's gradient opposes it to first order.
         mesh: optional ``jax.sharding.Mesh`` with one axis; shards each bucket's tasks over it.
+        fit_cache: a :class:`~lopt.meta.structure_fit_cache.StructureFitCache` that keeps the
+            per-structure normaliser fits (training pools and held-out pools) on disk, so a run
+            with the same configs fits none again; ``None`` fits every time.
 
     Example:
         >>> import jax, lopt
@@ -188,7 +192,7 @@ class MixtureEngine:
                  configs_per_bucket: int = 8, redraw_every: int = 100, heldout_per_bucket: int = 2,
                  eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
                  heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None,
-                 episode_weighting: str = "uniform"):
+                 episode_weighting: str = "uniform", fit_cache: StructureFitCache | None = None):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
         if bucket_weighting not in BUCKET_WEIGHTINGS:
@@ -210,7 +214,7 @@ class MixtureEngine:
         self.num_tasks, self.std, self.unroll_length, self.objective = num_tasks, std, unroll_length, objective
         self.configs_per_bucket, self.redraw_every = configs_per_bucket, redraw_every
         self.heldout_per_bucket, self.eval_steps, self.normalizer_steps = heldout_per_bucket, eval_steps, normalizer_steps
-        self.seed, self.mesh = seed, mesh
+        self.seed, self.mesh, self.fit_cache = seed, mesh, fit_cache
         self.heldout_seed = seed if heldout_seed is None else heldout_seed
         self.bucket_weighting, self.episode_weighting = bucket_weighting, episode_weighting
         self.redraw_index = 0
@@ -268,19 +272,37 @@ class MixtureEngine:
     # --- normalisers and problems ------------------------------------------------------------
 
     def _fit_first_halves(self) -> None:
-        """One vectorised Adam-grid program per structure, compiled in parallel threads."""
+        """One vectorised Adam-grid program per structure, compiled in parallel threads (or read
+        from :attr:`fit_cache`)."""
         # Tasks are built here, in one thread: datasets are loaded once and shared by every task
         # of a structure (stacking needs the very same arrays); only compilation runs in threads.
         start = time.perf_counter()
-        pools = [stack([build(c) for c in bucket.halves[0]]) for bucket in self.buckets]
+        results = [self._cached_fits(b.halves[0], self.normalizer_steps) for b in self.buckets]
+        misses = [i for i, fits in enumerate(results) if fits is None]
+        pools = {i: stack([build(c) for c in self.buckets[i].halves[0]]) for i in misses}
         built = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self.buckets))) as pool:
-            results = list(pool.map(lambda p: fit_structure(p, num_steps=self.normalizer_steps), pools))
-        _LOG.info("normalisers: built %d pools in %.1f s, fitted them in %.1f s", len(pools), built - start,
-                  time.perf_counter() - built)
-        self._first_fits = results
+
+        def fit(index: int) -> list[LossNormalizer]:
+            return self._fit(self.buckets[index].halves[0], pools[index], self.normalizer_steps)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(misses)))) as pool:
+            for index, fits in zip(misses, pool.map(fit, misses)):
+                results[index] = fits
+        _LOG.info("normalisers: %d of %d structures from the cache; built %d pools in %.1f s, fitted them in %.1f s",
+                  len(results) - len(misses), len(results), len(pools), built - start, time.perf_counter() - built)
+        self._first_fits, self.fits_from_cache = results, len(results) - len(misses)
         for bucket, fits in zip(self.buckets, results):
             bucket.gap = max(relative_gap(fits), 1e-3)
+
+    def _cached_fits(self, configs: list, num_steps: int) -> list[LossNormalizer] | None:
+        return None if self.fit_cache is None else self.fit_cache.lookup(configs, num_steps=num_steps)
+
+    def _fit(self, configs: list, pool: Any, num_steps: int) -> list[LossNormalizer]:
+        """:func:`fit_structure` of ``pool`` (built from ``configs``), kept in :attr:`fit_cache`."""
+        fits = fit_structure(pool, num_steps=num_steps)
+        if self.fit_cache is not None:
+            self.fit_cache.store(configs, fits, num_steps=num_steps)
+        return fits
 
     def _normalizers(self, index: int, configs: list, redraw: int) -> list[LossNormalizer]:
         if redraw <= 0:
@@ -449,7 +471,7 @@ class MixtureEngine:
         if "pools" not in self._eval_fns:
             def one(item):
                 family, configs, pool = item
-                fits = fit_structure(pool, num_steps=self.eval_steps)
+                fits = self._cached_fits(configs, self.eval_steps) or self._fit(configs, pool, self.eval_steps)
                 initial = to_device([n.initial_loss for n in fits], np.float32)
                 best = to_device([n.best_loss for n in fits], np.float32)
                 name = structure_key(configs[0])

@@ -32,6 +32,7 @@ from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
 from lopt.meta.outer import learned_outer_optimizer
 from lopt.meta.problem import make_problem
 from lopt.meta.run_directory import open_run
+from lopt.meta.structure_fit_cache import StructureFitCache
 from lopt.meta.truncation import make_schedule
 from lopt.meta.warm_start import load_warm_start, save_warm_start
 from lopt.tasks.mixture import NOT_IN_TASKSET
@@ -95,7 +96,8 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
                          eval_steps=eval_steps, normalizer_steps=cfg.normalizer.num_steps or eval_steps,
                          seed=cfg.seed, heldout_seed=None if task.heldout_seed < 0 else task.heldout_seed,
                          bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
-                         episode_weighting=est.episode_weighting)
+                         episode_weighting=est.episode_weighting,
+                         fit_cache=StructureFitCache(cfg.normalizer.cache_dir or None))
 
 
 def _device_notes(num_tasks: int, mesh: jax.sharding.Mesh | None) -> list[str]:

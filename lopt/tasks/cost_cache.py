@@ -24,37 +24,25 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import glob
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from lopt.source_fingerprint import source_fingerprint
 from lopt.tasks.budget import Budget, TaskCost
 
 __all__ = ["COST_CACHE_ENV", "cache_file", "cached_cost"]
 
 #: ``0`` turns the disk cache off; a folder keeps it there.
 COST_CACHE_ENV = "LOPT_COST_CACHE"
-_LOPT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _loaded: dict[str, dict[str, list]] = {}
 
 
-@functools.cache
 def _fingerprint() -> str:
     """A digest of the code a cost depends on: lopt's task sources, its FLOP counter, JAX's version."""
-    import jax
-
-    digest = hashlib.sha256(jax.__version__.encode())
-    paths = sorted(glob.glob(os.path.join(_LOPT_ROOT, "tasks", "**", "*.py"), recursive=True))
-    for path in [*paths, os.path.join(_LOPT_ROOT, "flops.py")]:
-        digest.update(os.path.relpath(path, _LOPT_ROOT).encode())
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()[:16]
+    return source_fingerprint("tasks/**/*.py", "flops.py")
 
 
 def cache_file() -> str | None:

@@ -3,8 +3,8 @@
 Outside a trace, ``jnp.asarray(numpy_array)`` (and ``jnp.array``) lifts the value with
 ``lax.stage``, which JAX compiles into an identity program once per shape and dtype. A mixture's
 set-up puts a few hundred host arrays of distinct shapes on the device (datasets, task settings,
-stacked pools): about 110 such programs for the ``taskset`` preset's 16 structures x 8 configs,
-each a separate XLA compile (cheap on a CPU, tens of milliseconds on a GPU). ``jax.device_put``
+stacked pools): 136 such programs for the ``taskset`` preset's 16 structures x 8 configs (counted
+on the CPU with ``jax_log_compiles``), each a separate XLA compile. ``jax.device_put``
 copies the same bytes without a program; :func:`to_device` is that, with ``jnp.asarray``'s dtype
 rules (64-bit values become 32-bit unless x64 is on).
 """

@@ -288,9 +288,9 @@ class MixtureEngine:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(misses)))) as pool:
             for index, fits in zip(misses, pool.map(fit, misses)):
                 results[index] = fits
-        _LOG.info("normalisers: %d of %d structures from the cache; built %d pools in %.1f s, fitted them in %.1f s",
-                  len(results) - len(misses), len(results), len(pools), built - start, time.perf_counter() - built)
         self._first_fits, self.fits_from_cache = results, len(results) - len(misses)
+        _LOG.info("normalisers: %d of %d structures from the cache; built %d pools in %.1f s, fitted them in %.1f s",
+                  self.fits_from_cache, len(results), len(pools), built - start, time.perf_counter() - built)
         for bucket, fits in zip(self.buckets, results):
             bucket.gap = max(relative_gap(fits), 1e-3)
 

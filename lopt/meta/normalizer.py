@@ -319,6 +319,22 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "lopt" / "normalizers"
 
 
+def read_matching_document(path: pathlib.Path, identity: Mapping[str, Any]) -> dict[str, Any]:
+    """A cache file's JSON object, checked to hold every field of ``identity`` unchanged.
+
+    Raises:
+        OSError, ValueError (bad JSON, or a field that differs), TypeError (not an object): the
+        caller ignores the file and recomputes it.
+    """
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise TypeError("not a JSON object")
+    for field, expected in identity.items():
+        if document.get(field) != expected:
+            raise ValueError(f"its {field!r} does not match the request")
+    return document
+
+
 class NormalizerCache:
     """Computes each task's normaliser once and keeps it on disk as a small JSON file.
 
@@ -396,13 +412,7 @@ class NormalizerCache:
 
     @staticmethod
     def _read(path: pathlib.Path, identity: dict[str, Any]) -> LossNormalizer:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(document, dict):
-            raise TypeError("not a JSON object")
-        for field, expected in identity.items():
-            if document.get(field) != expected:
-                raise ValueError(f"its {field!r} does not match the request")
-        return LossNormalizer.from_dict(document.get("normalizer"))
+        return LossNormalizer.from_dict(read_matching_document(path, identity).get("normalizer"))
 
     def get_many(self, cfgs: Iterable[Mapping[str, Any]], *, progress: bool = True,
                  **settings: Any) -> list[LossNormalizer]:

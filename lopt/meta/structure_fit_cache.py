@@ -31,7 +31,12 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
-from lopt.meta.normalizer import DEFAULT_LEARNING_RATES, LossNormalizer, default_cache_dir
+from lopt.meta.normalizer import (
+    DEFAULT_LEARNING_RATES,
+    LossNormalizer,
+    default_cache_dir,
+    read_matching_document,
+)
 from lopt.meta.structure_normalizer import fit_structure
 from lopt.source_fingerprint import source_fingerprint
 from lopt.tasks import Task
@@ -83,21 +88,25 @@ class StructureFitCache:
                 "num_steps": int(num_steps), "learning_rates": [float(x) for x in learning_rates],
                 "num_seeds": int(num_seeds)}
 
+    def _locate(self, configs: Sequence[TaskConfig], num_steps: int, learning_rates: Sequence[float],
+                num_seeds: int) -> tuple[dict[str, Any], pathlib.Path]:
+        """The entry's identity and the file named by its hash."""
+        identity = self._identity(configs, num_steps, learning_rates, num_seeds)
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
+        return identity, self.directory / f"structure-{configs[0]['family']}-{digest[:20]}.json"
+
     def path(self, configs: Sequence[TaskConfig], *, num_steps: int,
              learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES, num_seeds: int = 1) -> pathlib.Path:
         """The file that holds (or will hold) these configs' fits with these settings."""
-        identity = self._identity(configs, num_steps, learning_rates, num_seeds)
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
-        return self.directory / f"structure-{configs[0]['family']}-{digest[:20]}.json"
+        return self._locate(configs, num_steps, learning_rates, num_seeds)[1]
 
     def lookup(self, configs: Sequence[TaskConfig], *, num_steps: int,
                learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
                num_seeds: int = 1) -> list[LossNormalizer] | None:
         """The cached fits of ``configs`` (one normaliser per config, in order), or ``None``."""
-        path = self.path(configs, num_steps=num_steps, learning_rates=learning_rates, num_seeds=num_seeds)
+        identity, path = self._locate(configs, num_steps, learning_rates, num_seeds)
         if not path.exists():
             return None
-        identity = self._identity(configs, num_steps, learning_rates, num_seeds)
         try:
             return _read(path, identity)
         except (OSError, ValueError, TypeError, KeyError) as err:
@@ -110,10 +119,9 @@ class StructureFitCache:
         """Writes ``fits`` (one per config) for later :meth:`lookup`; returns the file."""
         if len(fits) != len(configs):
             raise ValueError(f"StructureFitCache.store: {len(fits)} fits for {len(configs)} configs.")
-        identity = self._identity(configs, num_steps, learning_rates, num_seeds)
+        identity, path = self._locate(configs, num_steps, learning_rates, num_seeds)
         numbers = [[float(n.initial_loss), float(n.best_loss)] for n in fits]
         document = {**identity, "normalizers": numbers, "digest": _digest(numbers)}
-        path = self.path(configs, num_steps=num_steps, learning_rates=learning_rates, num_seeds=num_seeds)
         checkpoint.atomic_write(path, (json.dumps(document, sort_keys=True) + "\n").encode("utf-8"))
         return path
 
@@ -143,12 +151,7 @@ def _digest(numbers: list) -> str:
 
 
 def _read(path: pathlib.Path, identity: dict[str, Any]) -> list[LossNormalizer]:
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict):
-        raise TypeError("not a JSON object")
-    for field, expected in identity.items():
-        if document.get(field) != expected:
-            raise ValueError(f"its {field!r} does not match the request")
+    document = read_matching_document(path, identity)
     numbers = document["normalizers"]
     if document.get("digest") != _digest(numbers):
         raise ValueError("its digest does not match its numbers")

@@ -27,6 +27,9 @@ def pytest_collection_modifyitems(config, items):
 # tests start in subprocesses are compared bit for bit with one-device runs in this process, so they
 # keep one host device unless a test asks for more (tests/test_host_devices.py).
 os.environ.setdefault("LOPT_HOST_DEVICES", "1")
+# Catalogue costs are estimated in this process: two pytest workers already fill the two cores, and
+# tests/tasks_dist/test_cost_workers.py checks the worker processes against it.
+os.environ.setdefault("LOPT_COST_WORKERS", "1")
 
 jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("LOPT_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "lopt-test-jax-cache")))

@@ -14,6 +14,9 @@ The file lives in ``$XDG_CACHE_HOME/lopt/task-costs`` (default ``~/.cache/lopt/.
 ``LOPT_COST_CACHE=0`` to leave it alone, or ``LOPT_COST_CACHE=<folder>`` to keep it elsewhere. It
 holds numbers only (JSON), written atomically; an unreadable file is ignored and rewritten.
 
+:func:`prefetch_costs` fills the cache for many candidates at once in worker processes
+(:mod:`lopt.tasks.cost_workers`): how a mixture draws its catalogue on a machine with idle cores.
+
 Example:
     >>> from lopt.tasks.budget import Budget
     >>> from lopt.tasks.cost_cache import cached_cost
@@ -27,17 +30,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lopt.source_fingerprint import source_fingerprint
 from lopt.tasks.budget import Budget, TaskCost
+from lopt.tasks.cost_workers import CostWorkers, estimate_costs, worker_count
 
-__all__ = ["COST_CACHE_ENV", "cache_file", "cached_cost"]
+__all__ = ["COST_CACHE_ENV", "cache_file", "cached_cost", "prefetch_costs"]
 
 #: ``0`` turns the disk cache off; a folder keeps it there.
 COST_CACHE_ENV = "LOPT_COST_CACHE"
 _loaded: dict[str, dict[str, list]] = {}
+_memory: dict[str, list] = {}  # the costs of this process, when the disk cache is off
 
 
 def _fingerprint() -> str:
@@ -77,8 +82,23 @@ def _write(path: str, entries: dict[str, list]) -> None:
         pass
 
 
+def _store(path: str | None) -> dict[str, list]:
+    """The entries of the disk cache at ``path``, or this process's memory when it is off."""
+    return _memory if path is None else _entries(path)
+
+
+def _hit(entries: dict[str, list], budget: Budget, key: str) -> TaskCost | None:
+    hit = entries.get(key)
+    if hit is not None and (hit[1] is not None or budget.max_flops is None):
+        return TaskCost(num_params=int(hit[0]), flops=None if hit[1] is None else float(hit[1]))
+    return None
+
+
 def cached_cost(budget: Budget, cfg: Mapping[str, Any], key: str) -> TaskCost:
-    """``budget.cost(cfg)``, read from the disk cache under ``key`` when it was computed before.
+    """``budget.cost(cfg)``, read from the cache under ``key`` when it was computed before.
+
+    With the disk cache off (``LOPT_COST_CACHE=0``) costs are remembered in memory only, for
+    this process.
 
     Args:
         budget: the budget the cost is checked against (decides what is computed).
@@ -88,14 +108,56 @@ def cached_cost(budget: Budget, cfg: Mapping[str, Any], key: str) -> TaskCost:
     Returns:
         The :class:`~lopt.tasks.budget.TaskCost`; ``step_seconds`` is measured, never cached.
     """
-    path = cache_file()
-    if path is None or budget.max_seconds is not None:
+    if budget.max_seconds is not None:
         return budget.cost(cfg)
-    entries = _entries(path)
-    hit = entries.get(key)
-    if hit is not None and (hit[1] is not None or budget.max_flops is None):
-        return TaskCost(num_params=int(hit[0]), flops=None if hit[1] is None else float(hit[1]))
-    cost = budget.cost(cfg)
-    entries[key] = [cost.num_params, cost.flops]
-    _write(path, entries)
+    path = cache_file()
+    entries = _store(path)
+    cost = _hit(entries, budget, key)
+    if cost is None:
+        cost = budget.cost(cfg)
+        entries[key] = [cost.num_params, cost.flops]
+        if path is not None:
+            _write(path, entries)
     return cost
+
+
+def prefetch_costs(budget: Budget, items: Sequence[tuple[Mapping[str, Any], str]], *,
+                   workers: CostWorkers | int | None = None, min_batch: int = 8) -> int:
+    """Estimates the uncached costs among ``items`` in worker processes and caches them.
+
+    Afterwards :func:`cached_cost` answers those keys without counting. Nothing is done for a
+    budget that bounds measured seconds, or for fewer than ``min_batch`` missing keys (starting
+    the workers costs a few seconds); a candidate no worker could estimate stays uncached.
+
+    Args:
+        budget: the budget the costs are checked against.
+        items: ``(config, key)`` pairs, as :func:`cached_cost` takes them.
+        workers: a running :class:`~lopt.tasks.cost_workers.CostWorkers` pool, or how many
+            processes to start for this call (default :func:`lopt.tasks.cost_workers.worker_count`).
+        min_batch: the fewest missing keys worth starting workers for.
+
+    Returns:
+        How many costs the workers added to the cache.
+    """
+    if budget.max_seconds is not None:
+        return 0
+    path = cache_file()
+    entries = _store(path)
+    missing: dict[str, Mapping[str, Any]] = {}
+    for cfg, key in items:
+        if key not in missing and _hit(entries, budget, key) is None:
+            missing[key] = cfg
+    workers = worker_count() if workers is None else workers
+    if len(missing) < max(2, min_batch) or (isinstance(workers, int) and workers <= 1):
+        return 0
+    configs = list(missing.values())
+    costs = (workers.estimate(budget, configs) if isinstance(workers, CostWorkers)
+             else estimate_costs(budget, configs, workers=workers))
+    added = 0
+    for key, cost in zip(missing, costs):
+        if cost is not None:
+            entries[key] = [cost.num_params, cost.flops]
+            added += 1
+    if added and path is not None:
+        _write(path, entries)
+    return added

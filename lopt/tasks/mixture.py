@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import json
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,8 +46,9 @@ import numpy as np
 
 from lopt.tasks.augment import REPARAM_MODES, batch_size_of
 from lopt.tasks.budget import Budget, task_signature
+from lopt.tasks.catalogue import draw_catalogues
 from lopt.tasks.config import TaskConfig
-from lopt.tasks.cost_cache import cached_cost
+from lopt.tasks.cost_workers import worker_count
 from lopt.tasks.family import build, get, names
 from lopt.tasks.sampling import numpy_rng
 
@@ -287,34 +287,32 @@ class Mixture:
         return get(AUGMENTED).complete({"task": cfg.to_dict(), "batch_size": subsampled, "precision": precision,
                                         "reparam_range": list(aug.reparam_range)})
 
+    def _propose(self, family: str, rng: np.random.Generator) -> TaskConfig:
+        return self._augment_structure(get(family).sample(int(rng.integers(2**31))), rng)
+
+    def _draw_catalogues(self, families: list[str]) -> None:
+        """Draws the catalogues of ``families`` not drawn yet, their costs estimated together."""
+        missing = [f for f in families if f not in self._catalogue]
+        if missing:
+            self._catalogue.update(draw_catalogues(
+                missing, self._propose, key_of=structure_key, num_structures=self.num_structures,
+                max_tries=self.max_tries, budget=self.budget, seed=self.seed))
+
     def structures(self, family: str | None = None) -> list[TaskConfig]:
         """The catalogue: one representative config per structure (of ``family``, or of all).
 
         Drawn on first use, deterministically from ``seed``: the family's sampler proposes
         configs (seed ``i`` of a stream keyed by the family name), new structures that fit
         the budget are kept, until ``num_structures`` are found or ``max_tries`` candidates per
-        entry were drawn.
+        entry were drawn (:mod:`lopt.tasks.catalogue`; with idle cores, the candidates' costs are
+        estimated in worker processes).
         """
-        if family is None:
-            return [cfg for name in self.weights for cfg in self.structures(name)]
-        if family not in self.weights:
+        if family is not None and family not in self.weights:
             raise ValueError(f"Mixture.structures: {family!r} is not in this mixture; its families are "
                              f"{list(self.weights)}.")
-        if family not in self._catalogue:
-            rng = np.random.default_rng([self.seed, zlib.crc32(family.encode())])
-            found: dict[str, TaskConfig] = {}
-            for _ in range(self.max_tries * self.num_structures):
-                if len(found) == self.num_structures:
-                    break
-                cfg = self._augment_structure(get(family).sample(int(rng.integers(2**31))), rng)
-                key = structure_key(cfg)
-                if key in found or (self.budget is not None and not self.budget.admits(cached_cost(self.budget, cfg, key))):
-                    continue
-                found[key] = cfg
-            if not found:
-                raise ValueError(f"Mixture: no structure of {family!r} fits {self.budget} in "
-                                 f"{self.max_tries * self.num_structures} tries; raise the budget or drop the family.")
-            self._catalogue[family] = list(found.values())
+        self._draw_catalogues(list(self.weights) if family is None else [family])
+        if family is None:
+            return [cfg for name in self.weights for cfg in self._catalogue[name]]
         return list(self._catalogue[family])
 
     # --- variants of one structure -------------------------------------------------------------
@@ -408,6 +406,8 @@ class Mixture:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Mixture.buckets: {name}={value!r} must be a positive integer.")
         rng = numpy_rng(key)
+        if self.budget is not None and num_buckets > 1 and worker_count() > 1:
+            self._draw_catalogues(list(self.weights))  # one parallel draw instead of one per family
         used: set[str] = set()
         result = []
         for _ in range(num_buckets):

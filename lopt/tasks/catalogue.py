@@ -1,0 +1,108 @@
+"""Drawing a mixture's catalogue: the structures each family offers, under a budget.
+
+A family's catalogue is the first ``num_structures`` distinct structures its sampler proposes
+(from a stream seeded by the mixture seed and the family name) whose cost fits the budget, or
+fewer if ``max_tries * num_structures`` candidates run out. The proposals do not depend on which
+candidates the budget admits, so candidates can be drawn ahead and their costs estimated
+together: :func:`draw_catalogues` advances every family in rounds, hands each round's uncached
+costs to worker processes at once (:func:`lopt.tasks.cost_cache.prefetch_costs`), then admits the
+candidates in the order the family proposed them. The catalogue is therefore exactly the one a
+one-candidate-at-a-time draw finds; only the wall time differs (a cold ``taskset`` draw of 16
+buckets checks ~180 candidates).
+
+Example:
+    >>> import numpy as np
+    >>> from lopt.tasks.budget import Budget
+    >>> from lopt.tasks.catalogue import draw_catalogues
+    >>> def propose(family, rng):
+    ...     return {"family": "quadratic", "dim": int(rng.integers(2, 40))}
+    >>> found = draw_catalogues(["quadratic"], propose, key_of=lambda c: str(c["dim"]), num_structures=3,
+    ...                         max_tries=20, budget=Budget(max_params=10), seed=0)
+    >>> [c["dim"] <= 10 for c in found["quadratic"]]
+    [True, True, True]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lopt.tasks.budget import Budget
+from lopt.tasks.cost_cache import cached_cost, prefetch_costs
+from lopt.tasks.cost_workers import CostWorkers, worker_count
+
+__all__ = ["draw_catalogues"]
+
+
+@dataclasses.dataclass
+class _FamilyDraw:
+    """One family's draw in progress: its proposal stream and what it has kept so far."""
+
+    rng: np.random.Generator
+    found: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pending: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
+    drawn: int = 0
+
+
+def draw_catalogues(families: Sequence[str], propose: Callable[[str, np.random.Generator], Mapping[str, Any]], *,
+                    key_of: Callable[[Mapping[str, Any]], str], num_structures: int, max_tries: int,
+                    budget: Budget | None, seed: int) -> dict[str, list]:
+    """Each family's catalogue, the costs of all families estimated together.
+
+    Args:
+        families: the families to draw.
+        propose: ``(family, rng) -> config``, the family's next candidate from its stream.
+        key_of: a config's structure key (equal keys are one structure).
+        num_structures: structures wanted per family.
+        max_tries: candidates drawn per wanted structure before a family is closed.
+        budget: candidates whose cost exceeds it are skipped (``None``: no bound).
+        seed: the catalogues' seed (with the family name, it seeds each family's stream).
+
+    Returns:
+        ``{family: [config, ...]}`` in the order the structures were found.
+
+    Raises:
+        ValueError: a family has no structure within the budget.
+    """
+    count = worker_count() if budget is not None and budget.max_seconds is None else 0
+    with contextlib.ExitStack() as stack:
+        workers = stack.enter_context(CostWorkers(count)) if count > 1 else None
+        return _draw(families, propose, key_of, num_structures, max_tries * num_structures, budget, seed, workers)
+
+
+def _draw(families: Sequence[str], propose: Callable, key_of: Callable, num_structures: int, tries: int,
+          budget: Budget | None, seed: int, workers: CostWorkers | None) -> dict[str, list]:
+    draws = {f: _FamilyDraw(np.random.default_rng([seed, zlib.crc32(f.encode())])) for f in families}
+    catalogues: dict[str, list] = {}
+    while draws:
+        wanted = []
+        for family, draw in draws.items():
+            if draw.pending:
+                continue
+            # as many candidates as structures are still missing (a serial draw needs at least that many)
+            count = min(tries - draw.drawn, max(1, num_structures - len(draw.found)))
+            for _ in range(count):
+                cfg = propose(family, draw.rng)
+                draw.pending.append((key_of(cfg), cfg))
+            draw.drawn += count
+            wanted += [(cfg, key) for key, cfg in draw.pending if key not in draw.found]
+        if workers is not None:
+            prefetch_costs(budget, wanted, workers=workers)
+        for family in list(draws):
+            draw = draws[family]
+            while draw.pending and len(draw.found) < num_structures:
+                key, cfg = draw.pending.pop(0)
+                if key not in draw.found and (budget is None or budget.admits(cached_cost(budget, cfg, key))):
+                    draw.found[key] = cfg
+            if len(draw.found) == num_structures or (not draw.pending and draw.drawn >= tries):
+                if not draw.found:
+                    raise ValueError(f"Mixture: no structure of {family!r} fits {budget} in {tries} tries; raise the "
+                                     "budget or drop the family.")
+                catalogues[family] = list(draw.found.values())
+                del draws[family]
+    return catalogues

@@ -1,0 +1,71 @@
+"""Catalogue costs in worker processes: the very numbers, and the very catalogue, of one process."""
+
+import pytest
+
+import lopt
+from lopt.tasks import budget as budget_module
+from lopt.tasks import cost_cache, cost_workers
+from lopt.tasks.budget import Budget
+from lopt.tasks.cost_workers import estimate_costs, worker_count
+
+BUDGET = Budget(max_params=20_000, max_flops=5e7)
+CONFIGS = [{"family": "quadratic", "dim": 7}, {"family": "mlp", "hidden_sizes": [8], "batch_size": 16}]
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """A cost cache of this test's own, nothing remembered in memory."""
+    monkeypatch.setenv(cost_cache.COST_CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(cost_cache, "_loaded", {})
+    monkeypatch.setattr(budget_module, "_COSTS", {})
+    return tmp_path
+
+
+def test_workers_answer_what_the_process_computes():
+    in_process = [BUDGET.cost(c) for c in CONFIGS]
+    assert estimate_costs(BUDGET, CONFIGS, workers=2) == in_process
+    assert in_process[0].num_params == 7 and in_process[1].flops > 0
+
+
+def test_a_config_no_worker_can_build_is_left_to_the_caller():
+    bad = {"family": "mlp", "hidden_sizes": [8], "batch_size": 16, "dataset": "no_such_dataset"}
+    costs = estimate_costs(BUDGET, [CONFIGS[0], bad], workers=2)
+    assert costs[0].num_params == 7 and costs[1] is None
+    with pytest.raises(ValueError, match="no_such_dataset"):
+        BUDGET.cost(bad)  # the caller then estimates it and raises the real error
+
+
+def test_bad_settings(monkeypatch):
+    with pytest.raises(ValueError, match="max_seconds"):
+        estimate_costs(Budget(max_seconds=1.0), CONFIGS, workers=2)
+    with pytest.raises(ValueError, match="workers=-1"):
+        estimate_costs(BUDGET, CONFIGS, workers=-1)
+    monkeypatch.setenv(cost_workers.WORKERS_ENV, "many")
+    with pytest.raises(ValueError, match="LOPT_COST_WORKERS='many'"):
+        worker_count()
+    monkeypatch.setenv(cost_workers.WORKERS_ENV, "3")
+    assert worker_count() == 3
+
+
+def _catalogue():
+    dist = lopt.tasks.mixture({"quadratic": 1.0, "mlp": 1.0}, num_structures=4, budget=BUDGET, seed=5)
+    return [c.to_dict() for c in dist.structures()], dist.buckets(2, num_buckets=3, configs_per_bucket=2)
+
+
+def test_a_parallel_draw_finds_the_catalogue_of_a_serial_one(fresh, monkeypatch):
+    serial = _catalogue()
+    monkeypatch.setattr(cost_cache, "_loaded", {})
+    monkeypatch.setattr(budget_module, "_COSTS", {})
+    for path in fresh.iterdir():
+        path.unlink()
+    monkeypatch.setenv(cost_workers.WORKERS_ENV, "2")
+    added = []
+    prefetch = cost_cache.prefetch_costs
+
+    def counted(*args, **kwargs):
+        added.append(prefetch(*args, **kwargs))
+        return added[-1]
+
+    monkeypatch.setattr(lopt.tasks.catalogue, "prefetch_costs", counted)
+    assert _catalogue() == serial
+    assert sum(added) >= 8  # the workers, not this process, counted the candidates' costs

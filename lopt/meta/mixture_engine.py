@@ -226,9 +226,15 @@ class MixtureEngine:
         self._ahead: tuple | None = None
         # The bucket programs take the normalisers as arrays: they compile in background threads
         # while the normalisers are fitted, on pools that hold placeholders until then.
-        self._apply_pools(placeholders=True)
+        # Host work runs before the compile threads start: under 16 tracing threads the main thread
+        # gets a small share of the GIL (a warm H200 set-up spent 25 s reading 16 cached fits after
+        # them, a cold one 34 s building the pools to fit). The pools to fit are stacked from the
+        # tasks the placeholder pools are built from.
+        cached = self._cached_first_fits()
+        self._fit_pools: dict[int, Any] = {}
+        self._apply_pools(placeholders=True, fit_pools_for={i for i, fits in enumerate(cached) if fits is None})
         self._compile_ahead()
-        self._fit_first_halves()
+        self._fit_first_halves(cached)
         self._apply_normalizers()
 
     # --- drawing ---------------------------------------------------------------------------
@@ -271,15 +277,25 @@ class MixtureEngine:
 
     # --- normalisers and problems ------------------------------------------------------------
 
-    def _fit_first_halves(self) -> None:
-        """One vectorised Adam-grid program per structure, compiled in parallel threads (or read
-        from :attr:`fit_cache`)."""
+    def _cached_first_fits(self) -> list:
+        """The first halves' fits found in :attr:`fit_cache` (``None`` for each one missing)."""
+        start = time.perf_counter()
+        results = [self._cached_fits(b.halves[0], self.normalizer_steps) for b in self.buckets]
+        self._fit_lookup_seconds = time.perf_counter() - start
+        return results
+
+    def _fit_first_halves(self, cached: list) -> None:
+        """One vectorised Adam-grid program per structure, compiled in parallel threads, for each
+        structure whose fits ``cached`` lacks."""
         # Tasks are built here, in one thread: datasets are loaded once and shared by every task
         # of a structure (stacking needs the very same arrays); only compilation runs in threads.
         start = time.perf_counter()
-        results = [self._cached_fits(b.halves[0], self.normalizer_steps) for b in self.buckets]
+        results = list(cached)
         misses = [i for i, fits in enumerate(results) if fits is None]
-        pools = {i: stack([build(c) for c in self.buckets[i].halves[0]]) for i in misses}
+        pools, self._fit_pools = self._fit_pools, {}
+        for i in misses:
+            if i not in pools:
+                pools[i] = stack([build(c) for c in self.buckets[i].halves[0]])
         built = time.perf_counter()
 
         def fit(index: int) -> list[LossNormalizer]:
@@ -289,8 +305,9 @@ class MixtureEngine:
             for index, fits in zip(misses, pool.map(fit, misses)):
                 results[index] = fits
         self._first_fits, self.fits_from_cache = results, len(results) - len(misses)
-        _LOG.info("normalisers: %d of %d structures from the cache; built %d pools in %.1f s, fitted them in %.1f s",
-                  self.fits_from_cache, len(results), len(pools), built - start, time.perf_counter() - built)
+        _LOG.info("normalisers: %d of %d structures from the cache (read in %.1f s); built %d pools in %.1f s, "
+                  "fitted them in %.1f s", self.fits_from_cache, len(results), self._fit_lookup_seconds, len(pools),
+                  built - start, time.perf_counter() - built)
         for bucket, fits in zip(self.buckets, results):
             bucket.gap = max(relative_gap(fits), 1e-3)
 
@@ -321,10 +338,13 @@ class MixtureEngine:
         return (self._normalizers(index, bucket.halves[0], draws[0])
                 + self._normalizers(index, bucket.halves[1], draws[1]))
 
-    def _pool_problem(self, index: int, *, placeholders: bool = False):
+    def _pool_problem(self, index: int, *, placeholders: bool = False, keep_fit_pool: bool = False):
         bucket = self.buckets[index]
         configs = bucket.halves[0] + bucket.halves[1]
         normalizers = None if placeholders else self._pool_normalizers(index)
+        if keep_fit_pool:  # the first half stacked on its own, for fit_structure
+            configs = [build(c) for c in configs]
+            self._fit_pools[index] = stack(configs[:len(bucket.halves[0])])
         problem = make_problem(self.lopt, configs, truncation=self.truncation, unroll_length=self.unroll_length,
                                objective=self.objective, normalizers=normalizers,
                                episode_weighting=self.episode_weighting)
@@ -333,8 +353,9 @@ class MixtureEngine:
         active[self._active_half() * c:(self._active_half() + 1) * c] = True
         return dataclasses.replace(problem, active=to_device(active))
 
-    def _apply_pools(self, *, placeholders: bool = False) -> None:
-        problems = [self._pool_problem(i, placeholders=placeholders) for i in range(len(self.buckets))]
+    def _apply_pools(self, *, placeholders: bool = False, fit_pools_for: set[int] = frozenset()) -> None:
+        problems = [self._pool_problem(i, placeholders=placeholders, keep_fit_pool=i in fit_pools_for)
+                    for i in range(len(self.buckets))]
         estimators = [PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems]
         if placeholders:  # only compiled from, never run: placed once the normalisers are in
             self._estimators = estimators

@@ -12,7 +12,7 @@ from lopt.host_transfer import to_device
 from lopt.learned.base import LearnedOptimizer
 from lopt.meta.truncation import ConstantHorizon, TruncationSchedule
 from lopt.meta.unroll import MetaProblem
-from lopt.tasks import build, stack
+from lopt.tasks import Task, build, stack
 
 __all__ = ["make_problem", "with_normalizers"]
 
@@ -25,7 +25,8 @@ def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any
 
     Args:
         lopt: the learned optimizer.
-        task_configs: configs that build tasks of one structure (they are stacked).
+        task_configs: configs that build tasks of one structure, or tasks already built from
+            them (they are stacked).
         horizon: shorthand for ``truncation=ConstantHorizon(horizon)``.
         truncation: a truncation schedule (default: constant 1,000 steps).
         unroll_length: inner steps per truncated unroll.
@@ -49,7 +50,7 @@ def make_problem(lopt: LearnedOptimizer, task_configs: Sequence[Mapping[str, Any
     if horizon is not None and truncation is not None:
         raise ValueError("make_problem: pass horizon or truncation, not both.")
     truncation = truncation or ConstantHorizon(horizon or 1000)
-    tasks = stack([build(cfg) for cfg in task_configs])
+    tasks = stack([cfg if isinstance(cfg, Task) else build(cfg) for cfg in task_configs])
     initial, best = _normalizer_arrays(normalizers, len(task_configs), "make_problem")
     return MetaProblem(lopt=lopt, tasks=tasks, initial_loss=initial, best_loss=best, truncation=truncation,
                        unroll_length=unroll_length, objective=objective, episode_weighting=episode_weighting)

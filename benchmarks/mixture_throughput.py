@@ -190,6 +190,7 @@ def main() -> None:
     # the engine's set-up and per-program compile times (pool builds, normaliser fits, lowering)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     logging.getLogger("lopt.meta").setLevel(logging.INFO)
+    logging.getLogger("lopt.tasks").setLevel(logging.INFO)  # the catalogue draw's seconds
     rows = [] if args.no_canonical else [measure_canonical(args)]
     header = {"lopt": args.lopt, "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if rows:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -37,6 +39,8 @@ from lopt.tasks.cost_cache import cached_cost, prefetch_costs
 from lopt.tasks.cost_workers import CostWorkers, worker_count
 
 __all__ = ["draw_catalogues"]
+
+_LOG = logging.getLogger("lopt.tasks")
 
 
 @dataclasses.dataclass
@@ -70,9 +74,13 @@ def draw_catalogues(families: Sequence[str], propose: Callable[[str, np.random.G
         ValueError: a family has no structure within the budget.
     """
     count = worker_count() if budget is not None and budget.max_seconds is None else 0
+    start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         workers = stack.enter_context(CostWorkers(count)) if count > 1 else None
-        return _draw(families, propose, key_of, num_structures, max_tries * num_structures, budget, seed, workers)
+        found = _draw(families, propose, key_of, num_structures, max_tries * num_structures, budget, seed, workers)
+    _LOG.info("catalogue: %d families, %d structures in %.1f s (%s)", len(found), sum(map(len, found.values())),
+              time.perf_counter() - start, f"costs in {count} worker processes" if workers else "one process")
+    return found
 
 
 def _draw(families: Sequence[str], propose: Callable, key_of: Callable, num_structures: int, tries: int,

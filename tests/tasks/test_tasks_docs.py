@@ -12,8 +12,11 @@ import pytest
 MODULES = [
     "lopt.tasks",
     "lopt.tasks.base",
+    "lopt.tasks.catalogue",
     "lopt.tasks.classification",
     "lopt.tasks.config",
+    "lopt.tasks.cost_cache",
+    "lopt.tasks.cost_workers",
     "lopt.tasks.datasets.catalog",
     "lopt.tasks.datasets.dataset",
     "lopt.tasks.datasets.idx",

@@ -77,16 +77,20 @@ def draw_catalogues(families: Sequence[str], propose: Callable[[str, np.random.G
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         workers = stack.enter_context(CostWorkers(count)) if count > 1 else None
-        found = _draw(families, propose, key_of, num_structures, max_tries * num_structures, budget, seed, workers)
+        found, costed = _draw(families, propose, key_of, num_structures, max_tries * num_structures, budget, seed,
+                              workers)
     _LOG.info("catalogue: %d families, %d structures in %.1f s (%s)", len(found), sum(map(len, found.values())),
-              time.perf_counter() - start, f"costs in {count} worker processes" if workers else "one process")
+              time.perf_counter() - start,
+              f"{costed} costs estimated by {count} worker processes" if workers else "one process")
     return found
 
 
 def _draw(families: Sequence[str], propose: Callable, key_of: Callable, num_structures: int, tries: int,
-          budget: Budget | None, seed: int, workers: CostWorkers | None) -> dict[str, list]:
+          budget: Budget | None, seed: int, workers: CostWorkers | None) -> tuple[dict[str, list], int]:
+    """The catalogues, and how many costs the workers estimated."""
     draws = {f: _FamilyDraw(np.random.default_rng([seed, zlib.crc32(f.encode())])) for f in families}
     catalogues: dict[str, list] = {}
+    costed = 0
     while draws:
         wanted = []
         for family, draw in draws.items():
@@ -100,7 +104,7 @@ def _draw(families: Sequence[str], propose: Callable, key_of: Callable, num_stru
             draw.drawn += count
             wanted += [(cfg, key) for key, cfg in draw.pending if key not in draw.found]
         if workers is not None:
-            prefetch_costs(budget, wanted, workers=workers)
+            costed += prefetch_costs(budget, wanted, workers=workers)
         for family in list(draws):
             draw = draws[family]
             while draw.pending and len(draw.found) < num_structures:
@@ -113,4 +117,4 @@ def _draw(families: Sequence[str], propose: Callable, key_of: Callable, num_stru
                                      "budget or drop the family.")
                 catalogues[family] = list(draw.found.values())
                 del draws[family]
-    return catalogues
+    return catalogues, costed

@@ -1,5 +1,7 @@
 """Catalogue costs in worker processes: the very numbers, and the very catalogue, of one process."""
 
+import logging
+
 import pytest
 
 import lopt
@@ -52,7 +54,7 @@ def _catalogue():
     return [c.to_dict() for c in dist.structures()], dist.buckets(2, num_buckets=3, configs_per_bucket=2)
 
 
-def test_a_parallel_draw_finds_the_catalogue_of_a_serial_one(fresh, monkeypatch):
+def test_a_parallel_draw_finds_the_catalogue_of_a_serial_one(fresh, monkeypatch, caplog):
     serial = _catalogue()
     monkeypatch.setattr(cost_cache, "_loaded", {})
     monkeypatch.setattr(budget_module, "_COSTS", {})
@@ -67,5 +69,7 @@ def test_a_parallel_draw_finds_the_catalogue_of_a_serial_one(fresh, monkeypatch)
         return added[-1]
 
     monkeypatch.setattr(lopt.tasks.catalogue, "prefetch_costs", counted)
-    assert _catalogue() == serial
+    with caplog.at_level(logging.INFO, logger="lopt.tasks"):
+        assert _catalogue() == serial
     assert sum(added) >= 8  # the workers, not this process, counted the candidates' costs
+    assert f"{sum(added)} costs estimated by 2 worker processes" in caplog.text

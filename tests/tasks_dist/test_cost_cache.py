@@ -4,8 +4,6 @@ import glob
 import json
 from pathlib import Path
 
-import pytest
-
 import lopt
 from lopt.tasks import budget as budget_module
 from lopt.tasks import cost_cache
@@ -17,15 +15,6 @@ BUDGET = Budget(max_params=20_000, max_flops=5e7)
 def _catalogue():
     dist = lopt.tasks.mixture({"quadratic": 1.0, "mlp": 1.0}, num_structures=3, budget=BUDGET, seed=4)
     return [dict(c) for c in dist.structures()]
-
-
-@pytest.fixture
-def fresh(monkeypatch, tmp_path):
-    """A cache folder of this test's own, nothing remembered in memory."""
-    monkeypatch.setenv(cost_cache.COST_CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(cost_cache, "_loaded", {})
-    monkeypatch.setattr(budget_module, "_COSTS", {})
-    return tmp_path
 
 
 def test_a_second_draw_reads_the_costs_and_gives_the_same_catalogue(fresh, monkeypatch):

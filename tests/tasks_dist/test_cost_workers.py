@@ -14,15 +14,6 @@ BUDGET = Budget(max_params=20_000, max_flops=5e7)
 CONFIGS = [{"family": "quadratic", "dim": 7}, {"family": "mlp", "hidden_sizes": [8], "batch_size": 16}]
 
 
-@pytest.fixture
-def fresh(monkeypatch, tmp_path):
-    """A cost cache of this test's own, nothing remembered in memory."""
-    monkeypatch.setenv(cost_cache.COST_CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(cost_cache, "_loaded", {})
-    monkeypatch.setattr(budget_module, "_COSTS", {})
-    return tmp_path
-
-
 def test_workers_answer_what_the_process_computes():
     in_process = [BUDGET.cost(c) for c in CONFIGS]
     assert estimate_costs(BUDGET, CONFIGS, workers=2) == in_process

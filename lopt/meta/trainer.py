@@ -319,13 +319,17 @@ class MetaTrainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict:
+    def run(self, *, resume: bool = False, stop_after: int | None = None, deadline: float | None = None) -> dict:
         """Meta-trains to ``trainer.outer_steps`` (from the latest checkpoint if ``resume``).
 
         Args:
             resume: continue from the newest usable checkpoint in ``out_dir/checkpoints``.
             stop_after: stop (after checkpointing) once this many outer steps are done in total;
                 used to simulate interruptions.
+            deadline: a ``time.time()`` by which to stop (after checkpointing), besides
+                ``trainer.max_minutes``; unlike that budget it also counts what passes before the
+                first outer step (waiting for compilation), which a caller with a fixed wall-clock
+                allowance (a rented-GPU call) needs.
 
         Returns:
             A summary: final step, theta path, seconds, inner steps per second, last metrics.
@@ -341,11 +345,11 @@ class MetaTrainer:
         self.notes.extend(run_dir.notes)
         try:
             with GracefulStop() as stop:  # Ctrl-C / SIGTERM: finish the step in flight, checkpoint it, stop
-                return self._train(resume, stop_after, stop)
+                return self._train(resume, stop_after, stop, deadline)
         finally:
             run_dir.release()
 
-    def _train(self, resume: bool, stop_after: int | None, stop: GracefulStop) -> dict:
+    def _train(self, resume: bool, stop_after: int | None, stop: GracefulStop, deadline: float | None = None) -> dict:
         """The outer loop of :meth:`run` (the directory is open and locked)."""
         cfg = self.config
         manager = CheckpointManager(cfg.trainer.checkpoint_dir or os.path.join(self.out_dir, "checkpoints"),
@@ -386,6 +390,8 @@ class MetaTrainer:
             smoothed = meta_loss if smoothed is None or not math.isfinite(smoothed) else 0.95 * smoothed + 0.05 * meta_loss
 
         max_seconds = 60.0 * cfg.trainer.max_minutes if cfg.trainer.max_minutes > 0 else math.inf
+        if deadline is not None:
+            max_seconds = min(max_seconds, deadline - time.time() + (time.perf_counter() - start))
         while step < total:
             key = jax.random.fold_in(self.root_key, step)
             if self.engine is not None:  # every bucket, one averaged gradient

@@ -95,6 +95,19 @@ def test_without_full_checkpoints_save_points_keep_the_warm_start_only(uninterru
         np.testing.assert_array_equal(a, b)
 
 
+def test_deadline_counts_time_before_the_first_outer_step(uninterrupted, tmp_path):
+    full, _ = uninterrupted
+    trainer = MetaTrainer(small_config(), tmp_path, progress=False)
+    stopped = trainer.run(deadline=time.time() - 1.0)  # spent already (e.g. by compilation): one step, then stop
+    assert stopped["step"] == 1
+    assert lopt.meta.CheckpointManager(tmp_path / "checkpoints").list() == [1]
+    assert any("max_minutes" in note for note in stopped["notes"])
+    resumed = MetaTrainer(small_config(), tmp_path, progress=False).run(resume=True, deadline=time.time() + 600)
+    assert resumed["step"] == 12  # a far deadline leaves the configured run alone
+    for a, b in zip(leaves(full["theta"]), leaves(resumed["theta"])):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_diverging_tasks_leave_theta_finite(tmp_path):
     cfg = small_config()
     cfg.lopt.config = {"lr": 50.0}  # every inner training diverges within a few steps

@@ -64,6 +64,7 @@ from lopt.meta.structure_normalizer import (
     initial_losses,
     relative_gap,
 )
+from lopt.meta.trace_gate import tracing
 from lopt.meta.truncation import TruncationSchedule
 from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
 from lopt.tasks.mixture import Mixture, base_family
@@ -411,10 +412,11 @@ class MixtureEngine:
 
     def _compile_bucket(self, index: int, estimator: Any, theta: Any, state: Any, key: Any, start: float):
         """Traces, lowers and compiles one bucket's program (``theta`` and ``state`` may be shapes)."""
-        t0 = time.perf_counter()
-        traced = jax.jit(_estimate).trace(estimator, theta, state, key)
-        lowered = traced.lower()
-        t1 = time.perf_counter()
+        with tracing():  # Python work under the GIL: a few threads at a time (lopt.meta.trace_gate)
+            t0 = time.perf_counter()
+            traced = jax.jit(_estimate).trace(estimator, theta, state, key)
+            lowered = traced.lower()
+            t1 = time.perf_counter()
         compiled = lowered.compile()
         t2 = time.perf_counter()
         _LOG.info("compiled bucket %d (%s): lower %.1f s, compile %.1f s, %.0f s since the start",

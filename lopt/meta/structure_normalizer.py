@@ -33,6 +33,7 @@ import numpy as np
 from lopt import inner, optimizers
 from lopt.host_transfer import to_device
 from lopt.meta.normalizer import DEFAULT_LEARNING_RATES, LossNormalizer
+from lopt.meta.trace_gate import compile_gated
 from lopt.tasks import Task, vmap_axes
 
 __all__ = ["MIN_RELATIVE_GAP", "extrapolate", "fit_structure", "informative", "initial_losses", "relative_gap"]
@@ -91,7 +92,9 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
     if lrs.ndim != 1 or not lrs.size or np.any(lrs <= 0):
         raise ValueError(f"fit_structure: learning_rates={learning_rates!r} must be positive numbers.")
     key = jax.random.key(0) if key is None else key
-    losses, diverged = _grid_curves(pool, to_device(lrs), key, num_steps, num_seeds)
+    lrs_device = to_device(lrs)
+    program = compile_gated(_grid_curves, pool, lrs_device, key, num_steps=num_steps, num_seeds=num_seeds)
+    losses, diverged = program(pool, lrs_device, key)
     losses, diverged = np.asarray(losses, np.float64), np.asarray(diverged)  # [P, G, S, T], [P, G, S]
     window = min(_SMOOTHING, num_steps)
     out = []

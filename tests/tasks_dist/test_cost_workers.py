@@ -64,3 +64,32 @@ def test_a_parallel_draw_finds_the_catalogue_of_a_serial_one(fresh, monkeypatch,
         assert _catalogue() == serial
     assert sum(added) >= 8  # the workers, not this process, counted the candidates' costs
     assert f"{sum(added)} costs estimated by 2 worker processes" in caplog.text
+
+
+def _request(index, **task):
+    return {"index": index, "flops": True, "config": {"family": "augmented", "task": task}}
+
+
+def test_data_key_groups_configs_by_what_their_tasks_load():
+    key = cost_workers.data_key
+    small = {"family": "mlp", "dataset": "digits", "image_size": 8, "hidden_sizes": [4]}
+    assert key({"family": "augmented", "task": small}) == key({**small, "family": "conv_fc", "channels": [3]})
+    assert key(small) != key({**small, "image_size": 16})
+    assert key({"family": "char_rnn_lm", "corpus": "fortunes", "vocab_size": 64}) != key(
+        {"family": "char_rnn_lm", "corpus": "wordnet", "vocab_size": 64})
+    assert key({"family": "quadratic", "dim": 3}) == key({"family": "quadratic", "dim": 9}) != key({"family": "losg"})
+
+
+def test_work_list_spreads_groups_before_sharing_and_keeps_workers_to_theirs():
+    items = ([_request(i, family="mlp", dataset="digits") for i in range(4)]
+             + [_request(4 + i, family="mlp", dataset="fashion_mnist") for i in range(2)]
+             + [_request(6, family="quadratic")])
+    work = cost_workers._WorkList(items)
+    held = [set(), set(), set()]
+    first = [work.take(h)["index"] for h in held]
+    assert first == [0, 4, 6]  # three workers, three groups: the largest group first, none shared yet
+    assert work.take(held[0])["index"] == 1 and work.take(held[1])["index"] == 5  # each keeps to its group
+    assert work.take(held[2])["index"] == 2  # its group ran dry: it helps with the largest one left
+    assert len(held[2]) == 2
+    taken = [work.take(held[0]), work.take(held[2]), work.take(held[1])]
+    assert sorted(t["index"] for t in taken if t) == [3] and work.take(set()) is None

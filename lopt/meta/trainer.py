@@ -438,7 +438,8 @@ class MetaTrainer:
                     save_theta(os.path.join(self.out_dir, "thetas", f"theta-{step:06d}.safetensors"), self.setup.lopt,
                                theta, extra={"outer_steps": step, "config": cfg.name})
             if out_of_time:
-                self.notes.append(f"stopped after trainer.max_minutes={cfg.trainer.max_minutes} at outer step {step}; "
+                limit = f"trainer.max_minutes={cfg.trainer.max_minutes}" + (" or the deadline" if deadline else "")
+                self.notes.append(f"stopped at its time limit ({limit}) at outer step {step}; "
                                   "continue with "
                                   f"{how_to_continue(str(self.out_dir), full_checkpoints=cfg.trainer.full_checkpoints)}")
                 break

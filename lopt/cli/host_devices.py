@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from lopt.env_settings import parse_count
+
 __all__ = ["HOST_DEVICES_ENV", "MAX_AUTO_DEVICES", "host_device_count", "use_host_cores"]
 
 #: ``auto`` (default), ``1`` (one host device) or a positive number of host devices.
@@ -59,14 +61,8 @@ def host_device_count(environ: Mapping[str, str] | None = None, *, cores: int | 
     setting = environ.get(HOST_DEVICES_ENV, "auto").strip().lower()
     if setting == "auto":
         return max(1, min(MAX_AUTO_DEVICES, _usable_cores() if cores is None else cores))
-    try:
-        count = int(setting)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise ValueError(f"{HOST_DEVICES_ENV}={environ[HOST_DEVICES_ENV]!r} must be 'auto' or a positive integer "
-                         f"(1 keeps one host device).")
-    return count
+    return parse_count(HOST_DEVICES_ENV, environ[HOST_DEVICES_ENV], minimum=1,
+                       expected="'auto' or a positive integer (1 keeps one host device)")
 
 
 def use_host_cores(environ: Mapping[str, str] | None = None) -> int | None:

@@ -36,6 +36,8 @@ from typing import Any
 
 import jax
 
+from lopt.env_settings import parse_count
+
 __all__ = ["THREADS_ENV", "compile_gated", "trace_threads", "tracing"]
 
 THREADS_ENV = "LOPT_TRACE_THREADS"
@@ -57,14 +59,8 @@ def trace_threads() -> int:
     setting = os.environ.get(THREADS_ENV, "").strip()
     if not setting:
         return _DEFAULT_THREADS
-    try:
-        value = int(setting)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{THREADS_ENV}={setting!r} must be a positive integer (threads tracing JAX programs at once; "
-                         f"unset: {_DEFAULT_THREADS}).")
-    return value
+    return parse_count(THREADS_ENV, setting, minimum=1, expected="a positive integer (threads tracing JAX programs "
+                       f"at once; unset: {_DEFAULT_THREADS})")
 
 
 def _semaphore() -> threading.BoundedSemaphore:

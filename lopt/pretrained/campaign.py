@@ -129,9 +129,8 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     # the session's wall time bounds the loop: the trainer's own clock starts only at its first outer
     # step, after the bucket programs finished compiling (85 s after set-up in cold session 36)
     deadline = max(start + 60.0 * (minutes - reserve_minutes), time.time() + 30.0)
-    trainer.config.trainer.max_minutes = (deadline - time.time()) / 60.0
     print(f"[campaign] set-up {setup_seconds:.0f} s; meta-training (compilation included) for "
-          f"{trainer.config.trainer.max_minutes:.1f} min on {len(trainer.engine.buckets)} structures", flush=True)
+          f"{(deadline - time.time()) / 60.0:.1f} min on {len(trainer.engine.buckets)} structures", flush=True)
     result = trainer.run(deadline=deadline)
     seconds = time.time() - start
     print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "

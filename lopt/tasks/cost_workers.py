@@ -44,6 +44,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+from lopt.env_settings import parse_count
 from lopt.tasks.budget import Budget, TaskCost
 from lopt.tasks.config import TaskConfig
 
@@ -64,13 +65,8 @@ def worker_count() -> int:
     if not setting:
         cores = os.cpu_count() or 1
         return min(_MAX_DEFAULT_WORKERS, cores) if cores >= _MIN_CORES else 0
-    try:
-        value = int(setting)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{WORKERS_ENV}={setting!r} must be a non-negative integer (0 or 1: no worker processes).")
-    return value
+    return parse_count(WORKERS_ENV, setting, minimum=0,
+                       expected="a non-negative integer (0 or 1: no worker processes)")
 
 
 #: Task settings that decide what data a task loads (and a worker then keeps in memory).

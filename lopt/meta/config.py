@@ -141,12 +141,16 @@ class OuterSection:
         bucket_weighting: mixture runs: ``"mean"`` averages the structures' meta-gradients,
             ``"unit"`` scales each to unit norm first (every structure an equal vote), ``"pcgrad"``
             then also removes each one's components that conflict with another's.
+        trainable: meta-train only theta's leaves whose names match this regular expression
+            (e.g. ``"schedule|log_lr"``; names as ``"network/w0"``, :mod:`lopt.meta.trainable`):
+            the others are neither perturbed nor updated. ``""``: all of theta.
     """
 
     optimizer: str = "adam"
     learning_rate: float = 3e-3
     clip_grad_norm: float = 1.0
     bucket_weighting: str = "mean"
+    trainable: str = ""
 
 
 @dataclasses.dataclass

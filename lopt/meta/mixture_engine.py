@@ -169,6 +169,8 @@ class MixtureEngine:
             components that conflict with another structure's (gradient surgery), so a step is
             only taken where no structure's gradient opposes it to first order.
         mesh: optional ``jax.sharding.Mesh`` with one axis; shards each bucket's tasks over it.
+        trainable: perturb only theta's leaves whose names match this pattern
+            (:mod:`lopt.meta.trainable`; ``""``: all).
         fit_cache: a :class:`~lopt.meta.structure_fit_cache.StructureFitCache` that keeps the
             per-structure normaliser fits (training pools and held-out pools) on disk, so a run
             with the same configs fits none again; ``None`` fits every time.
@@ -193,7 +195,8 @@ class MixtureEngine:
                  configs_per_bucket: int = 8, redraw_every: int = 100, heldout_per_bucket: int = 2,
                  eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
                  heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None,
-                 episode_weighting: str = "uniform", fit_cache: StructureFitCache | None = None):
+                 episode_weighting: str = "uniform", fit_cache: StructureFitCache | None = None,
+                 trainable: str = ""):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
         if bucket_weighting not in BUCKET_WEIGHTINGS:
@@ -218,6 +221,7 @@ class MixtureEngine:
         self.seed, self.mesh, self.fit_cache = seed, mesh, fit_cache
         self.heldout_seed = seed if heldout_seed is None else heldout_seed
         self.bucket_weighting, self.episode_weighting = bucket_weighting, episode_weighting
+        self.trainable = trainable
         self.redraw_index = 0
         self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in enumerate(structures)]
         self.heldout_only = [TaskConfig(s) for s in heldout_structures]
@@ -357,7 +361,7 @@ class MixtureEngine:
     def _apply_pools(self, *, placeholders: bool = False, fit_pools_for: set[int] = frozenset()) -> None:
         problems = [self._pool_problem(i, placeholders=placeholders, keep_fit_pool=i in fit_pools_for)
                     for i in range(len(self.buckets))]
-        estimators = [PES(p, num_tasks=self.num_tasks, std=self.std) for p in problems]
+        estimators = [PES(p, num_tasks=self.num_tasks, std=self.std, trainable=self.trainable) for p in problems]
         if placeholders:  # only compiled from, never run: placed once the normalisers are in
             self._estimators = estimators
         else:

@@ -33,6 +33,7 @@ from lopt.meta.outer import learned_outer_optimizer
 from lopt.meta.problem import make_problem
 from lopt.meta.run_directory import open_run
 from lopt.meta.structure_fit_cache import StructureFitCache
+from lopt.meta.trainable import check_trainable, freeze_except
 from lopt.meta.truncation import make_schedule
 from lopt.meta.warm_start import load_warm_start, save_warm_start
 from lopt.tasks.mixture import NOT_IN_TASKSET
@@ -97,7 +98,8 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
                          seed=cfg.seed, heldout_seed=None if task.heldout_seed < 0 else task.heldout_seed,
                          bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
                          episode_weighting=est.episode_weighting,
-                         fit_cache=StructureFitCache(cfg.normalizer.cache_dir or None))
+                         fit_cache=StructureFitCache(cfg.normalizer.cache_dir or None),
+                         trainable=cfg.outer.trainable)
 
 
 def _device_notes(num_tasks: int, mesh: jax.sharding.Mesh | None) -> list[str]:
@@ -122,7 +124,7 @@ def _outer_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformationExtraA
         outer = lopt.optimizers.get(outer_cfg.optimizer, learning_rate=outer_cfg.learning_rate)
     if outer_cfg.clip_grad_norm > 0:
         outer = optax.chain(optax.clip_by_global_norm(outer_cfg.clip_grad_norm), outer)
-    return optax.with_extra_args_support(outer)
+    return freeze_except(outer, outer_cfg.trainable)
 
 
 def _task_configs(cfg: MetaTrainConfig, notes: list[str]) -> list:
@@ -152,6 +154,7 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
         raise ValueError("a multi-process run (LOPT_COORDINATOR is set) shards a task mixture over the processes; "
                          "set task.mixture (e.g. task.mixture={\"taskset\": 1}) or unset LOPT_COORDINATOR.")
     lopt_ = lopt.learned.get(cfg.lopt.name, **cfg.lopt.config)
+    check_trainable(jax.eval_shape(lopt_.init, jax.random.key(0)), cfg.outer.trainable)
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     if cfg.task.mixture:  # every structure in every outer step (lopt.meta.mixture_engine)
@@ -175,9 +178,11 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
         estimator = ESTIMATORS["tbptt"](problem, num_tasks=est.num_tasks)
     elif est.kind == "full_es":
         estimator = FullHorizonES(problem, num_tasks=est.num_tasks, std=est.std,
-                                  meta_loss=est.full_es_meta_loss, sign_only=est.sign_only)
+                                  meta_loss=est.full_es_meta_loss, sign_only=est.sign_only,
+                                  trainable=cfg.outer.trainable)
     else:
-        estimator = ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std)
+        estimator = ESTIMATORS[est.kind](problem, num_tasks=est.num_tasks, std=est.std,
+                                         trainable=cfg.outer.trainable)
     return TrainingSetup(cfg, lopt_, list(task_configs), normalizers, estimator, _outer_optimizer(cfg),
                          buckets=[list(task_configs)])
 

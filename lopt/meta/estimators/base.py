@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from lopt.meta.trainable import zero_frozen
 from lopt.meta.unroll import UnrollOutput
 
 __all__ = ["Averaged", "Estimator", "antithetic_thetas", "es_gradient", "finite_or_zero", "unroll_metrics"]
@@ -33,12 +34,16 @@ def finite_or_zero(grad: Any) -> tuple[Any, jax.Array]:
     return jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grad), ~finite
 
 
-def sample_perturbation(theta: Any, key: jax.Array, num: int, std: float) -> Any:
-    """``num`` Gaussian perturbations of theta with standard deviation ``std`` (leading axis ``num``)."""
+def sample_perturbation(theta: Any, key: jax.Array, num: int, std: float, trainable: str = "") -> Any:
+    """``num`` Gaussian perturbations of theta with standard deviation ``std`` (leading axis ``num``).
+
+    ``trainable``: a pattern over theta's leaf names (:mod:`lopt.meta.trainable`); the leaves it
+    does not match get no perturbation (zeros), so they get no gradient either. ``""``: every leaf.
+    """
     leaves, treedef = jax.tree.flatten(theta)
     keys = jax.random.split(key, len(leaves))
     noise = [std * jax.random.normal(k, (num, *jnp.shape(x)), jnp.float32) for k, x in zip(keys, leaves)]
-    return jax.tree.unflatten(treedef, noise)
+    return zero_frozen(jax.tree.unflatten(treedef, noise), trainable)
 
 
 def antithetic_thetas(theta: Any, eps: Any) -> Any:

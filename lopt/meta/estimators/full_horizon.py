@@ -35,6 +35,8 @@ class FullHorizonES:
         final_batches: with ``"final"``, recompute the final loss on this many fresh batches
             (``0`` uses the mean over the last unroll of ``K`` steps instead).
         sign_only: use only the sign of ``L+ - L-`` (as VeLO did), robust to outlier tasks.
+        trainable: perturb only theta's leaves whose names match this pattern
+            (:mod:`lopt.meta.trainable`; ``""``: all).
     """
 
     problem: MetaProblem
@@ -43,6 +45,7 @@ class FullHorizonES:
     meta_loss: str = "mean"
     final_batches: int = 4
     sign_only: bool = False
+    trainable: str = ""
 
     def __post_init__(self):
         if not isinstance(self.num_tasks, int) or self.num_tasks < 1:
@@ -82,7 +85,7 @@ class FullHorizonES:
         task_index, horizon, ep_key, params, opt_state = fresh
         slots = SlotState(task_index=task_index, step=jnp.zeros((self.num_tasks,), jnp.int32), horizon=horizon,
                           episode_key=ep_key, params=params, opt_state=opt_state)
-        eps = sample_perturbation(theta, noise_key, self.num_tasks, self.std)
+        eps = sample_perturbation(theta, noise_key, self.num_tasks, self.std, self.trainable)
         thetas = antithetic_thetas(theta, eps)
         k = self.problem.unroll_length
         num_chunks = -(-self.problem.truncation.max_horizon // k)
@@ -121,4 +124,4 @@ class FullHorizonES:
 
 jax.tree_util.register_dataclass(
     FullHorizonES, data_fields=["problem"],
-    meta_fields=["num_tasks", "std", "meta_loss", "final_batches", "sign_only"])
+    meta_fields=["num_tasks", "std", "meta_loss", "final_batches", "sign_only", "trainable"])

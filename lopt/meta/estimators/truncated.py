@@ -72,6 +72,7 @@ class _AntitheticEstimator:
     problem: MetaProblem
     num_tasks: int = 8
     std: float = 0.01
+    trainable: str = ""
 
     def __post_init__(self):
         _check(type(self).__name__, self.num_tasks, self.std)
@@ -90,6 +91,8 @@ class TruncatedES(_AntitheticEstimator):
         problem: the meta-problem.
         num_tasks: antithetic pairs (each is two inner trainings).
         std: perturbation standard deviation.
+        trainable: perturb only theta's leaves whose names match this pattern
+            (:mod:`lopt.meta.trainable`; ``""``: all).
     """
 
     def init(self, theta, *, key) -> SlotState:
@@ -98,7 +101,7 @@ class TruncatedES(_AntitheticEstimator):
     def estimate(self, theta, state: SlotState, *, key):
         reset_key, noise_key = jax.random.split(key)
         state, resets = reset_finished(self.problem, theta, state, key=reset_key)
-        eps = sample_perturbation(theta, noise_key, self.num_tasks, self.std)
+        eps = sample_perturbation(theta, noise_key, self.num_tasks, self.std, self.trainable)
         pair = dataclasses.replace(
             state, params=jax.tree.map(lambda x: jnp.repeat(x, 2, axis=1), state.params),
             opt_state=jax.tree.map(lambda x: jnp.repeat(x, 2, axis=1), state.opt_state))
@@ -132,6 +135,8 @@ class PES(_AntitheticEstimator):
         problem: the meta-problem.
         num_tasks: antithetic pairs.
         std: perturbation standard deviation.
+        trainable: perturb only theta's leaves whose names match this pattern
+            (:mod:`lopt.meta.trainable`; ``""``: all).
     """
 
     def init(self, theta, *, key) -> PESState:
@@ -142,7 +147,7 @@ class PES(_AntitheticEstimator):
     def estimate(self, theta, state: PESState, *, key):
         reset_key, noise_key = jax.random.split(key)
         slots, resets = reset_finished(self.problem, theta, state.slots, key=reset_key)
-        eps = sample_perturbation(theta, noise_key, self.num_tasks, self.std)
+        eps = sample_perturbation(theta, noise_key, self.num_tasks, self.std, self.trainable)
 
         def accumulate(xi, e):
             mask = resets.reshape(resets.shape + (1,) * (xi.ndim - 1))

@@ -1,7 +1,8 @@
 """The campaign's validation curve: every scored theta's held-out score against its campaign step.
 
 Reads the JSON files written by ``python -m lopt.pretrained.validate ... --out FILE`` (one per
-batch of scored snapshots), places each theta at its campaign outer step (from ``theta-NNNNNN``,
+batch of scored snapshots), places each theta at its campaign outer step (the step validate read
+from the file's header, kept under ``campaign_steps``; for older files, from ``theta-NNNNNN``,
 ``campaign step N`` or a ``shipped``/``warm``/``campaign_`` prefix before the step in its name),
 takes the initial theta (= Adam 1e-3) as the reference line, marks the rewinds recorded in
 ``campaign/state.json`` and draws the mean over the 9 structures and each structure's score
@@ -62,9 +63,10 @@ def collect(paths: list[str], length: int, metric: str = "all_configs"
         if lengths != length and not (isinstance(lengths, list) and length in lengths):
             continue  # other validation lengths are not comparable
         prefix = f"steps{length}/" if isinstance(lengths, list) else ""  # runs at several lengths keep each one's scores
+        recorded = data.get("campaign_steps", {})  # from the files' headers (validate writes them)
         for name, row in data["scores"].items():
             scores = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)} if prefix else row
-            step = campaign_step(name)
+            step = recorded.get(name) if recorded.get(name) is not None else campaign_step(name)
             if step == -1:
                 reference = scores
             elif step is not None:

@@ -196,7 +196,7 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
 
     from lopt import checkpoint
 
-    at = {path: checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps") for path in scores}
+    at = campaign_steps(list(scores))
     candidates = {path: row for path, row in scores.items() if at[path] is not None}
     if not candidates:
         return "kept the campaign's best: no scored file is a campaign theta (no campaign_outer_steps header)"
@@ -227,6 +227,14 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
         shutil.copyfile(path, target)
     _write_state_file(state_dir, state)
     return f"new campaign best {score:.4f}: {path} (campaign step {step}) -> {state_dir}/best_theta.safetensors"
+
+
+def campaign_steps(paths: list[str]) -> dict[str, int | None]:
+    """Each file's campaign outer step from its header (``None`` where it has none), kept with the
+    scores so a file whose name says nothing (``best_theta.safetensors``) is placed on the curve."""
+    from lopt import checkpoint
+
+    return {path: checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps") for path in paths}
 
 
 def _load(path: str) -> tuple[Any, LearnedOptimizer]:
@@ -286,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump({"metric": METRIC, "steps": args.steps[0] if len(args.steps) == 1 else args.steps,
                        "variants": args.variants, "seeds": args.seeds, "families": args.families,
-                       "seconds": time.time() - start, "scores": scores}, f, indent=1)
+                       "seconds": time.time() - start, "campaign_steps": campaign_steps(list(scores)),
+                       "scores": scores}, f, indent=1)
     return 0
 
 

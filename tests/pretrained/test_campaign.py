@@ -283,3 +283,28 @@ def test_validation_scores_each_theta_file_with_its_own_architecture(monkeypatch
     assert sorted(calls) == [(sorted([files["adam"], files["adam2"]]), "adam"), ([files["distance"]], "distance")]
     assert list(scores) == list(files.values())  # in the order given
     assert scores[files["distance"]]["heldout_normalized_loss"] == 0.1
+
+
+def test_validation_results_keep_each_files_campaign_step(monkeypatch, tmp_path):
+    """validate --out records the header's campaign step, so the curve places ``best_theta`` files too."""
+    import importlib.util
+
+    import lopt
+    from lopt.pretrained import validate as validate_module
+
+    arch = lopt.learned.NominalLOpt()
+    best, initial = str(tmp_path / "best_theta.safetensors"), str(tmp_path / "initial_adam1e-3.safetensors")
+    lopt.learned.save_theta(best, arch, arch.init(jax.random.key(0)), extra={"campaign_outer_steps": 3779})
+    lopt.learned.save_theta(initial, arch, arch.init(jax.random.key(0)))
+    monkeypatch.setattr(validate_module, "validate", lambda thetas, *, steps, lopt_, **options: {
+        path: {"heldout_normalized_loss": 0.2, "heldout/mlp": 0.2} for path in thetas})
+    out = tmp_path / "scores.json"
+    assert validate_module.main([best, initial, "--steps", "2000", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["campaign_steps"] == {best: 3779, initial: None}
+    spec = importlib.util.spec_from_file_location(
+        "validation_plot", os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "pretrained_validation_plot.py"))
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    reference, by_step = plot.collect([str(out)], 2000, validate_module.METRIC)
+    assert list(by_step) == [3779] and reference["heldout_normalized_loss"] == 0.2  # the initial theta by its name

@@ -129,6 +129,10 @@ def _problem_config(config: MetaTrainConfig, settings: PopulationSettings) -> Me
         raise ValueError(f"outer.optimizer={config.outer.optimizer!r}/outer.learning_rate={config.outer.learning_rate} "
                          "are set, but self-training chooses each member's outer optimizer with the population "
                          "teacher setting (e.g. --teacher best or --teacher adam:1e-3); remove those overrides.")
+    if config.outer.trainable:
+        raise ValueError(f"outer.trainable={config.outer.trainable!r} is set, but population self-training "
+                         "initialises and perturbs every leaf of theta; remove the override (it applies to "
+                         "`lopt train`).")
     cfg = MetaTrainConfig.from_dict(config.to_dict())
     cfg.trainer.outer_steps = settings.outer_steps
     cfg.trainer.eval_every = settings.generation_steps

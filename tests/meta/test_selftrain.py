@@ -99,6 +99,10 @@ def test_mixture_and_outer_overrides_are_refused(tmp_path):
     cfg.task.mixture = {"quadratic": 1.0}
     with pytest.raises(ValueError, match="single-family"):
         SelfTrainer(cfg, SETTINGS, tmp_path, progress=False)
+    cfg = tiny_config()
+    cfg.outer.trainable = "log_lr"
+    with pytest.raises(ValueError, match="outer.trainable='log_lr'.*perturbs every leaf"):
+        SelfTrainer(cfg, SETTINGS, tmp_path, progress=False)
 
 
 # --- a real run, and its resume --------------------------------------------------------------

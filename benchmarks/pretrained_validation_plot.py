@@ -49,16 +49,20 @@ def campaign_step(name: str) -> int | None:
     return None
 
 
-def collect(paths: list[str], length: int, metric: str = "all_configs"
+def collect(paths: list[str], length: int, metric: str = "all_configs", variants: int = 2
             ) -> tuple[dict[str, float] | None, dict[int, dict[str, float]]]:
     """The initial theta's scores and, per campaign step, the last scores found for it, at ``length``
-    steps, from files scored with ``metric`` (files without a ``metric`` field averaged every config)."""
+    steps, from files scored with ``metric`` (files without a ``metric`` field averaged every config)
+    on ``variants`` held-out variants of every structure (files restricted to some families, such
+    as the 32-variant losg scores, are left out: their mean is not the nine-structure mean)."""
     reference, by_step = None, {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if data.get("metric", "all_configs") != metric:
             continue  # scores that average other configs are not comparable
+        if data.get("families") or data.get("variants", 2) != variants:
+            continue  # other configs (a family subset, more variants) are not comparable
         lengths = data.get("steps")
         if lengths != length and not (isinstance(lengths, list) and length in lengths):
             continue  # other validation lengths are not comparable
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", default=FIGURE)
     parser.add_argument("--lengths", type=int, nargs="+", default=[300, 1000],
                         help="validation lengths (inner steps) to draw, one colour each")
+    parser.add_argument("--variants", type=int, default=2,
+                        help="draw files scored on this many held-out variants per structure (validate --variants)")
     parser.add_argument("--metric", default="all_configs", choices=["all_configs", "informative_configs"],
                         help="which validation metric's files to draw (lopt.pretrained.validate.METRIC; "
                              "the campaign's history until session 19 is all_configs)")
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     files = args.files or sorted(glob.glob(os.path.join(RESULTS, "pretrained_validation*_cpu.json")))
     with open(args.state, encoding="utf-8") as f:
         rewinds = [(r["at_outer_step"], r["to_campaign_step"]) for r in json.load(f).get("rewinds", [])]
-    curves = {n: collect(files, n, args.metric) for n in args.lengths}
+    curves = {n: collect(files, n, args.metric, args.variants) for n in args.lengths}
     curves = {n: curve for n, curve in curves.items() if curve[1]}
     if not curves:
         raise SystemExit(f"no campaign theta with a step in {files}; pass validate --out files")

@@ -308,3 +308,8 @@ def test_validation_results_keep_each_files_campaign_step(monkeypatch, tmp_path)
     spec.loader.exec_module(plot)
     reference, by_step = plot.collect([str(out)], 2000, validate_module.METRIC)
     assert list(by_step) == [3779] and reference["heldout_normalized_loss"] == 0.2  # the initial theta by its name
+    broad, losg = tmp_path / "variants8.json", tmp_path / "losg32.json"
+    assert validate_module.main([best, "--steps", "2000", "--variants", "8", "--out", str(broad)]) == 0
+    assert validate_module.main([best, "--steps", "2000", "--families", "losg", "--out", str(losg)]) == 0
+    assert plot.collect([str(broad), str(losg)], 2000, validate_module.METRIC) == (None, {})  # not comparable
+    assert list(plot.collect([str(broad)], 2000, validate_module.METRIC, variants=8)[1]) == [3779]

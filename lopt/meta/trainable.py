@@ -31,7 +31,7 @@ import optax
 
 from lopt.analysis.layout import leaf_names
 
-__all__ = ["check_trainable", "freeze_except", "trainable_mask", "zero_frozen"]
+__all__ = ["freeze_except", "trainable_mask", "zero_frozen"]
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -64,11 +64,6 @@ def trainable_mask(theta: Any, pattern: str) -> list[bool]:
         raise ValueError(f"outer.trainable={pattern!r} matches none of theta's leaves {names}; "
                          "give a pattern that matches at least one (or '' to train all of theta).")
     return mask
-
-
-def check_trainable(theta: Any, pattern: str) -> None:
-    """Raises the errors of :func:`trainable_mask` for a bad ``pattern`` before any work starts."""
-    trainable_mask(theta, pattern)
 
 
 def zero_frozen(tree: Any, pattern: str) -> Any:

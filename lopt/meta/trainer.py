@@ -33,7 +33,7 @@ from lopt.meta.outer import learned_outer_optimizer
 from lopt.meta.problem import make_problem
 from lopt.meta.run_directory import open_run
 from lopt.meta.structure_fit_cache import StructureFitCache
-from lopt.meta.trainable import check_trainable, freeze_except
+from lopt.meta.trainable import freeze_except, trainable_mask
 from lopt.meta.truncation import make_schedule
 from lopt.meta.warm_start import load_warm_start, save_warm_start
 from lopt.tasks.mixture import NOT_IN_TASKSET
@@ -154,7 +154,7 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
         raise ValueError("a multi-process run (LOPT_COORDINATOR is set) shards a task mixture over the processes; "
                          "set task.mixture (e.g. task.mixture={\"taskset\": 1}) or unset LOPT_COORDINATOR.")
     lopt_ = lopt.learned.get(cfg.lopt.name, **cfg.lopt.config)
-    check_trainable(jax.eval_shape(lopt_.init, jax.random.key(0)), cfg.outer.trainable)
+    trainable_mask(jax.eval_shape(lopt_.init, jax.random.key(0)), cfg.outer.trainable)  # a bad pattern fails here
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     if cfg.task.mixture:  # every structure in every outer step (lopt.meta.mixture_engine)

@@ -6,11 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-import lopt
-from lopt.meta.config import MetaTrainConfig
 from lopt.meta.estimators.base import sample_perturbation
 from lopt.meta.trainable import freeze_except, trainable_mask
-from lopt.meta.trainer import MetaTrainer
 
 THETA = {"network": {"w0": jnp.ones((3, 2)), "b0": jnp.zeros(2)}, "schedule": jnp.zeros(4), "log_lr": jnp.zeros(())}
 
@@ -55,32 +52,3 @@ def test_frozen_leaves_stay_put_under_warm_momentum_and_clipping():
     m, v = 0.9 * mu + 0.1 * g, 0.999 * nu + 0.001 * g**2
     expected = -0.1 * (m / (1 - 0.9**2)) / (jnp.sqrt(v / (1 - 0.999**2)) + 1e-8)
     np.testing.assert_allclose(updates["schedule"], expected, rtol=1e-4)
-
-
-def _config(trainable: str) -> MetaTrainConfig:
-    return MetaTrainConfig.from_dict({
-        "name": "test", "seed": 3,
-        "task": {"family": "quadratic", "config": {"dim": 8, "condition_number": 20.0}},
-        "lopt": {"name": "learnable_sgdm", "config": {"lr": 0.05}},
-        "estimator": {"kind": "pes", "num_tasks": 4, "std": 0.05, "unroll_length": 5},
-        "truncation": {"kind": "constant", "horizon": 20},
-        "normalizer": {"enabled": False},
-        "outer": {"learning_rate": 0.01, "trainable": trainable},
-        "trainer": {"outer_steps": 5, "eval_every": 0, "eval_tasks": 2, "eval_steps": 20,
-                    "checkpoint_every": 100, "checkpoint_minutes": 100.0},
-        "final_eval": {"enabled": False},
-    })
-
-
-def test_trainer_moves_only_the_trainable_leaves(tmp_path):
-    start = lopt.learned.get("learnable_sgdm", lr=0.05).init(jax.random.key(0))
-    theta = MetaTrainer(_config("log_lr"), tmp_path / "part", progress=False).run()["theta"]
-    assert float(theta["logit_momentum"]) == float(start["logit_momentum"])
-    assert abs(float(theta["log_lr"]) - float(start["log_lr"])) > 1e-4
-    full = MetaTrainer(_config(""), tmp_path / "all", progress=False).run()["theta"]
-    assert float(full["logit_momentum"]) != float(start["logit_momentum"])
-
-
-def test_trainer_rejects_a_pattern_that_matches_nothing(tmp_path):
-    with pytest.raises(ValueError, match="outer.trainable='network'.*log_lr"):
-        MetaTrainer(_config("network"), tmp_path, progress=False)

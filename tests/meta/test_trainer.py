@@ -214,3 +214,23 @@ def test_one_structure_splits_its_tasks_over_local_devices(tmp_path):
     for a, b in zip(jax.tree.leaves(thetas[1]), jax.tree.leaves(thetas[2])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert any(np.any(np.asarray(a) != 0) for a in jax.tree.leaves(thetas[1]))
+
+
+def _partly_trainable(trainable: str) -> MetaTrainConfig:
+    """outer.trainable (lopt.meta.trainable) on the small config, 5 outer steps, no evaluation."""
+    return small_config(outer={"learning_rate": 0.01, "trainable": trainable},
+                        trainer={"outer_steps": 5, "eval_every": 0, "checkpoint_minutes": 100.0})
+
+
+def test_trainer_moves_only_the_trainable_leaves(tmp_path):
+    start = lopt.learned.get("learnable_sgdm", lr=0.05).init(jax.random.key(0))
+    theta = MetaTrainer(_partly_trainable("log_lr"), tmp_path / "part", progress=False).run()["theta"]
+    assert float(theta["logit_momentum"]) == float(start["logit_momentum"])
+    assert abs(float(theta["log_lr"]) - float(start["log_lr"])) > 1e-4
+    full = MetaTrainer(_partly_trainable(""), tmp_path / "all", progress=False).run()["theta"]
+    assert float(full["logit_momentum"]) != float(start["logit_momentum"])
+
+
+def test_trainer_rejects_a_trainable_pattern_that_matches_nothing(tmp_path):
+    with pytest.raises(ValueError, match="outer.trainable='network'.*log_lr"):
+        MetaTrainer(_partly_trainable("network"), tmp_path, progress=False)

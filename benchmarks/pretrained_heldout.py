@@ -34,8 +34,11 @@ Usage:
     python benchmarks/pretrained_heldout.py --theta path/to/theta.safetensors
     python benchmarks/pretrained_heldout.py --init nominal --steps-scale 0.05 --seeds 1   # quick CPU check
     python benchmarks/pretrained_heldout.py --optax prodigy --quick --save-as pretrained_heldout_prodigy
-Prints a table last; saves ``results/<--save-as, default pretrained_heldout>_<device>.json`` and a
-PNG of learning curves (``--out DIR``, default ``benchmarks/results/``).
+    python benchmarks/pretrained_heldout.py --theta T --partial $OUT/part.json --out $OUT   # resumable, in parts
+Prints a table last; saves ``<--save-as, default pretrained_heldout>_<device>.json`` and a PNG of
+learning curves in ``--out DIR`` (default ``benchmarks/results/``). With ``--partial FILE`` each
+finished task is kept in FILE at once and a rerun skips it (``heldout_partial.py``): a GPU call
+cut at its time limit loses at most the task it was training.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS_DIR, device_tag, save
+from heldout_partial import PartialResults, file_digest
 
 import lopt
 from lopt.evaluate import metrics
@@ -288,7 +292,10 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiplies every horizon")
     parser.add_argument("--quick", action="store_true", help="--steps-scale 0.05 --seeds 1")
-    parser.add_argument("--out", default=RESULTS_DIR, help="directory of the learning-curve PNG")
+    parser.add_argument("--out", default=RESULTS_DIR, help="directory of the results JSON and learning-curve PNG")
+    parser.add_argument("--partial", default=None,
+                        help="JSON file that keeps each finished task (rewritten after every task); a rerun with "
+                             "the same file and settings skips the tasks already there (split the suite over calls)")
     parser.add_argument("--save-as", default="pretrained_heldout",
                         help="results/<SAVE_AS>_<device>.json (and the PNG's name); keeps earlier results")
     args = parser.parse_args(argv)
@@ -301,22 +308,35 @@ def parse_args(argv=None):
     return args
 
 
+def measurement_settings(args, label: str) -> dict:
+    """What makes two runs one measurement (``--partial`` refuses to mix others)."""
+    return {"candidate": label, "theta_sha256": file_digest(args.theta) if args.theta else None, "init": args.init,
+            "optax": args.optax, "seeds": args.seeds, "steps_scale": args.steps_scale, "device": device_tag()}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     label, theta, lopt_ = candidate(args)
     suite = heldout.suite(args.tasks, steps_scale=args.steps_scale)
-    start, tasks = time.perf_counter(), []
+    partial = PartialResults(args.partial, measurement_settings(args, label)) if args.partial else None
+    tasks = []
     for entry in suite:
+        if partial is not None and entry.name in partial.done():
+            tasks.append(partial.get(entry.name))
+            print(f"{entry.name}: from {args.partial} ({tasks[-1]['seconds']:.1f} s when measured)", flush=True)
+            continue
         task_start = time.perf_counter()
         num_steps, eval_every = horizon_and_eval_every(entry.num_steps)
         out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
         tasks.append(summarize_task(entry.name, num_steps, out))
         tasks[-1]["seconds"] = time.perf_counter() - task_start
+        if partial is not None:
+            partial.add(tasks[-1])
         print(f"{entry.name}: {num_steps} steps x {args.seeds} seeds, {tasks[-1]['seconds']:.1f} s "
               f"(candidate {tasks[-1]['candidate_final_test']:.4g}, best Adam lr {tasks[-1]['per_task_lr']:.2g})",
               flush=True)
     overall = compare(tasks, choose_suite_lr(tasks))
-    total = time.perf_counter() - start
+    total = sum(t["seconds"] for t in tasks)  # measuring time, also of tasks read from --partial
     os.makedirs(args.out, exist_ok=True)
     png = plot(tasks, label, os.path.join(args.out, f"{args.save_as}_{device_tag()}.png"))
     payload = {"candidate": label, "theta": args.theta, "init": args.init, "optax": args.optax, "seeds": args.seeds,
@@ -324,7 +344,7 @@ def main(argv=None) -> dict:
                "selection": "final validation loss, mean over seeds",
                "score": "final test loss, mean over seeds; speedup on the mean test curve",
                "total_seconds": total, "overall": overall, "tasks": tasks, "plot": png}
-    path = save(args.save_as, payload)
+    path = save(args.save_as, payload, os.path.join(args.out, f"{args.save_as}_{device_tag()}.json"))
     print(f"\nsaved {path} and {png}; {total:.0f} s in all\n")
     print(table(tasks, overall, label))
     return payload

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -102,10 +103,25 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     lopt_ = get_lopt(cfg.lopt.name) if lopt_ is None else lopt_
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
+    start = time.perf_counter()
     engine = _mixture_engine(cfg, lopt_, truncation)
+    _progress(f"{steps} steps: validation configs and their Adam fits ready in {time.perf_counter() - start:.0f} s")
     keys = validation_keys(seeds)
-    return {label: combine_seeds([engine.evaluate(theta, key=key) for key in keys])
-            for label, theta in thetas.items()}
+    scores = {}
+    for index, (label, theta) in enumerate(thetas.items()):
+        rows = []
+        for seed, key in enumerate(keys):
+            start = time.perf_counter()
+            rows.append(engine.evaluate(theta, key=key))
+            _progress(f"{steps} steps: theta {index + 1}/{len(thetas)} ({label}) seed {seed + 1}/{len(keys)}: "
+                      f"{rows[-1]['heldout_normalized_loss']:.4f} in {time.perf_counter() - start:.0f} s")
+        scores[label] = combine_seeds(rows)
+    return scores
+
+
+def _progress(message: str) -> None:
+    """One line of progress on stderr (a validation of several thetas runs for many minutes)."""
+    print(f"[validate] {message}", file=sys.stderr, flush=True)
 
 
 #: Prefix of the standard-error keys (``se/heldout_normalized_loss``, ``se/heldout/<family>``).

@@ -67,7 +67,7 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
                                 families=[], device="cpu", on_gpu=False)
 
 
-def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir):
+def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir, capsys):
     lopt_ = __import__("lopt").learned.get("nominal")
     theta = lopt_.init(jax.random.key(0))
     slow = {**theta, "log_lr": theta["log_lr"] - 3.0}  # a 20x smaller step: clearly worse in 10 steps
@@ -75,6 +75,9 @@ def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir):
     assert scores["a"] == scores["b"]
     assert np.isfinite(scores["a"]["heldout_normalized_loss"])
     assert scores["slow"]["heldout_normalized_loss"] > scores["a"]["heldout_normalized_loss"]
+    progress = capsys.readouterr().err  # a long validation says where it is, one line per theta and seed
+    assert "[validate] 10 steps: theta 3/3 (slow) seed 1/1: " in progress
+    assert f"{scores['slow']['heldout_normalized_loss']:.4f} in " in progress
     with pytest.raises(ValueError, match="at least one theta"):
         validate({}, state_dir=str(state_dir))
 

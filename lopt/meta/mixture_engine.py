@@ -174,6 +174,12 @@ class MixtureEngine:
         fit_cache: a :class:`~lopt.meta.structure_fit_cache.StructureFitCache` that keeps the
             per-structure normaliser fits (training pools and held-out pools) on disk, so a run
             with the same configs fits none again; ``None`` fits every time.
+        compile_ahead: start compiling the bucket programs in background threads during the
+            set-up (a training run needs them next). ``False`` for an engine that is only used
+            to :meth:`evaluate` (validation): no CPU spent on programs it never runs, and no
+            compile thread still inside XLA when the process exits (Python 3.11 ends such a
+            daemon thread with a forced unwind that XLA's C++ frames turn into an abort, exit
+            status 134, after the results were printed).
 
     Example:
         >>> import jax, lopt
@@ -196,7 +202,7 @@ class MixtureEngine:
                  eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
                  heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None,
                  episode_weighting: str = "uniform", fit_cache: StructureFitCache | None = None,
-                 trainable: str = ""):
+                 trainable: str = "", compile_ahead: bool = True):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
         if bucket_weighting not in BUCKET_WEIGHTINGS:
@@ -238,7 +244,8 @@ class MixtureEngine:
         cached = self._cached_first_fits()
         self._fit_pools: dict[int, Any] = {}
         self._apply_pools(placeholders=True, fit_pools_for={i for i, fits in enumerate(cached) if fits is None})
-        self._compile_ahead()
+        if compile_ahead:
+            self._compile_ahead()
         self._fit_first_halves(cached)
         self._apply_normalizers()
 

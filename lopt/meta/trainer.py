@@ -65,8 +65,9 @@ class TrainingSetup:
     engine: MixtureEngine | None = None
 
 
-def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> MixtureEngine:
-    """The engine of a mixture run: training structures, held-out families, devices."""
+def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compile_ahead: bool = True) -> MixtureEngine:
+    """The engine of a mixture run: training structures, held-out families, devices
+    (``compile_ahead=False``: an engine that only evaluates, see :class:`MixtureEngine`)."""
     task, est = cfg.task, cfg.estimator  # their values are checked by validate_config
     held = list(task.heldout_families)
     if set(task.mixture) == {"taskset"}:
@@ -99,7 +100,7 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any) -> Mixtur
                          bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
                          episode_weighting=est.episode_weighting,
                          fit_cache=StructureFitCache(cfg.normalizer.cache_dir or None),
-                         trainable=cfg.outer.trainable)
+                         trainable=cfg.outer.trainable, compile_ahead=compile_ahead)
 
 
 def _device_notes(num_tasks: int, mesh: jax.sharding.Mesh | None) -> list[str]:

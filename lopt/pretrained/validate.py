@@ -104,7 +104,7 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     start = time.perf_counter()
-    engine = _mixture_engine(cfg, lopt_, truncation)
+    engine = _mixture_engine(cfg, lopt_, truncation, compile_ahead=False)  # it only evaluates
     _progress(f"{steps} steps: validation configs and their Adam fits ready in {time.perf_counter() - start:.0f} s")
     keys = validation_keys(seeds)
     scores = {}

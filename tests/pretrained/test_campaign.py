@@ -82,6 +82,22 @@ def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir, ca
         validate({}, state_dir=str(state_dir))
 
 
+def test_the_validation_command_exits_cleanly_after_printing_its_scores(state_dir, tmp_path):
+    # The engine used to start compiling the (unused) training programs in daemon threads; the
+    # process then aborted at exit (status 134) while one was still inside XLA.
+    import subprocess
+    import sys
+
+    nominal = __import__("lopt").learned.get("nominal")
+    path = str(tmp_path / "theta.safetensors")
+    __import__("lopt").learned.save_theta(path, nominal, nominal.init(jax.random.key(0)))
+    out = subprocess.run([sys.executable, "-m", "lopt.pretrained.validate", path, "--state", str(state_dir),
+                          "--steps", "10", "--variants", "1"], check=False, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert path in out.stdout and "quadratic=" in out.stdout
+
+
 def test_validation_over_several_seeds_is_the_mean_of_each_seed(state_dir, monkeypatch):
     from lopt.pretrained import validate as validate_module
 

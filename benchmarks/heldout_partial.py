@@ -5,8 +5,10 @@ A rented GPU call returns only what it wrote before its time limit, and the full
 ``--partial FILE``, ``benchmarks/pretrained_heldout.py`` rewrites FILE (atomically) after every
 task; a later run with the same FILE and the same settings skips the tasks already there, so the
 suite can be split over several calls or machines and finished where the last task ran. A run with
-other settings (another candidate file, seed count, horizon scale or device) is refused rather
-than mixed in: the file then belongs to another measurement.
+other settings (another candidate file, seed count or horizon scale) is refused rather than mixed
+in: the file then belongs to another measurement. The device is not a setting: each task records
+the device it ran on (the small tasks run faster on a CPU than on an H200, whose compilation
+dominates them), and the results name every device.
 
 The file is plain JSON (numbers and strings); the candidate is identified by the SHA-256 of its
 theta file.

@@ -260,8 +260,9 @@ def table(tasks: list[dict], overall: dict, label: str) -> str:
     """The per-task table and the overall lines."""
     head = (f"{'task':34s} {'steps':>6s} {'cand':>9s} {'adam1e-3':>9s} {'suite':>9s} {'per-task':>9s} "
             f"{'lr*':>8s} {'x def':>6s} {'x suite':>7s} {'x tuned':>7s}")
-    lines = [f"candidate: {label}; final test loss (mean over seeds); x = speedup of the candidate", head,
-             "-" * len(head)]
+    lines = [f"candidate: {label}; final test loss (mean over seeds); x = speedup of the candidate; measured on "
+             + ", ".join(f"{d} ({sum(t['device'] == d for t in tasks)} tasks)" for d in devices_tag(tasks).split("+")),
+             head, "-" * len(head)]
     for t in tasks:
         b = t["baselines"]
         lines.append(f"{t['name']:34s} {t['num_steps']:6d} {t['candidate_final_test']:9.4g} "
@@ -311,7 +312,17 @@ def parse_args(argv=None):
 def measurement_settings(args, label: str) -> dict:
     """What makes two runs one measurement (``--partial`` refuses to mix others)."""
     return {"candidate": label, "theta_sha256": file_digest(args.theta) if args.theta else None, "init": args.init,
-            "optax": args.optax, "seeds": args.seeds, "steps_scale": args.steps_scale, "device": device_tag()}
+            "optax": args.optax, "seeds": args.seeds, "steps_scale": args.steps_scale}
+
+
+def devices_tag(tasks: list[dict]) -> str:
+    """The result files' device part: each device the tasks were measured on, joined by ``+``.
+
+    Example:
+        >>> devices_tag([{"device": "gpu-NVIDIA_H200"}, {"device": "cpu"}, {"device": "cpu"}])
+        'cpu+gpu-NVIDIA_H200'
+    """
+    return "+".join(sorted({t["device"] for t in tasks}))
 
 
 def main(argv=None) -> dict:
@@ -330,6 +341,7 @@ def main(argv=None) -> dict:
         out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
         tasks.append(summarize_task(entry.name, num_steps, out))
         tasks[-1]["seconds"] = time.perf_counter() - task_start
+        tasks[-1]["device"] = device_tag()
         if partial is not None:
             partial.add(tasks[-1])
         print(f"{entry.name}: {num_steps} steps x {args.seeds} seeds, {tasks[-1]['seconds']:.1f} s "
@@ -338,13 +350,15 @@ def main(argv=None) -> dict:
     overall = compare(tasks, choose_suite_lr(tasks))
     total = sum(t["seconds"] for t in tasks)  # measuring time, also of tasks read from --partial
     os.makedirs(args.out, exist_ok=True)
-    png = plot(tasks, label, os.path.join(args.out, f"{args.save_as}_{device_tag()}.png"))
+    tag = devices_tag(tasks)
+    png = plot(tasks, label, os.path.join(args.out, f"{args.save_as}_{tag}.png"))
     payload = {"candidate": label, "theta": args.theta, "init": args.init, "optax": args.optax, "seeds": args.seeds,
                "steps_scale": args.steps_scale, "grid": GRID.tolist(), "default_lr": DEFAULT_LR,
                "selection": "final validation loss, mean over seeds",
                "score": "final test loss, mean over seeds; speedup on the mean test curve",
-               "total_seconds": total, "overall": overall, "tasks": tasks, "plot": png}
-    path = save(args.save_as, payload, os.path.join(args.out, f"{args.save_as}_{device_tag()}.json"))
+               "total_seconds": total, "overall": overall, "tasks": tasks, "plot": png,
+               "devices": {d: [t["name"] for t in tasks if t["device"] == d] for d in tag.split("+")}}
+    path = save(args.save_as, payload, os.path.join(args.out, f"{args.save_as}_{tag}.json"))
     print(f"\nsaved {path} and {png}; {total:.0f} s in all\n")
     print(table(tasks, overall, label))
     return payload

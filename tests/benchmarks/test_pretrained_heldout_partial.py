@@ -34,14 +34,21 @@ def test_a_rerun_reads_finished_tasks_instead_of_training_them(tmp_path, monkeyp
     assert os.path.exists(tmp_path / "b" / "heldout_partial_test_cpu.json")
 
 
-def test_a_cut_run_resumes_with_the_missing_task_only(tmp_path, monkeypatch):
+def test_a_cut_run_resumes_with_the_missing_task_only_and_names_every_device(tmp_path, monkeypatch):
     partial = str(tmp_path / "part.json")
     bench.main(ARGS[:4] + ARGS[5:] + ["--partial", partial, "--out", str(tmp_path)])  # rosenbrock only
+    document = read(partial)
+    assert document["tasks"][0]["device"] == "cpu" and "device" not in document["settings"]
+    document["tasks"][0]["device"] = "gpu-elsewhere"  # as if that task had run on another machine
+    with open(partial, "w") as f:
+        json.dump(document, f)
     trained = []
     real = bench.train_task
     monkeypatch.setattr(bench, "train_task", lambda task, *a, **k: trained.append(task) or real(task, *a, **k))
     result = bench.main(ARGS + ["--partial", partial, "--out", str(tmp_path)])
     assert len(trained) == 1 and [t["name"] for t in result["tasks"]] == ["losg_rosenbrock", "quadratic_cond1e6_dim100"]
+    assert result["devices"] == {"cpu": ["quadratic_cond1e6_dim100"], "gpu-elsewhere": ["losg_rosenbrock"]}
+    assert os.path.exists(tmp_path / "heldout_partial_test_cpu+gpu-elsewhere.json")
 
 
 def test_other_settings_are_refused_naming_what_differs(tmp_path):

@@ -298,7 +298,7 @@ def parse_args(argv=None):
                         help="JSON file that keeps each finished task (rewritten after every task); a rerun with "
                              "the same file and settings skips the tasks already there (split the suite over calls)")
     parser.add_argument("--save-as", default="pretrained_heldout",
-                        help="results/<SAVE_AS>_<device>.json (and the PNG's name); keeps earlier results")
+                        help="<--out>/<SAVE_AS>_<devices>.json and .png; name each run so it does not replace an earlier one")
     args = parser.parse_args(argv)
     if not args.save_as.replace("_", "").replace("-", "").isalnum():
         parser.error(f"--save-as={args.save_as!r}: use letters, digits, '_' and '-' only")

@@ -42,24 +42,27 @@ def lineage_sessions(state: dict[str, Any], step: int) -> list[dict[str, Any]]:
     return before + since
 
 
-def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default") -> str:
+def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default", directory: str | None = None) -> str:
     """Writes the campaign's theta (or ``theta_path``'s) as the package's pretrained weights ``name``.
 
     The header records what led to this theta (its outer step, when ``theta_path``'s header
     holds ``campaign_outer_steps``, and the GPU and CPU minutes of the sessions up to it) so the
-    shipped file says what it is.
+    shipped file says what it is; a ``note`` in ``theta_path``'s header (e.g. a change made by
+    hand after meta-training) is kept. ``directory``: where to write (default: the package's
+    ``lopt/pretrained/weights``).
     """
     from lopt.learned.serialization import load_theta, save_theta
     from lopt.meta.warm_start import file_optimizer, load_warm_start
 
     state = _read_state(state_dir)
-    steps = state["outer_steps"]
+    steps, note = state["outer_steps"], None
     if theta_path:
         theta, lopt_ = load_theta(theta_path)
         best = os.path.join(state_dir, "best_theta.safetensors")
         if state.get("best") and os.path.exists(best) and os.path.samefile(theta_path, best):
             steps = int(state["best"]["campaign_step"])  # the campaign's best-validated theta
-        steps = int(checkpoint.read_metadata(theta_path).get("extra", {}).get("campaign_outer_steps", steps))
+        source_extra = checkpoint.read_metadata(theta_path).get("extra", {})
+        steps, note = int(source_extra.get("campaign_outer_steps", steps)), source_extra.get("note")
     else:
         warm = os.path.join(state_dir, "warm_start.safetensors")
         lopt_ = file_optimizer(warm)
@@ -67,9 +70,12 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
     used = lineage_sessions(state, steps)  # the sessions (and their minutes) that led to this theta
     minutes = {kind: round(sum(s["seconds"] for s in used if bool(s.get("on_gpu", "cpu" not in s["device"]))
                                == (kind == "gpu")) / 60.0, 2) for kind in ("gpu", "cpu")}
-    target = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", f"{name}.safetensors")
+    folder = directory or os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+    target = os.path.join(folder, f"{name}.safetensors")
     extra = {"campaign_outer_steps": steps, "gpu_minutes": minutes["gpu"], "cpu_minutes": minutes["cpu"],
              "sessions": len(used), "campaign_gpu_minutes": state.get("gpu_minutes", 0.0),
              "source": os.path.basename(theta_path) if theta_path else "campaign/warm_start.safetensors"}
+    if note:
+        extra["note"] = note
     save_theta(target, lopt_, theta, extra=extra)
     return target

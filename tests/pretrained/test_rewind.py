@@ -85,6 +85,25 @@ def test_the_shipped_header_counts_only_the_sessions_a_theta_descends_from(tmp_p
     assert starts(500) == [400]  # a rewind to the initial theta drops every earlier session
 
 
+def test_shipping_a_hand_edited_theta_keeps_its_step_lineage_and_note(tmp_path):
+    from lopt.pretrained.shipping import ship
+
+    lopt_, _, _ = _campaign(tmp_path, steps=300)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["sessions"] = [{"start_outer_step": 0, "seconds": 60, "device": "NVIDIA H200"},
+                         {"start_outer_step": 200, "seconds": 90, "device": "NVIDIA H200"}]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    edited = tmp_path / "edited.safetensors"
+    save_theta(edited, lopt_, lopt_.init(jax.random.key(0)),
+               extra={"campaign_outer_steps": 120, "note": "schedule tail lowered by hand"})
+    out = tmp_path / "weights"
+    path = ship(str(tmp_path), theta_path=str(edited), name="candidate", directory=str(out))
+    assert path == str(out / "candidate.safetensors")
+    extra = checkpoint.read_metadata(path)["extra"]
+    assert extra["campaign_outer_steps"] == 120 and extra["note"] == "schedule tail lowered by hand"
+    assert extra["source"] == "edited.safetensors" and extra["gpu_minutes"] == 1.0  # only the session before 120
+
+
 def test_docstring_examples_run():
     import doctest
 

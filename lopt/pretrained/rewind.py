@@ -43,8 +43,10 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
         The record appended to ``state.json``'s ``rewinds``.
 
     Raises:
-        ValueError: ``state_dir`` has no campaign, or the current warm start was already kept under
-            ``rewound/`` (a second rewind at the same outer step; nothing is changed).
+        ValueError: ``state_dir`` has no campaign, or a warm start trained since the last rewind
+            cannot be kept because ``rewound/`` already holds one for this outer step (nothing is
+            changed). A second rewind with no session in between replaces the warm start without
+            keeping it: it is the last rewind's theta, whose source that record names.
         FileNotFoundError: ``theta_path`` does not exist.
 
     Example:
@@ -76,11 +78,16 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
     kept = None
     if os.path.exists(warm):
         kept = os.path.join(state_dir, "rewound", f"warm_start-{at_step:06d}.safetensors")
-        if os.path.exists(kept):
+        last = (state.get("rewinds") or [{}])[-1]
+        if (os.path.exists(kept) and last.get("at_outer_step") == at_step
+                and last.get("theta_digest") == checkpoint.stored_digest(warm)):
+            kept = None  # untouched since the last rewind: that rewind's source holds this theta; nothing to keep
+        elif os.path.exists(kept):
             raise ValueError(f"{kept} exists: the campaign was already rewound at outer step {at_step}. Nothing was "
                              "changed; run a session before rewinding again.")
-        os.makedirs(os.path.dirname(kept), exist_ok=True)
-        shutil.copyfile(warm, kept)
+        if kept:
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            shutil.copyfile(warm, kept)
     extra = {"rewound_at": at_step} | ({"campaign_outer_steps": int(to_step)} if to_step is not None else {})
     save_theta(warm, lopt_, theta, extra=extra)
     entry = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -43,9 +43,18 @@ def test_rewind_to_a_snapshot_keeps_the_replaced_warm_start_and_records_it(tmp_p
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["rewinds"] == [entry] and entry["to_campaign_step"] == 120 and entry["at_outer_step"] == 300
     assert entry["note"] == "validation drifted" and state["outer_steps"] == 300 and len(state["sessions"]) == 1
+    # a second rewind with no session in between replaces the warm start (the last rewind's theta,
+    # named by its record) and keeps nothing: the file kept by the first rewind stays as it was
+    again = rewind(str(tmp_path), "initial", note="changed my mind")
+    assert again["kept_warm_start"] is None and again["to_campaign_step"] == 0
+    assert checkpoint.stored_digest(kept) == old_digest
+    # a warm start that changed since (trained, not yet recorded) cannot be kept: refused, nothing changed
+    save_theta(tmp_path / "warm_start.safetensors", lopt_, trained, extra={"outer_steps": 300})
+    changed = checkpoint.stored_digest(tmp_path / "warm_start.safetensors")
     with pytest.raises(ValueError, match="already rewound at outer step 300"):  # would overwrite the kept file
         rewind(str(tmp_path), "initial")
     assert checkpoint.stored_digest(kept) == old_digest
+    assert checkpoint.stored_digest(tmp_path / "warm_start.safetensors") == changed
 
 
 def test_rewind_to_the_initial_theta_from_the_command_line(tmp_path, capsys):

@@ -10,8 +10,8 @@ in: the file then belongs to another measurement. The device is not a setting: e
 the device it ran on (the small tasks run faster on a CPU than on an H200, whose compilation
 dominates them), and the results name every device.
 
-The file is plain JSON (numbers and strings); the candidate is identified by the SHA-256 of its
-theta file.
+The file is plain JSON (numbers and strings); the candidate is identified by the SHA-256 digest
+its theta file records (:func:`lopt.checkpoint.stored_digest`).
 
 Example:
     >>> import os, tempfile
@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
@@ -32,15 +31,6 @@ from typing import Any
 from lopt import checkpoint
 
 _FORMAT = "lopt.heldout_partial"
-
-
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes (identifies a theta file in the settings)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 class PartialResults:

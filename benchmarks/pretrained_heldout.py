@@ -56,9 +56,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS_DIR, device_tag, save
-from heldout_partial import PartialResults, file_digest
+from heldout_partial import PartialResults
 
 import lopt
+from lopt import checkpoint
 from lopt.evaluate import metrics
 from lopt.pretrained import heldout
 
@@ -311,7 +312,8 @@ def parse_args(argv=None):
 
 def measurement_settings(args, label: str) -> dict:
     """What makes two runs one measurement (``--partial`` refuses to mix others)."""
-    return {"candidate": label, "theta_sha256": file_digest(args.theta) if args.theta else None, "init": args.init,
+    return {"candidate": label, "theta_digest": checkpoint.stored_digest(args.theta) if args.theta else None,
+            "init": args.init,
             "optax": args.optax, "seeds": args.seeds, "steps_scale": args.steps_scale}
 
 

@@ -122,7 +122,7 @@ def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) ->
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay):
+            distance_decay, anchored):
     if distance_decay is None:
         g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
     else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
@@ -171,23 +171,34 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     inputs = [g * precond, *moments, g * (row_factor * col_factor), p / p_rms]
     inputs = [jnp.clip(x, -clip, clip) for x in inputs]
 
-    def dense(xs, width, bias_first=False):
+    def layer(fan_in, width, bias_first=False):  # (w[i][j], bias[j]) in the order _pack wrote them
         if bias_first:  # first layer: bias = b0 + context, packed before w0
             bias = [scalar() for _ in range(width)]
-        w = [[scalar() for _ in range(width)] for _ in xs]
+        w = [[scalar() for _ in range(width)] for _ in range(fan_in)]
         if not bias_first:
             bias = [scalar() for _ in range(width)]
+        return w, bias
+
+    def dense(xs, weights):
+        w, bias = weights
         out = []
-        for j in range(width):
+        for j in range(len(bias)):
             acc = xs[0] * w[0][j]
             for x, w_row in zip(xs[1:], w[1:]):
                 acc = acc + x * w_row[j]
             out.append(acc + bias[j])
         return out
 
-    h = [jax.nn.relu(x) for x in dense(inputs, hidden, bias_first=True)]
-    h = [jax.nn.relu(x) for x in dense(h, hidden)]
-    direction, log_scale = dense(h, 2)
+    layers = [layer(len(inputs), hidden, bias_first=True), layer(hidden, hidden), layer(hidden, 2)]
+
+    def network(xs, first):
+        h = [jax.nn.relu(x) for x in dense(xs, first)]
+        h = [jax.nn.relu(x) for x in dense(h, layers[1])]
+        return dense(h, layers[2])
+
+    direction, log_scale = network(inputs, layers[0])
+    if anchored:  # NominalLOpt.anchored_direction: minus the network at zero gradient inputs
+        direction = direction - network(inputs[-1:], (layers[0][0][-1:], layers[0][1]))[0]
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
     update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
     update = update.astype(out_ref.dtype)
@@ -233,7 +244,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col
     kernel = functools.partial(
         _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
-        block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay)
+        block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
+        anchored=lopt.anchored_direction)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), _f32),
                jax.ShapeDtypeStruct((n,), _f32)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),

@@ -169,17 +169,21 @@ def test_optimizer_hook_uses_kernel_and_matches_xla():
 
 
 DISTANCE = NominalLOpt(step_size="distance", relative_initial_distance=1e-5)
+ANCHORED = NominalLOpt(step_size="distance", relative_initial_distance=1e-5, anchored_direction=True)
 
 
-def test_distance_step_trajectory_equals_xla():
-    """The pretrained optimizer's config: the kernel also advances the distance estimate."""
+@pytest.mark.parametrize("config", [DISTANCE, ANCHORED], ids=["distance", "anchored"])
+def test_distance_step_trajectory_equals_xla(config):
+    """The pretrained optimizer's configs: the kernel also advances the distance estimate (and,
+    anchored, evaluates the network a second time with the gradient inputs at zero)."""
     rng = np.random.default_rng(5)
     shapes = {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5), "big": (300, 3)}
     params = _draw(rng, shapes)
-    theta = DISTANCE.init(jax.random.key(0))
+    theta = config.init(jax.random.key(0))
     theta["network"]["w2"] = 0.05 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
-    opt = DISTANCE.optimizer(theta, num_steps=40)
-    fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(DISTANCE, theta, 40, g, s, p,
+    theta["network"]["b2"] = jnp.asarray([0.02, -0.01])  # a direction at zero gradient inputs
+    opt = config.optimizer(theta, num_steps=40)
+    fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(config, theta, 40, g, s, p,
                                                                 interpret=True))
     xla = jax.jit(opt.update)
     states, points = {}, {}
@@ -203,8 +207,10 @@ def test_distance_step_trajectory_equals_xla():
                                    states["xla"].distance.grad_sum[k], rtol=1e-4, atol=1e-12)
 
 
-def test_distance_step_grad_wrt_theta_equals_xla_grad():
-    lopt = NominalLOpt(hidden_size=4, step_size="distance", relative_initial_distance=1e-3)
+@pytest.mark.parametrize("anchored", [False, True])
+def test_distance_step_grad_wrt_theta_equals_xla_grad(anchored):
+    lopt = NominalLOpt(hidden_size=4, step_size="distance", relative_initial_distance=1e-3,
+                       anchored_direction=anchored)
     rng = np.random.default_rng(6)
     shapes = {"w": (9, 6), "b": (6,)}
     params, grads, weights = _draw(rng, shapes), _draw(rng, shapes), _draw(rng, shapes)
@@ -225,7 +231,7 @@ def test_distance_byte_count():
     assert nominal_step.bytes_per_param(distance=True) == 56 + 12  # + read grad_sum, x0; write sum
 
 
-@pytest.mark.parametrize("lopt", [LOPT, DISTANCE], ids=["adam_step", "distance_step"])
+@pytest.mark.parametrize("lopt", [LOPT, DISTANCE, ANCHORED], ids=["adam_step", "distance_step", "anchored"])
 def test_kernel_lowers_to_triton_for_cuda(lopt):
     """Cross-platform lowering on the CPU runs the Pallas -> Triton lowering a GPU run would."""
     from jax import export

@@ -124,3 +124,50 @@ def test_concatenate_tensors_is_not_part_of_the_config_a_theta_file_records(tmp_
     assert lopt_ == NominalLOpt()  # files load as the per-tensor (deployment) layout
     loaded, _, _ = load_warm_start(tmp_path / "t.safetensors", joined)  # and warm-start either layout
     np.testing.assert_array_equal(loaded["schedule"], theta["schedule"])
+
+
+def test_anchored_direction_must_be_a_bool():
+    with pytest.raises(TypeError, match="anchored_direction=1"):
+        NominalLOpt(anchored_direction=1)
+
+
+def _biased_theta(lopt_):
+    """A theta whose direction output has a constant part: the drift anchoring removes."""
+    theta = _trained_looking_theta(lopt_)
+    return dict(theta, network=dict(theta["network"], b2=jnp.asarray([0.2, 0.1])))
+
+
+def test_anchored_update_is_zero_where_the_gradient_history_is():
+    params = {"w": jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.asarray([0.3, -0.7])}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for anchored, expect_zero in ((True, True), (False, False)):
+        lopt_ = NominalLOpt(anchored_direction=anchored)
+        opt = lopt_.optimizer(_biased_theta(lopt_), num_steps=100)
+        updates, _ = opt.update(zeros, opt.init(params), params)
+        for name in params:
+            assert bool(jnp.all(updates[name] == 0.0)) == expect_zero, (anchored, name)
+
+
+def test_anchoring_removes_exactly_the_gradient_free_part_of_the_direction():
+    # With the first layer blind to the gradient inputs, the direction depends on the parameter
+    # alone, so anchoring cancels it: the update is the one of a network whose direction is zero.
+    anchored, plain = NominalLOpt(anchored_direction=True), NominalLOpt()
+    theta = _biased_theta(plain)
+    w0 = theta["network"]["w0"].at[:5].set(0.0)
+    theta = dict(theta, network=dict(theta["network"], w0=w0))
+    no_direction = dict(theta, network=dict(theta["network"], w2=theta["network"]["w2"].at[:, 0].set(0.0),
+                                            b2=theta["network"]["b2"].at[0].set(0.0)))
+    params, grads = _problem()
+    got = _run(anchored.optimizer(theta, num_steps=100), params, grads[:10])
+    want = _run(plain.optimizer(no_direction, num_steps=100), params, grads[:10])
+    drifting = _run(plain.optimizer(theta, num_steps=100), params, grads[:10])
+    for name in params:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(drifting["w"], want["w"], atol=1e-5)
+
+
+def test_anchoring_costs_flops_and_is_recorded_in_the_config():
+    plain, anchored = NominalLOpt(), NominalLOpt(anchored_direction=True)
+    assert plain.flops_per_param() < anchored.flops_per_param() < 1.6 * plain.flops_per_param()
+    assert anchored.config()["anchored_direction"] is True
+    assert plain.config()["anchored_direction"] is False

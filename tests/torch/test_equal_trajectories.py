@@ -39,6 +39,8 @@ CASES = [
     ("nominal", {"step_size": "distance", "initial_distance": 1e-3}, NUM_STEPS),
     # d starts at 1e-3 * rms(x0), set by PyTorch at the first step (JAX: at init)
     ("nominal", {"step_size": "distance", "relative_initial_distance": 1e-3}, NUM_STEPS),
+    ("nominal", {"step_size": "distance", "relative_initial_distance": 1e-3, "anchored_direction": True},
+     NUM_STEPS),
 ]
 
 

@@ -208,7 +208,7 @@ class NominalPort(Port):
             w2t=net["w2"].t().contiguous(),
             b2=net["b2"],
         )
-        consts = nominal_rows.Consts(arch.b2, arch.eps, arch.input_clip, arch.update_clip)
+        consts = nominal_rows.Consts(arch.b2, arch.eps, arch.input_clip, arch.update_clip, arch.anchored_direction)
 
         # Whole-tensor quantities first: the factored gradient and each tensor's RMS.
         fd = torch.tensor([arch.factored_decay], dtype=_f32, device=device)

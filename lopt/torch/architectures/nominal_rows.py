@@ -35,6 +35,7 @@ class Consts(NamedTuple):
     eps: float
     input_clip: float
     update_clip: float
+    anchored: bool = False  # NominalLOpt.anchored_direction
 
 
 class Step(NamedTuple):
@@ -76,6 +77,11 @@ def rows_eager(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
     h = torch.addmm(tab[:, :hidden].t(), s.w0t, x).relu_()
     h = torch.addmm(s.b1[:, None], s.w1t, h).relu_()
     o = torch.addmm(s.b2[:, None], s.w2t, h)
+    if c.anchored:  # minus the network's direction with the gradient inputs (rows 0-4) at zero
+        x[:5].zero_()  # the same ops as above on these inputs: the same rounding, 0 at rest
+        h = torch.addmm(tab[:, :hidden].t(), s.w0t, x).relu_()
+        h = torch.addmm(s.b1[:, None], s.w1t, h).relu_()
+        o[0].sub_(torch.addmm(s.b2[:, None], s.w2t, h)[0])
     combined = nominal.add_(o[0]).clamp_(-c.update_clip, c.update_clip)
     torch.mul(combined.mul_(tab[:, hidden + 1]), o[1].clamp_(-4.0, 4.0).exp_(), out=out)
 
@@ -104,5 +110,9 @@ def rows_fused(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
     h = [torch.relu(y) for y in _dense(xs, s.w0t, [tab[:, j] for j in range(hidden)])]
     h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
     direction, log_scale = _dense(h, s.w2t, [s.b2[0], s.b2[1]])
+    if c.anchored:  # minus the network's direction with the gradient inputs at zero
+        h = [torch.relu(y) for y in _dense(xs[5:], s.w0t[:, 5:], [tab[:, j] for j in range(hidden)])]
+        h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
+        direction = direction - _dense(h, s.w2t[:1], [s.b2[0]])[0]
     combined = torch.clamp(moments[0] + direction, -c.update_clip, c.update_clip)
     out.copy_(tab[:, hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0)))

@@ -35,10 +35,13 @@ Usage:
     python benchmarks/pretrained_heldout.py --init nominal --steps-scale 0.05 --seeds 1   # quick CPU check
     python benchmarks/pretrained_heldout.py --optax prodigy --quick --save-as pretrained_heldout_prodigy
     python benchmarks/pretrained_heldout.py --theta T --partial $OUT/part.json --out $OUT   # resumable, in parts
+    python benchmarks/pretrained_heldout.py --theta T2 --baselines benchmarks/results/earlier.json  # Adam reused
 Prints a table last; saves ``<--save-as, default pretrained_heldout>_<device>.json`` and a PNG of
 learning curves in ``--out DIR`` (default ``benchmarks/results/``). With ``--partial FILE`` each
 finished task is kept in FILE at once and a rerun skips it (``heldout_partial.py``): a GPU call
-cut at its time limit loses at most the task it was training.
+cut at its time limit loses at most the task it was training. With ``--baselines FILE`` Adam's
+grid runs are read from an earlier run's results instead of trained again
+(``heldout_baselines.py``): a second candidate then costs its own runs only.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS_DIR, device_tag, save
+from heldout_baselines import adam_baselines
 from heldout_partial import PartialResults
 
 import lopt
@@ -132,19 +136,29 @@ def seed_keys(num_seeds: int) -> jax.Array:
     return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(jnp.arange(num_seeds))
 
 
-def train_task(task, lopt_, theta, num_steps: int, eval_every: int, num_seeds: int) -> dict[str, np.ndarray]:
-    """Curves of the candidate ``[S, ...]`` and of Adam on ``GRID + [1e-3]`` ``[G + 1, S, ...]``."""
+def train_adam(task, num_steps: int, eval_every: int, num_seeds: int):
+    """Curves of Adam on ``GRID + [1e-3]``, ``[G + 1, S, ...]``."""
+    return jax.tree.map(np.asarray, lopt.inner.train_many(
+        task, optax.adam, {"learning_rate": np.append(GRID, DEFAULT_LR)}, key=jax.random.key(0),
+        num_seeds=num_seeds, num_steps=num_steps, eval_every=eval_every, eval_batches=EVAL_BATCHES))
+
+
+def train_candidate(task, lopt_, theta, num_steps: int, eval_every: int, num_seeds: int):
+    """Curves of the candidate, ``[S, ...]`` (seed ``s`` as Adam's seed ``s``)."""
     kwargs = {"num_steps": num_steps, "eval_every": eval_every, "eval_batches": EVAL_BATCHES}
-    adam = lopt.inner.train_many(task, optax.adam, {"learning_rate": np.append(GRID, DEFAULT_LR)},
-                                 key=jax.random.key(0), num_seeds=num_seeds, **kwargs)
 
     @jax.jit
     def run(theta, keys):
         optimizer = lopt_.optimizer(theta, num_steps=num_steps)
         return jax.vmap(lambda k: lopt.inner.train(task, optimizer, key=k, **kwargs))(keys)
 
-    cand = run(theta, seed_keys(num_seeds))
-    return {"adam": jax.tree.map(np.asarray, adam), "cand": jax.tree.map(np.asarray, cand)}
+    return jax.tree.map(np.asarray, run(theta, seed_keys(num_seeds)))
+
+
+def train_task(task, lopt_, theta, num_steps: int, eval_every: int, num_seeds: int) -> dict[str, np.ndarray]:
+    """Curves of the candidate ``[S, ...]`` and of Adam on ``GRID + [1e-3]`` ``[G + 1, S, ...]``."""
+    return {"adam": train_adam(task, num_steps, eval_every, num_seeds),
+            "cand": train_candidate(task, lopt_, theta, num_steps, eval_every, num_seeds)}
 
 
 def seed_mean(curves_loss: np.ndarray) -> np.ndarray:
@@ -152,25 +166,37 @@ def seed_mean(curves_loss: np.ndarray) -> np.ndarray:
     return np.mean(curves_loss, axis=-2)
 
 
-def summarize_task(name: str, num_steps: int, out: dict) -> dict:
-    """Per-task numbers: final losses, the per-task choice, curves (suite choice filled in later)."""
-    adam, cand = out["adam"], out["cand"]
+def summarize_adam(num_steps: int, adam) -> dict:
+    """The Adam part of a task's record: final losses, the per-task choice, curves."""
     valid = seed_mean(adam.valid_loss)  # [G + 1, E]
     test = seed_mean(adam.test_loss)
-    cand_valid, cand_test = seed_mean(cand.valid_loss[None])[0], seed_mean(cand.test_loss[None])[0]
     grid_valid = valid[: len(GRID), -1]
     per_task = metrics.select_per_task(grid_valid)
     finite = np.where(np.isfinite(test[: len(GRID), -1]), test[: len(GRID), -1], np.inf)
     return {
-        "name": name, "num_steps": num_steps, "eval_steps": adam.eval_steps[0, 0].tolist(),
+        "num_steps": num_steps, "eval_steps": adam.eval_steps[0, 0].tolist(),
         "initial_valid": float(valid[0, 0]), "initial_test": float(test[0, 0]),
         "grid_final_valid": grid_valid.tolist(), "grid_final_test": test[: len(GRID), -1].tolist(),
         "best_grid_test": float(finite.min()) if np.isfinite(finite.min()) else float(test[0, 0]),
         "per_task_index": per_task, "per_task_lr": float(GRID[per_task]),
         "default_index": len(GRID),
+        "test_curves": {f"lr_{i}": test[i].tolist() for i in range(len(test))},
+    }
+
+
+def summarize_task(name: str, num_steps: int, out: dict, adam_record: dict | None = None) -> dict:
+    """Per-task numbers: final losses, the per-task choice, curves (suite choice filled in later).
+
+    ``adam_record``: Adam's part read from an earlier run (``--baselines``) instead of ``out["adam"]``.
+    """
+    adam = adam_record if adam_record is not None else summarize_adam(num_steps, out["adam"])
+    cand = out["cand"]
+    cand_valid, cand_test = seed_mean(cand.valid_loss[None])[0], seed_mean(cand.test_loss[None])[0]
+    return {
+        "name": name, **{k: v for k, v in adam.items() if k != "test_curves"},
         "candidate_final_valid": float(cand_valid[-1]), "candidate_final_test": float(cand_test[-1]),
         "candidate_diverged_seeds": int(np.sum(cand.diverged)),
-        "test_curves": {"candidate": cand_test.tolist(), **{f"lr_{i}": test[i].tolist() for i in range(len(test))}},
+        "test_curves": {"candidate": cand_test.tolist(), **adam["test_curves"]},
     }
 
 
@@ -298,6 +324,9 @@ def parse_args(argv=None):
     parser.add_argument("--partial", default=None,
                         help="JSON file that keeps each finished task (rewritten after every task); a rerun with "
                              "the same file and settings skips the tasks already there (split the suite over calls)")
+    parser.add_argument("--baselines", nargs="+", default=[], metavar="FILE",
+                        help="results or --partial JSON files of earlier runs: reuse their Adam grid runs for the "
+                             "tasks they hold at the same horizon, seeds and device (heldout_baselines.py)")
     parser.add_argument("--save-as", default="pretrained_heldout",
                         help="<--out>/<SAVE_AS>_<devices>.json and .png; name each run so it does not replace an earlier one")
     args = parser.parse_args(argv)
@@ -332,6 +361,7 @@ def main(argv=None) -> dict:
     label, theta, lopt_ = candidate(args)
     suite = heldout.suite(args.tasks, steps_scale=args.steps_scale)
     partial = PartialResults(args.partial, measurement_settings(args, label)) if args.partial else None
+    baselines = adam_baselines(args.baselines, seeds=args.seeds, steps_scale=args.steps_scale, grid=GRID.tolist())
     tasks = []
     for entry in suite:
         if partial is not None and entry.name in partial.done():
@@ -340,8 +370,16 @@ def main(argv=None) -> dict:
             continue
         task_start = time.perf_counter()
         num_steps, eval_every = horizon_and_eval_every(entry.num_steps)
-        out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
-        tasks.append(summarize_task(entry.name, num_steps, out))
+        reused = baselines.get(entry.name)
+        if reused is not None and (reused["num_steps"], reused["device"]) != (num_steps, device_tag()):
+            print(f"{entry.name}: --baselines holds Adam at {reused['num_steps']} steps on {reused['device']}; "
+                  f"training Adam again ({num_steps} steps on {device_tag()})", flush=True)
+            reused = None
+        if reused is None:
+            out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
+        else:
+            out = {"cand": train_candidate(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)}
+        tasks.append(summarize_task(entry.name, num_steps, out, reused))
         tasks[-1]["seconds"] = time.perf_counter() - task_start
         tasks[-1]["device"] = device_tag()
         if partial is not None:

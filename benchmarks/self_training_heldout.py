@@ -25,7 +25,6 @@ import time
 
 import jax
 import numpy as np
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pretrained_heldout as protocol
@@ -77,9 +76,7 @@ def main() -> None:
         num_steps, eval_every = protocol.horizon_and_eval_every(entry.num_steps)
         task = entry.build()
         kwargs = {"num_steps": num_steps, "eval_every": eval_every, "eval_batches": protocol.EVAL_BATCHES}
-        adam = lopt.inner.train_many(task, optax.adam, {"learning_rate": np.append(protocol.GRID, protocol.DEFAULT_LR)},
-                                     key=jax.random.key(0), num_seeds=args.seeds, **kwargs)
-        adam = jax.tree.map(np.asarray, adam)
+        adam = protocol.train_adam(task, num_steps, eval_every, args.seeds)
         programs = {}  # one compiled program per architecture; theta is an argument
         for label, (theta, lopt_) in candidates.items():
             if lopt_ not in programs:

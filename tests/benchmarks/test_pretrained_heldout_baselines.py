@@ -1,0 +1,59 @@
+"""``--baselines``: Adam's grid runs read from an earlier run give the same results as training them."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+import pretrained_heldout as bench
+
+TASKS = ["--tasks", "losg_rosenbrock", "quadratic_cond1e6_dim100", "--steps-scale", "0.002", "--seeds", "1"]
+
+
+def run(tmp_path, candidate, name, *extra):
+    return bench.main(["--optax", candidate, *TASKS, "--out", str(tmp_path), "--save-as", name, *extra])
+
+
+def test_reused_adam_runs_give_the_results_of_training_them(tmp_path, monkeypatch):
+    run(tmp_path, "prodigy", "first")
+    full = run(tmp_path, "dog", "full")  # the second candidate, Adam trained again
+
+    def no_adam(*args, **kwargs):
+        raise AssertionError("Adam was trained although --baselines holds its runs")
+
+    monkeypatch.setattr(bench, "train_adam", no_adam)
+    earlier = str(tmp_path / "first_cpu.json")
+    reused = run(tmp_path, "dog", "reused", "--baselines", earlier)
+    assert reused["overall"] == full["overall"]
+    for got, want in zip(reused["tasks"], full["tasks"]):
+        assert got.pop("adam_from") == earlier
+        for record in (got, want):
+            record.pop("seconds")
+        assert got == want
+
+
+def test_a_file_of_other_settings_is_refused_and_another_device_retrains(tmp_path, monkeypatch):
+    run(tmp_path, "prodigy", "first")
+    earlier = str(tmp_path / "first_cpu.json")
+    with pytest.raises(ValueError, match="--seeds 1 --steps-scale 0.002; this run uses --seeds 2"):
+        bench.main(["--optax", "dog", *TASKS[:-1], "2", "--out", str(tmp_path), "--baselines", earlier])
+    with open(earlier) as f:
+        document = json.load(f)
+    document["tasks"][0]["device"] = "gpu-elsewhere"
+    with open(earlier, "w") as f:
+        json.dump(document, f)
+    trained = []
+    real = bench.train_adam
+    monkeypatch.setattr(bench, "train_adam", lambda task, *a, **k: trained.append(task) or real(task, *a, **k))
+    result = run(tmp_path, "dog", "second", "--baselines", earlier)
+    assert len(trained) == 1  # Rosenbrock's Adam was measured elsewhere: trained here again
+    assert "adam_from" not in result["tasks"][0] and result["tasks"][1]["adam_from"] == earlier
+
+
+def test_a_file_that_is_not_the_benchmarks_is_refused(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a results or --partial file"):
+        run(tmp_path, "dog", "x", "--baselines", str(path))

@@ -263,8 +263,12 @@ def plot(tasks: list[dict], label: str, path: str) -> str:
                   if np.isfinite(v)]
         if finite:
             low, high = min(finite), task["initial_test"]
-            pad = 0.05 * max(high - low, 1e-12)
-            ax.set_ylim(low - pad, max(high, low) + pad)
+            if low > 0 and high > 100 * low:  # losses over decades (quadratics, Rosenbrock): log scale
+                ax.set_yscale("log")
+                ax.set_ylim(low / 2, max(high, low) * 2)
+            else:
+                pad = 0.05 * max(high - low, 1e-12)
+                ax.set_ylim(low - pad, max(high, low) + pad)
         ax.set_title(task["name"], fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=5)

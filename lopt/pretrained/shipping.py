@@ -48,21 +48,22 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
     The header records what led to this theta (its outer step, when ``theta_path``'s header
     holds ``campaign_outer_steps``, and the GPU and CPU minutes of the sessions up to it) so the
     shipped file says what it is; a ``note`` in ``theta_path``'s header (e.g. a change made by
-    hand after meta-training) is kept. ``directory``: where to write (default: the package's
+    hand after meta-training) is kept, and so is ``reconfigured_from`` (the source digest and the
+    config changes of :mod:`lopt.learned.reconfigure`). ``directory``: where to write (default: the package's
     ``lopt/pretrained/weights``).
     """
     from lopt.learned.serialization import load_theta, save_theta
     from lopt.meta.warm_start import file_optimizer, load_warm_start
 
     state = _read_state(state_dir)
-    steps, note = state["outer_steps"], None
+    steps, source_extra = state["outer_steps"], {}
     if theta_path:
         theta, lopt_ = load_theta(theta_path)
         best = os.path.join(state_dir, "best_theta.safetensors")
         if state.get("best") and os.path.exists(best) and os.path.samefile(theta_path, best):
             steps = int(state["best"]["campaign_step"])  # the campaign's best-validated theta
         source_extra = checkpoint.read_metadata(theta_path).get("extra", {})
-        steps, note = int(source_extra.get("campaign_outer_steps", steps)), source_extra.get("note")
+        steps = int(source_extra.get("campaign_outer_steps", steps))
     else:
         warm = os.path.join(state_dir, "warm_start.safetensors")
         lopt_ = file_optimizer(warm)
@@ -75,7 +76,6 @@ def ship(state_dir: str, *, theta_path: str | None = None, name: str = "default"
     extra = {"campaign_outer_steps": steps, "gpu_minutes": minutes["gpu"], "cpu_minutes": minutes["cpu"],
              "sessions": len(used), "campaign_gpu_minutes": state.get("gpu_minutes", 0.0),
              "source": os.path.basename(theta_path) if theta_path else "campaign/warm_start.safetensors"}
-    if note:
-        extra["note"] = note
+    extra.update({k: source_extra[k] for k in ("note", "reconfigured_from") if source_extra.get(k)})
     save_theta(target, lopt_, theta, extra=extra)
     return target

@@ -111,6 +111,23 @@ def test_shipping_a_hand_edited_theta_keeps_its_step_lineage_and_note(tmp_path):
     extra = checkpoint.read_metadata(path)["extra"]
     assert extra["campaign_outer_steps"] == 120 and extra["note"] == "schedule tail lowered by hand"
     assert extra["source"] == "edited.safetensors" and extra["gpu_minutes"] == 1.0  # only the session before 120
+    assert "reconfigured_from" not in extra
+
+
+def test_shipping_a_reconfigured_theta_records_the_change(tmp_path):
+    from lopt.learned.reconfigure import reconfigure
+    from lopt.pretrained.shipping import ship
+
+    lopt_, _, _ = _campaign(tmp_path, steps=300)
+    state = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps({**state, "sessions": []}))
+    source = tmp_path / "source.safetensors"
+    save_theta(source, lopt_, lopt_.init(jax.random.key(0)), extra={"campaign_outer_steps": 120, "note": "by hand"})
+    changed = reconfigure(source, tmp_path / "anchored.safetensors", {"anchored_direction": True})
+    extra = checkpoint.read_metadata(ship(str(tmp_path), theta_path=str(changed), directory=str(tmp_path / "w")))["extra"]
+    assert extra["note"] == "by hand" and extra["campaign_outer_steps"] == 120
+    assert extra["reconfigured_from"] == {"digest": checkpoint.stored_digest(source),
+                                          "changes": {"anchored_direction": True}}
 
 
 def test_docstring_examples_run():

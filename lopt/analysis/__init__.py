@@ -22,6 +22,7 @@ from lopt.analysis.clipping import Clipping, clipping
 from lopt.analysis.implicit_regularization import ImplicitRegularization, implicit_regularization
 from lopt.analysis.layout import StateLayout, leaf_names
 from lopt.analysis.meta_gradients import MetaGradientDiagnostics, meta_gradient_diagnostics
+from lopt.analysis.rest_drift import RestDrift, rest_drift
 from lopt.analysis.schedule import Schedule, learning_rate_schedule
 from lopt.analysis.subject import Subject, as_subject
 from lopt.analysis.timescales import Timescales, momentum_timescales, timescale
@@ -35,6 +36,7 @@ __all__ = [
     "DoubleWellTask",
     "ImplicitRegularization",
     "MetaGradientDiagnostics",
+    "RestDrift",
     "Schedule",
     "Snapshot",
     "StateLayout",
@@ -52,6 +54,7 @@ __all__ = [
     "meta_gradient_diagnostics",
     "momentum_timescales",
     "record_trace",
+    "rest_drift",
     "timescale",
     "update_function",
     "write_card",

@@ -20,6 +20,8 @@ With ``step_size="distance"`` (the pretrained optimizer) the main pass also adva
 distance estimate (:mod:`lopt.learned.distance`): it reads the running gradient sum and the
 initial parameters ``x0``, writes the new sum, and each program writes its partial sums of
 ``<g, x0 - p>`` and ``|new sum|``, which XLA adds into the new estimate: 68 bytes in all.
+With ``anchored_direction=True`` the kernel evaluates the network a second time on the same
+registers (the parameter input alone): more arithmetic, no more bytes.
 Tensors of rank < 2 (biases, scales: an unfactored accumulator per element) and empty
 tensors take the XLA path inside the same step. Gradients come from the XLA path.
 

@@ -24,8 +24,12 @@ meta-training budget, following three findings from the field:
   multiplied by Prodigy's running estimate ``d`` of the distance to the solution
   (:mod:`lopt.learned.distance`), so the step follows the scale of the parameters instead of
   being fixed at ``lr``; at its initial theta (``lr = 1``) this is Prodigy's rule on Adam's
-  direction. Costs 8 more bytes of state per parameter; the PyTorch port has it, the fused
-  kernel does not (``lopt.kernels`` falls back to XLA).
+  direction. Costs 8 more bytes of state per parameter; the PyTorch port and the fused kernel
+  have it.
+* **Anchored direction** (``anchored_direction=True``, optional; lopt's pretrained weights): the
+  learned direction minus the network's direction with every gradient input at zero, so the
+  update vanishes where the gradient history does and a trained optimizer can converge to a
+  stationary point instead of being pushed past it by a learned bias.
 
 Per-tensor context (fraction-of-training embedding, tensor rank and size) enters the MLP's
 first layer once per tensor. The MLP is written as unrolled elementwise multiply-adds, so XLA

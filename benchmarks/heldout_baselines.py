@@ -6,7 +6,10 @@ suite's grid takes about an hour, the candidate's runs a few minutes. ``--baseli
 them from FILE (a results JSON or a ``--partial`` file of the same benchmark) instead of training
 them again, for every task FILE holds **at the same horizon, seed count and learning-rate grid,
 measured on the same kind of device** (a GPU's and a CPU's Adam curves differ in float rounding);
-any other task is trained as usual. Each reused task records the file under ``adam_from``.
+any other task is trained as usual. Each task record carries ``adam_code``, a fingerprint of the
+code Adam's runs went through (lopt's tasks and inner loop, and JAX's version); a record made by
+other code is trained again, and one from before the fingerprint existed is reused as it is. Each
+reused task records the file under ``adam_from``.
 
 Example:
     >>> import json, os, tempfile
@@ -53,7 +56,8 @@ def adam_baselines(paths: Sequence[str], *, seeds: int, steps_scale: float,
         grid: this run's learning-rate grid; a record with another grid is refused.
 
     Returns:
-        ``{task name: {ADAM_FIELDS..., "test_curves": {"lr_i": ...}, "adam_from": path}}``.
+        ``{task name: {ADAM_FIELDS..., "test_curves": {"lr_i": ...}, "adam_code": fingerprint or None,
+        "adam_from": path}}``.
 
     Raises:
         ValueError: a file that is not the benchmark's, or was made with other seeds, horizon
@@ -79,8 +83,15 @@ def adam_baselines(paths: Sequence[str], *, seeds: int, steps_scale: float,
             if task["name"] not in found:
                 curves = {k: v for k, v in task["test_curves"].items() if k.startswith("lr_")}
                 found[task["name"]] = {**{k: task[k] for k in ADAM_FIELDS}, "test_curves": curves,
-                                       "adam_from": path}
+                                       "adam_code": task.get("adam_code"), "adam_from": path}
     return found
+
+
+def adam_code() -> str:
+    """The fingerprint of the code Adam's grid runs go through (:func:`lopt.source_fingerprint.source_fingerprint`)."""
+    from lopt.source_fingerprint import source_fingerprint
+
+    return source_fingerprint("tasks/**/*.py", "inner/**/*.py")
 
 
 def _same_grid(a: Sequence[float], b: Sequence[float]) -> bool:

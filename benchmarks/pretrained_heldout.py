@@ -59,7 +59,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS_DIR, device_tag, save
-from heldout_baselines import adam_baselines
+from heldout_baselines import adam_baselines, adam_code
 from heldout_partial import PartialResults
 
 import lopt
@@ -193,7 +193,7 @@ def summarize_task(name: str, num_steps: int, out: dict, adam_record: dict | Non
     cand = out["cand"]
     cand_valid, cand_test = seed_mean(cand.valid_loss[None])[0], seed_mean(cand.test_loss[None])[0]
     return {
-        "name": name, **{k: v for k, v in adam.items() if k != "test_curves"},
+        "name": name, **{k: v for k, v in adam.items() if k not in ("test_curves", "adam_code")},
         "candidate_final_valid": float(cand_valid[-1]), "candidate_final_test": float(cand_test[-1]),
         "candidate_diverged_seeds": int(np.sum(cand.diverged)),
         "test_curves": {"candidate": cand_test.tolist(), **adam["test_curves"]},
@@ -379,6 +379,10 @@ def main(argv=None) -> dict:
             print(f"{entry.name}: --baselines holds Adam at {reused['num_steps']} steps on {reused['device']}; "
                   f"training Adam again ({num_steps} steps on {device_tag()})", flush=True)
             reused = None
+        if reused is not None and reused["adam_code"] not in (None, adam_code()):
+            print(f"{entry.name}: --baselines holds Adam runs of other code (tasks or inner loop changed); "
+                  "training Adam again", flush=True)
+            reused = None
         if reused is None:
             out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
         else:
@@ -386,6 +390,7 @@ def main(argv=None) -> dict:
         tasks.append(summarize_task(entry.name, num_steps, out, reused))
         tasks[-1]["seconds"] = time.perf_counter() - task_start
         tasks[-1]["device"] = device_tag()
+        tasks[-1]["adam_code"] = adam_code() if reused is None else reused["adam_code"]
         if partial is not None:
             partial.add(tasks[-1])
         print(f"{entry.name}: {num_steps} steps x {args.seeds} seeds, {tasks[-1]['seconds']:.1f} s "

@@ -57,3 +57,22 @@ def test_a_file_that_is_not_the_benchmarks_is_refused(tmp_path):
     path.write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="not a results or --partial file"):
         run(tmp_path, "dog", "x", "--baselines", str(path))
+
+
+def test_adam_runs_of_other_code_are_trained_again(tmp_path, monkeypatch):
+    first = run(tmp_path, "prodigy", "first")
+    assert all(len(t["adam_code"]) == 16 for t in first["tasks"])
+    earlier = str(tmp_path / "first_cpu.json")
+    with open(earlier) as f:
+        document = json.load(f)
+    document["tasks"][0]["adam_code"] = "0" * 16  # as if the task code had changed since
+    del document["tasks"][1]["adam_code"]  # a record from before the fingerprint: reused
+    with open(earlier, "w") as f:
+        json.dump(document, f)
+    trained = []
+    real = bench.train_adam
+    monkeypatch.setattr(bench, "train_adam", lambda task, *a, **k: trained.append(task) or real(task, *a, **k))
+    result = run(tmp_path, "dog", "second", "--baselines", earlier)
+    assert len(trained) == 1 and "adam_from" not in result["tasks"][0]
+    assert result["tasks"][0]["adam_code"] == first["tasks"][0]["adam_code"]
+    assert result["tasks"][1]["adam_from"] == earlier and result["tasks"][1]["adam_code"] is None

@@ -120,3 +120,14 @@ def test_anchored_shipped_network_converges_where_the_drifting_one_stalls():
         (x, _), _ = jax.lax.scan(step, (x0, opt.init(x0)), None, length=3000)
         finals[anchored] = float(loss(x))
     assert finals[True] < 1e-4 < finals[False] and finals[True] < 0.02 * finals[False], finals
+
+
+def test_shipped_optimizer_does_not_move_at_a_stationary_point():
+    from lopt import analysis
+
+    theta, learned = lopt.pretrained.load()
+    task = lopt.tasks.build({"family": "mlp", "dataset": "digits", "hidden_sizes": [16]})
+    trace = analysis.record_trace(analysis.as_subject(learned, theta=theta, num_steps=60), task,
+                                  key=jax.random.key(0), num_steps=60, num_snapshots=3)
+    drift = analysis.rest_drift(trace)
+    assert np.all(drift.step_rms[1:] > 0) and np.all(drift.drift == 0.0)

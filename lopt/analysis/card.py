@@ -24,6 +24,7 @@ from lopt.analysis.adaptation import learning_rate_adaptation
 from lopt.analysis.clipping import clipping
 from lopt.analysis.implicit_regularization import implicit_regularization
 from lopt.analysis.meta_gradients import meta_gradient_diagnostics
+from lopt.analysis.rest_drift import rest_drift
 from lopt.analysis.schedule import learning_rate_schedule
 from lopt.analysis.subject import Subject, as_subject
 from lopt.analysis.timescales import momentum_timescales
@@ -168,6 +169,7 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
         "timescales": momentum_timescales(trace),
         "schedule": learning_rate_schedule(trace),
         "adaptation": learning_rate_adaptation(trace),
+        "rest_drift": rest_drift(trace),
     }
     analysis_seconds = time.perf_counter() - started
     ir = implicit_regularization({subject.label: subject, "adam lr=0.05": optax.adam(0.05),
@@ -201,7 +203,7 @@ def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subjec
              f"- what: {what}" + (f", theta from `{source}`" if source and os.path.exists(source) else ""),
              (f"- probed on: `{json.dumps(task_config)}`, one run of {trace.num_steps} steps "
              f"(20 snapshots); final training loss {np.mean(trace.train_loss[-50:]):.4f} (mean of the last 50)"),
-             f"- the five trace probes took {analysis_seconds:.1f} s (including compilation)",
+             f"- the six trace probes took {analysis_seconds:.1f} s (including compilation)",
              "- reproduce: `lopt card " + (source or subject.label) + " --out DIR`"
              + ("" if task_config == CARD_TASK else f" `--task '{json.dumps(task_config)}'`"), "",
              "## What it does, in words", "",
@@ -210,6 +212,7 @@ def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subjec
              "- " + findings.describe_schedule(probes["schedule"]),
              "- " + findings.describe_adaptation(probes["adaptation"]),
              "- " + findings.describe_update_function(probes["update_function"]),
+             "- " + findings.describe_rest_drift(probes["rest_drift"]),
              "- " + findings.describe_implicit_regularization(ir, subject.label)]
     if meta is not None:
         lines.append("- " + findings.describe_meta_gradients(meta) + f" (measured with {meta_subject.label} on "
@@ -229,6 +232,8 @@ def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subjec
          "the horizon with the state held (solid), and along the run (dashed).")),
         ("Learning-rate adaptation", "adaptation", ("Effective step size relative to its value when one input "
          "is scaled: the loss, the whole gradient, or one accumulator; the exponent is the log-log slope.")),
+        ("Update at rest", "rest_drift", ("RMS of the update with a zero gradient and every per-coordinate "
+         "state slot at zero, over the RMS of the step taken, per tensor and snapshot (Adam: exactly 0).")),
         ("Implicit regularisation", "implicit_regularization", ("Trajectories on f(x, y) = (x - y)²/2 from the "
          "same starts; SGD and Adam conserve x + y and end at the closest minimiser.")),
     ]

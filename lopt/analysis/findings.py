@@ -13,12 +13,14 @@ from lopt.analysis.adaptation import Adaptation
 from lopt.analysis.clipping import Clipping
 from lopt.analysis.implicit_regularization import ImplicitRegularization
 from lopt.analysis.meta_gradients import MetaGradientDiagnostics
+from lopt.analysis.rest_drift import RestDrift
 from lopt.analysis.schedule import Schedule
 from lopt.analysis.timescales import Timescales
 from lopt.analysis.update_function import UpdateFunction
 
 __all__ = ["describe_adaptation", "describe_clipping", "describe_implicit_regularization",
-           "describe_meta_gradients", "describe_schedule", "describe_timescales", "describe_update_function"]
+           "describe_meta_gradients", "describe_rest_drift", "describe_schedule", "describe_timescales",
+           "describe_update_function"]
 
 
 def _g(x: float) -> str:
@@ -130,3 +132,17 @@ def describe_meta_gradients(result: MetaGradientDiagnostics) -> str:
             f"perturbations grow by {lyap:+.3f} nats/step over the second half ({regime} inner dynamics); "
             f"the variance of backprop through the unroll grows as T^{rates['bptt']:.2f}, PES as T^{rates['pes']:.2f} "
             f"and full-unroll ES as T^{rates['es']:.2f} (T = {', '.join(str(t) for t in result.unroll_lengths)}).")
+
+
+def describe_rest_drift(result: RestDrift) -> str:
+    """Whether the update vanishes at a stationary point with no gradient history, and by how much it does not."""
+    relative = result.relative()
+    if np.all(result.drift == 0):
+        return ("**At rest**: with a zero gradient and no gradient history the update is exactly 0 at every "
+                "snapshot: it can come to rest at a stationary point.")
+    worst = float(np.max(relative))
+    typical = float(np.median(relative[-1]))
+    return (f"**At rest**: with a zero gradient and no gradient history it still moves, by {_g(typical)}x its own "
+            f"step at the last snapshot (median over tensors; up to {_g(worst)}x): a **drift** (a learned bias, or "
+            "a function of the weights such as weight decay) that keeps it from settling at a stationary point "
+            "of the loss.")

@@ -35,9 +35,11 @@ def test_card_command_writes_a_readable_card(tmp_path):
     assert main(["card", "optax.sgd:learning_rate=0.1", "--out", str(out), "--steps", "100", "--seeds", "1",
                  "--task", task]) == 0
     text = (out / "card.md").read_text()
-    for png in ("update_function", "clipping", "timescales", "schedule", "adaptation", "implicit_regularization"):
+    for png in ("update_function", "clipping", "timescales", "schedule", "adaptation", "rest_drift",
+                "implicit_regularization"):
         assert (out / f"{png}.png").stat().st_size > 10_000 and f"({png}.png)" in text
     assert "plain SGD (no memory)" in text and "no saturation" in text and "no step counter" in text
+    assert "the update is exactly 0 at every snapshot" in text
     assert "Not applicable: this optimizer has no meta-parameters." in text
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert [r["optimizer"] for r in evaluation["rows"]][1:] == ["adam lr=0.001", "adam lr=0.003", "adam lr=0.01",

@@ -41,3 +41,12 @@ def test_the_anchor_removes_the_drift_of_a_biased_network(tmp_path):
     assert np.all(drifting.relative() > 1e-3) and np.all(resting.drift == 0.0)
     assert drifting.plot(tmp_path / "drift.png").endswith("drift.png") and (tmp_path / "drift.png").stat().st_size > 0
     resting.plot(tmp_path / "rest.png")
+
+
+def test_findings_say_whether_it_drifts():
+    from lopt.analysis import findings
+
+    still = findings.describe_rest_drift(analysis.rest_drift(_trace(analysis.as_subject(optax.adam(1e-2)))))
+    moving = findings.describe_rest_drift(analysis.rest_drift(_trace(
+        analysis.as_subject(optax.adamw(1e-2, weight_decay=0.1)))))
+    assert "exactly 0" in still and "**drift**" in moving and "x its own step" in moving

@@ -137,9 +137,9 @@ class NominalLOpt(base.LearnedOptimizer):
             is, so the optimizer comes to rest at a stationary point instead of drifting: unanchored,
             a trained network's direction at zero gradient inputs is a few hundredths of an Adam
             step that never decays (it pushed the step-3,779 weights up Rosenbrock's valley, from
-            loss 24 at step 100 to 109 at step 10,000). Costs a second pass of the network's last
-            two layers (515 instead of 338 FLOPs per parameter with the distance step; the bytes moved,
-            which bound a large model's step, do not change).
+            loss 24 at step 100 to 109 at step 10,000). Costs a second pass of the network, whose first
+            layer sees one input (515 instead of 338 FLOPs per parameter with the distance step; the
+            bytes moved, which bound a large model's step, do not change).
         concatenate_tensors: run the network once over every tensor's entries joined into one
             vector instead of once per tensor. Same update (same theta); a compiled program then
             holds one copy of the network whatever the number of tensors: about 3x fewer

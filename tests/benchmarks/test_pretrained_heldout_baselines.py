@@ -16,6 +16,22 @@ def run(tmp_path, candidate, name, *extra):
     return bench.main(["--optax", candidate, *TASKS, "--out", str(tmp_path), "--save-as", name, *extra])
 
 
+def rerun_with_edited_baselines(tmp_path, monkeypatch, earlier, edit):
+    """Edits the results file ``earlier`` in place, then runs a second candidate with it as --baselines.
+
+    Returns the result and the tasks whose Adam runs were trained again.
+    """
+    with open(earlier) as f:
+        document = json.load(f)
+    edit(document)
+    with open(earlier, "w") as f:
+        json.dump(document, f)
+    trained = []
+    real = bench.train_adam
+    monkeypatch.setattr(bench, "train_adam", lambda task, *a, **k: trained.append(task) or real(task, *a, **k))
+    return run(tmp_path, "dog", "second", "--baselines", earlier), trained
+
+
 def test_reused_adam_runs_give_the_results_of_training_them(tmp_path, monkeypatch):
     run(tmp_path, "prodigy", "first")
     full = run(tmp_path, "dog", "full")  # the second candidate, Adam trained again
@@ -39,15 +55,11 @@ def test_a_file_of_other_settings_is_refused_and_another_device_retrains(tmp_pat
     earlier = str(tmp_path / "first_cpu.json")
     with pytest.raises(ValueError, match="--seeds 1 --steps-scale 0.002; this run uses --seeds 2"):
         bench.main(["--optax", "dog", *TASKS[:-1], "2", "--out", str(tmp_path), "--baselines", earlier])
-    with open(earlier) as f:
-        document = json.load(f)
-    document["tasks"][0]["device"] = "gpu-elsewhere"
-    with open(earlier, "w") as f:
-        json.dump(document, f)
-    trained = []
-    real = bench.train_adam
-    monkeypatch.setattr(bench, "train_adam", lambda task, *a, **k: trained.append(task) or real(task, *a, **k))
-    result = run(tmp_path, "dog", "second", "--baselines", earlier)
+
+    def elsewhere(document):
+        document["tasks"][0]["device"] = "gpu-elsewhere"
+
+    result, trained = rerun_with_edited_baselines(tmp_path, monkeypatch, earlier, elsewhere)
     assert len(trained) == 1  # Rosenbrock's Adam was measured elsewhere: trained here again
     assert "adam_from" not in result["tasks"][0] and result["tasks"][1]["adam_from"] == earlier
 
@@ -63,16 +75,12 @@ def test_adam_runs_of_other_code_are_trained_again(tmp_path, monkeypatch):
     first = run(tmp_path, "prodigy", "first")
     assert all(len(t["adam_code"]) == 16 for t in first["tasks"])
     earlier = str(tmp_path / "first_cpu.json")
-    with open(earlier) as f:
-        document = json.load(f)
-    document["tasks"][0]["adam_code"] = "0" * 16  # as if the task code had changed since
-    del document["tasks"][1]["adam_code"]  # a record from before the fingerprint: reused
-    with open(earlier, "w") as f:
-        json.dump(document, f)
-    trained = []
-    real = bench.train_adam
-    monkeypatch.setattr(bench, "train_adam", lambda task, *a, **k: trained.append(task) or real(task, *a, **k))
-    result = run(tmp_path, "dog", "second", "--baselines", earlier)
+
+    def other_code(document):
+        document["tasks"][0]["adam_code"] = "0" * 16  # as if the task code had changed since
+        del document["tasks"][1]["adam_code"]  # a record from before the fingerprint: reused
+
+    result, trained = rerun_with_edited_baselines(tmp_path, monkeypatch, earlier, other_code)
     assert len(trained) == 1 and "adam_from" not in result["tasks"][0]
     assert result["tasks"][0]["adam_code"] == first["tasks"][0]["adam_code"]
     assert result["tasks"][1]["adam_from"] == earlier and result["tasks"][1]["adam_code"] is None

@@ -383,6 +383,8 @@ def main(argv=None) -> dict:
             print(f"{entry.name}: --baselines holds Adam runs of other code (tasks or inner loop changed); "
                   "training Adam again", flush=True)
             reused = None
+        what = "the candidate" if reused is not None else f"Adam at {len(GRID) + 1} learning rates and the candidate"
+        print(f"{entry.name}: training {what}, {num_steps} steps x {args.seeds} seeds ...", flush=True)
         if reused is None:
             out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
         else:

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DistanceState", "advance", "init", "start_distance", "update"]
+__all__ = ["DistanceState", "advance", "dtype_resolution", "init", "start_distance", "update"]
 
 _f32 = jnp.float32
 
@@ -65,7 +65,11 @@ def init(params: Any, *, initial: float, relative: float = 0.0) -> DistanceState
         relative: the estimate starts at ``max(initial, relative * rms(x0))``, the RMS taken over
             all entries of ``x0``; so a rescaled problem (``x -> c x``) starts from a rescaled
             estimate, and the estimate need not grow from ``initial`` through many steps where
-            ``x0`` already shows the parameters' scale. 0: start at ``initial``.
+            ``x0`` already shows the parameters' scale. 0: start at ``initial``. The factor is
+            at least the resolution of the coarsest floating dtype in ``params``
+            (:func:`dtype_resolution`: 0.0078 for bfloat16, below any useful ``relative`` for
+            float32): a smaller first step would not change low-precision parameters at all,
+            and the estimate, which grows from their movement, would stall.
     """
     if not initial > 0:
         raise ValueError(f"distance.init: initial={initial!r} must be > 0 (Prodigy uses 1e-6).")
@@ -84,12 +88,25 @@ def start_distance(params: Any, *, initial: float, relative: float) -> jax.Array
         >>> round(float(start_distance({"w": jnp.full(4, 2.0)}, initial=1e-6, relative=1e-3)), 6)
         0.002
     """
-    leaves = [jnp.asarray(p, _f32) for p in jax.tree.leaves(params)]
-    count = sum(p.size for p in leaves)
+    leaves = jax.tree.leaves(params)
+    count = sum(jnp.size(p) for p in leaves)
     if not relative or not count:
         return jnp.asarray(initial, _f32)
-    rms = jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in leaves) / count)
+    relative = max(relative, dtype_resolution(leaves))
+    rms = jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(p, _f32))) for p in leaves) / count)
     return jnp.maximum(jnp.asarray(initial, _f32), relative * rms)
+
+
+def dtype_resolution(leaves: Any) -> float:
+    """The machine epsilon of the coarsest floating dtype among ``leaves`` (0 when none is floating).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> dtype_resolution([jnp.zeros(2, jnp.float32), jnp.zeros(2, jnp.bfloat16)])
+        0.0078125
+    """
+    return max((float(jnp.finfo(jnp.result_type(p)).eps) for p in jax.tree.leaves(leaves)
+                if jnp.issubdtype(jnp.result_type(p), jnp.floating)), default=0.0)
 
 
 def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay: float) -> DistanceState:

@@ -129,7 +129,8 @@ class NominalLOpt(base.LearnedOptimizer):
         initial_distance: the distance estimate's starting value (``"distance"`` only).
         relative_initial_distance: the estimate starts at ``max(initial_distance,
             relative_initial_distance * rms(x0))`` (:func:`lopt.learned.distance.init`): a
-            start in proportion to the parameters' scale. 0: at ``initial_distance``.
+            start in proportion to the parameters' scale, and never below the resolution of
+            the parameters' dtype (bfloat16: 2**-7 of the RMS). 0: at ``initial_distance``.
         distance_decay: the decay of its running sums (Prodigy: ``sqrt(b2)``).
         anchored_direction: subtract from the learned direction the network's direction at the
             same parameter input and context with every gradient input (gradient, momenta,

@@ -148,6 +148,19 @@ def test_relative_start_is_the_larger_of_the_two():
         NominalLOpt(step_size="distance", relative_initial_distance=-0.5)
 
 
+def test_relative_start_is_at_least_the_coarsest_dtype_resolution():
+    """bfloat16 parameters start at 2**-7 of their RMS (a 1e-5 step would not move them); float32 as asked."""
+    full = {"w": jnp.full((2, 3), 2.0), "b": jnp.zeros(2)}  # rms sqrt(3)
+    assert distance.dtype_resolution(full) == pytest.approx(2.0 ** -23)
+    assert float(distance.init(full, initial=1e-6, relative=1e-5).distance) == pytest.approx(1e-5 * np.sqrt(3.0), rel=1e-6)
+    mixed = {"w": full["w"].astype(jnp.bfloat16), "b": full["b"]}
+    assert distance.dtype_resolution(mixed) == 2.0 ** -7
+    assert float(distance.init(mixed, initial=1e-6, relative=1e-5).distance) == pytest.approx(2.0 ** -7 * np.sqrt(3.0),
+                                                                                             rel=1e-3)
+    assert float(distance.init(mixed, initial=1e-6, relative=0.0).distance) == pytest.approx(1e-6)  # relative off: as set
+    assert distance.dtype_resolution({"steps": jnp.zeros(3, jnp.int32)}) == 0.0
+
+
 def test_bad_step_size_and_state_bytes():
     with pytest.raises(ValueError, match="step_size='sgd'"):
         NominalLOpt(step_size="sgd")

@@ -187,6 +187,26 @@ def test_params_without_grad_are_skipped_and_start_their_own_count():
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_distance_starts_at_the_jax_start_for_the_params_dtype(dtype):
+    """The relative start is at least the dtype's resolution (2**-7 for bfloat16), as in JAX."""
+    import jax.numpy as jnp
+
+    from lopt.learned import distance
+
+    pair = theta_pair("nominal", step_size="distance", relative_initial_distance=1e-5)
+    params = make_params(4, dtype=dtype)
+    opt = lopt.torch.LearnedOptimizer(params, pair, num_steps=10)
+    opt.step(quadratic_closure(opt, params))
+    start = distance.start_distance([jnp.asarray(p.detach().float().numpy()).astype(
+        jnp.bfloat16 if dtype == torch.bfloat16 else jnp.float32) for p in params], initial=1e-6, relative=1e-5)
+    rms = float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in params) / sum(p.numel() for p in params)))
+    expected = (2.0 ** -7 if dtype == torch.bfloat16 else 1e-5) * rms
+    assert float(start) == pytest.approx(expected, rel=1e-5)
+    first = opt.state[params[0]]["distance"]  # after one step: the start, or more if the estimate grew
+    assert float(first) >= expected * (1 - 1e-5)
+
+
 @pytest.mark.parametrize("name", ["mlp", "nominal"])
 def test_bfloat16_params_train_without_nan_and_keep_float32_state(name, tmp_path):
     params = make_params(3, dtype=torch.bfloat16)

@@ -110,13 +110,17 @@ class NominalPort(Port):
 
         The estimate spans the param group (JAX: every leaf given to ``update``). Its start
         ``max(initial_distance, relative_initial_distance * rms(x0))`` is set at the first step,
-        the first time the whole group's ``x0`` is at hand.
+        the first time the whole group's ``x0`` is at hand; the factor is at least the machine
+        epsilon of the group's coarsest parameter dtype, as in JAX.
         """
         if count == 0 and self.arch.relative_initial_distance:
             total = sum(s["params0"].numel() for s in states)
             square_sum = sum(torch.sum(torch.square(s["params0"])) for s in states)
             rms = torch.sqrt(square_sum / max(total, 1))
-            start = torch.clamp(self.arch.relative_initial_distance * rms, min=self.arch.initial_distance)
+            # at least the coarsest parameter dtype's resolution (JAX: distance.dtype_resolution)
+            relative = max([self.arch.relative_initial_distance]
+                           + [torch.finfo(p.dtype).eps for p in params if p.dtype.is_floating_point])
+            start = torch.clamp(relative * rms, min=self.arch.initial_distance)
             for s in states:
                 s["distance"].copy_(start)
         d = states[0]["distance"].clone()

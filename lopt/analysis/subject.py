@@ -49,7 +49,7 @@ class Subject:
         if self.lopt is None:
             raise TypeError(f"{self.label!r} is a hand-designed optax optimizer without theta; meta-gradient "
                             "probes need a learned optimizer (e.g. learnable_adam for Adam).")
-        return self.lopt.optimizer(theta, num_steps=num_steps if self.lopt.requires_num_steps() else None)
+        return self.lopt.optimizer(theta, num_steps=num_steps)
 
 
 def as_subject(optimizer: Any, *, theta: Any = None, num_steps: int | None = None,
@@ -63,7 +63,8 @@ def as_subject(optimizer: Any, *, theta: Any = None, num_steps: int | None = Non
             :mod:`lopt.pretrained`); a name accepted by :func:`lopt.evaluate.resolve`; or a
             :class:`Subject` (returned as is).
         theta: meta-parameters, with a learned optimizer.
-        num_steps: the horizon, for learned optimizers and baselines that need one.
+        num_steps: the horizon: required by learned optimizers and baselines that need one, and
+            passed on to learned optimizers that only use it (a learned schedule).
         label: name in figures (default: derived from the input).
 
     Returns:
@@ -90,10 +91,10 @@ def as_subject(optimizer: Any, *, theta: Any = None, num_steps: int | None = Non
             theta, default = optimizer.init(jax.random.key(0)), f"{optimizer.name}@init"
         else:
             default = optimizer.name
-        steps = num_steps if optimizer.requires_num_steps() else None
-        if optimizer.requires_num_steps() and steps is None:
+        if optimizer.requires_num_steps() and num_steps is None:
             raise ValueError(f"the `{optimizer.name}` learned optimizer needs the horizon: pass num_steps=T.")
-        return Subject(label or default, optimizer.optimizer(theta, num_steps=steps), optimizer, theta)
+        # given, the horizon is passed on even where it is optional: it places a learned schedule
+        return Subject(label or default, optimizer.optimizer(theta, num_steps=num_steps), optimizer, theta)
     if isinstance(optimizer, optax.GradientTransformation):
         return Subject(label or "optimizer", optax.with_extra_args_support(optimizer))
     if isinstance(optimizer, str) and optimizer.startswith("pretrained:"):

@@ -128,6 +128,26 @@ def test_probes_reject_bad_inputs(task):
         trace.snapshot(7)
 
 
+def test_as_subject_passes_an_optional_horizon_on():
+    """The pretrained optimizer's schedule is placed by num_steps though it runs without one."""
+    theta, lopt_ = lopt.pretrained.load()
+    assert not lopt_.requires_num_steps()
+    params = {"w": jnp.linspace(-1.0, 1.0, 6)}
+    grads = {"w": jnp.linspace(0.5, -0.3, 6)}
+
+    def last_update(opt, steps=40):
+        state = opt.init(params)
+        for _ in range(steps):
+            update, state = opt.update(grads, state, params)
+        return np.asarray(update["w"])
+
+    subject = analysis.as_subject("pretrained:default", num_steps=50)
+    np.testing.assert_array_equal(last_update(subject.optimizer), last_update(lopt_.optimizer(theta, num_steps=50)))
+    assert not np.allclose(last_update(subject.optimizer), last_update(lopt_.optimizer(theta)))
+    np.testing.assert_array_equal(last_update(subject.with_theta(theta, num_steps=50)),
+                                  last_update(lopt_.optimizer(theta, num_steps=50)))
+
+
 def test_as_subject_reads_theta_files_and_names():
     from_file = analysis.as_subject(CANONICAL)
     theta, lopt_ = lopt.learned.load_theta(CANONICAL)

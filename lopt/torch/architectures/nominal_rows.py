@@ -74,16 +74,29 @@ def rows_eager(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
     torch.div(p.to(_f32), tab[:, hidden], out=x[5])
     nominal = x[1].clone()
     x.clamp_(-c.input_clip, c.input_clip)
-    h = torch.addmm(tab[:, :hidden].t(), s.w0t, x).relu_()
-    h = torch.addmm(s.b1[:, None], s.w1t, h).relu_()
-    o = torch.addmm(s.b2[:, None], s.w2t, h)
+    o = _network_eager(x, tab, s)
     if c.anchored:  # minus the network's direction with the gradient inputs (rows 0-4) at zero
         x[:5].zero_()  # the same ops as above on these inputs: the same rounding, 0 at rest
-        h = torch.addmm(tab[:, :hidden].t(), s.w0t, x).relu_()
-        h = torch.addmm(s.b1[:, None], s.w1t, h).relu_()
-        o[0].sub_(torch.addmm(s.b2[:, None], s.w2t, h)[0])
+        o[0].sub_(_network_eager(x, tab, s)[0])
     combined = nominal.add_(o[0]).clamp_(-c.update_clip, c.update_clip)
     torch.mul(combined.mul_(tab[:, hidden + 1]), o[1].clamp_(-4.0, 4.0).exp_(), out=out)
+
+
+def _network_eager(x, tab, s: Step) -> torch.Tensor:
+    """``[direction, log_scale]`` rows of the network on the ``[6, n]`` inputs ``x``."""
+    hidden = s.w0t.shape[0]
+    h = torch.addmm(tab[:, :hidden].t(), s.w0t, x).relu_()
+    h = torch.addmm(s.b1[:, None], s.w1t, h).relu_()
+    return torch.addmm(s.b2[:, None], s.w2t, h)
+
+
+def _network_fused(xs, w0t, tab, s: Step, outputs: int = 2) -> list:
+    """The network's first ``outputs`` of ``[direction, log_scale]`` on the input list ``xs``
+    (``w0t``: the first layer's columns for them)."""
+    hidden = s.w0t.shape[0]
+    h = [torch.relu(y) for y in _dense(xs, w0t, [tab[:, j] for j in range(hidden)])]
+    h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
+    return _dense(h, s.w2t[:outputs], [s.b2[j] for j in range(outputs)])
 
 
 def _dense(xs, wt, bias):
@@ -107,12 +120,8 @@ def rows_fused(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
     moments = [m[:, k] * s.m_correction[k] * precond for k in range(3)]
     xs = [g * precond, *moments, fac, p.to(_f32) / tab[:, hidden]]
     xs = [x.clamp(-c.input_clip, c.input_clip) for x in xs]
-    h = [torch.relu(y) for y in _dense(xs, s.w0t, [tab[:, j] for j in range(hidden)])]
-    h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
-    direction, log_scale = _dense(h, s.w2t, [s.b2[0], s.b2[1]])
+    direction, log_scale = _network_fused(xs, s.w0t, tab, s)
     if c.anchored:  # minus the network's direction with the gradient inputs at zero
-        h = [torch.relu(y) for y in _dense(xs[5:], s.w0t[:, 5:], [tab[:, j] for j in range(hidden)])]
-        h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
-        direction = direction - _dense(h, s.w2t[:1], [s.b2[0]])[0]
+        direction = direction - _network_fused(xs[5:], s.w0t[:, 5:], tab, s, outputs=1)[0]
     combined = torch.clamp(moments[0] + direction, -c.update_clip, c.update_clip)
     out.copy_(tab[:, hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0)))

@@ -74,6 +74,23 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
     "pretrained": {"b256w4": tiles.KernelConfig(256, 1024, 4),
                    "b1024w4": tiles.KernelConfig(1024, 1024, 4)},
 }
+# --sweep: a grid of launch configs per architecture instead (block, warps; mlp also its
+# reduction block), to choose the defaults from in one call
+SWEEP = {
+    "mlp": [(64, 1024, 2), (64, 1024, 4), (128, 1024, 2), (128, 1024, 4), (128, 2048, 4),
+            (128, 4096, 8), (256, 1024, 4), (256, 2048, 8), (512, 2048, 8)],
+    "nominal": [(b, 1024, w) for b in (128, 256, 512, 1024, 2048) for w in (2, 4, 8)
+                if 32 * w <= b],
+}
+SWEEP["pretrained"] = SWEEP["nominal"]
+
+
+def launch_configs(arch, sweep):
+    """``{name: KernelConfig}`` timed with ``apply=True`` for ``arch``."""
+    if not sweep:
+        return VARIANTS[arch]
+    return {f"b{b}r{r}w{w}" if arch == "mlp" else f"b{b}w{w}": tiles.KernelConfig(b, r, w)
+            for b, r, w in SWEEP[arch]}
 
 
 def random_tree(tree, seed, scale=1.0):
@@ -234,6 +251,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=150.0, help="skip variants after this")
     parser.add_argument("--check-size", type=int, default=3_000_000,
                         help="parameters of the correctness check (0: skip it)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time a grid of launch configs (block, warps) per architecture")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
@@ -264,10 +283,10 @@ def main(argv=None) -> int:
             theta = trained_like_theta(arch, lo)
             build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)
             state = build(theta).init(params)
-            variants = [("xla", optax_step(build), "xla", None),
-                        ("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
+            variants = [] if args.sweep else [("xla", optax_step(build), "xla", None)]
+            variants += [("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
             variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla",
-                          ARCH_BYTES[arch][1]) for name, cfg in VARIANTS[arch].items()]
+                          ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]
             for name, step, mode, nbytes in variants:
                 if time.perf_counter() - t0 > args.budget_s:
                     payload["errors"].append(f"skipped {arch} {name} at {n} (time budget)")

@@ -2,7 +2,7 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture compile (default: kernel meta)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture scaling compile (default: kernel meta)
 #
 # The stages' limits add up to more than one call: run `kernel meta` (at most 7 minutes), `mixture`
 # (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
@@ -16,6 +16,10 @@
 #            (4 configs, 128 pairs, 500-step normalisers, nominal's concatenated layout, which compiles
 #            ~3x faster on the GPU than the per-tensor one): set-up, compile, FLOP/s against the
 #            canonical config, per-structure breakdown (issue 10; ~6 minutes cold; carry .data)
+#   scaling  benchmarks/scaling.py on every visible GPU count of 1, 2, 4, 8 (issue 17; a multi-GPU kind):
+#            canonical (128 pairs per GPU) and the campaign's 9 structures (8 pairs per GPU per structure,
+#            4 configs, 500-step normalisers) at the same per-GPU load, efficiencies against one GPU,
+#            and theta after 5 outer steps on N GPUs against one (~2 minutes per device count; carry .data)
 #   compile  the mixture stage's set-up and compile alone (no canonical run, 50-step normalisers,
 #            10 outer steps), once per XLA autotuning level in COMPILE_LEVELS (default "2 0"; XLA's
 #            default is 4, measured by the mixture stage): parallel autotuning with correctness checks
@@ -40,6 +44,9 @@ for stage in "${STAGES[@]}"; do
         mixture) name=mixture_throughput limit=420
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500
                      --set 'lopt.config={"concatenate_tensors": true}') ;;
+        scaling) name=scaling limit=560
+                cmd=(--structures campaign/state.json --buckets 9 --configs-per-bucket 4 --steps 10 --timeout-s 240
+                     --set normalizer.num_steps=500 --set 'lopt.config={"concatenate_tensors": true}') ;;
         compile)
             if [ "${COMPILE_MIXTURE:-campaign}" = taskset ]; then  # the issue's 16 drawn buckets x 8 configs
                 shape=(--buckets 16 --configs 8 --tasks 8)
@@ -62,7 +69,7 @@ for stage in "${STAGES[@]}"; do
                 done
             done
             continue ;;
-        *) echo "unknown stage $stage (kernel, meta, mixture or compile)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (kernel, meta, mixture, scaling or compile)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"

@@ -1,5 +1,7 @@
 """Vectorised normaliser fits of a structure's configs, and which fits measure anything."""
 
+import jax
+import numpy as np
 import pytest
 
 import lopt
@@ -22,6 +24,23 @@ def test_fit_measures_a_real_gap_and_floors_a_stuck_one(pool):
         # no run lowered the loss by 1%: the floor, and the fit says it measures nothing
         assert still.best_loss == pytest.approx(still.initial_loss * (1 - MIN_RELATIVE_GAP), rel=1e-9)
         assert not informative(still)
+
+
+def test_fit_is_adams_training_curve_of_each_config_as_inner_train_gives_it():
+    """The vectorised program trains each config as lopt.inner.train does (same keys, same curve):
+    initial = the step-0 loss averaged over rates, best = the lowest 20-step running mean."""
+    configs = [{"family": "quadratic", "dim": 5, "seed": s, "noise": 0.1} for s in range(2)]
+    tasks = [lopt.tasks.build(c) for c in configs]
+    key, rates, steps = jax.random.key(3), (0.02, 0.2), 30
+    fits = fit_structure(lopt.tasks.stack(tasks), num_steps=steps, learning_rates=rates, key=key)
+    seed_key = jax.random.split(key, 1)[0]
+    for task, fit in zip(tasks, fits):
+        curves = [np.asarray(lopt.inner.train(task, lopt.optimizers.adam(learning_rate=lr), key=seed_key,
+                                              num_steps=steps, eval_every=steps, eval_batches=1).train_loss)
+                  for lr in rates]
+        best = min(np.convolve(c, np.ones(20) / 20, mode="valid").min() for c in curves)
+        assert fit.initial_loss == pytest.approx(np.mean([c[0] for c in curves]), rel=1e-6)
+        assert fit.best_loss == pytest.approx(best, rel=1e-5)
 
 
 def test_informative_threshold_and_negative_losses():

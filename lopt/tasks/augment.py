@@ -167,7 +167,7 @@ def reparam_scales(shapes: Sequence[tuple[int, ...]], mode: str, low: float = 0.
     if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 < low <= high):
         raise ValueError(f"reparam range=({low!r}, {high!r}) must satisfy 0 < low <= high, e.g. (0.01, 100).")
     rng = np.random.default_rng(seed)
-    draw = lambda size: np.exp(rng.uniform(math.log(low), math.log(high), size))  # noqa: E731
+    draw = lambda size: np.exp(rng.uniform(math.log(low), math.log(high), size))
     if mode == "none":
         return [np.ones(shape, np.float32) for shape in shapes]
     if mode == "global":
@@ -196,13 +196,22 @@ class ReparamTask(TaskWrapper):
     spec_type = ReparamSpec
 
     @classmethod
-    def wrap(cls, inner: Task, scales: Sequence[Any], *, family: str | None = None) -> ReparamTask:
+    def wrap(cls, inner: Task, scales: Sequence[Any], *, family: str | None = None,
+             shapes: Any = None) -> ReparamTask:
         """Wraps ``inner`` with one scale array per params leaf (see :func:`reparam_scales`).
+
+        Args:
+            inner: the task.
+            scales: one array per params leaf, of its shape.
+            family: the wrapped task's family name.
+            shapes: ``jax.eval_shape(inner.init, key)`` when the caller has it (tracing
+                ``init`` again is a noticeable part of building a small task).
 
         Raises:
             ValueError: if the number or shapes of ``scales`` do not match the params.
         """
-        shapes = jax.eval_shape(inner.init, jax.random.key(0))
+        if shapes is None:
+            shapes = jax.eval_shape(inner.init, jax.random.key(0))
         leaves, treedef = jax.tree.flatten(shapes)
         if len(scales) != len(leaves):
             raise ValueError(f"ReparamTask.wrap: got {len(scales)} scale arrays for {len(leaves)} params leaves.")
@@ -243,8 +252,9 @@ def reparameterize(task: Task, mode: str = "per_tensor", low: float = 0.01, high
         >>> task.scales()["x"].shape
         (4,)
     """
-    shapes = [leaf.shape for leaf in jax.tree.leaves(jax.eval_shape(task.init, jax.random.key(0)))]
-    return ReparamTask.wrap(task, reparam_scales(shapes, mode, low, high, seed))
+    params = jax.eval_shape(task.init, jax.random.key(0))
+    shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
+    return ReparamTask.wrap(task, reparam_scales(shapes, mode, low, high, seed), shapes=params)
 
 
 # --- smaller batches -----------------------------------------------------------------------------
@@ -270,11 +280,13 @@ class SubsampleTask(TaskWrapper):
         """Wraps ``inner`` so that training batches hold ``batch_size`` examples.
 
         Raises:
-            ValueError: unless ``1 <= batch_size < inner.spec.batch_size``.
+            ValueError: ``inner`` is already a wrapper (subsample the base task first), or
+                ``batch_size`` is not in ``[1, inner.spec.batch_size)``.
         """
-        if isinstance(inner, TaskWrapper):
-            raise ValueError("SubsampleTask.wrap: wrap the base task (subsample first, then other wrappers), "
-                             f"got a {type(inner).__name__}.")
+        if isinstance(inner, TaskWrapper):  # the wrappers' order is wrong, not the argument's type
+            wrong_order = ("SubsampleTask.wrap: wrap the base task (subsample first, then other wrappers), "
+                           f"got a {type(inner).__name__}.")
+            raise ValueError(wrong_order)  # noqa: TRY004
         full = inner.spec.batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size < full:
             raise ValueError(f"subsample: batch_size={batch_size!r} must be an integer in [1, {full - 1}] "
@@ -500,10 +512,11 @@ class AugmentedFamily(TaskFamily):
         task = build(cfg["task"])
         if cfg["batch_size"] is not None:
             task = SubsampleTask.wrap(task, cfg["batch_size"], family=self.name)
-        shapes = [leaf.shape for leaf in jax.tree.leaves(jax.eval_shape(task.init, jax.random.key(0)))]
+        params = jax.eval_shape(task.init, jax.random.key(0))
         low, high = cfg["reparam_range"]
-        scales = reparam_scales(shapes, cfg["reparam"], low, high, cfg["reparam_seed"])
-        task = ReparamTask.wrap(task, scales, family=self.name)
+        scales = reparam_scales([leaf.shape for leaf in jax.tree.leaves(params)], cfg["reparam"], low, high,
+                                cfg["reparam_seed"])
+        task = ReparamTask.wrap(task, scales, family=self.name, shapes=params)
         task = LossScaleTask.wrap(task, float(cfg["loss_scale"]), family=self.name)
         if cfg["precision"] == "bfloat16":
             task = LowPrecisionTask.wrap(task, family=self.name)

@@ -131,11 +131,13 @@ def estimate_cost(task: Task | Mapping[str, Any], *, flops: bool = True, timing:
         raise TypeError(f"estimate_cost: expected a Task or a task config, got {type(task).__name__}.")
     signature = task_signature(task)
     cost = _COSTS.get(signature)
+    shapes = None
     if cost is None:
         shapes = jax.eval_shape(task.init, jax.random.key(0))
         cost = TaskCost(num_params=int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))))
     if flops and cost.flops is None:
-        cost = dataclasses.replace(cost, flops=_flops(task, jax.eval_shape(task.init, jax.random.key(0))))
+        shapes = jax.eval_shape(task.init, jax.random.key(0)) if shapes is None else shapes
+        cost = dataclasses.replace(cost, flops=_flops(task, shapes))
     if timing and cost.step_seconds is None:
         cost = dataclasses.replace(cost, step_seconds=_seconds(task, steps=steps, repeats=repeats))
     _COSTS[signature] = cost

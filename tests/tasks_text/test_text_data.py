@@ -140,6 +140,18 @@ def test_text_path_language_model_dataset(tmp_path):
     assert batch["x"].shape == batch["y"].shape == (5, 8) and batch["x"].dtype == np.int32
 
 
+def test_every_sequence_length_windows_the_same_document_stream(tmp_path):
+    name = f"text:{_write_categories(tmp_path / 'lm')}"
+    vocab = datasets.vocabulary(name, "char")
+    docs = datasets.load_corpus(name).documents["train"]
+    stream = [int(t) for doc in docs for t in (*vocab.encode(doc), text.EOS)]
+    for seq_len in (3, 5):
+        train = datasets.load_text(name, level="char", seq_len=seq_len).splits["train"]
+        n = (len(stream) - 1) // seq_len
+        np.testing.assert_array_equal(np.asarray(train["x"]).ravel(), stream[:n * seq_len])
+        np.testing.assert_array_equal(np.asarray(train["y"]).ravel(), stream[1:n * seq_len + 1])
+
+
 def test_registered_classification_dataset_pads_with_zero(tmp_path):
     datasets.register_text("my_cats", _write_categories(tmp_path / "cls"))
     assert "my_cats" in datasets.text_corpora()

@@ -524,9 +524,19 @@ def _encoded(name: str, level: str, vocab_size: int | None) -> dict[str, list[np
     return out
 
 
-def _windows(docs: list[np.ndarray], seq_len: int, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    eos = np.array([EOS], dtype=np.int32)
-    stream = np.concatenate([part for doc in docs for part in (doc, eos)])
+@_cached
+def _stream(name: str, level: str, vocab_size: int | None, split: str) -> np.ndarray:
+    """A split's documents as one token stream, each followed by ``<eos>`` (shared by every
+    ``seq_len``: a mixture's catalogue asks for one corpus at many sequence lengths)."""
+    docs = _encoded(name, level, vocab_size)[split]
+    ends = np.cumsum([len(doc) + 1 for doc in docs])
+    stream = np.full(int(ends[-1]) if len(docs) else 0, EOS, dtype=np.int32)
+    for doc, end in zip(docs, ends):
+        stream[end - 1 - len(doc):end - 1] = doc
+    return stream
+
+
+def _windows(stream: np.ndarray, seq_len: int, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     n = (len(stream) - 1) // seq_len
     if n < 1:
         raise ValueError(f"Text corpus {name!r}: split {split!r} has {len(stream)} tokens, too few for one "
@@ -578,7 +588,7 @@ def load_text(name: str, *, level: str = "char", seq_len: int = 32, target: str 
 def _load_text(name: str, level: str, seq_len: int, target: str, vocab_size: int | None) -> Dataset:
     encoded = _encoded(name, level, vocab_size)
     if target == "next_token":
-        splits = {s: _windows(encoded[s], seq_len, name, s) for s in SPLITS}
+        splits = {s: _windows(_stream(name, level, vocab_size, s), seq_len, name, s) for s in SPLITS}
         num_classes = _vocabulary(name, level, vocab_size).size
     else:
         corpus = _load_corpus(name)

@@ -216,3 +216,17 @@ def test_synthetic_is_always_available():
     assert "synthetic" in datasets.available()
     ds = datasets.load("synthetic", 16)
     assert dict(ds.info.sizes) == {"train": 2048, "valid": 512, "test": 512}
+
+
+def test_normalisation_statistics_of_uint8_images_equal_the_float64_ones():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(300, 9, 7, 1)).astype(np.uint8)
+    ds = datasets.Dataset.from_numpy("u8", {s: (x, np.zeros(len(x), np.int32)) for s in ("train", "valid", "test")},
+                                     num_classes=2)
+    f = x.astype(np.float64)
+    assert ds.info.x_scale == pytest.approx(1.0 / f.std(), rel=1e-13)
+    assert ds.info.x_shift == pytest.approx(-f.mean() / f.std(), rel=1e-13)
+    constant = np.full((4, 2, 2, 1), 7, np.uint8)  # zero spread: scale 1, not a division by zero
+    flat = datasets.Dataset.from_numpy("c", {s: (constant, np.zeros(4, np.int32)) for s in ("train", "valid", "test")},
+                                       num_classes=1)
+    assert flat.info.x_scale == 1.0 and flat.info.x_shift == -7.0

@@ -15,6 +15,23 @@ from lopt.tasks.base import SPLITS, check_split
 __all__ = ["Dataset", "DatasetInfo"]
 
 
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of all entries; uint8 arrays through a 256-bin histogram (no
+    float64 copy: 376 MB for Fashion-MNIST's training images, in every process that loads them).
+
+    Example:
+        >>> _mean_std(np.array([[0, 2], [4, 6]], np.uint8))
+        (3.0, 2.23606797749979)
+    """
+    if x.dtype == np.uint8:
+        counts = np.bincount(x.ravel(), minlength=256).astype(np.float64)
+        values = np.arange(256, dtype=np.float64)
+        mean = float(counts @ values / counts.sum())
+        return mean, float(np.sqrt(counts @ np.square(values - mean) / counts.sum()))
+    x = x.astype(np.float64)
+    return float(x.mean()), float(x.std())
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """Static description of a dataset.
@@ -94,8 +111,8 @@ class Dataset:
             arrays[split] = {"x": to_device(x), "y": to_device(y, np.int32)}
         scale = shift = None
         if normalize:
-            train_x = np.asarray(splits["train"][0], dtype=np.float64)
-            mean, std = float(train_x.mean()), float(train_x.std()) or 1.0
+            mean, std = _mean_std(np.asarray(splits["train"][0]))
+            std = std or 1.0
             scale, shift = 1.0 / std, -mean / std
         info = DatasetInfo(
             name=name,
@@ -103,7 +120,7 @@ class Dataset:
             num_classes=int(num_classes),
             x_scale=scale,
             x_shift=shift,
-            sizes=tuple((s, int(len(splits[s][1]))) for s in SPLITS),
+            sizes=tuple((s, len(splits[s][1])) for s in SPLITS),
         )
         return cls(info, arrays)
 

@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np  # numpy only: the parent starts no JAX backend
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONFIGS = ("canonical", "mixture")
@@ -79,12 +81,9 @@ def trajectory_difference(a: list, b: list) -> dict:
     """Max abs and relative L2 difference between two lists of theta leaves (numpy arrays).
 
     Example:
-        >>> import numpy as np
         >>> trajectory_difference([np.ones(3)], [np.ones(3)])
         {'max_abs': 0.0, 'rel_l2': 0.0}
     """
-    import numpy as np
-
     x = np.concatenate([np.ravel(v).astype(np.float64) for v in a])
     y = np.concatenate([np.ravel(v).astype(np.float64) for v in b])
     if x.shape != y.shape:
@@ -98,7 +97,6 @@ def trajectory_difference(a: list, b: list) -> dict:
 
 def _child(args) -> None:
     import jax
-    import numpy as np
 
     sys.path.insert(0, HERE)
     from common import environment
@@ -160,8 +158,6 @@ def _probe(platform_hint: str | None) -> tuple[str, int]:
 
 
 def _load_theta(path: str) -> list:
-    import numpy as np
-
     with np.load(path, allow_pickle=False) as data:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
 

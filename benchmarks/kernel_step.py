@@ -70,9 +70,9 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8)},
     "nominal": {"b256w4": tiles.KernelConfig(256, 1024, 4),
-                "b1024w4": tiles.KernelConfig(1024, 1024, 4)},
+                "b128w4": tiles.KernelConfig(128, 1024, 4)},
     "pretrained": {"b256w4": tiles.KernelConfig(256, 1024, 4),
-                   "b1024w4": tiles.KernelConfig(1024, 1024, 4)},
+                   "b128w4": tiles.KernelConfig(128, 1024, 4)},
 }
 # --sweep: a grid of launch configs per architecture instead (block, warps; mlp also its
 # reduction block), to choose the defaults from in one call
@@ -117,8 +117,12 @@ def trained_like_theta(arch, lo):
     return theta
 
 
-def fused_apply_step(arch, lo, cfg):
-    """``step(params, state, theta, grads) -> (params, state)`` with the kernel writing params."""
+def fused_apply_step(arch, lo, cfg, fixed_theta=None):
+    """``step(params, state, theta, grads) -> (params, state)`` with the kernel writing params.
+
+    ``fixed_theta`` (``nominal``, ``pretrained``): close over this theta instead of the argument, so
+    the kernel compiles its network weights in (:func:`lopt.kernels.nominal_step.folded_weights`),
+    as a deployed optimizer's step does; an argument is traced and its weights are loaded."""
     if arch == "mlp":
         def step(params, state, theta, grads):
             context = F.tanh_time_embedding(state.count, lo.time_scales)
@@ -128,14 +132,17 @@ def fused_apply_step(arch, lo, cfg):
         return step
 
     def step(params, state, theta, grads):
+        theta = theta if fixed_theta is None else fixed_theta
         return nominal_step.nominal_update(lo, theta, HORIZON, grads, state, params,
                                            interpret=INTERPRET, apply=True, cfg=cfg)
     return step
 
 
-def optax_step(build):
-    """``opt.update`` + ``optax.apply_updates``: the fused kernel when traced in mode 'pallas'."""
+def optax_step(build, fixed_theta=None):
+    """``opt.update`` + ``optax.apply_updates``: the fused kernel when traced in mode 'pallas'
+    (``fixed_theta``: built from this concrete theta, as a deployed optimizer is, not the argument)."""
     def step(params, state, theta, grads):
+        theta = theta if fixed_theta is None else fixed_theta
         updates, state = build(theta).update(grads, state, params, loss=jnp.float32(1.0))
         return optax.apply_updates(params, updates), state
     return step
@@ -287,6 +294,10 @@ def main(argv=None) -> int:
             variants += [("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
             variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla",
                           ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]
+            if arch != "mlp":  # the weights compiled in (a fixed theta), through optax and written directly
+                variants += [("fused_optax_folded", optax_step(build, theta), "pallas", ARCH_BYTES[arch][0])]
+                variants += [(f"fused_apply_folded_{name}", fused_apply_step(arch, lo, cfg, theta), "xla",
+                              ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]
             for name, step, mode, nbytes in variants:
                 if time.perf_counter() - t0 > args.budget_s:
                     payload["errors"].append(f"skipped {arch} {name} at {n} (time budget)")

@@ -58,7 +58,7 @@ from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
 
-__all__ = ["bytes_per_param", "nominal_update", "passes", "supported"]
+__all__ = ["bytes_per_param", "folded_weights", "nominal_update", "passes", "supported"]
 
 _f32 = jnp.float32
 _FACTORED_EPS = 1e-30  # F.factored_update's default
@@ -124,7 +124,7 @@ def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) ->
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored):
+            distance_decay, anchored, folded):
     if distance_decay is None:
         g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
     else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
@@ -157,6 +157,13 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     def scalar():
         return s_ref[next(offset)]
 
+    # The network's weights after the first layer's bias: compiled in as constants when the caller
+    # folded them (a fixed theta), else read from the packed scalars like everything else.
+    constants = iter(folded) if folded is not None else None
+
+    def weight():
+        return scalar() if constants is None else next(constants)
+
     v_corr, p_rms = scalar(), scalar()
     m_corr = [scalar() for _ in decays]
     step_scale = scalar()
@@ -174,11 +181,11 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     inputs = [jnp.clip(x, -clip, clip) for x in inputs]
 
     def layer(fan_in, width, bias_first=False):  # (w[i][j], bias[j]) in the order _pack wrote them
-        if bias_first:  # first layer: bias = b0 + context, packed before w0
+        if bias_first:  # first layer: bias = b0 + context (it moves with the step), packed before w0
             bias = [scalar() for _ in range(width)]
-        w = [[scalar() for _ in range(width)] for _ in range(fan_in)]
+        w = [[weight() for _ in range(width)] for _ in range(fan_in)]
         if not bias_first:
-            bias = [scalar() for _ in range(width)]
+            bias = [weight() for _ in range(width)]
         return w, bias
 
     def dense(xs, weights):
@@ -207,9 +214,38 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     tiles.store_rows(out_ref, (p + update.astype(_f32)) if apply else update, n, block)
 
 
-def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight):
+_FOLDED_WEIGHTS = ("w0", "w1", "b1", "w2", "b2")  # the kernel reads them in this order after b0
+
+
+def folded_weights(theta: Any) -> tuple[float, ...] | None:
+    """The network weights the kernel can compile in as constants, or ``None`` if theta is traced.
+
+    A deployed optimizer's theta is fixed (for example :func:`lopt.pretrained.optimizer` closes over
+    it), so inside ``jit`` its arrays are concrete. Compiled in, the ~140 weights of the network
+    after its first bias become immediate operands of the multiply-adds instead of ~140 scalar loads
+    per program and the registers that hold them. Under meta-training theta is traced (an argument,
+    or batched by ``vmap``) and the kernel loads the weights as before. The first layer's bias moves
+    with the step (it includes the time context), so it is always loaded.
+
+    Example:
+        >>> import jax
+        >>> from lopt.learned import NominalLOpt
+        >>> theta = NominalLOpt().init(jax.random.key(0))
+        >>> len(folded_weights(theta))  # 6x8 + 8x8 + 8 + 8x2 + 2
+        138
+        >>> bool(jax.jit(lambda th: folded_weights(th) is None)(theta))  # traced: nothing to fold
+        True
+    """
+    parts = [theta["network"][k] for k in _FOLDED_WEIGHTS]
+    if any(isinstance(x, jax.core.Tracer) for x in parts):
+        return None
+    return tuple(float(v) for x in parts for v in np.asarray(x, np.float32).ravel())
+
+
+def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded):
     """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
-    weight ``w_t``, or ``None`` without one)."""
+    weight ``w_t``, or ``None`` without one; ``folded``: the network weights are compiled in, so
+    only the first layer's bias is packed of the network)."""
     net = theta["network"]
     decays = jnp.asarray(lopt.decays, _f32)
     tensor_context = jnp.asarray(
@@ -220,15 +256,15 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight):
         nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
     parts = [1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t), lr * mult,
              *([] if weight is None else [weight]),
-             net["b0"] + context, net["w0"], net["w1"], net["b1"], net["w2"], net["b2"]]
+             net["b0"] + context, *([] if folded else [net[k] for k in _FOLDED_WEIGHTS])]
     return jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in parts])
 
 
-def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col, dist, theta,
-                  count, num_steps):
+def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, g, p, m, v, row, col, dist,
+                  theta, count, num_steps):
     """One factored tensor through the kernel. ``dist``: ``None``, or the distance estimate's
     ``(grad_sum, x0, d)`` for this tensor; then the result ends with ``(new grad_sum, <g, x0 - p>,
-    ||new grad_sum||_1)`` (else ``None``)."""
+    ||new grad_sum||_1)`` (else ``None``). ``folded``: :func:`folded_weights` of theta, or ``None``."""
     shape, n = g.shape, g.size
     d1, d0 = F.factored_dims(shape)
     t, lr, time_context = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
@@ -241,13 +277,13 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, g, p, m, v, row, col
     weight = None
     if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
         weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]
-    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight)
+    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None)
     k = len(lopt.decays)
     kernel = functools.partial(
         _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
         block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
-        anchored=lopt.anchored_direction)
+        anchored=lopt.anchored_direction, folded=folded)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), _f32),
                jax.ShapeDtypeStruct((n,), _f32)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
@@ -311,6 +347,7 @@ def nominal_update(
     interpret: bool,
     apply: bool = False,
     cfg: tiles.KernelConfig | None = None,
+    fold_weights: bool = True,
 ) -> tuple[Any, Any]:
     """One fused :class:`NominalLOpt` step: ``(updates or new params, new NominalState)``.
 
@@ -325,6 +362,8 @@ def nominal_update(
         interpret: Pallas interpret mode (CPU tests) instead of Triton.
         apply: return ``params + updates`` instead of the updates.
         cfg: launch settings.
+        fold_weights: compile the network's weights into the kernel when theta is concrete
+            (:func:`folded_weights`); ``False`` loads them in every program, as for a traced theta.
     """
     if not supported(lopt):
         raise ValueError(f"no fused kernel for {lopt!r}: hidden_size must be <= {_MAX_HIDDEN}; "
@@ -333,7 +372,8 @@ def nominal_update(
     has_horizon = num_steps is not None
     horizon = jnp.asarray(num_steps if has_horizon else 1.0, _f32)
     fused = tiles.with_reference_vjp(
-        functools.partial(_fused_tensor, lopt, cfg, interpret, apply, has_horizon),
+        functools.partial(_fused_tensor, lopt, cfg, interpret, apply, has_horizon,
+                          folded_weights(theta) if fold_weights else None),
         functools.partial(_reference_tensor, lopt, apply, has_horizon))
 
     flat_g, treedef = jax.tree.flatten(grads)

@@ -245,3 +245,37 @@ def test_kernel_lowers_to_triton_for_cuda(lopt):
     exported = export.export(step, platforms=["cuda"], disabled_checks=[triton])(
         params, state, params)
     assert exported.mlir_module().count("xla.gpu.triton") == 1
+
+
+@pytest.mark.parametrize("config", [LOPT, ANCHORED], ids=["adam_step", "anchored"])
+def test_folded_weights_give_the_loaded_kernels_result_to_the_bit(config):
+    """A concrete theta's network weights compiled in as constants (deployment) against the same
+    weights read from the packed scalars (as a traced theta is): the same arithmetic, the same bits."""
+    rng = np.random.default_rng(8)
+    shapes = {"m": (33, 5), "t4": (2, 3, 2, 5), "v": (7,)}
+    params, grads = _draw(rng, shapes), _draw(rng, shapes)
+    theta = _theta(3) if config is LOPT else config.init(jax.random.key(3))
+    theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(4), theta["network"]["w2"].shape)
+    state = config.optimizer(theta, num_steps=20).init(params)
+    assert nominal_step.folded_weights(theta) is not None
+    results = {}
+    for fold in (True, False):
+        step = jax.jit(lambda g, s, p, fold=fold: nominal_step.nominal_update(
+            config, theta, 20, g, s, p, interpret=True, fold_weights=fold))
+        s, out = state, None
+        for _ in range(3):
+            out, s = step(grads, s, params)
+        results[fold] = (out, s)
+    for a, b in zip(jax.tree.leaves(results[True]), jax.tree.leaves(results[False])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(jnp.abs(results[True][0]["m"]).max()) > 0
+
+
+def test_folded_weights_need_a_concrete_theta():
+    theta = LOPT.init(jax.random.key(0))
+    folded = nominal_step.folded_weights(theta)
+    net = theta["network"]
+    assert folded[:48] == tuple(float(x) for x in np.asarray(net["w0"]).ravel())
+    assert folded[-2:] == tuple(float(x) for x in np.asarray(net["b2"]))
+    assert jax.vmap(lambda th: jnp.asarray(nominal_step.folded_weights(th) is None))(
+        jax.tree.map(lambda x: jnp.stack([x, x]), theta)).all()

@@ -38,6 +38,7 @@ Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -65,7 +66,10 @@ ADAM_BYTES = 28  # read g, p, m, v; write p, m, v (float32)
 ARCH_BYTES = {"mlp": (mlp_step.bytes_per_param(apply=False), mlp_step.bytes_per_param()),
               "nominal": (nominal_step.bytes_per_param(apply=False), nominal_step.bytes_per_param()),
               "pretrained": (nominal_step.bytes_per_param(apply=False, distance=True),
-                             nominal_step.bytes_per_param(distance=True))}
+                             nominal_step.bytes_per_param(distance=True)),
+              # the pretrained optimizer with its state in bfloat16 (stochastic rounding)
+              "pretrained_bf16": (nominal_step.bytes_per_param(apply=False, distance=True, state_bytes=2),
+                                  nominal_step.bytes_per_param(distance=True, state_bytes=2))}
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8)},
@@ -82,7 +86,8 @@ SWEEP = {
     "nominal": [(b, 1024, w) for b in (128, 256, 512, 1024, 2048) for w in (2, 4, 8)
                 if 32 * w <= b],
 }
-SWEEP["pretrained"] = SWEEP["nominal"]
+SWEEP["pretrained"] = SWEEP["pretrained_bf16"] = SWEEP["nominal"]
+VARIANTS["pretrained_bf16"] = VARIANTS["pretrained"]
 
 
 def launch_configs(arch, sweep):
@@ -101,14 +106,17 @@ def random_tree(tree, seed, scale=1.0):
 
 
 def learned_optimizer(arch):
-    """The architecture's default config; ``pretrained``: the shipped weights' config."""
+    """The architecture's default config; ``pretrained``: the shipped weights' config
+    (``pretrained_bf16``: with its state stored in bfloat16)."""
+    if arch == "pretrained_bf16":
+        return dataclasses.replace(lopt.pretrained.load()[1], state_dtype="bfloat16")
     return lopt.pretrained.load()[1] if arch == "pretrained" else lopt.learned.get(arch)
 
 
 def trained_like_theta(arch, lo):
     """theta with every part active (nominal's init has a zero last layer); ``pretrained``: the
     shipped weights (nominal with the distance step)."""
-    if arch == "pretrained":
+    if arch.startswith("pretrained"):
         return lopt.pretrained.load()[0]
     theta = lo.init(jax.random.key(0))
     if arch == "nominal":
@@ -196,7 +204,8 @@ def correctness(arch, lo, n):
     grads, theta = random_tree(params, 1), trained_like_theta(arch, lo)
     opt = lo.optimizer(theta, num_steps=HORIZON)
     state = opt.init(params)
-    state = state._replace(momentum=random_tree(state.momentum, 2, 0.1))
+    state = state._replace(momentum=jax.tree.map(lambda r, m: r.astype(m.dtype),  # bfloat16 state too
+                                                 random_tree(state.momentum, 2, 0.1), state.momentum))
     xla = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(g, s, p, loss=1.0))
     with jax.default_matmul_precision("highest"):
         ref = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(

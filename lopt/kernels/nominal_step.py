@@ -57,6 +57,7 @@ from lopt.kernels import select, tiles
 from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
+from lopt.learned import stochastic_rounding as SR
 
 __all__ = ["bytes_per_param", "folded_weights", "nominal_update", "passes", "supported"]
 
@@ -83,23 +84,25 @@ def passes() -> int:
     return 2
 
 
-def bytes_per_param(param_bytes: int = 4, *, apply: bool = True, distance: bool = False) -> int:
+def bytes_per_param(param_bytes: int = 4, *, apply: bool = True, distance: bool = False,
+                    state_bytes: int = 4) -> int:
     """Bytes a fused step moves per parameter of a rank >= 2 tensor, as implemented.
 
     Args:
         param_bytes: bytes of one parameter (and gradient) entry.
         apply: whether the kernel writes the new parameters (else the update, which XLA adds).
         distance: ``step_size="distance"``: the kernel also reads the running gradient sum and
-            ``x0`` and writes the sum (12 bytes more; its partial sums are a few floats per block).
+            ``x0`` and writes the sum (its partial sums are a few floats per block).
+        state_bytes: bytes of one state entry (4; 2 with ``state_dtype="bfloat16"``).
 
     Example:
-        >>> bytes_per_param(), bytes_per_param(distance=True)
-        (56, 68)
+        >>> bytes_per_param(), bytes_per_param(distance=True), bytes_per_param(distance=True, state_bytes=2)
+        (56, 68, 46)
     """
     reductions = 3 * param_bytes  # g for the row means, g for the column means, p
-    read = 2 * param_bytes + 4 * 4  # g, p, three momenta, second moment
-    written = 4 * 4 + param_bytes  # momenta, second moment, new parameter or update
-    extra = 3 * 4 if distance else 0  # read grad_sum and x0, write grad_sum (float32)
+    read = 2 * param_bytes + 4 * state_bytes  # g, p, three momenta, second moment
+    written = 4 * state_bytes + param_bytes  # momenta, second moment, new parameter or update
+    extra = 3 * state_bytes if distance else 0  # read grad_sum and x0, write grad_sum
     return reductions + read + written + extra + (0 if apply else 3 * param_bytes)
 
 
@@ -124,7 +127,7 @@ def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) ->
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded):
+            distance_decay, anchored, folded, salt):
     if distance_decay is None:
         g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
     else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
@@ -132,16 +135,27 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
          out_ref, m_out, v_out, gs_out, dot_out, l1_out) = refs
     # Stored state keeps its old value where the new one is not finite, the update is 0 there
     # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
+    # bfloat16 state (salt is not None): stored values are rounded stochastically with the bits of
+    # lopt.learned.stochastic_rounding, from this entry's index, the step (the first packed scalar)
+    # and the tensor's salt, exactly as the XLA path rounds them.
+    if salt is None:
+        def stored(x, role):
+            return x
+    else:
+        bits = SR.random_bits(tiles.row_ids(block).astype(jnp.uint32), s_ref[0].astype(jnp.uint32), salt)
+
+        def stored(x, role):
+            return SR.round_bits(x, SR.split_bits(bits, role))
     g = tiles.load_rows(g_ref, n, block)
     p = tiles.load_rows(p_ref, n, block)
     v_old = tiles.load_rows(v_ref, n, block)
     v = b2 * v_old + (1.0 - b2) * (g * g)
-    tiles.store_rows(v_out, tiles.finite_or(v, v_old), n, block)
+    tiles.store_rows(v_out, stored(tiles.finite_or(v, v_old), len(decays)), n, block)
     ms = []
     for j, d in enumerate(decays):
         m_old = tiles.load_rows(m_ref, n, block, col=j)
         m = d * m_old + (1.0 - d) * g
-        tiles.store_rows(m_out, tiles.finite_or(m, m_old), n, block, col=j)
+        tiles.store_rows(m_out, stored(tiles.finite_or(m, m_old), j), n, block, col=j)
         ms.append(m)
     # Row and column of each parameter (rows past the end clamp to the last parameter).
     i = jnp.minimum(tiles.row_ids(block), n - 1)
@@ -152,7 +166,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     row_factor = rf_ref[_flat_index(axis_ids, shape, d0)]
     col_factor = cf_ref[_flat_index(axis_ids, shape, d1)]
 
-    offset = itertools.count()  # read the packed scalars in the order _pack wrote them
+    offset = itertools.count(0 if salt is None else 1)  # the packed scalars, in _pack's order
 
     def scalar():
         return s_ref[next(offset)]
@@ -171,7 +185,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         # Rows past the end load as 0, so they add nothing to either partial sum.
         grad_sum_old = tiles.load_rows(gs_ref, n, block)
         grad_sum = distance_decay * grad_sum_old + scalar() * g
-        tiles.store_rows(gs_out, tiles.finite_or(grad_sum, grad_sum_old), n, block)
+        tiles.store_rows(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old), len(decays) + 1), n, block)
         program = pl.program_id(0)
         dot_out[program] = jnp.sum(g * (tiles.load_rows(x0_ref, n, block) - p))
         l1_out[program] = jnp.sum(jnp.abs(grad_sum))
@@ -242,10 +256,11 @@ def folded_weights(theta: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for x in parts for v in np.asarray(x, np.float32).ravel())
 
 
-def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded):
+def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, rounding):
     """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
     weight ``w_t``, or ``None`` without one; ``folded``: the network weights are compiled in, so
-    only the first layer's bias is packed of the network)."""
+    only the first layer's bias is packed of the network; ``rounding``: bfloat16 state, whose
+    stochastic rounding needs the step count ``t``, packed first)."""
     net = theta["network"]
     decays = jnp.asarray(lopt.decays, _f32)
     tensor_context = jnp.asarray(
@@ -254,17 +269,18 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded):
     context = jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
     mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
         nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
-    parts = [1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t), lr * mult,
+    parts = [*([t] if rounding else []), 1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t), lr * mult,
              *([] if weight is None else [weight]),
              net["b0"] + context, *([] if folded else [net[k] for k in _FOLDED_WEIGHTS])]
     return jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in parts])
 
 
-def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, g, p, m, v, row, col, dist,
+def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, m, v, row, col, dist,
                   theta, count, num_steps):
     """One factored tensor through the kernel. ``dist``: ``None``, or the distance estimate's
     ``(grad_sum, x0, d)`` for this tensor; then the result ends with ``(new grad_sum, <g, x0 - p>,
-    ||new grad_sum||_1)`` (else ``None``). ``folded``: :func:`folded_weights` of theta, or ``None``."""
+    ||new grad_sum||_1)`` (else ``None``). ``folded``: :func:`folded_weights` of theta, or ``None``;
+    ``leaf``: the tensor's position in the tree (the stochastic rounding's salt of bfloat16 state)."""
     shape, n = g.shape, g.size
     d1, d0 = F.factored_dims(shape)
     t, lr, time_context = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
@@ -277,21 +293,23 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, g, p, m, v, 
     weight = None
     if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
         weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]
-    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None)
+    rounding = lopt.state_dtype == "bfloat16"
+    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None, rounding)
     k = len(lopt.decays)
     kernel = functools.partial(
         _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
         block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
-        anchored=lopt.anchored_direction, folded=folded)
-    outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), _f32),
-               jax.ShapeDtypeStruct((n,), _f32)]
+        anchored=lopt.anchored_direction, folded=folded,
+        salt=leaf if rounding else None)
+    outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
+               jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
               col_factor.reshape(-1), scalars]
     aliases = {2: 1, 3: 2}
     if dist is not None:
         programs = -(-n // cfg.block)
-        outputs += [jax.ShapeDtypeStruct((n,), _f32), jax.ShapeDtypeStruct((programs,), _f32),
+        outputs += [jax.ShapeDtypeStruct((n,), dist[0].dtype), jax.ShapeDtypeStruct((programs,), _f32),
                     jax.ShapeDtypeStruct((programs,), _f32)]
         inputs += [dist[0].reshape(n), dist[1].reshape(n)]
         aliases[7] = 3
@@ -306,7 +324,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, g, p, m, v, 
     return out.reshape(shape), m_new.reshape(m.shape), v_new.reshape(shape), new_row, new_col, dist_out
 
 
-def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, dist, theta, count, num_steps):
+def _reference_leaf(lopt, apply, has_horizon, leaf, g, p, m, v, acc, dist, theta, count, num_steps):
     """One tensor through :class:`NominalLOpt`'s own XLA update (``count`` before the step);
     ``dist`` and the last result as in :func:`_fused_tensor`."""
     distance = None
@@ -315,23 +333,26 @@ def _reference_leaf(lopt, apply, has_horizon, g, p, m, v, acc, dist, theta, coun
         distance = D.DistanceState(d, jnp.zeros((), _f32), {"x": grad_sum}, {"x": x0})
     state = nominal.NominalState(count, {"x": m}, {"x": v}, {"x": acc}, distance)
     with select.mode_scope("xla"):  # the XLA path, also when the kernel mode is on
-        impl = lopt._build(theta, num_steps if has_horizon else None)
+        impl = lopt._build(theta, num_steps if has_horizon else None, leaf_offset=leaf)
         updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
     update = updates["x"].astype(jnp.result_type(p))
     dist_out = None
     if dist is not None:
-        new_sum = new.distance.grad_sum["x"]
-        dist_out = (new_sum, jnp.vdot(g.astype(_f32), x0 - p.astype(_f32)),
-                    jnp.sum(jnp.abs(new_sum)))
+        # ||new sum||_1 of the float32 sum, before a bfloat16 state's rounding, as the whole-tree
+        # XLA step takes it (lopt.learned.distance.update)
+        _, lr, _ = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
+        exact = D.next_grad_sum(grad_sum, g, weight=jnp.square(d) * lr, decay=lopt.distance_decay)
+        dist_out = (new.distance.grad_sum["x"], jnp.vdot(g.astype(_f32), x0.astype(_f32) - p.astype(_f32)),
+                    jnp.sum(jnp.abs(exact)))
     return ((p + update if apply else update), new.momentum["x"], new.rms["x"], new.factored["x"],
             dist_out)
 
 
-def _reference_tensor(lopt, apply, has_horizon, g, p, m, v, row, col, dist, theta, count,
+def _reference_tensor(lopt, apply, has_horizon, leaf, g, p, m, v, row, col, dist, theta, count,
                       num_steps):
     """:func:`_reference_leaf` for a factored tensor, with :func:`_fused_tensor`'s signature."""
     out, m_new, v_new, acc, dist_out = _reference_leaf(
-        lopt, apply, has_horizon, g, p, m, v, F.FactoredAccumulator(row, col, None), dist, theta,
+        lopt, apply, has_horizon, leaf, g, p, m, v, F.FactoredAccumulator(row, col, None), dist, theta,
         count, num_steps)
     return out, m_new, v_new, acc.row, acc.col, dist_out
 
@@ -371,10 +392,12 @@ def nominal_update(
     cfg = cfg or tiles.KernelConfig()
     has_horizon = num_steps is not None
     horizon = jnp.asarray(num_steps if has_horizon else 1.0, _f32)
-    fused = tiles.with_reference_vjp(
-        functools.partial(_fused_tensor, lopt, cfg, interpret, apply, has_horizon,
-                          folded_weights(theta) if fold_weights else None),
-        functools.partial(_reference_tensor, lopt, apply, has_horizon))
+    folded = folded_weights(theta) if fold_weights else None
+
+    def fused(leaf, *args):  # per tensor: its position salts a bfloat16 state's rounding
+        return tiles.with_reference_vjp(
+            functools.partial(_fused_tensor, lopt, cfg, interpret, apply, has_horizon, folded, leaf),
+            functools.partial(_reference_tensor, lopt, apply, has_horizon, leaf))(*args)
 
     flat_g, treedef = jax.tree.flatten(grads)
     flat = [treedef.flatten_up_to(x) for x in (params, state.momentum, state.rms)]
@@ -386,12 +409,12 @@ def nominal_update(
         flat_dist = [(s, x0, distance.distance) for s, x0 in zip(
             treedef.flatten_up_to(distance.grad_sum), treedef.flatten_up_to(distance.params0))]
     results, dist_results = [], []
-    for g, p, m, v, acc, dist in zip(flat_g, *flat, flat_acc, flat_dist):
+    for leaf, (g, p, m, v, acc, dist) in enumerate(zip(flat_g, *flat, flat_acc, flat_dist)):
         if g.ndim < 2 or g.size == 0:  # unfactored accumulator: the XLA path
             out, m_new, v_new, new_acc, dist_out = _reference_leaf(
-                lopt, apply, has_horizon, g, p, m, v, acc, dist, theta, state.count, horizon)
+                lopt, apply, has_horizon, leaf, g, p, m, v, acc, dist, theta, state.count, horizon)
         else:
-            out, m_new, v_new, r, c, dist_out = fused(g, p, m, v, acc.row, acc.col, dist, theta,
+            out, m_new, v_new, r, c, dist_out = fused(leaf, g, p, m, v, acc.row, acc.col, dist, theta,
                                                       state.count, horizon)
             new_acc = F.FactoredAccumulator(r, c, None)
         results.append((out, m_new, v_new, new_acc))

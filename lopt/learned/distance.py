@@ -109,6 +109,17 @@ def dtype_resolution(leaves: Any) -> float:
                 if jnp.issubdtype(jnp.result_type(p), jnp.floating)), default=0.0)
 
 
+def next_grad_sum(grad_sum: jax.Array, grads: jax.Array, *, weight: Any, decay: float) -> jax.Array:
+    """One tensor's new running gradient sum ``decay * s + weight * g``, in float32.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> next_grad_sum(jnp.ones(2), jnp.array([1.0, -1.0]), weight=2.0, decay=0.5).tolist()
+        [2.5, -1.5]
+    """
+    return decay * grad_sum.astype(_f32) + weight * grads.astype(_f32)
+
+
 def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay: float) -> DistanceState:
     """One step of the estimate from this step's gradients at ``params`` (before the step).
 
@@ -124,7 +135,7 @@ def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay:
     """
     leaves = zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(state.params0))
     dot = sum(jnp.vdot(g.astype(_f32), (p0 - p.astype(_f32))) for g, p, p0 in leaves)
-    grad_sum = jax.tree.map(lambda s, g: decay * s + weight * g.astype(_f32), state.grad_sum, grads)
+    grad_sum = jax.tree.map(lambda s, g: next_grad_sum(s, g, weight=weight, decay=decay), state.grad_sum, grads)
     l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree.leaves(grad_sum))
     return advance(state, dot=dot, grad_sum=grad_sum, l1=l1, weight=weight, decay=decay)
 

@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -253,19 +254,26 @@ def campaign_steps(paths: list[str]) -> dict[str, int | None]:
     return {path: checkpoint.read_metadata(path).get("extra", {}).get("campaign_outer_steps") for path in paths}
 
 
-def _load(path: str) -> tuple[Any, LearnedOptimizer]:
-    """Theta and its learned optimizer (the file's own architecture and config)."""
+def _load(path: str, execution: dict[str, Any] | None = None) -> tuple[Any, LearnedOptimizer]:
+    """Theta and its learned optimizer (the file's own architecture and config, with ``execution``
+    options such as ``state_dtype`` set)."""
     lopt_ = file_optimizer(path)  # a warm-start or a theta file; both record the architecture
     theta, _, _ = load_warm_start(path, lopt_)
+    for name, value in (execution or {}).items():
+        if name not in lopt_.execution_options:
+            raise ValueError(f"validate: {name!r} is not an execution option of {lopt_.name!r}; it has "
+                             f"{list(lopt_.execution_options)}.")
+        lopt_ = dataclasses.replace(lopt_, **{name: value})
     return theta, lopt_
 
 
-def _validate_files(paths: list[str], **options: Any) -> dict[str, dict[str, float]]:
+def _validate_files(paths: list[str], execution: dict[str, Any] | None = None,
+                    **options: Any) -> dict[str, dict[str, float]]:
     """:func:`validate_lengths` of theta files, one engine per distinct architecture config."""
-    loaded = {path: _load(path) for path in paths}
+    loaded = {path: _load(path, execution) for path in paths}
     groups: dict[str, list[str]] = {}
     for path, (_, lopt_) in loaded.items():
-        groups.setdefault(json.dumps([lopt_.name, lopt_.config()], sort_keys=True), []).append(path)
+        groups.setdefault(json.dumps([lopt_.name, lopt_.config(), repr(lopt_)], sort_keys=True), []).append(path)
     scores: dict[str, dict[str, float]] = {}
     for members in groups.values():
         lopt_ = loaded[members[0]][1]
@@ -285,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", type=int, default=VALIDATION_VARIANTS)
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs per config, averaged (1: the campaign's fixed key; more cost as many runs)")
+    parser.add_argument("--state-dtype", default=None, choices=["float32", "bfloat16"],
+                        help="store the optimizer state in this dtype (an execution option; default: the "
+                             "architecture's, float32)")
     parser.add_argument("--out", default=None, help="write the scores here as JSON (refuses to overwrite)")
     parser.add_argument("--record-best", default=None, metavar="STATE_DIR",
                         help="copy the best-scoring theta to STATE_DIR/best_theta.safetensors (and record it in "
@@ -295,8 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:  # before the long run, not after it: a missing folder must not cost the scores
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     start = time.time()
-    scores = _validate_files(args.thetas, state_dir=args.state, families=args.families, steps=args.steps,
-                             variants=args.variants, seeds=args.seeds)
+    if args.record_best and args.state_dtype not in (None, "float32"):
+        parser.error("--record-best keeps the campaign's float32 scores comparable; drop --state-dtype.")
+    execution = {} if args.state_dtype is None else {"state_dtype": args.state_dtype}
+    scores = _validate_files(args.thetas, execution, state_dir=args.state, families=args.families,
+                             steps=args.steps, variants=args.variants, seeds=args.seeds)
     for path, row in scores.items():
         se = row.get(SE_PREFIX + "heldout_normalized_loss")
         print(f"{row['heldout_normalized_loss']:.4f}" + (f" ± {se:.4f} (s.e. over {args.seeds} seeds)" if se else "")
@@ -310,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump({"metric": METRIC, "steps": args.steps[0] if len(args.steps) == 1 else args.steps,
                        "variants": args.variants, "seeds": args.seeds, "families": args.families,
+                       "execution": execution,
                        "seconds": time.time() - start, "campaign_steps": campaign_steps(list(scores)),
                        "scores": scores}, f, indent=1)
     return 0

@@ -231,7 +231,12 @@ def test_distance_byte_count():
     assert nominal_step.bytes_per_param(distance=True) == 56 + 12  # + read grad_sum, x0; write sum
 
 
-@pytest.mark.parametrize("lopt", [LOPT, DISTANCE, ANCHORED], ids=["adam_step", "distance_step", "anchored"])
+BF16_STATE = NominalLOpt(step_size="distance", relative_initial_distance=1e-5, anchored_direction=True,
+                         state_dtype="bfloat16")
+
+
+@pytest.mark.parametrize("lopt", [LOPT, DISTANCE, ANCHORED, BF16_STATE],
+                         ids=["adam_step", "distance_step", "anchored", "bfloat16_state"])
 def test_kernel_lowers_to_triton_for_cuda(lopt):
     """Cross-platform lowering on the CPU runs the Pallas -> Triton lowering a GPU run would."""
     from jax import export
@@ -279,3 +284,58 @@ def test_folded_weights_need_a_concrete_theta():
     assert folded[-2:] == tuple(float(x) for x in np.asarray(net["b2"]))
     assert jax.vmap(lambda th: jnp.asarray(nominal_step.folded_weights(th) is None))(
         jax.tree.map(lambda x: jnp.stack([x, x]), theta)).all()
+
+
+def test_bfloat16_state_kernel_follows_the_xla_path():
+    """bfloat16 state, rounded stochastically: the kernel hashes the same bits as the XLA path, so
+    the stored state agrees entry for entry (up to float32 rounding of the values being rounded)
+    and the trajectories agree to float32 tolerance over 25 steps."""
+    config = BF16_STATE
+    rng = np.random.default_rng(9)
+    shapes = {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5), "big": (300, 3)}
+    params = _draw(rng, shapes)
+    theta = config.init(jax.random.key(0))
+    theta["network"]["w2"] = 0.05 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
+    theta["network"]["b2"] = jnp.asarray([0.02, -0.01])
+    opt = config.optimizer(theta, num_steps=40)
+    fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(config, theta, 40, g, s, p, interpret=True))
+    xla = jax.jit(opt.update)
+    states, points = {}, {}
+    for name, step in (("fused", fused), ("xla", xla)):
+        p, s = params, opt.init(params)
+        for i in range(25):
+            g = jax.tree.map(lambda x, i=i: x - 3.0 + 0.1 * np.sin(i), p)
+            u, s = step(g, s, p)
+            p = jax.tree.map(jnp.add, p, u)
+        states[name], points[name] = s, p
+    for tree in ("momentum", "rms"):
+        for k in shapes:
+            a, b = getattr(states["fused"], tree)[k], getattr(states["xla"], tree)[k]
+            assert a.dtype == b.dtype == jnp.bfloat16
+            same = float(np.mean(np.asarray(a, np.float32) == np.asarray(b, np.float32)))
+            assert same > 0.98, (tree, k, same)  # a value within float32 rounding of a rounding
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                       rtol=2**-7, atol=1e-30)  # boundary differs by one unit at most
+    np.testing.assert_allclose(states["fused"].distance.distance, states["xla"].distance.distance, rtol=1e-3)
+    for k in shapes:
+        moved = points["xla"][k] - params[k]
+        assert float(jnp.abs(moved).max()) > 1e-4, k
+        np.testing.assert_allclose(points["fused"][k] - params[k], moved, rtol=2e-2, atol=2e-5)
+
+
+def test_bfloat16_state_kernel_keeps_old_state_where_the_gradient_is_not_finite():
+    config = BF16_STATE
+    params = {"w": jnp.linspace(-1.0, 1.0, 48, dtype=jnp.float32).reshape(8, 6)}
+    theta = config.init(jax.random.key(0))
+    opt = config.optimizer(theta, num_steps=10)
+    state = opt.init(params)
+    _, state = opt.update({"w": jnp.ones((8, 6))}, state, params)
+    bad = jnp.ones((8, 6)).at[2, 3].set(jnp.nan).at[5, 1].set(jnp.inf)
+    u, new = nominal_step.nominal_update(config, theta, 10, {"w": bad}, state, params, interpret=True)
+    for tree in ("momentum", "rms"):
+        old_t, new_t = getattr(state, tree)["w"], getattr(new, tree)["w"]
+        assert new_t.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(new_t[2, 3], np.float32), np.asarray(old_t[2, 3], np.float32))
+        np.testing.assert_array_equal(np.asarray(new_t[5, 1], np.float32), np.asarray(old_t[5, 1], np.float32))
+    assert float(u["w"][2, 3]) == 0.0 and float(u["w"][5, 1]) == 0.0
+    assert bool(jnp.isfinite(new.distance.grad_sum["w"].astype(jnp.float32)).all())

@@ -306,3 +306,13 @@ def test_loss_reaches_architectures_that_read_it(monkeypatch):
     opt.step(loss=2.5)
     assert [float(x) for x in seen] == [pytest.approx(float(returned)), 2.5]
     assert all(x.dtype == torch.float32 and x.shape == () for x in seen)
+
+
+def test_bfloat16_state_option_is_refused_with_the_way_out():
+    import dataclasses
+
+    theta, nominal = theta_pair("nominal")
+    with pytest.raises(ValueError, match="state_dtype='bfloat16'.*JAX only.*float32"):
+        lopt.torch.LearnedOptimizer(make_params(3), (theta, dataclasses.replace(nominal, state_dtype="bfloat16")),
+                                    num_steps=10)
+    lopt.torch.LearnedOptimizer(make_params(3), (theta, nominal), num_steps=10)  # float32 is fine

@@ -149,7 +149,7 @@ def test_pretrained_optimizer_takes_a_bfloat16_state_and_refuses_other_dtypes():
     full = lopt.pretrained.optimizer(num_steps=20)
     s16, s32 = half.init(params), full.init(params)
     assert s16.momentum["w"].dtype == jnp.bfloat16 and s32.momentum["w"].dtype == jnp.float32
-    nbytes = lambda s: sum(x.nbytes for x in jax.tree.leaves(s))  # noqa: E731
+    nbytes = lambda s: sum(x.nbytes for x in jax.tree.leaves(s))
     assert nbytes(s16) < 0.6 * nbytes(s32)
     with pytest.raises(ValueError, match="state_dtype='float16'"):
         lopt.pretrained.optimizer(state_dtype="float16")

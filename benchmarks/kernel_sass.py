@@ -14,7 +14,7 @@ takes the Triton module Pallas builds, compiles it with the ``triton`` package's
   also the count each thread executes) and its mix: global loads (``LDG``), fused multiply-adds,
   min/max (the clips), and so on.
 
-``pretrained_bf16`` is the pretrained optimizer with its state in bfloat16 (``state_dtype``).
+``pretrained_bf16`` and ``mlp_bf16`` keep the state in bfloat16 (``state_dtype``).
 For ``nominal`` and the pretrained optimizer both ways of getting the network's weights are
 compiled: loaded by every program from the packed scalars (a traced theta: meta-training) and
 folded into the code as immediates (a fixed theta: deployment; :func:`lopt.kernels.nominal_step.folded_weights`).
@@ -202,15 +202,15 @@ def steps(arch: str, block: int, warps: int) -> dict[str, tuple[Callable, tuple]
 
     cfg = tiles.KernelConfig(block, 1024, warps)
     params = {"w": jnp.ones(SHAPE, jnp.float32)}
-    if arch == "mlp":
-        lo = lopt.learned.get("mlp")
+    if arch.startswith("mlp"):
+        lo = lopt.learned.get("mlp", state_dtype="bfloat16" if arch == "mlp_bf16" else "float32")
         theta = lo.init(jax.random.key(0))
         state = lo.optimizer(theta, num_steps=HORIZON).init(params)
 
         def mlp(grads, momentum, p):
             context = F.tanh_time_embedding(jnp.int32(1), lo.time_scales)
             return mlp_step.mlp_update(lo, theta["mlp"], context, grads, momentum, p, interpret=False,
-                                       apply=True, cfg=cfg)
+                                       apply=True, cfg=cfg, step=jnp.int32(1))
         return {"loaded": (mlp, (params, state.momentum, params))}
     theta, lo = lopt.pretrained.load() if arch.startswith("pretrained") else (None, lopt.learned.get(arch))
     if arch == "pretrained_bf16":  # its state stored in bfloat16, rounded stochastically
@@ -246,7 +246,7 @@ def analyse(arch: str, config: str, *, stages: int, capability: int) -> list[dic
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--archs", nargs="+", default=["pretrained", "nominal", "mlp"],
-                        choices=["mlp", "nominal", "pretrained", "pretrained_bf16"])
+                        choices=["mlp", "mlp_bf16", "nominal", "pretrained", "pretrained_bf16"])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="BLOCKxWARPS launch configs")
     parser.add_argument("--stages", type=int, default=3, help="num_stages (XLA's Triton default is 3)")
     parser.add_argument("--capability", type=int, default=90, help="compute capability (90: H100, H200)")

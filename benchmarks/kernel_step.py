@@ -69,7 +69,9 @@ ARCH_BYTES = {"mlp": (mlp_step.bytes_per_param(apply=False), mlp_step.bytes_per_
                              nominal_step.bytes_per_param(distance=True)),
               # the pretrained optimizer with its state in bfloat16 (stochastic rounding)
               "pretrained_bf16": (nominal_step.bytes_per_param(apply=False, distance=True, state_bytes=2),
-                                  nominal_step.bytes_per_param(distance=True, state_bytes=2))}
+                                  nominal_step.bytes_per_param(distance=True, state_bytes=2)),
+              "mlp_bf16": (mlp_step.bytes_per_param(apply=False, state_bytes=2),
+                           mlp_step.bytes_per_param(state_bytes=2))}
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8)},
@@ -88,13 +90,14 @@ SWEEP = {
 }
 SWEEP["pretrained"] = SWEEP["pretrained_bf16"] = SWEEP["nominal"]
 VARIANTS["pretrained_bf16"] = VARIANTS["pretrained"]
+VARIANTS["mlp_bf16"], SWEEP["mlp_bf16"] = VARIANTS["mlp"], SWEEP["mlp"]
 
 
 def launch_configs(arch, sweep):
     """``{name: KernelConfig}`` timed with ``apply=True`` for ``arch``."""
     if not sweep:
         return VARIANTS[arch]
-    return {f"b{b}r{r}w{w}" if arch == "mlp" else f"b{b}w{w}": tiles.KernelConfig(b, r, w)
+    return {f"b{b}r{r}w{w}" if arch.startswith("mlp") else f"b{b}w{w}": tiles.KernelConfig(b, r, w)
             for b, r, w in SWEEP[arch]}
 
 
@@ -107,9 +110,11 @@ def random_tree(tree, seed, scale=1.0):
 
 def learned_optimizer(arch):
     """The architecture's default config; ``pretrained``: the shipped weights' config
-    (``pretrained_bf16``: with its state stored in bfloat16)."""
+    (``pretrained_bf16``, ``mlp_bf16``: with the state stored in bfloat16)."""
     if arch == "pretrained_bf16":
         return dataclasses.replace(lopt.pretrained.load()[1], state_dtype="bfloat16")
+    if arch == "mlp_bf16":
+        return lopt.learned.get("mlp", state_dtype="bfloat16")
     return lopt.pretrained.load()[1] if arch == "pretrained" else lopt.learned.get(arch)
 
 
@@ -131,11 +136,11 @@ def fused_apply_step(arch, lo, cfg, fixed_theta=None):
     ``fixed_theta`` (``nominal``, ``pretrained``): close over this theta instead of the argument, so
     the kernel compiles its network weights in (:func:`lopt.kernels.nominal_step.folded_weights`),
     as a deployed optimizer's step does; an argument is traced and its weights are loaded."""
-    if arch == "mlp":
+    if arch.startswith("mlp"):
         def step(params, state, theta, grads):
             context = F.tanh_time_embedding(state.count, lo.time_scales)
             new_p, m = mlp_step.mlp_update(lo, theta["mlp"], context, grads, state.momentum, params,
-                                           interpret=INTERPRET, apply=True, cfg=cfg)
+                                           interpret=INTERPRET, apply=True, cfg=cfg, step=state.count + 1)
             return new_p, type(state)(state.count + 1, m)
         return step
 
@@ -215,11 +220,11 @@ def correctness(arch, lo, n):
         fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
             g, s, p, loss=1.0))(grads, state, params, theta)
         fused_x3 = None
-        if arch == "mlp":
+        if arch.startswith("mlp"):
             cfg = tiles.KernelConfig(precision="tf32x3")
             ctx = F.tanh_time_embedding(state.count, lo.time_scales)
             fused_x3 = jax.jit(lambda g, m, p, th: mlp_step.mlp_update(
-                lo, th["mlp"], ctx, g, m, p, interpret=INTERPRET, cfg=cfg))(
+                lo, th["mlp"], ctx, g, m, p, interpret=INTERPRET, cfg=cfg, step=state.count + 1))(
                 grads, state.momentum, params, theta)
     out = {"n_params": sum(x.size for x in jax.tree.leaves(params)),
            "update_rel_err_fused": rel(fused[0], ref[0]),
@@ -303,7 +308,7 @@ def main(argv=None) -> int:
             variants += [("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
             variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla",
                           ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]
-            if arch != "mlp":  # the weights compiled in (a fixed theta), through optax and written directly
+            if not arch.startswith("mlp"):  # the weights compiled in (a fixed theta), through optax and written directly
                 variants += [("fused_optax_folded", optax_step(build, theta), "pallas", ARCH_BYTES[arch][0])]
                 variants += [(f"fused_apply_folded_{name}", fused_apply_step(arch, lo, cfg, theta), "xla",
                               ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]

@@ -2,14 +2,15 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture scaling compile (default: kernel meta)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture scaling compile (default: kernel)
 #
-# The stages' limits add up to more than one call: run `kernel meta` (at most 7 minutes), `mixture`
+# The stages' limits add up to more than one call: run `kernel` (at most 9 minutes), `meta`, `mixture`
 # (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
 # session on a warm machine.
 #
-#   kernel   benchmarks/kernel_step.py at 100M parameters: mlp, nominal, the pretrained optimizer
-#            against optax.adam (issue 11; ~2.5 minutes)
+#   kernel   benchmarks/kernel_step.py at 100M parameters: the pretrained optimizer (float32 and
+#            bfloat16 state; its weights loaded and folded in), nominal, mlp against optax.adam
+#            (issue 11; ~16-26 s of compilation per variant: up to 8 minutes, alone in a call)
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11; ~2.5 minutes)
 #   mixture  benchmarks/mixture_throughput.py on the campaign's 9 structures as the campaign runs them
@@ -35,11 +36,11 @@ export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false 
        LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data/fortunes" \
        LOPT_WORDNET_DIR="$PWD/.data/wordnet"
 STAGES=("$@")
-[ ${#STAGES[@]} -gt 0 ] || STAGES=(kernel meta)
+[ ${#STAGES[@]} -gt 0 ] || STAGES=(kernel)
 for stage in "${STAGES[@]}"; do
     case "$stage" in
-        kernel) name=kernel_step limit=240
-                cmd=(--sizes 1e8 --archs mlp nominal pretrained --check-size 0 --repeats 3 --budget-s 150) ;;
+        kernel) name=kernel_step limit=540
+                cmd=(--sizes 1e8 --archs pretrained pretrained_bf16 nominal mlp --check-size 0 --repeats 3 --budget-s 420) ;;
         meta) name=meta_throughput limit=200 cmd=(--tasks 128 1024 --kernels xla auto) ;;
         mixture) name=mixture_throughput limit=420
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500

@@ -47,6 +47,7 @@ from jax.experimental import pallas as pl
 from lopt.kernels import tiles
 from lopt.learned import base, nn
 from lopt.learned import features as F
+from lopt.learned import stochastic_rounding as SR
 
 __all__ = ["bytes_per_param", "mlp_update", "mlp_update_reference", "passes", "supported",
            "tile_width"]
@@ -80,10 +81,17 @@ def passes() -> int:
     return 2
 
 
-def bytes_per_param(num_decays: int = 6, param_bytes: int = 4, *, apply: bool = True) -> int:
-    """Bytes a fused step moves per parameter (``apply=False`` writes the update instead)."""
-    read = 2 * (2 * param_bytes + 4 * num_decays)  # both passes read g, p, momenta
-    written = 4 * num_decays + param_bytes  # momenta, and the new parameter or the update
+def bytes_per_param(num_decays: int = 6, param_bytes: int = 4, *, apply: bool = True,
+                    state_bytes: int = 4) -> int:
+    """Bytes a fused step moves per parameter (``apply=False`` writes the update instead;
+    ``state_bytes``: 2 for bfloat16 momenta).
+
+    Example:
+        >>> bytes_per_param(), bytes_per_param(state_bytes=2)
+        (92, 56)
+    """
+    read = 2 * (2 * param_bytes + state_bytes * num_decays)  # both passes read g, p, momenta
+    written = state_bytes * num_decays + param_bytes  # momenta, and the new parameter or the update
     # Without apply, optax.apply_updates reads the parameter and the update, writes it back.
     return read + written + (0 if apply else 3 * param_bytes)
 
@@ -119,13 +127,19 @@ def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width
 
 
 def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, *refs, n, k, block, width, hidden_layers,
-                 exp_mult, step_mult, apply, precision):
+                 exp_mult, step_mult, apply, precision, salt):
     hidden = refs[: 2 * (hidden_layers - 1)]
-    wout_ref, bout_ref, out_ref, m_out_ref = refs[2 * (hidden_layers - 1):]
+    wout_ref, bout_ref, *rest = refs[2 * (hidden_layers - 1):]
+    step_ref, out_ref, m_out_ref = rest if salt is not None else (None, *rest)
     x, p, m = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
     # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
     # (columns >= k hold other features and are not stored), a non-finite update is 0
-    tiles.store_tile(m_out_ref, tiles.finite_or(x, m), n, k, block)
+    new_m = tiles.finite_or(x, m)
+    if salt is not None:  # bfloat16 momenta: each column's share of the entry's bits, as the XLA path
+        bits = SR.random_bits(tiles.row_ids(block).astype(jnp.uint32), step_ref[0].astype(jnp.uint32), salt)
+        columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
+        new_m = SR.round_bits(new_m, SR.split_bits(bits[:, None], columns))
+    tiles.store_tile(m_out_ref, new_m, n, k, block)
     x = x + coef_ref[3, :][None, :]  # the ones column carries the first layer's bias
     h = jax.nn.relu(tiles.dot(x, w0_ref[...], precision))
     for i in range(hidden_layers - 1):
@@ -152,9 +166,10 @@ def _first_layer(net, context, mean_sq, k, width):
     return jnp.concatenate([rows, b0[None, :], pad], axis=0)
 
 
-def _fused_tensor(lopt, cfg, interpret, apply, g, p, m, net, context):
+def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step):
     shape, k = g.shape, len(lopt.decays)
     n, width = int(np.prod(shape)), tile_width(k)
+    rounding = lopt.state_dtype == "bfloat16"
     g1, p1, m2 = g.reshape(n), p.reshape(n), m.reshape(n, k)
     coef = jnp.asarray(_coefficients(lopt.decays, width))
     rb = cfg.reduce_block
@@ -177,20 +192,24 @@ def _fused_tensor(lopt, cfg, interpret, apply, g, p, m, net, context):
         functools.partial(
             _main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
-            precision=None if interpret else cfg.precision),
-        [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), _f32)],
+            precision=None if interpret else cfg.precision, salt=leaf if rounding else None),
+        [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), m.dtype)],
         rows=n, block=cfg.block, cfg=cfg, interpret=interpret, aliases={2: 1},
         name="lopt_mlp_step")
-    out, m_new = main(g1, p1, m2, coef, w0, *hidden, wout, bout)
+    steps = [jnp.reshape(step, (1,)).astype(_f32)] if rounding else []
+    out, m_new = main(g1, p1, m2, coef, w0, *hidden, wout, bout, *steps)
     return out.reshape(shape), m_new.reshape(m.shape)
 
 
-def _reference_tensor(lopt, apply, g, p, m, net, context):
-    """One tensor through exactly the ops of :class:`MLPLOpt`'s XLA update (masked as it is)."""
-    momentum = F.momentum_update(m, g, jnp.asarray(lopt.decays, _f32))
+def _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step):
+    """One tensor through exactly the ops of :class:`MLPLOpt`'s XLA update (masked as it is;
+    ``leaf``, ``step``: the tensor's position and the new step count, for bfloat16 momenta)."""
+    momentum = F.momentum_update(m.astype(_f32), g, jnp.asarray(lopt.decays, _f32))
     x = jnp.concatenate([g.astype(_f32)[..., None], p.astype(_f32)[..., None], momentum], -1)
     x = F.second_moment_normalize(x).reshape(-1, x.shape[-1])
     out = nn.mlp_apply(net, x, context=context)
+    if lopt.state_dtype == "bfloat16":
+        momentum = SR.round_columns(momentum, SR.entry_bits(g.shape, jnp.asarray(step).astype(jnp.uint32), leaf))
     step = out[..., 0] * jnp.exp(out[..., 1] * lopt.exp_mult) * lopt.step_mult
     update, momentum = base.mask_non_finite((-step).reshape(g.shape), momentum, m)
     update = update.astype(jnp.result_type(p))
@@ -201,14 +220,23 @@ def _tree_map3(fn, grads, momentum, params):
     flat_g, treedef = jax.tree.flatten(grads)
     flat_m = treedef.flatten_up_to(momentum)
     flat_p = treedef.flatten_up_to(params)
-    pairs = [fn(g, p, m) for g, p, m in zip(flat_g, flat_p, flat_m)]
+    pairs = [fn(leaf, g, p, m) for leaf, (g, p, m) in enumerate(zip(flat_g, flat_p, flat_m))]
     return treedef.unflatten([a for a, _ in pairs]), treedef.unflatten([b for _, b in pairs])
 
 
-def mlp_update_reference(lopt, net, context, grads, momentum, params, *, apply=False):
-    """The XLA path, tensor by tensor: ``(updates or new params, new momentum)``."""
-    return _tree_map3(lambda g, p, m: _reference_tensor(lopt, apply, g, p, m, net, context),
+def mlp_update_reference(lopt, net, context, grads, momentum, params, *, apply=False, step=None):
+    """The XLA path, tensor by tensor: ``(updates or new params, new momentum)`` (``step``: as
+    :func:`mlp_update`)."""
+    step = _checked_step(lopt, step)
+    return _tree_map3(lambda leaf, g, p, m: _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step),
                       grads, momentum, params)
+
+
+def _checked_step(lopt, step):
+    if lopt.state_dtype == "bfloat16" and step is None:
+        raise ValueError("mlp_update: bfloat16 momenta are rounded with the step's random bits; pass "
+                         "step= (the new step count, state.count + 1).")
+    return jnp.asarray(0.0 if step is None else step, _f32)
 
 
 def mlp_update(
@@ -222,6 +250,7 @@ def mlp_update(
     interpret: bool,
     apply: bool = False,
     cfg: tiles.KernelConfig | None = None,
+    step: Any = None,
 ) -> tuple[Any, Any]:
     """One fused :class:`MLPLOpt` step over a pytree: ``(updates or new params, momentum)``.
 
@@ -234,6 +263,8 @@ def mlp_update(
         interpret: run in Pallas interpret mode (CPU tests) instead of Triton.
         apply: return ``params + updates`` (one pass) instead of the updates.
         cfg: launch settings.
+        step: the new step count (``state.count + 1``); needed with ``state_dtype="bfloat16"``,
+            whose stochastic rounding draws its bits from it.
 
     Returns:
         Updates (or new params) in each parameter's dtype, and the new momenta; a non-finite
@@ -244,13 +275,13 @@ def mlp_update(
         raise ValueError(f"no fused kernel for {lopt!r}: it needs hidden_layers >= 1 and a "
                          "power-of-two hidden_size >= 16; use the XLA path (mode 'xla').")
     cfg = cfg or tiles.KernelConfig()
-    fused = tiles.with_reference_vjp(
-        functools.partial(_fused_tensor, lopt, cfg, interpret, apply),
-        functools.partial(_reference_tensor, lopt, apply))
+    step = _checked_step(lopt, step)
 
-    def one(g, p, m):
+    def one(leaf, g, p, m):  # the tensor's position salts bfloat16 momenta's rounding
         if g.size == 0:
-            return _reference_tensor(lopt, apply, g, p, m, net, context)
-        return fused(g, p, m, net, context)
+            return _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step)
+        return tiles.with_reference_vjp(
+            functools.partial(_fused_tensor, lopt, cfg, interpret, apply, leaf),
+            functools.partial(_reference_tensor, lopt, apply, leaf))(g, p, m, net, context, step)
 
     return _tree_map3(one, grads, momentum, params)

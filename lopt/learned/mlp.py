@@ -45,6 +45,7 @@ import jax.numpy as jnp
 
 from lopt.learned import base, nn
 from lopt.learned import features as F
+from lopt.learned import stochastic_rounding as SR
 
 __all__ = ["MLPLOpt", "MLPLOptState"]
 
@@ -70,6 +71,9 @@ class MLPLOpt(base.LearnedOptimizer):
         fraction_features: add fraction-of-training features (requires ``num_steps``).
         exp_mult: multiplier of the log-magnitude output inside ``exp``.
         step_mult: overall step scale.
+        state_dtype: ``"float32"``, or ``"bfloat16"`` to store the momenta in half the memory,
+            rounded stochastically (:mod:`lopt.learned.stochastic_rounding`; the step computes in
+            float32). An execution option: not part of :meth:`config`, the same theta serves either.
 
     Example:
         >>> MLPLOpt().num_inputs
@@ -78,6 +82,7 @@ class MLPLOpt(base.LearnedOptimizer):
 
     name: ClassVar[str] = "mlp"
     needs_params: ClassVar[bool] = True
+    execution_options: ClassVar[tuple[str, ...]] = ("state_dtype",)
 
     hidden_size: int = 32
     hidden_layers: int = 2
@@ -86,9 +91,12 @@ class MLPLOpt(base.LearnedOptimizer):
     fraction_features: bool = False
     exp_mult: float = 1e-3
     step_mult: float = 1e-3
+    state_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        if self.state_dtype not in SR.STATE_DTYPES:
+            raise ValueError(f"{owner}: state_dtype={self.state_dtype!r}; use one of {SR.STATE_DTYPES}.")
         base.check_positive_int(owner, "hidden_size", self.hidden_size)
         if (
             isinstance(self.hidden_layers, bool)
@@ -97,6 +105,9 @@ class MLPLOpt(base.LearnedOptimizer):
         ):
             raise ValueError(f"{owner}: hidden_layers={self.hidden_layers!r} must be an int >= 0.")
         base.set_field(self, "decays", base.as_decays(owner, "decays", self.decays))
+        if self.state_dtype == "bfloat16" and len(self.decays) > SR.MAX_ROLES:
+            raise ValueError(f"{owner}: bfloat16 state rounds at most {SR.MAX_ROLES} momenta; got "
+                             f"{len(self.decays)} decays.")
         scales = tuple(float(s) for s in self.time_scales)
         if not all(s > 0 for s in scales):
             raise ValueError(f"{owner}: time_scales={self.time_scales!r} must be positive.")
@@ -129,8 +140,13 @@ class MLPLOpt(base.LearnedOptimizer):
         return nn.mlp_flops(self.layer_sizes(), self.num_inputs - self.num_param_inputs) + feats
 
     def state_bytes_per_param(self) -> int:
-        """Bytes of optimizer state per parameter."""
-        return 4 * len(self.decays)
+        """Bytes of optimizer state per parameter (one momentum per decay, at :attr:`state_dtype`).
+
+        Example:
+            >>> MLPLOpt().state_bytes_per_param(), MLPLOpt(state_dtype="bfloat16").state_bytes_per_param()
+            (24, 12)
+        """
+        return (2 if self.state_dtype == "bfloat16" else 4) * len(self.decays)
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples theta: ``{"mlp": {"w0": [19, 32], "b0", ..., "w2": [32, 2], "b2"}}``."""
@@ -142,9 +158,11 @@ class MLPLOpt(base.LearnedOptimizer):
 
         decays = jnp.asarray(self.decays, _f32)
         net = theta["mlp"]
+        stored = jnp.bfloat16 if self.state_dtype == "bfloat16" else _f32
 
         def init(params):
-            return MLPLOptState(jnp.zeros((), jnp.int32), F.momentum_init(params, len(decays)))
+            momentum = jax.tree.map(lambda m: m.astype(stored), F.momentum_init(params, len(decays)))
+            return MLPLOptState(jnp.zeros((), jnp.int32), momentum)
 
         def update(grads, state, params, loss, valid_loss):
             del loss, valid_loss
@@ -155,9 +173,10 @@ class MLPLOpt(base.LearnedOptimizer):
             interpret = kernels.resolve(kernels_mlp.supported(self))
             if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
                 updates, momentum = kernels_mlp.mlp_update(
-                    self, net, context, grads, state.momentum, params, interpret=interpret)
+                    self, net, context, grads, state.momentum, params, interpret=interpret,
+                    step=state.count + 1)
                 return updates, MLPLOptState(state.count + 1, momentum)
-            momentum = F.momentum_update(state.momentum, grads, decays)
+            momentum = F.momentum_update(jax.tree.map(lambda m: m.astype(_f32), state.momentum), grads, decays)
 
             # Features per tensor (normalised within the tensor), then one MLP call over
             # the rows of all tensors.
@@ -168,6 +187,10 @@ class MLPLOpt(base.LearnedOptimizer):
             for g, p, m in zip(flat_g, flat_p, flat_m):
                 x = jnp.concatenate([g.astype(_f32)[..., None], p.astype(_f32)[..., None], m], -1)
                 rows.append(F.second_moment_normalize(x).reshape(-1, x.shape[-1]))
+            if self.state_dtype == "bfloat16":  # the features above use the float32 momenta
+                count = (state.count + 1).astype(jnp.uint32)
+                momentum = treedef.unflatten([SR.round_columns(m, SR.entry_bits(m.shape[:-1], count, i))
+                                              for i, m in enumerate(flat_m)])
             if not rows:
                 return base.mask_non_finite(grads, MLPLOptState(state.count + 1, momentum), state)
             out = nn.mlp_apply(net, nn.concat_rows(rows), context=context)

@@ -124,9 +124,9 @@ def _round_state(state: NominalState, treedef: Any, leaf_offset: int) -> Nominal
     sums = treedef.flatten_up_to(state.distance.grad_sum) if state.distance is not None else None
     new_m, new_v, new_sums = [], [], []
     for i, (m, v) in enumerate(zip(momentum, rms)):
-        bits = SR.random_bits(jnp.arange(v.size, dtype=jnp.uint32).reshape(v.shape), step, i + leaf_offset)
+        bits = SR.entry_bits(v.shape, step, i + leaf_offset)
         k = m.shape[-1]
-        new_m.append(jnp.stack([SR.to_bfloat16(m[..., j], SR.split_bits(bits, j)) for j in range(k)], axis=-1))
+        new_m.append(SR.round_columns(m, bits))
         new_v.append(SR.to_bfloat16(v, SR.split_bits(bits, k)))
         if sums is not None:
             new_sums.append(SR.to_bfloat16(sums[i], SR.split_bits(bits, k + 1)))

@@ -26,12 +26,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["STATE_DTYPES", "random_bits", "round_bits", "split_bits", "to_bfloat16"]
+__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_columns", "split_bits",
+           "to_bfloat16"]
 
 #: The storage types a learned optimizer's state may use.
 STATE_DTYPES = ("float32", "bfloat16")
@@ -98,24 +100,55 @@ def to_bfloat16(x: jax.Array, bits: jax.Array) -> jax.Array:
     return (x + jax.lax.stop_gradient(shift)).astype(jnp.bfloat16)
 
 
-# odd multipliers: x -> x * c (mod 2**32) is a bijection, so each role's bits are uniform
-_ROLE_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646D, 0xFD7046C5,
-                     0xB55A4F09)
+_ROLE_BASE = 0x9E3779B1  # odd
+_ROLE_STRIDE = 0x3C6EF372  # even: every role's multiplier is odd
+MAX_ROLES = 64
 
 
-def split_bits(bits: jax.Array, role: int) -> jax.Array:
-    """16 uniform bits (in the low half) for accumulator ``role`` (0-7) from one entry's 32 random bits.
+def split_bits(bits: jax.Array, role: Any) -> jax.Array:
+    """16 uniform bits (in the low half) for accumulator ``role`` from one entry's 32 random bits.
 
-    One hash per entry serves all of its accumulators: the bits times an odd constant per role, top
-    half. Each role's bits are uniform; the roles of one entry are correlated, which biases nothing
-    (each accumulator's rounding is unbiased on its own).
+    One hash per entry serves all of its accumulators: the bits times an odd multiplier per role
+    (``x -> x * c mod 2**32`` is a bijection for odd ``c``, so each role's bits are uniform), top
+    half. ``role`` is an int, or an integer array (a kernel's tile of accumulators, one role per
+    column). The roles of one entry are correlated, which biases nothing: each accumulator's
+    rounding is unbiased on its own.
 
     Example:
         >>> import jax.numpy as jnp
         >>> b = random_bits(jnp.arange(3, dtype=jnp.uint32), jnp.uint32(1), salt=0)
         >>> [int(x) < 2**16 for x in split_bits(b, 2)]
         [True, True, True]
+        >>> bool((split_bits(b[:, None], jnp.arange(4))[:, 2] == split_bits(b, 2)).all())
+        True
     """
-    if not 0 <= role < len(_ROLE_MULTIPLIERS):
-        raise ValueError(f"split_bits: role={role!r} must be in 0..{len(_ROLE_MULTIPLIERS) - 1}.")
-    return jax.lax.shift_right_logical(bits * _c(_ROLE_MULTIPLIERS[role]), _c(16))
+    if isinstance(role, int) and not 0 <= role < MAX_ROLES:
+        raise ValueError(f"split_bits: role={role!r} must be in 0..{MAX_ROLES - 1}.")
+    multiplier = _c(_ROLE_BASE) + jnp.asarray(role).astype(_u32) * _c(_ROLE_STRIDE)
+    return jax.lax.shift_right_logical(bits * multiplier, _c(16))
+
+
+def entry_bits(shape: tuple[int, ...], step: Any, salt: int) -> jax.Array:
+    """:func:`random_bits` of every entry of a tensor of ``shape`` (index: row-major position).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> entry_bits((2, 3), jnp.uint32(1), salt=0).shape
+        (2, 3)
+    """
+    index = jnp.arange(math.prod(shape), dtype=_u32).reshape(shape)
+    return random_bits(index, step, salt)
+
+
+def round_columns(x: jax.Array, bits: jax.Array, first_role: int = 0) -> jax.Array:
+    """Accumulators stacked on the last axis (``[..., k]``), each column with its own share of the
+    entry's ``bits`` (``[...]``; roles ``first_role ..``), as bfloat16 (:func:`to_bfloat16`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> m = jnp.full((4, 3), 1.0 + 2**-10)
+        >>> round_columns(m, entry_bits((4,), jnp.uint32(2), salt=1)).dtype
+        dtype(bfloat16)
+    """
+    roles = first_role + jnp.arange(x.shape[-1])
+    return to_bfloat16(x, split_bits(bits[..., None], roles))

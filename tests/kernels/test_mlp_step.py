@@ -137,3 +137,65 @@ def test_bytes_per_param_counts_both_passes():
     assert mlp_step.bytes_per_param() == 32 + 32 + 28
     assert mlp_step.bytes_per_param(apply=False) == 92 + 12
     assert mlp_step.passes() == 2 and mlp_step.tile_width(6) == 16 and mlp_step.tile_width(14) == 32
+
+
+def test_bfloat16_momenta_follow_the_xla_path_entry_for_entry():
+    """bfloat16 momenta rounded stochastically: the kernel draws the XLA path's bits (index, step,
+    tensor, momentum column), so the stored momenta agree except where the float32 value being
+    rounded differs in its last bit, and the updates agree to float32 tolerance."""
+    half = MLPLOpt(state_dtype="bfloat16")
+    g, p, m, ctx = _inputs(5)
+    m = {k: v.astype(jnp.bfloat16) for k, v in m.items()}
+    fused = jax.jit(lambda *a: mlp_step.mlp_update(half, *a, interpret=True, step=jnp.int32(7)))
+    ref = jax.jit(lambda *a: mlp_step.mlp_update_reference(half, *a, step=jnp.int32(7)))
+    (u, m1), (ur, mr) = fused(THETA["mlp"], ctx, g, m, p), ref(THETA["mlp"], ctx, g, m, p)
+    for k in SHAPES:
+        assert m1[k].dtype == mr[k].dtype == jnp.bfloat16
+        a, b = np.asarray(m1[k], np.float32), np.asarray(mr[k], np.float32)
+        assert np.mean(a == b) > 0.98, k
+        np.testing.assert_allclose(a, b, rtol=2**-7, atol=1e-30)
+        assert _rel(u[k], ur[k]) < 1e-5, k
+    # another step's bits round differently (same inputs): the rounding is stochastic
+    other = jax.jit(lambda *a: mlp_step.mlp_update_reference(half, *a, step=jnp.int32(8)))(THETA["mlp"], ctx, g, m, p)
+    assert np.mean(np.asarray(other[1]["big"], np.float32) != np.asarray(mr["big"], np.float32)) > 0.05
+
+
+def test_bfloat16_momenta_need_the_step():
+    half = MLPLOpt(state_dtype="bfloat16")
+    g, p, m, ctx = _inputs(6, shapes={"w": (4, 3)})
+    with pytest.raises(ValueError, match="pass step="):
+        mlp_step.mlp_update(half, THETA["mlp"], ctx, g, m, p, interpret=True)
+
+
+def test_bfloat16_momenta_optimizer_uses_the_kernel_and_matches_xla():
+    half = MLPLOpt(state_dtype="bfloat16")
+    opt = half.optimizer(THETA)
+    params = {"w": jnp.linspace(-1.0, 1.0, 60).reshape(12, 5), "b": jnp.zeros(5)}
+    results = {}
+    for mode in ("xla", "interpret"):
+        with kernels.mode_scope(mode):
+            step = jax.jit(opt.update)
+            p, s = params, opt.init(params)
+            for _ in range(3):
+                u, s = step(jax.tree.map(lambda x: x - 0.3, p), s, p)
+                p = optax.apply_updates(p, u)
+        results[mode] = (p, s)
+    assert results["xla"][1].momentum["w"].dtype == jnp.bfloat16
+    for k in params:
+        np.testing.assert_allclose(results["interpret"][0][k], results["xla"][0][k], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+def test_kernel_lowers_to_triton_for_cuda(state_dtype):
+    """Cross-platform lowering on the CPU runs the Pallas -> Triton lowering a GPU run would."""
+    from jax import export
+
+    config = MLPLOpt(state_dtype=state_dtype)
+    params = {"w": jnp.ones((64, 32)), "b": jnp.zeros(32)}
+    state = config.optimizer(THETA).init(params)
+    ctx = jnp.zeros(len(config.time_scales))
+    step = jax.jit(lambda g, m, p: mlp_step.mlp_update(config, THETA["mlp"], ctx, g, m, p, interpret=False,
+                                                       apply=True, step=jnp.int32(1)))
+    triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    exported = export.export(step, platforms=["cuda"], disabled_checks=[triton])(params, state.momentum, params)
+    assert exported.mlir_module().count("xla.gpu.triton") == 4  # reduction and main pass per tensor

@@ -153,3 +153,33 @@ def test_pretrained_optimizer_takes_a_bfloat16_state_and_refuses_other_dtypes():
     assert nbytes(s16) < 0.6 * nbytes(s32)
     with pytest.raises(ValueError, match="state_dtype='float16'"):
         lopt.pretrained.optimizer(state_dtype="float16")
+
+
+def test_mlp_bfloat16_momenta_train_like_float32_ones():
+    from lopt.learned import MLPLOpt
+
+    params = {"w": jnp.linspace(-1.0, 1.0, 60).reshape(12, 5), "b": jnp.zeros(5)}
+    target = jnp.linspace(0.5, 1.5, 60).reshape(12, 5)
+
+    def loss(p):
+        return jnp.mean(jnp.square(p["w"] - target)) + jnp.mean(jnp.square(p["b"] - 1.0))
+
+    curves = {}
+    for dtype in ("float32", "bfloat16"):
+        config = MLPLOpt(state_dtype=dtype)
+        theta = config.init(jax.random.key(3))
+        opt = config.optimizer(theta)
+        p, s = params, opt.init(params)
+        step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p))
+        losses = []
+        for _ in range(60):
+            u, s = step(p, s)
+            p = jax.tree.map(jnp.add, p, u)
+            losses.append(float(loss(p)))
+        curves[dtype] = np.asarray(losses)
+        assert s.momentum["w"].dtype == jnp.dtype(dtype)
+    assert curves["float32"][-1] < curves["float32"][0]  # the untrained MLP still moves the loss
+    np.testing.assert_allclose(curves["bfloat16"], curves["float32"], rtol=1e-3)
+    assert "state_dtype" not in MLPLOpt(state_dtype="bfloat16").config()
+    with pytest.raises(ValueError, match="state_dtype='half'"):
+        MLPLOpt(state_dtype="half")

@@ -170,7 +170,7 @@ def test_mlp_bfloat16_momenta_train_like_float32_ones():
         theta = config.init(jax.random.key(3))
         opt = config.optimizer(theta)
         p, s = params, opt.init(params)
-        step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p))
+        step = jax.jit(lambda p, s, opt=opt: opt.update(jax.grad(loss)(p), s, p))
         losses = []
         for _ in range(60):
             u, s = step(p, s)

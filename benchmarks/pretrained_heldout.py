@@ -47,6 +47,7 @@ grid runs are read from an earlier run's results instead of trained again
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -126,7 +127,13 @@ def candidate(args) -> tuple[str, object, object]:
         return args.optax, jnp.zeros(()), HandDesigned(args.optax)
     if args.theta:
         theta, lopt_ = lopt.learned.load_theta(args.theta)
-        return os.path.splitext(os.path.basename(args.theta))[0], theta, lopt_
+        label = os.path.splitext(os.path.basename(args.theta))[0]
+        if getattr(args, "state_dtype", None):
+            if "state_dtype" not in lopt_.execution_options:
+                raise SystemExit(f"--state-dtype: the {lopt_.name!r} learned optimizer has no state_dtype option")
+            lopt_ = dataclasses.replace(lopt_, state_dtype=args.state_dtype)
+            label += f"@{args.state_dtype}"
+        return label, theta, lopt_
     lopt_ = lopt.learned.get(args.init)
     return f"{args.init}@init", lopt_.init(jax.random.key(0)), lopt_
 
@@ -320,6 +327,8 @@ def parse_args(argv=None):
     group.add_argument("--init", help="an architecture at its initial theta (e.g. nominal = Adam 1e-3)")
     group.add_argument("--optax", choices=LEARNING_RATE_FREE,
                        help="a hand-designed learning-rate-free optimizer (optax.contrib) as the candidate")
+    parser.add_argument("--state-dtype", default=None, choices=["float32", "bfloat16"],
+                        help="with --theta: store the candidate's optimizer state in this dtype (an execution option)")
     parser.add_argument("--tasks", nargs="+", default=None, choices=heldout.names(), help="a subset of the suite")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiplies every horizon")
@@ -403,7 +412,7 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     tag = devices_tag(tasks)
     png = plot(tasks, label, os.path.join(args.out, f"{args.save_as}_{tag}.png"))
-    payload = {"candidate": label, "theta": args.theta, "init": args.init, "optax": args.optax, "seeds": args.seeds,
+    payload = {"candidate": label, "theta": args.theta, "init": args.init, "optax": args.optax, "state_dtype": args.state_dtype, "seeds": args.seeds,
                "steps_scale": args.steps_scale, "grid": GRID.tolist(), "default_lr": DEFAULT_LR,
                "selection": "final validation loss, mean over seeds",
                "score": "final test loss, mean over seeds; speedup on the mean test curve",

@@ -85,8 +85,8 @@ class NominalState(NamedTuple):
 
     Attributes:
         count: int32 step counter.
-        momentum: per leaf ``(*p.shape, 3)`` float32 momenta.
-        rms: per leaf float32 second moment (``p.shape``).
+        momentum: per leaf ``(*p.shape, 3)`` momenta (float32, or bfloat16 with ``state_dtype``).
+        rms: per leaf second moment (``p.shape``; float32 or bfloat16 likewise).
         factored: per leaf :class:`~lopt.learned.features.FactoredAccumulator` (one decay).
         distance: :class:`~lopt.learned.distance.DistanceState` with ``step_size="distance"``,
             else None.

@@ -131,3 +131,15 @@ def test_shipped_optimizer_does_not_move_at_a_stationary_point():
                                   key=jax.random.key(0), num_steps=60, num_snapshots=3)
     drift = analysis.rest_drift(trace)
     assert np.all(drift.step_rms[1:] > 0) and np.all(drift.drift == 0.0)
+
+
+def test_validate_loads_a_theta_file_with_an_execution_option_and_refuses_others():
+    from lopt.pretrained import path as weights_path
+    from lopt.pretrained.validate import _load
+
+    theta, plain = _load(str(weights_path("default")))
+    _, half = _load(str(weights_path("default")), {"state_dtype": "bfloat16"})
+    assert plain.state_dtype == "float32" and half.state_dtype == "bfloat16"
+    assert half.config() == plain.config()  # the same architecture: an execution option only
+    with pytest.raises(ValueError, match="'hidden_size' is not an execution option"):
+        _load(str(weights_path("default")), {"hidden_size": 4})

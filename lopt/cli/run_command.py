@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--cfg", help="task config as JSON, merged over the family's defaults")
     group.add_argument("--seed", type=int, help="sample the task config with this seed instead of the default")
     parser.add_argument("--optimizer", default="adam",
-                        help="baseline optimizer (default adam), or 'pretrained' for lopt's shipped learned optimizer")
+                        help="baseline optimizer (default adam), or 'pretrained' for lopt's shipped learned optimizer "
+                             "(no hyperparameters; --hparam state_dtype=bfloat16 halves its memory)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the optimizer's default)")
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
                         help="other optimizer hyperparameter, repeatable (e.g. --hparam b1=0.8)")
@@ -69,8 +70,8 @@ def task_config(args: argparse.Namespace) -> lopt.tasks.TaskConfig:
     return cfg
 
 
-def optimizer_hparams(args: argparse.Namespace) -> dict:
-    """Hyperparameters from ``--lr`` and ``--hparam``; ``total_steps`` filled in where needed."""
+def given_hparams(args: argparse.Namespace) -> dict:
+    """``--hparam NAME=VALUE`` items (values parsed as JSON where they are) and ``--lr``."""
     hparams = {}
     for item in args.hparam:
         if "=" not in item:
@@ -79,6 +80,12 @@ def optimizer_hparams(args: argparse.Namespace) -> dict:
         hparams[name.strip()] = _parse_value(value.strip())
     if args.lr is not None:
         hparams["learning_rate"] = args.lr
+    return hparams
+
+
+def optimizer_hparams(args: argparse.Namespace) -> dict:
+    """Hyperparameters from ``--lr`` and ``--hparam``; ``total_steps`` filled in where needed."""
+    hparams = given_hparams(args)
     if "total_steps" in lopt.optimizers.defaults(args.optimizer) and "total_steps" not in hparams:
         hparams["total_steps"] = args.steps
     return hparams
@@ -147,11 +154,13 @@ def _print_summary(summary: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = task_config(args)
     if args.optimizer == "pretrained" or args.optimizer.startswith("pretrained:"):
-        if args.lr is not None or args.hparam:
-            raise ValueError("--optimizer pretrained has no learning rate or hyperparameters to set; drop --lr/--hparam.")
-        hparams = {}
+        hparams = given_hparams(args)
+        unknown = sorted(set(hparams) - {"state_dtype"})
+        if unknown:
+            raise ValueError(f"--optimizer pretrained has no learning rate or hyperparameters to set (got "
+                             f"{unknown}); drop --lr/--hparam. Its one storage option: --hparam state_dtype=bfloat16.")
         name = args.optimizer.partition(":")[2] or "default"
-        optimizer = lopt.pretrained.optimizer(name, num_steps=args.steps)
+        optimizer = lopt.pretrained.optimizer(name, num_steps=args.steps, state_dtype=hparams.get("state_dtype"))
     else:
         hparams = optimizer_hparams(args)
         optimizer = lopt.optimizers.get(args.optimizer, **hparams)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import dataclasses
 import os
 import re
 import subprocess
@@ -214,7 +213,7 @@ def steps(arch: str, block: int, warps: int) -> dict[str, tuple[Callable, tuple]
         return {"loaded": (mlp, (params, state.momentum, params))}
     theta, lo = lopt.pretrained.load() if arch.startswith("pretrained") else (None, lopt.learned.get(arch))
     if arch == "pretrained_bf16":  # its state stored in bfloat16, rounded stochastically
-        lo = dataclasses.replace(lo, state_dtype="bfloat16")
+        lo = lo.with_execution_options(state_dtype="bfloat16")
     theta = lo.init(jax.random.key(0)) if theta is None else theta
     state = lo.optimizer(theta, num_steps=HORIZON).init(params)
     out = {}

@@ -38,7 +38,6 @@ Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys
@@ -112,7 +111,7 @@ def learned_optimizer(arch):
     """The architecture's default config; ``pretrained``: the shipped weights' config
     (``pretrained_bf16``, ``mlp_bf16``: with the state stored in bfloat16)."""
     if arch == "pretrained_bf16":
-        return dataclasses.replace(lopt.pretrained.load()[1], state_dtype="bfloat16")
+        return lopt.pretrained.load()[1].with_execution_options(state_dtype="bfloat16")
     if arch == "mlp_bf16":
         return lopt.learned.get("mlp", state_dtype="bfloat16")
     return lopt.pretrained.load()[1] if arch == "pretrained" else lopt.learned.get(arch)

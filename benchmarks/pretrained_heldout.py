@@ -47,7 +47,6 @@ grid runs are read from an earlier run's results instead of trained again
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -129,9 +128,10 @@ def candidate(args) -> tuple[str, object, object]:
         theta, lopt_ = lopt.learned.load_theta(args.theta)
         label = os.path.splitext(os.path.basename(args.theta))[0]
         if getattr(args, "state_dtype", None):
-            if "state_dtype" not in lopt_.execution_options:
-                raise SystemExit(f"--state-dtype: the {lopt_.name!r} learned optimizer has no state_dtype option")
-            lopt_ = dataclasses.replace(lopt_, state_dtype=args.state_dtype)
+            try:
+                lopt_ = lopt_.with_execution_options(state_dtype=args.state_dtype)
+            except ValueError as e:
+                raise SystemExit(f"--state-dtype: {e}") from e
             label += f"@{args.state_dtype}"
         return label, theta, lopt_
     lopt_ = lopt.learned.get(args.init)

@@ -320,6 +320,24 @@ class LearnedOptimizer(abc.ABC):
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
+    def with_execution_options(self, **options: Any) -> LearnedOptimizer:
+        """This config with execution options changed (they are not part of :meth:`config`, so the
+        same theta serves either; e.g. ``state_dtype``).
+
+        Raises:
+            ValueError: a name that is not one of this architecture's :attr:`execution_options`.
+
+        Example:
+            >>> import lopt.learned
+            >>> lopt.learned.get("nominal").with_execution_options(state_dtype="bfloat16").state_dtype
+            'bfloat16'
+        """
+        for name in options:
+            if name not in self.execution_options:
+                raise ValueError(f"{type(self).__name__}: {name!r} is not an execution option of {self.name!r}; "
+                                 f"it has {list(self.execution_options)}.")
+        return dataclasses.replace(self, **options)
+
     # -- helpers for subclasses ----------------------------------------------------------
 
     def _check_num_steps(self, num_steps: Any) -> Array | None:

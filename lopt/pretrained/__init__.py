@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pathlib
 from typing import Any
@@ -88,8 +87,5 @@ def optimizer(name: str = "default", *, num_steps: int | None = None,
     """
     theta, lopt_ = load(name)
     if state_dtype is not None:
-        if "state_dtype" not in lopt_.execution_options:
-            raise ValueError(f"pretrained.optimizer: {name!r} ({lopt_.name}) has no state_dtype option; "
-                             "leave state_dtype=None.")
-        lopt_ = dataclasses.replace(lopt_, state_dtype=state_dtype)
+        lopt_ = lopt_.with_execution_options(state_dtype=state_dtype)
     return lopt_.optimizer(theta, num_steps=num_steps)

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -259,12 +258,7 @@ def _load(path: str, execution: dict[str, Any] | None = None) -> tuple[Any, Lear
     options such as ``state_dtype`` set)."""
     lopt_ = file_optimizer(path)  # a warm-start or a theta file; both record the architecture
     theta, _, _ = load_warm_start(path, lopt_)
-    for name, value in (execution or {}).items():
-        if name not in lopt_.execution_options:
-            raise ValueError(f"validate: {name!r} is not an execution option of {lopt_.name!r}; it has "
-                             f"{list(lopt_.execution_options)}.")
-        lopt_ = dataclasses.replace(lopt_, **{name: value})
-    return theta, lopt_
+    return theta, lopt_.with_execution_options(**(execution or {}))
 
 
 def _validate_files(paths: list[str], execution: dict[str, Any] | None = None,

@@ -308,11 +308,10 @@ def test_loss_reaches_architectures_that_read_it(monkeypatch):
     assert all(x.dtype == torch.float32 and x.shape == () for x in seen)
 
 
-def test_bfloat16_state_option_is_refused_with_the_way_out():
-    import dataclasses
-
-    theta, nominal = theta_pair("nominal")
+@pytest.mark.parametrize("name", ["nominal", "mlp"])
+def test_bfloat16_state_option_is_refused_with_the_way_out(name):
+    theta, arch = theta_pair(name)
     with pytest.raises(ValueError, match="state_dtype='bfloat16'.*JAX only.*float32"):
-        lopt.torch.LearnedOptimizer(make_params(3), (theta, dataclasses.replace(nominal, state_dtype="bfloat16")),
+        lopt.torch.LearnedOptimizer(make_params(3), (theta, arch.with_execution_options(state_dtype="bfloat16")),
                                     num_steps=10)
-    lopt.torch.LearnedOptimizer(make_params(3), (theta, nominal), num_steps=10)  # float32 is fine
+    lopt.torch.LearnedOptimizer(make_params(3), (theta, arch), num_steps=10)  # float32 is fine

@@ -55,6 +55,10 @@ class Port(abc.ABC):
     rows_forms: ClassVar[tuple[Any, Any] | None] = None
 
     def __init__(self, arch: JaxLearnedOptimizer, theta: Tree):
+        if getattr(arch, "state_dtype", "float32") != "float32":
+            raise ValueError(f"lopt.torch keeps the {arch.name} optimizer's state in float32; "
+                             f"state_dtype={arch.state_dtype!r} (stochastically rounded bfloat16 state) is "
+                             "implemented in JAX only. Use arch.with_execution_options(state_dtype='float32').")
         self.arch = arch
         self._theta = {torch.device("cpu"): theta}
         self._compiled: CompiledRows | None = None

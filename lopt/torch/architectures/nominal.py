@@ -82,13 +82,6 @@ class NominalPort(Port):
     name: ClassVar[str] = "nominal"
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
 
-    def __init__(self, arch, theta):
-        if getattr(arch, "state_dtype", "float32") != "float32":
-            raise ValueError(f"lopt.torch keeps the nominal optimizer's state in float32; "
-                             f"state_dtype={arch.state_dtype!r} (stochastically rounded bfloat16 state) is "
-                             "implemented in JAX only. Use dataclasses.replace(arch, state_dtype='float32').")
-        super().__init__(arch, theta)
-
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         shape, dev = tuple(param.shape), param.device

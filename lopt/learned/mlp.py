@@ -95,8 +95,7 @@ class MLPLOpt(base.LearnedOptimizer):
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        if self.state_dtype not in SR.STATE_DTYPES:
-            raise ValueError(f"{owner}: state_dtype={self.state_dtype!r}; use one of {SR.STATE_DTYPES}.")
+        SR.storage_dtype(owner, self.state_dtype)
         base.check_positive_int(owner, "hidden_size", self.hidden_size)
         if (
             isinstance(self.hidden_layers, bool)
@@ -146,7 +145,7 @@ class MLPLOpt(base.LearnedOptimizer):
             >>> MLPLOpt().state_bytes_per_param(), MLPLOpt(state_dtype="bfloat16").state_bytes_per_param()
             (24, 12)
         """
-        return (2 if self.state_dtype == "bfloat16" else 4) * len(self.decays)
+        return SR.storage_dtype(type(self).__name__, self.state_dtype).itemsize * len(self.decays)
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Samples theta: ``{"mlp": {"w0": [19, 32], "b0", ..., "w2": [32, 2], "b2"}}``."""
@@ -158,7 +157,7 @@ class MLPLOpt(base.LearnedOptimizer):
 
         decays = jnp.asarray(self.decays, _f32)
         net = theta["mlp"]
-        stored = jnp.bfloat16 if self.state_dtype == "bfloat16" else _f32
+        stored = SR.storage_dtype(type(self).__name__, self.state_dtype)
 
         def init(params):
             momentum = jax.tree.map(lambda m: m.astype(stored), F.momentum_init(params, len(decays)))

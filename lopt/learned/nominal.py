@@ -228,8 +228,7 @@ class NominalLOpt(base.LearnedOptimizer):
         owner = type(self).__name__
         if self.step_size not in STEP_SIZES:
             raise ValueError(f"{owner}: step_size={self.step_size!r}; use one of {STEP_SIZES}.")
-        if self.state_dtype not in SR.STATE_DTYPES:
-            raise ValueError(f"{owner}: state_dtype={self.state_dtype!r}; use one of {SR.STATE_DTYPES}.")
+        SR.storage_dtype(owner, self.state_dtype)
         if self.lr is None:
             base.set_field(self, "lr", 1.0 if self.step_size == "distance" else 1e-3)
         base.check_positive(owner, "initial_distance", self.initial_distance)
@@ -275,7 +274,7 @@ class NominalLOpt(base.LearnedOptimizer):
             >>> NominalLOpt(step_size="distance", state_dtype="bfloat16").state_bytes_per_param()
             12
         """
-        per_entry = 2 if self.state_dtype == "bfloat16" else 4
+        per_entry = SR.storage_dtype(type(self).__name__, self.state_dtype).itemsize
         return per_entry * (6 if self.step_size == "distance" else 4)
 
     @property
@@ -331,7 +330,7 @@ class NominalLOpt(base.LearnedOptimizer):
         decays = jnp.asarray(self.decays, _f32)
         net = theta["network"]
         clip = self.input_clip
-        stored = jnp.bfloat16 if self.state_dtype == "bfloat16" else _f32
+        stored = SR.storage_dtype(type(self).__name__, self.state_dtype)
 
         def init(params):
             zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), stored), params)

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_columns", "split_bits",
-           "to_bfloat16"]
+           "storage_dtype", "to_bfloat16"]
 
 #: The storage types a learned optimizer's state may use.
 STATE_DTYPES = ("float32", "bfloat16")
@@ -41,6 +41,18 @@ STATE_DTYPES = ("float32", "bfloat16")
 _u32 = jnp.uint32
 _LOW_BITS = 0xFFFF  # the float32 mantissa bits bfloat16 drops
 _HIGH_BITS = 0xFFFF0000
+
+
+def storage_dtype(owner: str, state_dtype: str) -> jnp.dtype:
+    """The array dtype of a learned optimizer's ``state_dtype`` setting, checked.
+
+    Example:
+        >>> storage_dtype("MLPLOpt", "bfloat16").itemsize
+        2
+    """
+    if state_dtype not in STATE_DTYPES:
+        raise ValueError(f"{owner}: state_dtype={state_dtype!r}; use one of {STATE_DTYPES}.")
+    return jnp.dtype(state_dtype)
 
 
 def _c(value: int) -> jax.Array:

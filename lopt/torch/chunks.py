@@ -142,6 +142,19 @@ class Plan:
             self._row_index[key] = (ids, counts)
         return self._row_index[key]
 
+    def row_positions(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row of chunk ``chunk``: its tensor and its flat index in that tensor (int64).
+
+        Example:
+            >>> plan = Plan([3, 2], rows=4)
+            >>> [t.tolist() for t in plan.row_positions(0, torch.device("cpu"))]
+            [[0, 0, 0, 1], [0, 1, 2, 0]]
+        """
+        segments = self.chunks[chunk]
+        tensor = torch.cat([torch.full((b - a,), i, dtype=torch.int64, device=device) for i, a, b in segments])
+        index = torch.cat([torch.arange(a, b, dtype=torch.int64, device=device) for _, a, b in segments])
+        return tensor, index
+
     def per_row(self, table: torch.Tensor, chunk: int) -> torch.Tensor:
         """Rows of a per-tensor ``[T, ...]`` table for chunk ``chunk``.
 

@@ -84,6 +84,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
             steps compile (seconds to a minute); results equal the eager step's to float32
             rounding. Where compiling is impossible the optimizer warns
             (``RuntimeWarning``, with the reason) and steps eagerly.
+        state_dtype: ``"bfloat16"`` to keep the accumulators of a ``nominal`` or ``mlp`` theta
+            in bfloat16 (half the optimizer memory; rounded stochastically, as
+            ``lopt.pretrained.optimizer(state_dtype="bfloat16")`` does in JAX), ``"float32"``,
+            or ``None``: what the theta's architecture says (float32 unless it was given as
+            ``(theta, arch.with_execution_options(state_dtype=...))``).
 
     Attributes:
         architecture: the JAX learned optimizer (its registry name and config).
@@ -98,7 +103,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
     closure that zeroes the gradients, computes the loss, calls ``backward`` and returns the
     loss. Architectures that read the training loss take it from the closure or from
     ``opt.step(loss=loss)``. Accumulators are float32 whatever the parameters' dtype
-    (float32, bfloat16, float16); the update is cast to each parameter's dtype and added.
+    (float32, bfloat16, float16), or bfloat16 for a ``nominal`` theta whose architecture has
+    ``state_dtype="bfloat16"`` (rounded stochastically, with the bits JAX uses; the random bits
+    are salted with each parameter's position among all of the optimizer's parameters, which is
+    its leaf index in JAX when the parameters are given in the order of JAX's tree leaves); the
+    update is cast to each parameter's dtype and added.
     """
 
     def __init__(
@@ -108,12 +117,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
         *,
         num_steps: int | None = None,
         compile: bool = False,
+        state_dtype: str | None = None,
         **options: Any,
     ):
         self._reject_options(options, "LearnedOptimizer(...)")
         if not isinstance(compile, bool):
             raise TypeError(f"compile={compile!r} must be True or False.")
         arch, theta_tree = resolve_theta(theta)
+        if state_dtype is not None:
+            if "state_dtype" not in arch.execution_options:
+                raise ValueError(f"state_dtype={state_dtype!r}: the `{arch.name}` learned optimizer has no "
+                                 "state_dtype option (nominal and mlp have); leave it out.")
+            arch = arch.with_execution_options(state_dtype=state_dtype)
+            arch.config()  # checks the value
         self.architecture = arch
         self._port = architectures.get(arch.name)(arch, theta_tree)
         if compile:
@@ -189,6 +205,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 f"the `{self.architecture.name}` learned optimizer reads the training loss: call "
                 "`opt.step(closure)` with a closure returning the loss, or `opt.step(loss=loss)`."
             )
+        # each parameter's position among all of them: the salt of bfloat16 state's rounding
+        position = {id(p): i for i, p in enumerate(itertools.chain.from_iterable(
+            g["params"] for g in self.param_groups))}
         for group in self.param_groups:
             buckets: dict[tuple[torch.device, int], list[torch.Tensor]] = {}
             for p in group["params"]:
@@ -205,7 +224,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 states = [self.state[p] for p in params]
                 loss_t = _loss_tensor(loss, device) if needs_loss else None
                 updates = self._port.update(
-                    params, [p.grad for p in params], states, count, loss_t, group["num_steps"]
+                    params, [p.grad for p in params], states, count, loss_t, group["num_steps"],
+                    positions=[position[id(p)] for p in params],
                 )
                 updates = [u.to(p.dtype) for u, p in zip(updates, params)]
                 torch._foreach_add_(params, updates)
@@ -216,10 +236,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
     # -- checkpoints ---------------------------------------------------------------------
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores a :meth:`state_dict`, keeping the accumulators in float32.
+        """Restores a :meth:`state_dict`, keeping the accumulators in their own dtype.
 
         ``torch.optim.Optimizer`` casts loaded state to each parameter's dtype; the learned
-        optimizer's accumulators stay float32 (as the JAX state does), so a bfloat16 model
+        optimizer's accumulators keep the dtype its architecture stores them in (float32, or
+        bfloat16 with ``state_dtype="bfloat16"``, as the JAX state does), so a bfloat16 model
         resumes exactly where it stopped.
 
         Raises:
@@ -229,8 +250,11 @@ class LearnedOptimizer(torch.optim.Optimizer):
         saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
         pairs = [(i, p) for i, p in zip(saved_ids, params) if i in state_dict["state"]]
+        dtypes = {}
         for index, p in pairs:
-            expected = set(self._port.init_state(torch.empty(p.shape, device="meta"))) | {"step"}
+            fresh = self._port.init_state(torch.empty(p.shape, device="meta"))
+            dtypes[index] = {key: value.dtype for key, value in fresh.items()}
+            expected = set(fresh) | {"step"}
             saved = state_dict["state"][index]
             if set(saved) != expected:
                 raise ValueError(
@@ -244,4 +268,4 @@ class LearnedOptimizer(torch.optim.Optimizer):
         for index, p in pairs:
             for key, value in saved_state[index].items():
                 if key != "step":
-                    self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)
+                    self.state[p][key] = value.to(device=p.device, dtype=dtypes[index][key], copy=True)

@@ -10,6 +10,9 @@ params, which is what the optimizer decides) to 2e-5 of its size (float32 roundi
 ~5e-6; an off-by-one step count or a 2% error in one network input fails).
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,9 +24,8 @@ import optax
 import lopt.learned
 import lopt.torch
 
-SHAPES = {"conv": (3, 2, 3, 4), "w": (5, 7), "b": (7,), "s": ()}
-GRAD_SCALES = {"conv": 0.3, "w": 1.0, "b": 0.01, "s": 3.0}
-NUM_STEPS = 100
+sys.path.insert(0, str(Path(__file__).parent))
+from trajectory_helpers import NUM_STEPS, SHAPES, perturbed_theta, problem
 
 # (architecture, config, num_steps): every ported architecture, plus variants that take other
 # code paths (fraction-of-training features; nominal's schedule without a known horizon).
@@ -47,38 +49,6 @@ CASES = [
 def case_id(case):
     name, config, num_steps = case
     return name + "".join(f"-{k}={v}" for k, v in config.items()) + f"-T={num_steps}"
-
-
-def perturbed_theta(lopt_, seed):
-    """``init(key)`` plus noise: a theta no test could pass by symmetry or zero weights."""
-    theta = lopt_.init(jax.random.key(seed))
-    leaves, treedef = jax.tree.flatten(theta)
-    rng = np.random.default_rng(seed)
-    noisy = []
-    for leaf in leaves:
-        leaf = np.asarray(leaf, np.float32)
-        scale = 0.2 if leaf.ndim == 0 else 0.2 * max(float(leaf.std()), 0.5)
-        noisy.append((leaf + scale * rng.standard_normal(leaf.shape)).astype(np.float32))
-    return jax.tree.unflatten(treedef, noisy)
-
-
-def problem(seed):
-    """Initial params, ``NUM_STEPS`` gradients per tensor and a loss sequence (numpy float32)."""
-    rng = np.random.default_rng(seed)
-    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
-    drift = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
-    grads = {
-        k: (
-            GRAD_SCALES[k]
-            * (0.5 * drift[k] + rng.standard_normal((NUM_STEPS, *s)))
-            * np.exp(-np.arange(NUM_STEPS) / 60.0).reshape(-1, *[1] * len(s))
-        ).astype(np.float32)
-        for k, s in SHAPES.items()
-    }
-    losses = (2.0 * np.exp(-np.arange(NUM_STEPS) / 40.0) + 0.1 * rng.random(NUM_STEPS)).astype(
-        np.float32
-    )
-    return params, grads, losses
 
 
 def jax_trajectory(lopt_, theta, params, grads, losses, num_steps):

@@ -288,9 +288,9 @@ def test_loss_reaches_architectures_that_read_it(monkeypatch):
     seen = []
     real_update = port.update
 
-    def update(params, grads, states, count, loss, num_steps):
+    def update(params, grads, states, count, loss, num_steps, positions=None):
         seen.append(loss)
-        return real_update(params, grads, states, count, loss, num_steps)
+        return real_update(params, grads, states, count, loss, num_steps, positions)
 
     monkeypatch.setattr(type(port), "needs_loss", True)
     monkeypatch.setattr(port, "update", update)
@@ -306,12 +306,3 @@ def test_loss_reaches_architectures_that_read_it(monkeypatch):
     opt.step(loss=2.5)
     assert [float(x) for x in seen] == [pytest.approx(float(returned)), 2.5]
     assert all(x.dtype == torch.float32 and x.shape == () for x in seen)
-
-
-@pytest.mark.parametrize("name", ["nominal", "mlp"])
-def test_bfloat16_state_option_is_refused_with_the_way_out(name):
-    theta, arch = theta_pair(name)
-    with pytest.raises(ValueError, match="state_dtype='bfloat16'.*JAX only.*float32"):
-        lopt.torch.LearnedOptimizer(make_params(3), (theta, arch.with_execution_options(state_dtype="bfloat16")),
-                                    num_steps=10)
-    lopt.torch.LearnedOptimizer(make_params(3), (theta, arch), num_steps=10)  # float32 is fine

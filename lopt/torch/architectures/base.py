@@ -5,8 +5,9 @@ config (the JAX :class:`lopt.learned.LearnedOptimizer` read from the theta file)
 :class:`lopt.torch.LearnedOptimizer` calls it once per step for all tensors of a param group
 that share a device and a step count:
 
-* :meth:`Port.init_state` makes the float32 accumulators of one parameter, in the same
-  layout as the JAX state (``(*p.shape, k)``);
+* :meth:`Port.init_state` makes the accumulators of one parameter (float32, or bfloat16 where
+  the architecture's ``state_dtype`` asks for it and the port supports it), in the same layout
+  as the JAX state (``(*p.shape, k)``);
 * :meth:`Port.update` updates those accumulators in place and returns the float32 updates
   (what the JAX transformation returns: ``params_new = params + update``).
 """
@@ -54,11 +55,18 @@ class Port(abc.ABC):
     #: ``torch._foreach_*`` kernels and is not compiled.
     rows_forms: ClassVar[tuple[Any, Any] | None] = None
 
+    #: Whether the port implements ``state_dtype="bfloat16"`` (stochastically rounded state, bit
+    #: for bit as JAX rounds it: :mod:`lopt.torch.stochastic_rounding`).
+    bfloat16_state: ClassVar[bool] = False
+
     def __init__(self, arch: JaxLearnedOptimizer, theta: Tree):
-        if getattr(arch, "state_dtype", "float32") != "float32":
+        state_dtype = getattr(arch, "state_dtype", "float32")
+        if state_dtype != "float32" and not self.bfloat16_state:
             raise ValueError(f"lopt.torch keeps the {arch.name} optimizer's state in float32; "
-                             f"state_dtype={arch.state_dtype!r} (stochastically rounded bfloat16 state) is "
-                             "implemented in JAX only. Use arch.with_execution_options(state_dtype='float32').")
+                             f"state_dtype={state_dtype!r} (stochastically rounded bfloat16 state) is "
+                             "implemented in JAX only for it. Use arch.with_execution_options(state_dtype='float32').")
+        #: The dtype of the per-parameter accumulators (float32, or bfloat16 with ``state_dtype``).
+        self.state_dtype = torch.bfloat16 if state_dtype == "bfloat16" else torch.float32
         self.arch = arch
         self._theta = {torch.device("cpu"): theta}
         self._compiled: CompiledRows | None = None
@@ -95,7 +103,7 @@ class Port(abc.ABC):
 
     @abc.abstractmethod
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Zero float32 accumulators of one parameter, by name (``param`` may be on "meta")."""
+        """Zero accumulators of one parameter, by name (``param`` may be on "meta")."""
 
     @abc.abstractmethod
     def update(
@@ -106,6 +114,7 @@ class Port(abc.ABC):
         count: int,
         loss: torch.Tensor | None,
         num_steps: int | None,
+        positions: list[int] | None = None,
     ) -> list[torch.Tensor]:
         """One step for tensors on one device that share the step ``count``.
 
@@ -117,6 +126,9 @@ class Port(abc.ABC):
             loss: the training loss as a float32 0-d tensor on the params' device, or
                 ``None`` when the architecture does not read it.
             num_steps: the horizon, or ``None`` when not needed.
+            positions: each tensor's position among all of the optimizer's parameters (the
+                leaf index JAX salts the stochastic rounding of bfloat16 state with); ``None``:
+                ``0, 1, ...``. Read only by ports with :attr:`bfloat16_state`.
 
         Returns:
             The float32 updates, shaped like ``params``.

@@ -54,8 +54,8 @@ class LearnableAdamPort(Port):
             self._hyper = tuple(float(v) for v in values)
         return self._hyper
 
-    def update(self, params, grads, states, count, loss, num_steps):
-        del params, loss, num_steps
+    def update(self, params, grads, states, count, loss, num_steps, positions=None):
+        del params, loss, num_steps, positions
         lr, b1, one_minus_b1, b2, one_minus_b2, eps = self._hyperparameters()
         g = _as_f32(grads)
         mu = [s["mu"] for s in states]
@@ -86,8 +86,8 @@ class LearnableSGDMPort(Port):
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"trace": _zeros_f32(param)}
 
-    def update(self, params, grads, states, count, loss, num_steps):
-        del params, count, loss, num_steps
+    def update(self, params, grads, states, count, loss, num_steps, positions=None):
+        del params, count, loss, num_steps, positions
         th = self.theta(grads[0].device)
         lr = torch.exp(th["log_lr"])
         beta = torch.sigmoid(th["logit_momentum"])

@@ -19,6 +19,7 @@ import torch
 
 from lopt.learned import features as F
 from lopt.torch import chunks, ops
+from lopt.torch import stochastic_rounding as SR
 from lopt.torch.architectures import mlp_rows
 from lopt.torch.architectures.base import Port
 
@@ -28,16 +29,22 @@ _f32 = torch.float32
 
 
 class MLPPort(Port):
-    """The ``mlp`` architecture on PyTorch tensors (state: ``momentum`` of ``(*p.shape, k)``)."""
+    """The ``mlp`` architecture on PyTorch tensors (state: ``momentum`` of ``(*p.shape, k)``).
+
+    With ``state_dtype="bfloat16"`` the momenta are stored in bfloat16: both passes widen them and
+    update them in float32 (the features read the float32 momenta, as in JAX), and the second
+    pass stores them rounded stochastically with the bits the JAX step uses.
+    """
 
     name: ClassVar[str] = "mlp"
     rows_forms = (mlp_rows.rows_eager, mlp_rows.rows_eager)
+    bfloat16_state: ClassVar[bool] = True
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         k = len(self.arch.decays)
-        return {"momentum": torch.zeros((*param.shape, k), dtype=_f32, device=param.device)}
+        return {"momentum": torch.zeros((*param.shape, k), dtype=self.state_dtype, device=param.device)}
 
-    def update(self, params, grads, states, count, loss, num_steps):
+    def update(self, params, grads, states, count, loss, num_steps, positions=None):
         del loss
         device = params[0].device
         arch = self.arch
@@ -62,12 +69,18 @@ class MLPPort(Port):
         floats_per_row = 2 * arch.hidden_size + 3 * n_x
         plan = self.plan(sizes, device, chunks.chunk_rows(floats_per_row, device))
 
-        # Pass 1: momenta in place, and each tensor's sum of squares of each feature.
+        rounded = self.state_dtype != _f32
+        if rounded:
+            salts = torch.tensor(positions if positions is not None else range(len(params)),
+                                 dtype=torch.int64, device=device)
+
+        # Pass 1: momenta (in place for float32 state), and each tensor's sum of squares of each feature.
         sums = torch.zeros((len(sizes), n_x), dtype=_f32, device=device)
         for i in range(len(plan.chunks)):
             m = plan.take(m_rows, i)
-            x = mlp_rows.features(plan.take(g_rows, i), plan.take(p_rows, i), m, decays)
-            plan.put(m_rows, i, m)
+            x = mlp_rows.features(plan.take(g_rows, i), plan.take(p_rows, i), m.to(_f32) if rounded else m, decays)
+            if not rounded:  # bfloat16 state: pass 2 updates the momenta again and stores them rounded
+                plan.put(m_rows, i, m)
             plan.add_per_tensor(sums, i, x.square())
         counts = torch.tensor([max(n, 1) for n in sizes], dtype=_f32, device=device)
         scales = torch.rsqrt(1e-5 + sums / counts[:, None])
@@ -77,14 +90,11 @@ class MLPPort(Port):
         consts = mlp_rows.Consts(arch.exp_mult, arch.step_mult)
         out = torch.empty(plan.total, dtype=_f32, device=device)
         for i, start in enumerate(plan.starts):
-            g = plan.take(g_rows, i)
-            rows(
-                g,
-                plan.take(p_rows, i),
-                plan.take(m_rows, i),
-                plan.per_row(scales, i),
-                out[start : start + g.shape[0]],
-                layers,
-                consts,
-            )
+            g, p, m = plan.take(g_rows, i), plan.take(p_rows, i), plan.take(m_rows, i)
+            if rounded:  # the same float32 momenta as pass 1's
+                m = m.to(_f32)
+                mlp_rows.features(g, p, m, decays)
+            rows(g, p, m, plan.per_row(scales, i), out[start : start + g.shape[0]], layers, consts)
+            if rounded:
+                plan.put(m_rows, i, SR.round_columns(m, SR.chunk_bits(plan, i, count + 1, salts)))
         return ops.split_as(out, shapes)

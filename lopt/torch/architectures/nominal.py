@@ -25,6 +25,7 @@ import torch
 from lopt.learned import features as F
 from lopt.learned import nominal as jax_nominal
 from lopt.torch import chunks, ops
+from lopt.torch import stochastic_rounding as SR
 from lopt.torch.architectures import nominal_rows
 from lopt.torch.architectures.base import Port
 
@@ -76,18 +77,22 @@ class NominalPort(Port):
     State per parameter: ``momentum`` ``(*p.shape, 3)``, ``rms`` ``p.shape``, and either
     ``factored_row``/``factored_col`` (rank >= 2) or ``factored_full`` (rank < 2), all float32;
     with ``step_size="distance"`` also ``grad_sum`` and ``params0`` (``p.shape``) and the group's
-    ``distance`` and ``numerator`` (0-d, the same in every tensor's state).
+    ``distance`` and ``numerator`` (0-d, the same in every tensor's state). With
+    ``state_dtype="bfloat16"`` the momenta, ``rms``, ``grad_sum`` and ``params0`` are bfloat16:
+    the step widens them, computes in float32 and rounds the new values stochastically with the
+    bits the JAX step uses (momenta roles ``0..k-1``, ``rms`` ``k``, ``grad_sum`` ``k + 1``).
     """
 
     name: ClassVar[str] = "nominal"
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
+    bfloat16_state: ClassVar[bool] = True
 
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        shape, dev = tuple(param.shape), param.device
+        shape, dev, stored = tuple(param.shape), param.device, self.state_dtype
         state = {
-            "momentum": torch.zeros((*shape, len(self.arch.decays)), dtype=_f32, device=dev),
-            "rms": torch.zeros(shape, dtype=_f32, device=dev),
+            "momentum": torch.zeros((*shape, len(self.arch.decays)), dtype=stored, device=dev),
+            "rms": torch.zeros(shape, dtype=stored, device=dev),
         }
         dims = F.factored_dims(shape)
         if dims is None:
@@ -99,13 +104,13 @@ class NominalPort(Port):
             state["factored_row"] = torch.zeros((*row, 1), dtype=_f32, device=dev)
             state["factored_col"] = torch.zeros((*col, 1), dtype=_f32, device=dev)
         if self.arch.step_size == "distance":  # the group's estimate is kept (identically) by every tensor
-            state["grad_sum"] = torch.zeros(shape, dtype=_f32, device=dev)
-            state["params0"] = param.detach().to(_f32).clone()
+            state["grad_sum"] = torch.zeros(shape, dtype=stored, device=dev)
+            state["params0"] = param.detach().to(_f32).to(stored, copy=True)  # bfloat16: nearest, as JAX casts x0
             state["distance"] = torch.tensor(self.arch.initial_distance, dtype=_f32, device=dev)
             state["numerator"] = torch.zeros((), dtype=_f32, device=dev)
         return state
 
-    def _distance_step(self, params, grads, states, lr: torch.Tensor, count: int) -> torch.Tensor:
+    def _distance_step(self, params, grads, states, lr: torch.Tensor, count: int, positions) -> torch.Tensor:
         """Advances the distance estimate (:mod:`lopt.learned.distance`) and returns this step's ``d``.
 
         The estimate spans the param group (JAX: every leaf given to ``update``). Its start
@@ -113,9 +118,9 @@ class NominalPort(Port):
         the first time the whole group's ``x0`` is at hand; the factor is at least the machine
         epsilon of the group's coarsest parameter dtype, as in JAX.
         """
-        if count == 0 and self.arch.relative_initial_distance:
-            total = sum(s["params0"].numel() for s in states)
-            square_sum = sum(torch.sum(torch.square(s["params0"])) for s in states)
+        if count == 0 and self.arch.relative_initial_distance:  # from x0 itself (before any bfloat16 cast)
+            total = sum(p.numel() for p in params)
+            square_sum = sum(torch.sum(torch.square(p.detach().to(_f32))) for p in params)
             rms = torch.sqrt(square_sum / max(total, 1))
             # at least the coarsest parameter dtype's resolution (JAX: distance.dtype_resolution)
             relative = max([self.arch.relative_initial_distance]
@@ -126,13 +131,20 @@ class NominalPort(Port):
         d = states[0]["distance"].clone()
         weight = d * d * lr.to(d.device)
         decay = self.arch.distance_decay
-        dot = sum(torch.dot(g.reshape(-1).to(_f32), (s["params0"] - p.detach().to(_f32)).reshape(-1))
+        dot = sum(torch.dot(g.reshape(-1).to(_f32), (s["params0"].to(_f32) - p.detach().to(_f32)).reshape(-1))
                   for g, p, s in zip(grads, params, states))
         numerator = decay * states[0]["numerator"] + weight * dot
         l1 = torch.zeros((), dtype=_f32, device=d.device)
-        for g, s in zip(grads, states):
-            s["grad_sum"].mul_(decay).add_(weight * g.to(_f32))
-            l1 = l1 + s["grad_sum"].abs().sum()
+        role = len(self.arch.decays) + 1
+        for g, s, position in zip(grads, states, positions):
+            if self.state_dtype == _f32:
+                s["grad_sum"].mul_(decay).add_(weight * g.to(_f32))
+                l1 = l1 + s["grad_sum"].abs().sum()
+                continue
+            grad_sum = s["grad_sum"].to(_f32).mul_(decay).add_(weight * g.to(_f32))
+            l1 = l1 + grad_sum.abs().sum()  # of the float32 sum, as JAX (it rounds the state after)
+            bits = SR.entry_bits(tuple(grad_sum.shape), count + 1, position, grad_sum.device)
+            s["grad_sum"].copy_(SR.to_bfloat16(grad_sum, SR.split_bits(bits, role)))
         estimate = torch.where(l1 > 0, numerator / torch.where(l1 > 0, l1, torch.ones_like(l1)), torch.zeros_like(l1))
         estimate = torch.where(torch.isfinite(estimate), estimate, torch.zeros_like(estimate))
         new_d = torch.maximum(d, estimate)
@@ -192,7 +204,7 @@ class NominalPort(Port):
                 mults.append(torch.exp(th["log_tensor_mult"][1] - th["mup_exponent"] * log_fan))
         return bias, -(scalars["lr"] * torch.stack(mults))
 
-    def update(self, params, grads, states, count, loss, num_steps):
+    def update(self, params, grads, states, count, loss, num_steps, positions=None):
         del loss
         arch = self.arch
         device = params[0].device
@@ -221,8 +233,11 @@ class NominalPort(Port):
             [torch.linalg.vector_norm(p, dtype=_f32) / math.sqrt(max(p.numel(), 1)) for p in params]
         )
         bias, minus_step = self._tensor_table(shapes, scalars)
+        if positions is None:
+            positions = list(range(len(params)))
         if arch.step_size == "distance":
-            minus_step = minus_step.to(device) * self._distance_step(params, grads, states, scalars["lr"], count)
+            minus_step = minus_step.to(device) * self._distance_step(params, grads, states, scalars["lr"], count,
+                                                                     positions)
         table = torch.cat(
             [bias.to(device), (p_rms + 1e-8)[:, None], minus_step.to(device)[:, None]], dim=1
         )
@@ -238,8 +253,11 @@ class NominalPort(Port):
         plan = self.plan(sizes, device, rows)
         out = torch.empty(plan.total, dtype=_f32, device=device)
         rows = self._compiled or nominal_rows.rows_eager
+        salts = torch.tensor(positions, dtype=torch.int64, device=device) if self.state_dtype != _f32 else None
         for i, start in enumerate(plan.starts):
             m, v = plan.take(m_rows, i), plan.take(v_rows, i)
+            if self.state_dtype != _f32:  # computed in float32, rounded below
+                m, v = m.to(_f32), v.to(_f32)
             rows(
                 plan.take(g_rows, i),
                 plan.take(p_rows, i),
@@ -251,6 +269,16 @@ class NominalPort(Port):
                 step,
                 consts,
             )
+            if self.state_dtype != _f32:
+                m, v = _round_rows(m, v, plan, i, count + 1, salts)
             plan.put(m_rows, i, m)
             plan.put(v_rows, i, v)
         return ops.split_as(out, shapes)
+
+
+def _round_rows(m: torch.Tensor, v: torch.Tensor, plan: chunks.Plan, chunk: int, step: int,
+                salts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A chunk's new float32 momenta ``[n, k]`` and second moment ``[n]`` rounded to bfloat16
+    (roles ``0..k-1`` and ``k`` of each row's bits), as :func:`lopt.learned.nominal._round_state` does."""
+    bits = SR.chunk_bits(plan, chunk, step, salts)
+    return SR.round_columns(m, bits), SR.to_bfloat16(v, SR.split_bits(bits, m.shape[1]))

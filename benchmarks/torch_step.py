@@ -18,8 +18,10 @@ Usage:
     python benchmarks/torch_step.py --device cuda --sizes 1e7 1e8
     python benchmarks/torch_step.py --device cuda --sizes 1e7 1e8 --compile --no-jax
     python benchmarks/torch_step.py --threads 1 --no-jax --cpu-time --out X.json  # loaded CPU
+    python benchmarks/torch_step.py --archs nominal mlp --state-dtype bfloat16   # bfloat16 state
 
-Writes ``benchmarks/results/torch_step_<device>.json`` (``..._compile.json`` with ``--compile``).
+Writes ``benchmarks/results/torch_step_<device>.json`` (``..._compile.json`` with ``--compile``,
+``..._bf16_state.json`` with ``--state-dtype bfloat16``).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def attach_grads(params: list[torch.Tensor], seed: int = 1) -> None:
 
 
 def make_optimizer(
-    arch: str, params: list[torch.Tensor], *, compile: bool = False
+    arch: str, params: list[torch.Tensor], *, compile: bool = False, state_dtype: str = "float32"
 ) -> torch.optim.Optimizer:
     if arch == "adamw":
         fused = params[0].device.type == "cuda"
@@ -89,6 +91,7 @@ def make_optimizer(
         (lo.init(jax.random.key(0)), lo),
         num_steps=HORIZON,
         **({"compile": True} if compile else {}),  # runs against older lopt.torch trees too
+        **({"state_dtype": state_dtype} if state_dtype != "float32" else {}),
     )
 
 
@@ -115,7 +118,8 @@ def timed_step(opt: torch.optim.Optimizer, device: torch.device) -> float:
 
 
 def bench_size(
-    n: int, device: torch.device, archs, *, repeats: int, jax_too: bool, bw: float, compile: bool
+    n: int, device: torch.device, archs, *, repeats: int, jax_too: bool, bw: float, compile: bool,
+    state_dtype: str = "float32",
 ):
     jax_params = make_params(n)
     n_real = sum(x.size for x in jax.tree.leaves(jax_params))
@@ -131,12 +135,13 @@ def bench_size(
             params = adam_params if arch == "adamw" else torch_params(jax_params, device)
             if arch != "adamw":
                 attach_grads(params)
-            opt = adamw if arch == "adamw" else make_optimizer(arch, params, compile=compile)
+            opt = adamw if arch == "adamw" else make_optimizer(arch, params, compile=compile, state_dtype=state_dtype)
             warmup = time.perf_counter()
             for _ in range(3):  # with --compile: compiles here
                 timed_step(opt, device)
             if arch != "adamw":
                 row["compile"] = compile
+                row["state_dtype"] = state_dtype
                 row["warmup_s"] = time.perf_counter() - warmup
             times, ratios = [], []
             for _ in range(repeats):
@@ -154,7 +159,7 @@ def bench_size(
                 finite=bool(all(torch.isfinite(p).all() for p in params)),
             )
             row["x_bound"] = row["ms"] / row["bound_ms"]
-            if jax_too and arch != "adamw" and device.type == jax.devices()[0].platform.replace(
+            if jax_too and arch != "adamw" and state_dtype == "float32" and device.type == jax.devices()[0].platform.replace(
                 "gpu", "cuda"
             ):
                 grads = jax.tree.map(lambda x: x * 0 + 1e-2, jax_params)
@@ -183,8 +188,13 @@ def main(argv=None) -> int:
                         help="LearnedOptimizer(..., compile=True) (torch.compile; warm-up compiles)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time steps in process CPU time (CPU only; for a loaded machine)")
+    parser.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the learned optimizers' state dtype (bfloat16: nominal and mlp only; "
+                             "the JAX figure is then not taken)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.state_dtype != "float32" and not set(args.archs) <= {"nominal", "mlp"}:
+        parser.error(f"--state-dtype {args.state_dtype} applies to nominal and mlp only; pass --archs nominal mlp")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -208,8 +218,9 @@ def main(argv=None) -> int:
     print(f"device {tag}, measured copy bandwidth {bw / 1e9:.1f} GB/s")
     for n in args.sizes:
         payload["results"] += bench_size(int(n), device, args.archs, repeats=args.repeats,
-                                         jax_too=not args.no_jax, bw=bw, compile=args.compile)
-    suffix = "_compile" if args.compile else ""
+                                         jax_too=not args.no_jax, bw=bw, compile=args.compile,
+                                         state_dtype=args.state_dtype)
+    suffix = ("_compile" if args.compile else "") + ("_bf16_state" if args.state_dtype == "bfloat16" else "")
     path = args.out or os.path.join(RESULTS_DIR, f"torch_step_{tag}{suffix}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -93,7 +93,8 @@ def round_bits(x: jax.Array, bits: jax.Array) -> jax.Array:
     pattern = jax.lax.bitcast_convert_type(x, _u32)
     up = jax.lax.bitcast_convert_type((pattern + (bits & _c(_LOW_BITS))) & _c(_HIGH_BITS), jnp.float32)
     down = jax.lax.bitcast_convert_type(pattern & _c(_HIGH_BITS), jnp.float32)
-    return jnp.where(jnp.abs(up) < jnp.inf, up, jnp.where(jnp.abs(x) < jnp.inf, down, x))
+    # x first: a NaN with a full payload wraps past the sign bit to a finite ``up`` (+-0.0)
+    return jnp.where(jnp.abs(x) < jnp.inf, jnp.where(jnp.abs(up) < jnp.inf, up, down), x)
 
 
 def to_bfloat16(x: jax.Array, bits: jax.Array) -> jax.Array:

@@ -5,9 +5,9 @@ stochastically after each step with random bits that hash an entry's index in it
 step and the tensor's position. The JAX path, its fused kernels and this module compute the same
 hash, so the same float32 values round to the same bfloat16 values in both frameworks.
 
-PyTorch has no wrapping unsigned 32-bit arithmetic on every device, so the hash runs on int64
-tensors holding values in ``[0, 2**32)``: products are split in 16-bit halves so no intermediate
-exceeds 2**49 (no signed overflow), and every result is reduced modulo ``2**32``.
+The hash runs on int32 tensors that hold the uint32 bit patterns: two's-complement multiplication
+and addition wrap modulo ``2**32`` exactly as unsigned arithmetic does, and a logical right shift
+is an arithmetic one with the sign-extended bits masked off.
 
 Example:
     >>> import torch
@@ -30,26 +30,27 @@ from lopt.torch.chunks import Plan
 __all__ = ["chunk_bits", "entry_bits", "random_bits", "round_columns", "split_bits", "to_bfloat16"]
 
 _MASK = 0xFFFFFFFF
-_i64 = torch.int64
+_i32 = torch.int32
 
 
-def _mul(x: torch.Tensor, constant: int) -> torch.Tensor:
-    """``x * constant mod 2**32`` for int64 ``x`` in ``[0, 2**32)`` and a Python int constant."""
+def _signed(constant: int) -> int:
+    """A uint32 constant as the int32 with the same bits."""
     constant &= _MASK
-    low = x * (constant & 0xFFFF)
-    high = ((x * (constant >> 16)) & 0xFFFF) << 16
-    return (low + high) & _MASK
+    return constant - (1 << 32) if constant >= 1 << 31 else constant
 
 
-def _mul_tensor(x: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
-    """:func:`_mul` with a per-entry int64 ``constant`` in ``[0, 2**32)`` (broadcasting)."""
-    low = x * (constant & 0xFFFF)
-    high = ((x * (constant >> 16)) & 0xFFFF) << 16
-    return (low + high) & _MASK
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of the uint32 patterns in int32 ``x``."""
+    return (x >> bits) & ((1 << (32 - bits)) - 1)
+
+
+def _as_int32(x: torch.Tensor) -> torch.Tensor:
+    """An integer tensor's values modulo ``2**32`` as int32 bit patterns (the cast wraps)."""
+    return x if x.dtype == _i32 else x.to(_i32)
 
 
 def random_bits(index: torch.Tensor, step: int, salt: int | torch.Tensor) -> torch.Tensor:
-    """32 random bits per entry (int64 in ``[0, 2**32)``), equal to JAX's ``random_bits``.
+    """32 random bits per entry (int32 holding the uint32 pattern), equal to JAX's ``random_bits``.
 
     Args:
         index: the entries' flat indices in their tensors (an integer tensor).
@@ -59,21 +60,22 @@ def random_bits(index: torch.Tensor, step: int, salt: int | torch.Tensor) -> tor
 
     Example:
         >>> import torch
-        >>> random_bits(torch.arange(3), 1, salt=0).tolist() == random_bits(torch.arange(3), 1, 0).tolist()
-        True
+        >>> bits = random_bits(torch.arange(4), 1, salt=0)
+        >>> bits.dtype, len(set(bits.tolist()) | set(random_bits(torch.arange(4), 2, salt=0).tolist()))
+        (torch.int32, 8)
     """
-    x = _mul(index.to(_i64) & _MASK, 0x9E3779B1) + ((step & _MASK) * 0x85EBCA77 & _MASK)
+    x = _as_int32(index) * _signed(0x9E3779B1)
     if isinstance(salt, torch.Tensor):
-        salt_term = (_mul_tensor(salt.to(_i64) & _MASK, torch.tensor(0xC2B2AE3D, dtype=_i64, device=salt.device))
-                     + 0x27D4EB2F) & _MASK
+        x += _as_int32(salt) * _signed(0xC2B2AE3D)
+        x += _signed(step * 0x85EBCA77 + 0x27D4EB2F)
     else:
-        salt_term = (salt * 0xC2B2AE3D + 0x27D4EB2F) & _MASK
-    x = (x + salt_term) & _MASK
-    x = x ^ (x >> 16)
-    x = _mul(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul(x, 0x846CA68B)
-    return x ^ (x >> 16)
+        x += _signed(step * 0x85EBCA77 + salt * 0xC2B2AE3D + 0x27D4EB2F)
+    x ^= _shift_right(x, 16)
+    x *= _signed(0x7FEB352D)
+    x ^= _shift_right(x, 15)
+    x *= _signed(0x846CA68B)
+    x ^= _shift_right(x, 16)
+    return x
 
 
 def split_bits(bits: torch.Tensor, role: int) -> torch.Tensor:
@@ -86,8 +88,7 @@ def split_bits(bits: torch.Tensor, role: int) -> torch.Tensor:
     """
     if not 0 <= role < jax_rounding.MAX_ROLES:
         raise ValueError(f"split_bits: role={role!r} must be in 0..{jax_rounding.MAX_ROLES - 1}.")
-    multiplier = (0x9E3779B1 + role * 0x3C6EF372) & _MASK
-    return _mul(bits, multiplier) >> 16
+    return _shift_right(_as_int32(bits) * _signed(0x9E3779B1 + role * 0x3C6EF372), 16)
 
 
 def entry_bits(shape: tuple[int, ...], step: int, salt: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -100,31 +101,35 @@ def entry_bits(shape: tuple[int, ...], step: int, salt: int, device: torch.devic
     numel = 1
     for size in shape:
         numel *= size
-    return random_bits(torch.arange(numel, dtype=_i64, device=device), step, salt).reshape(shape)
+    return random_bits(torch.arange(numel, dtype=_i32, device=device), step, salt).reshape(shape)
 
 
 def to_bfloat16(x: torch.Tensor, bits16: torch.Tensor) -> torch.Tensor:
-    """``x`` (float32) stochastically rounded to bfloat16 with the low 16 bits of ``bits16``.
+    """``x`` (float32) stochastically rounded to bfloat16 with the low 16 bits of ``bits16`` (int32).
 
     Adds the bits to ``x``'s bit pattern and truncates, as JAX's ``round_bits``: a finite value
     that would round past the largest bfloat16 is truncated instead; NaN and infinities stay.
 
     Example:
         >>> import torch
-        >>> to_bfloat16(torch.tensor([1.0 + 2**-9, -3.0]), torch.zeros(2, dtype=torch.int64)).tolist()
+        >>> to_bfloat16(torch.tensor([1.0 + 2**-9, -3.0]), torch.zeros(2, dtype=torch.int32)).tolist()
         [1.0, -3.0]
     """
-    x = x.to(torch.float32)
-    pattern = x.view(torch.int32).to(_i64) & _MASK
-    up, down = (pattern + (bits16 & 0xFFFF)) & 0xFFFF0000, pattern & 0xFFFF0000
-    as_float = [(v - ((v >> 31) << 32)).to(torch.int32).view(torch.float32) for v in (up, down)]
-    rounded = torch.where(torch.isfinite(as_float[0]), as_float[0], torch.where(torch.isfinite(x), as_float[1], x))
-    return rounded.to(torch.bfloat16)
+    pattern = x.to(torch.float32).view(_i32)
+    up = (pattern + (_as_int32(bits16) & 0xFFFF)) & _signed(0xFFFF0000)
+    rounded = torch.where(_finite(up), up, pattern & _signed(0xFFFF0000))
+    return torch.where(_finite(pattern), rounded, pattern).view(torch.float32).to(torch.bfloat16)
+
+
+def _finite(pattern: torch.Tensor) -> torch.Tensor:
+    """Whether float32 bit patterns (int32) are finite: their exponent is not all ones (cheaper
+    than ``torch.isfinite`` on the CPU)."""
+    return (pattern & 0x7F800000) != 0x7F800000
 
 
 def chunk_bits(plan: Plan, chunk: int, step: int, salts: torch.Tensor) -> torch.Tensor:
     """:func:`random_bits` of the rows of one chunk of ``plan``: each row's flat index in its tensor,
-    ``step``, and its tensor's salt (``salts[tensor]``, int64 on the rows' device).
+    ``step``, and its tensor's salt (``salts[tensor]``, an integer tensor on the rows' device).
 
     Example:
         >>> import torch
@@ -146,4 +151,9 @@ def round_columns(x: torch.Tensor, bits: torch.Tensor, first_role: int = 0) -> t
         >>> round_columns(torch.ones(4, 3), random_bits(torch.arange(4), 1, 0)).dtype
         torch.bfloat16
     """
-    return torch.stack([to_bfloat16(x[:, j], split_bits(bits, first_role + j)) for j in range(x.shape[1])], dim=1)
+    roles = range(first_role, first_role + x.shape[1])
+    if roles.stop > jax_rounding.MAX_ROLES:
+        raise ValueError(f"round_columns: roles {first_role}..{roles.stop - 1} exceed {jax_rounding.MAX_ROLES - 1}.")
+    multipliers = torch.tensor([_signed(0x9E3779B1 + role * 0x3C6EF372) for role in roles], dtype=_i32,
+                               device=bits.device)
+    return to_bfloat16(x, _shift_right(_as_int32(bits)[:, None] * multipliers, 16))

@@ -41,6 +41,10 @@ def test_rounding_keeps_specials_and_never_overflows_a_finite_value():
     r = np.asarray(SR.round_bits(x, jnp.full(6, 0xFFFF, jnp.uint32)))
     assert r[0] == np.inf and r[1] == -np.inf and np.isnan(r[2])
     assert np.isfinite(r[3]) and np.isfinite(r[4]) and r[5] == 0.0  # truncated, not rounded to inf
+    # NaNs whose payload fills the top of the pattern: adding the bits wraps them past the sign
+    # bit (to -0.0 or +0.0), which must not turn a NaN into a finite state value
+    nans = np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x7FFF8001], np.uint32).view(np.float32)
+    assert np.isnan(np.asarray(SR.round_bits(jnp.asarray(nans), jnp.full(3, 0xFFFF, jnp.uint32)))).all()
 
 
 def test_random_bits_are_uniform_and_differ_by_salt_and_step():

@@ -46,32 +46,36 @@ def test_random_bits_equal_jax_across_wraps():
     index = np.arange(0, 2**32 - 1, 104_729, dtype=np.uint64)
     for step, salt in [(1, 0), (7, 3), (2**31 + 5, 63), (2**32 - 1, 17)]:
         want = np.asarray(jax_rounding.random_bits(jnp.asarray(index.astype(np.uint32)), jnp.uint32(step), salt))
-        got = torch_rounding.random_bits(torch.from_numpy(index.astype(np.int64)), step, salt).numpy()
-        np.testing.assert_array_equal(got, want.astype(np.int64))
+        bits = torch_rounding.random_bits(torch.from_numpy(index.astype(np.int64)), step, salt)
+        assert bits.dtype == torch.int32  # the uint32 patterns
+        got = bits.numpy().view(np.uint32)
+        np.testing.assert_array_equal(got, want)
         per_row = torch_rounding.random_bits(torch.from_numpy(index.astype(np.int64)), step,
                                              torch.full((index.size,), salt))
-        np.testing.assert_array_equal(per_row.numpy(), got)
+        np.testing.assert_array_equal(per_row.numpy().view(np.uint32), got)
         for role in (0, 4, jax_rounding.MAX_ROLES - 1):
             np.testing.assert_array_equal(
-                torch_rounding.split_bits(torch.from_numpy(got), role).numpy(),
-                np.asarray(jax_rounding.split_bits(jnp.asarray(want), role)).astype(np.int64))
+                torch_rounding.split_bits(bits, role).numpy().view(np.uint32),
+                np.asarray(jax_rounding.split_bits(jnp.asarray(want), role)))
 
 
 def test_rounding_equals_jax_including_overflow_and_non_finite():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(200_000) * np.exp(rng.uniform(-60, 60, 200_000))).astype(np.float32)
-    x[:6] = [np.inf, -np.inf, np.nan, 3.3895314e38, -3.3895314e38, 0.0]  # the last two finite: at the top
+    x[:6] = [np.inf, -np.inf, np.nan, 3.3895314e38, -3.3895314e38, 0.0]  # 3, 4: finite, at the top
+    x[6:9] = np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x7FFF8001], np.uint32).view(np.float32)  # NaNs that wrap
     bits = rng.integers(0, 2**32, x.size).astype(np.uint32)
     want = np.asarray(jax_rounding.to_bfloat16(jnp.asarray(x), jnp.asarray(bits)).astype(jnp.float32))
-    got = torch_rounding.to_bfloat16(torch.from_numpy(x), torch.from_numpy(bits.astype(np.int64)))
+    got = torch_rounding.to_bfloat16(torch.from_numpy(x), torch.from_numpy(bits.view(np.int32)))
     assert got.dtype == torch.bfloat16
     np.testing.assert_array_equal(got.float().numpy(), want)
     assert np.isfinite(got[3:5].float().numpy()).all()  # rounded down, not to infinity
+    assert np.isnan(got[6:9].float().numpy()).all()
 
 
 def test_split_bits_refuses_a_role_out_of_range():
     with pytest.raises(ValueError, match="role=64"):
-        torch_rounding.split_bits(torch.zeros(2, dtype=torch.int64), jax_rounding.MAX_ROLES)
+        torch_rounding.split_bits(torch.zeros(2, dtype=torch.int32), jax_rounding.MAX_ROLES)
 
 
 def run_both(name, config, state_dtype, steps=NUM_STEPS):

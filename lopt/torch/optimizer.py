@@ -65,6 +65,30 @@ def _loss_tensor(loss: Any, device: torch.device) -> torch.Tensor:
     )
 
 
+def _all_finite(grads: list[torch.Tensor], loss: torch.Tensor | None) -> bool:
+    """Whether every gradient entry (and the loss) is finite: one fused norm per tensor and one
+    host read (a norm that overflows to infinity on finite gradients only costs the masked path)."""
+    norms = torch._foreach_norm([g.float() if g.dtype == torch.float64 else g for g in grads])
+    total = torch.stack([n.float() for n in norms]).sum()
+    if loss is not None:
+        total = total + loss * 0.0
+    return bool(torch.isfinite(total))
+
+
+def _copy_state(states: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+    """Copies of the floating-point state tensors, to restore the entries a step makes non-finite."""
+    return [{k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+            for s in states]
+
+
+def _restore_non_finite(states: list[dict[str, Any]], kept: list[dict[str, torch.Tensor]]) -> None:
+    """Puts back the old value of every state entry the step made NaN or infinite (as JAX does)."""
+    for state, old in zip(states, kept):
+        for key, before in old.items():
+            new = state[key]
+            new.copy_(torch.where(torch.isfinite(new), new, before))
+
+
 class LearnedOptimizer(torch.optim.Optimizer):
     """A lopt learned optimizer for PyTorch models, with no hyperparameters to tune.
 
@@ -222,11 +246,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 buckets.setdefault((p.device, state["step"]), []).append(p)
             for (device, count), params in buckets.items():
                 states = [self.state[p] for p in params]
+                grads = [p.grad for p in params]
                 loss_t = _loss_tensor(loss, device) if needs_loss else None
+                # JAX masks every step (lopt.learned.base.mask_non_finite); here one reduction
+                # decides whether this step needs it, and only then is the state copied
+                kept = _copy_state(states) if not _all_finite(grads, loss_t) else None
                 updates = self._port.update(
-                    params, [p.grad for p in params], states, count, loss_t, group["num_steps"],
+                    params, grads, states, count, loss_t, group["num_steps"],
                     positions=[position[id(p)] for p in params],
                 )
+                if kept is not None:
+                    _restore_non_finite(states, kept)
+                for u in updates:  # a blown-up network output is no step either
+                    u.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
                 updates = [u.to(p.dtype) for u, p in zip(updates, params)]
                 torch._foreach_add_(params, updates)
                 for state in states:

@@ -137,3 +137,26 @@ def test_state_dict_round_trip_continues_identically(case, tmp_path):
         np.testing.assert_array_equal(first[k], full[k][:40])
         np.testing.assert_array_equal(rest[k], full[k][40:], err_msg=k)
     assert all(s["step"] == NUM_STEPS for s in opt2.state.values())
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[4], CASES[6]], ids=case_id)
+def test_non_finite_gradients_are_masked_as_in_jax(case):
+    """A NaN gradient entry and an infinite one (different steps and tensors): JAX keeps the old
+    value of every state entry the step makes non-finite and zeroes non-finite updates; PyTorch
+    must take the same steps, and no parameter may become non-finite."""
+    name, config, num_steps = case
+    lopt_ = lopt.learned.get(name, **config)
+    theta = perturbed_theta(lopt_, seed=1)
+    params, grads, losses = problem(seed=2)
+    grads["w"][30, 1, 2] = np.nan
+    grads["conv"][60, 0, 1, 2, 3] = np.inf
+    want = jax_trajectory(lopt_, theta, params, grads, losses, num_steps)
+    got, opt, _ = torch_trajectory(
+        lambda ps: lopt.torch.LearnedOptimizer(ps, (theta, lopt_), num_steps=num_steps), params, grads, losses)
+    assert all(np.isfinite(got[k]).all() for k in SHAPES)
+    assert all(torch.isfinite(v).all() for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+    # the NaN step moved "w" not at all where JAX does not (entrywise: the tensor-wide features of
+    # nominal and mlp hold the whole tensor, learnable_* only the one entry)
+    np.testing.assert_array_equal(got["w"][30] == got["w"][29], want["w"][30] == want["w"][29])
+    rtol = 1e-4 if config.get("step_size") == "distance" else 1e-5
+    assert_same_trajectory(got, want, params, rtol=rtol)

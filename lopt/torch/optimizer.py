@@ -68,8 +68,7 @@ def _loss_tensor(loss: Any, device: torch.device) -> torch.Tensor:
 def _all_finite(grads: list[torch.Tensor], loss: torch.Tensor | None) -> bool:
     """Whether every gradient entry (and the loss) is finite: one fused norm per tensor and one
     host read (a norm that overflows to infinity on finite gradients only costs the masked path)."""
-    norms = torch._foreach_norm([g.float() if g.dtype == torch.float64 else g for g in grads])
-    total = torch.stack([n.float() for n in norms]).sum()
+    total = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)).sum()  # half precision too
     if loss is not None:
         total = total + loss * 0.0
     return bool(torch.isfinite(total))
@@ -194,8 +193,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 "LearnedOptimizer, or set it in each param group."
             )
         for p in group["params"]:
-            if not p.is_floating_point():
-                raise TypeError(f"parameters must be floating point; got one of dtype {p.dtype}.")
+            if p.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                raise TypeError(f"parameters must be float32, bfloat16 or float16 (the optimizer computes in "
+                                f"float32); got one of dtype {p.dtype} and shape {tuple(p.shape)}. Cast the "
+                                "model (e.g. `model.float()`) before building the optimizer.")
 
     # -- stepping ------------------------------------------------------------------------
 

@@ -52,6 +52,13 @@ def test_learning_rate_is_refused_with_the_reason():
         lopt.torch.LearnedOptimizer(make_params(), theta_pair("mlp"), weight_decay=0.1)
 
 
+def test_parameter_dtypes_it_cannot_step_are_refused_with_the_fix():
+    for dtype in (torch.float64, torch.int64):
+        params = [torch.nn.Parameter(torch.zeros(3, dtype=dtype), requires_grad=dtype.is_floating_point)]
+        with pytest.raises(TypeError, match=f"{dtype}.*model.float"):
+            lopt.torch.LearnedOptimizer(params, "default", num_steps=5)
+
+
 def test_unknown_pretrained_name_and_missing_path():
     with pytest.raises(ValueError, match="no_such_optimizer"):
         lopt.torch.LearnedOptimizer(make_params(), "no_such_optimizer")

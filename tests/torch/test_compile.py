@@ -30,13 +30,13 @@ import lopt.torch
 from lopt.torch import compiled
 
 
-def run(name, *, compile, num_steps=NUM_STEPS, steps=range(NUM_STEPS), **config):
+def run(name, *, compile, num_steps=NUM_STEPS, steps=range(NUM_STEPS), state_dtype=None, **config):
     lopt_ = lopt.learned.get(name, **config)
     theta = perturbed_theta(lopt_, seed=1)
     params, grads, losses = problem(seed=2)
     got, opt, _ = torch_trajectory(
         lambda ps: lopt.torch.LearnedOptimizer(
-            ps, (theta, lopt_), num_steps=num_steps, compile=compile
+            ps, (theta, lopt_), num_steps=num_steps, compile=compile, state_dtype=state_dtype
         ),
         params,
         grads,
@@ -105,4 +105,23 @@ def test_compiled_step_matches_jax_over_100_steps(name, request):
     got, opt, (lopt_, theta, params, grads, losses) = run(name, compile=True)
     assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
     want = jax_trajectory(lopt_, theta, params, grads, losses, NUM_STEPS)
+    assert_same_trajectory(got, want, params)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside torch's inductor
+@pytest.mark.parametrize("name", ["nominal", "mlp"])
+def test_compiled_step_with_bfloat16_state_matches_the_eager_one(name, request):
+    """The rounding runs after the compiled rows function, on its float32 results: the compiled
+    and eager steps with bfloat16 state take the same path (the JAX comparison of bfloat16 state
+    is in test_bfloat16_state.py)."""
+    if "slow" not in (request.config.getoption("markexpr") or "") and os.environ.get(
+        "LOPT_RUN_SLOW"
+    ) != "1":
+        pytest.skip("compiles with inductor (minutes on CPU); run with -m slow or LOPT_RUN_SLOW=1")
+    if compiled.compile_unavailable_reason() is not None:
+        pytest.skip(compiled.compile_unavailable_reason())
+    got, opt, (_, _, params, _, _) = run(name, compile=True, state_dtype="bfloat16")
+    assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
+    want, _, _ = run(name, compile=False, state_dtype="bfloat16")
     assert_same_trajectory(got, want, params)

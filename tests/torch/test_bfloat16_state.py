@@ -166,6 +166,28 @@ def test_bfloat16_state_dict_round_trip_continues_identically(tmp_path):
                for s in opt2.state.values())
 
 
+def test_a_state_dict_loads_into_an_optimizer_with_the_other_state_dtype():
+    """float32 state saved, bfloat16 optimizer loading it (and back): the accumulators take the
+    loading optimizer's dtype (nearest rounding down, exact up) and it steps on."""
+    params = [torch.nn.Parameter(torch.randn(6, 5)), torch.nn.Parameter(torch.randn(5))]
+    for saved, loading in (("float32", "bfloat16"), ("bfloat16", "float32")):
+        opt = lopt.torch.LearnedOptimizer(params, "default", num_steps=10, state_dtype=saved)
+        for p in params:
+            p.grad = torch.randn(p.shape)
+        opt.step()
+        state = opt.state_dict()
+        other = lopt.torch.LearnedOptimizer(params, "default", num_steps=10, state_dtype=loading)
+        other.load_state_dict(state)
+        dtype = getattr(torch, loading)
+        for p in params:
+            assert other.state[p]["momentum"].dtype == dtype and other.state[p]["factored_full" if p.ndim < 2
+                                                                              else "factored_row"].dtype == torch.float32
+            np.testing.assert_allclose(other.state[p]["momentum"].float().numpy(),
+                                       opt.state[p]["momentum"].float().numpy(), rtol=2**-8)
+        other.step()
+        assert all(torch.isfinite(p).all() for p in params)
+
+
 def test_state_dtype_argument_errors():
     params = [torch.nn.Parameter(torch.zeros(3))]
     with pytest.raises(ValueError, match="state_dtype='float16'.*bfloat16"):

@@ -152,7 +152,6 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"state_dtype={state_dtype!r}: the `{arch.name}` learned optimizer has no "
                                  "state_dtype option (nominal and mlp have); leave it out.")
             arch = arch.with_execution_options(state_dtype=state_dtype)
-            arch.config()  # checks the value
         self.architecture = arch
         self._port = architectures.get(arch.name)(arch, theta_tree)
         if compile:

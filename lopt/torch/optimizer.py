@@ -67,8 +67,9 @@ def _loss_tensor(loss: Any, device: torch.device) -> torch.Tensor:
 
 def _all_finite(grads: list[torch.Tensor], loss: torch.Tensor | None) -> bool:
     """Whether every gradient entry (and the loss) is finite: one fused norm per tensor and one
-    host read (a norm that overflows to infinity on finite gradients only costs the masked path)."""
-    total = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)).sum()  # half precision too
+    host read. A norm that overflows on finite gradients (float16 past 65504) only costs the
+    masked path; ``_foreach_norm`` takes no ``dtype`` before PyTorch 2.3."""
+    total = torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum()
     if loss is not None:
         total = total + loss * 0.0
     return bool(torch.isfinite(total))

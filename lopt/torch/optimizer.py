@@ -127,11 +127,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
     closure that zeroes the gradients, computes the loss, calls ``backward`` and returns the
     loss. Architectures that read the training loss take it from the closure or from
     ``opt.step(loss=loss)``. Accumulators are float32 whatever the parameters' dtype
-    (float32, bfloat16, float16), or bfloat16 for a ``nominal`` theta whose architecture has
+    (float32, bfloat16, float16), or bfloat16 for a ``nominal`` or ``mlp`` theta with
     ``state_dtype="bfloat16"`` (rounded stochastically, with the bits JAX uses; the random bits
     are salted with each parameter's position among all of the optimizer's parameters, which is
     its leaf index in JAX when the parameters are given in the order of JAX's tree leaves); the
-    update is cast to each parameter's dtype and added.
+    update is cast to each parameter's dtype and added. A step with a NaN or infinite gradient
+    (or loss) leaves every state entry it would make non-finite at its old value, and non-finite
+    update entries are zero, as in JAX.
     """
 
     def __init__(

@@ -16,14 +16,8 @@ torch = pytest.importorskip("torch")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_equal_trajectories import (
-    NUM_STEPS,
-    assert_same_trajectory,
-    jax_trajectory,
-    perturbed_theta,
-    problem,
-    torch_trajectory,
-)
+from test_equal_trajectories import assert_same_trajectory, jax_trajectory, torch_trajectory
+from trajectory_helpers import NUM_STEPS, perturbed_theta, problem
 
 import lopt.learned
 import lopt.torch
@@ -92,16 +86,21 @@ def test_other_errors_are_not_swallowed(monkeypatch):
         run("nominal", compile=True, steps=range(1))
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside torch's inductor
-@pytest.mark.parametrize("name", ["nominal", "mlp"])
-def test_compiled_step_matches_jax_over_100_steps(name, request):
+def skip_unless_compiling(request):
+    """Skips a test that really compiles unless slow tests were asked for and compiling can run."""
     if "slow" not in (request.config.getoption("markexpr") or "") and os.environ.get(
         "LOPT_RUN_SLOW"
     ) != "1":
         pytest.skip("compiles with inductor (minutes on CPU); run with -m slow or LOPT_RUN_SLOW=1")
     if compiled.compile_unavailable_reason() is not None:
         pytest.skip(compiled.compile_unavailable_reason())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside torch's inductor
+@pytest.mark.parametrize("name", ["nominal", "mlp"])
+def test_compiled_step_matches_jax_over_100_steps(name, request):
+    skip_unless_compiling(request)
     got, opt, (lopt_, theta, params, grads, losses) = run(name, compile=True)
     assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
     want = jax_trajectory(lopt_, theta, params, grads, losses, NUM_STEPS)
@@ -115,12 +114,7 @@ def test_compiled_step_with_bfloat16_state_matches_the_eager_one(name, request):
     """The rounding runs after the compiled rows function, on its float32 results: the compiled
     and eager steps with bfloat16 state take the same path (the JAX comparison of bfloat16 state
     is in test_bfloat16_state.py)."""
-    if "slow" not in (request.config.getoption("markexpr") or "") and os.environ.get(
-        "LOPT_RUN_SLOW"
-    ) != "1":
-        pytest.skip("compiles with inductor (minutes on CPU); run with -m slow or LOPT_RUN_SLOW=1")
-    if compiled.compile_unavailable_reason() is not None:
-        pytest.skip(compiled.compile_unavailable_reason())
+    skip_unless_compiling(request)
     got, opt, (_, _, params, _, _) = run(name, compile=True, state_dtype="bfloat16")
     assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
     want, _, _ = run(name, compile=False, state_dtype="bfloat16")

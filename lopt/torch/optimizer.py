@@ -233,8 +233,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 "`opt.step(closure)` with a closure returning the loss, or `opt.step(loss=loss)`."
             )
         # each parameter's position among all of them: the salt of bfloat16 state's rounding
-        position = {id(p): i for i, p in enumerate(itertools.chain.from_iterable(
-            g["params"] for g in self.param_groups))}
+        position = None
+        if self._port.state_dtype != torch.float32:
+            position = {id(p): i for i, p in enumerate(itertools.chain.from_iterable(
+                g["params"] for g in self.param_groups))}
         for group in self.param_groups:
             buckets: dict[tuple[torch.device, int], list[torch.Tensor]] = {}
             for p in group["params"]:
@@ -256,7 +258,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 kept = _copy_state(states) if not _all_finite(grads, loss_t) else None
                 updates = self._port.update(
                     params, grads, states, count, loss_t, group["num_steps"],
-                    positions=[position[id(p)] for p in params],
+                    positions=None if position is None else [position[id(p)] for p in params],
                 )
                 if kept is not None:
                     _restore_non_finite(states, kept)

@@ -49,6 +49,11 @@ def _as_int32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == _i32 else x.to(_i32)
 
 
+def _role_multiplier(role: int) -> int:
+    """Accumulator ``role``'s odd multiplier (JAX's ``split_bits``), as an int32 value."""
+    return _signed(0x9E3779B1 + role * 0x3C6EF372)
+
+
 def random_bits(index: torch.Tensor, step: int, salt: int | torch.Tensor) -> torch.Tensor:
     """32 random bits per entry (int32 holding the uint32 pattern), equal to JAX's ``random_bits``.
 
@@ -88,7 +93,7 @@ def split_bits(bits: torch.Tensor, role: int) -> torch.Tensor:
     """
     if not 0 <= role < jax_rounding.MAX_ROLES:
         raise ValueError(f"split_bits: role={role!r} must be in 0..{jax_rounding.MAX_ROLES - 1}.")
-    return _shift_right(_as_int32(bits) * _signed(0x9E3779B1 + role * 0x3C6EF372), 16)
+    return _shift_right(_as_int32(bits) * _role_multiplier(role), 16)
 
 
 def entry_bits(shape: tuple[int, ...], step: int, salt: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -154,6 +159,6 @@ def round_columns(x: torch.Tensor, bits: torch.Tensor, first_role: int = 0) -> t
     roles = range(first_role, first_role + x.shape[1])
     if roles.stop > jax_rounding.MAX_ROLES:
         raise ValueError(f"round_columns: roles {first_role}..{roles.stop - 1} exceed {jax_rounding.MAX_ROLES - 1}.")
-    multipliers = torch.tensor([_signed(0x9E3779B1 + role * 0x3C6EF372) for role in roles], dtype=_i32,
+    multipliers = torch.tensor([_role_multiplier(role) for role in roles], dtype=_i32,
                                device=bits.device)
     return to_bfloat16(x, _shift_right(_as_int32(bits)[:, None] * multipliers, 16))

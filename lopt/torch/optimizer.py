@@ -150,10 +150,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         if not isinstance(compile, bool):
             raise TypeError(f"compile={compile!r} must be True or False.")
         arch, theta_tree = resolve_theta(theta)
-        if state_dtype is not None:
-            if "state_dtype" not in arch.execution_options:
-                raise ValueError(f"state_dtype={state_dtype!r}: the `{arch.name}` learned optimizer has no "
-                                 "state_dtype option (nominal and mlp have); leave it out.")
+        if state_dtype is not None:  # checked there: the name is an option of this architecture, the value
             arch = arch.with_execution_options(state_dtype=state_dtype)
         self.architecture = arch
         self._port = architectures.get(arch.name)(arch, theta_tree)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, environment
+from common import RESULTS_DIR, environment, refuse_existing_out
 from step_overhead import HORIZON, Stepper, available_bytes, make_params
 
 import lopt.learned
@@ -191,8 +191,9 @@ def main(argv=None) -> int:
     parser.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16"],
                         help="the learned optimizers' state dtype (bfloat16: nominal and mlp only; "
                              "the JAX figure is then not taken)")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
+    refuse_existing_out(parser, args.out)
     if args.state_dtype != "float32" and not set(args.archs) <= {"nominal", "mlp"}:
         parser.error(f"--state-dtype {args.state_dtype} applies to nominal and mlp only; pass --archs nominal mlp")
     if args.threads:

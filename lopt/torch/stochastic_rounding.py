@@ -25,9 +25,8 @@ from __future__ import annotations
 import torch
 
 from lopt.learned import stochastic_rounding as jax_rounding
-from lopt.torch.chunks import Plan
 
-__all__ = ["chunk_bits", "entry_bits", "random_bits", "round_columns", "split_bits", "to_bfloat16"]
+__all__ = ["entry_bits", "random_bits", "round_columns", "round_rows", "split_bits", "to_bfloat16"]
 
 _MASK = 0xFFFFFFFF
 _i32 = torch.int32
@@ -54,12 +53,13 @@ def _role_multiplier(role: int) -> int:
     return _signed(0x9E3779B1 + role * 0x3C6EF372)
 
 
-def random_bits(index: torch.Tensor, step: int, salt: int | torch.Tensor) -> torch.Tensor:
+def random_bits(index: torch.Tensor, step: int | torch.Tensor, salt: int | torch.Tensor) -> torch.Tensor:
     """32 random bits per entry (int32 holding the uint32 pattern), equal to JAX's ``random_bits``.
 
     Args:
         index: the entries' flat indices in their tensors (an integer tensor).
-        step: the step count the state is rounded for (a Python int).
+        step: the step count the state is rounded for (a Python int, or a 0-d integer tensor, which
+            ``torch.compile`` does not specialise on).
         salt: the tensor's position in the parameter list (an int, or an integer tensor
             broadcasting against ``index`` when the entries come from several tensors).
 
@@ -70,11 +70,13 @@ def random_bits(index: torch.Tensor, step: int, salt: int | torch.Tensor) -> tor
         (torch.int32, 8)
     """
     x = _as_int32(index) * _signed(0x9E3779B1)
-    if isinstance(salt, torch.Tensor):
-        x += _as_int32(salt) * _signed(0xC2B2AE3D)
-        x += _signed(step * 0x85EBCA77 + 0x27D4EB2F)
-    else:
-        x += _signed(step * 0x85EBCA77 + salt * 0xC2B2AE3D + 0x27D4EB2F)
+    constant = 0x27D4EB2F  # the terms given as Python ints, folded here (sums wrap modulo 2**32)
+    for value, multiplier in ((step, 0x85EBCA77), (salt, 0xC2B2AE3D)):
+        if isinstance(value, torch.Tensor):
+            x = x + _as_int32(value) * _signed(multiplier)
+        else:
+            constant += value * multiplier
+    x = x + _signed(constant)
     x ^= _shift_right(x, 16)
     x *= _signed(0x7FEB352D)
     x ^= _shift_right(x, 15)
@@ -132,19 +134,25 @@ def _finite(pattern: torch.Tensor) -> torch.Tensor:
     return (pattern & 0x7F800000) != 0x7F800000
 
 
-def chunk_bits(plan: Plan, chunk: int, step: int, salts: torch.Tensor) -> torch.Tensor:
-    """:func:`random_bits` of the rows of one chunk of ``plan``: each row's flat index in its tensor,
-    ``step``, and its tensor's salt (``salts[tensor]``, an integer tensor on the rows' device).
+def round_rows(m: torch.Tensor, v: torch.Tensor | None, index: torch.Tensor, salt: torch.Tensor,
+               step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows' momenta ``m`` ``[n, k]`` (roles ``0..k-1``) and second moment ``v`` ``[n]`` (role ``k``;
+    ``None``: none) rounded to bfloat16 with the bits of each row's ``index`` in its tensor, its
+    tensor's ``salt`` and ``step`` (a 0-d integer tensor): one function of tensors only, which
+    ``torch.compile`` fuses into one pass (``lopt.torch`` with ``compile=True``).
 
     Example:
         >>> import torch
-        >>> plan = Plan([3, 2], rows=5)
-        >>> bits = chunk_bits(plan, 0, 4, torch.tensor([7, 9]))
-        >>> bool((bits[3:] == entry_bits((2,), 4, salt=9)).all())
-        True
+        >>> m, v = round_rows(torch.ones(4, 3), torch.ones(4), torch.arange(4), torch.zeros(4, dtype=torch.int64),
+        ...                   torch.tensor(1))
+        >>> m.dtype, v.tolist()
+        (torch.bfloat16, [1.0, 1.0, 1.0, 1.0])
     """
-    tensor, index = plan.row_positions(chunk, salts.device)
-    return random_bits(index, step, salts[tensor])
+    bits = random_bits(index, step, salt)
+    # column by column: compiled for the CPU, a [n, k] tile with k = 3 or 6 vectorises over its k
+    # columns (16 lanes, k of them used) and hashes each row k times
+    columns = [to_bfloat16(m[:, j], split_bits(bits, j)) for j in range(m.shape[1])]
+    return torch.stack(columns, dim=1), None if v is None else to_bfloat16(v, split_bits(bits, m.shape[1]))
 
 
 def round_columns(x: torch.Tensor, bits: torch.Tensor, first_role: int = 0) -> torch.Tensor:

@@ -73,6 +73,22 @@ def test_rounding_equals_jax_including_overflow_and_non_finite():
     assert np.isnan(got[6:9].float().numpy()).all()
 
 
+def test_round_rows_with_a_tensor_step_rounds_as_the_int_step_does():
+    """The compiled path's form (step and salts as tensors) draws the same bits as the eager one."""
+    n, k = 5_000, 3
+    gen = torch.Generator().manual_seed(0)
+    m, v = torch.randn(n, k, generator=gen) * 1e3, torch.rand(n, generator=gen)
+    index = torch.arange(n) * 977 + 2**31 - 10  # flat indices past int32's range wrap as JAX's uint32
+    salt = torch.arange(n) % 7 + 2**30
+    step = 2**32 + 5  # the step wraps too
+    bits = torch_rounding.random_bits(index, step, salt)
+    assert torch.equal(bits, torch_rounding.random_bits(index, torch.tensor(step), salt))
+    rm, rv = torch_rounding.round_rows(m, v, index, salt, torch.tensor(step))
+    assert torch.equal(rm.view(torch.int16), torch_rounding.round_columns(m, bits).view(torch.int16))
+    assert torch.equal(rv.view(torch.int16), torch_rounding.to_bfloat16(v, torch_rounding.split_bits(bits, k)).view(torch.int16))
+    assert torch_rounding.round_rows(m, None, index, salt, torch.tensor(step))[1] is None
+
+
 def test_split_bits_refuses_a_role_out_of_range():
     with pytest.raises(ValueError, match="role=64"):
         torch_rounding.split_bits(torch.zeros(2, dtype=torch.int32), jax_rounding.MAX_ROLES)

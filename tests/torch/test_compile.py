@@ -111,11 +111,12 @@ def test_compiled_step_matches_jax_over_100_steps(name, request):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside torch's inductor
 @pytest.mark.parametrize("name", ["nominal", "mlp"])
 def test_compiled_step_with_bfloat16_state_matches_the_eager_one(name, request):
-    """The rounding runs after the compiled rows function, on its float32 results: the compiled
-    and eager steps with bfloat16 state take the same path (the JAX comparison of bfloat16 state
-    is in test_bfloat16_state.py)."""
+    """The rounding is compiled too (one pass over the compiled rows function's float32 results)
+    and draws the eager rounding's bits (the JAX comparison of bfloat16 state is in
+    test_bfloat16_state.py)."""
     skip_unless_compiling(request)
     got, opt, (_, _, params, _, _) = run(name, compile=True, state_dtype="bfloat16")
     assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
+    assert opt._port._rounding.active, "the rounding fell back to eager: its compiled form was not tested"
     want, _, _ = run(name, compile=False, state_dtype="bfloat16")
     assert_same_trajectory(got, want, params)

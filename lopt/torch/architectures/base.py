@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from lopt.learned.base import LearnedOptimizer as JaxLearnedOptimizer
+from lopt.torch import stochastic_rounding as SR
 from lopt.torch.chunks import Plan
 from lopt.torch.compiled import CompiledRows
 
@@ -70,14 +71,30 @@ class Port(abc.ABC):
         self.arch = arch
         self._theta = {torch.device("cpu"): theta}
         self._compiled: CompiledRows | None = None
+        self._rounding: CompiledRows | None = None  # the compiled rounding of bfloat16 state
         self._plans: dict[tuple, Plan] = {}
 
     def use_compile(self) -> None:
-        """Steps with the ``torch.compile``-d rows function (warns and stays eager where
-        compiling is impossible; a no-op for ports without one)."""
+        """Steps with the ``torch.compile``-d rows function, and with bfloat16 state the compiled
+        rounding (warns and stays eager where compiling is impossible; a no-op for ports without
+        a rows function)."""
         if self.rows_forms is not None:
             eager, fused = self.rows_forms
             self._compiled = CompiledRows(eager, fused)
+            if self.state_dtype != torch.float32 and self._compiled.active:
+                self._rounding = CompiledRows(_round_chunk_rows, _round_chunk_rows)
+
+    def round_chunk(self, m: torch.Tensor, v: torch.Tensor | None, plan: Plan, chunk: int, step: int,
+                    salts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A chunk's new float32 momenta ``[n, k]`` and second moment ``[n]`` (or ``None``) rounded
+        to bfloat16 (roles ``0..k-1`` and ``k`` of each row's bits), as JAX rounds the state;
+        ``salts[t]`` is tensor ``t``'s salt. One fused pass after :meth:`use_compile`."""
+        tensor, index = plan.row_positions(chunk, m.device)
+        if self._rounding is not None:  # the step as a tensor: one compiled program for every step
+            return self._rounding(m, v, index, tensor, salts, torch.tensor(step, dtype=torch.int64, device=m.device))
+        # eagerly, the [n, k] tile in one pass per operation and the step folded into the hash's constant
+        bits = SR.random_bits(index, step, salts[tensor])
+        return SR.round_columns(m, bits), None if v is None else SR.to_bfloat16(v, SR.split_bits(bits, m.shape[1]))
 
     def plan(self, sizes: list[int], device: torch.device, rows: int) -> Plan:
         """The chunk plan of ``rows`` rows for tensors of ``sizes`` elements (cached)."""
@@ -133,3 +150,9 @@ class Port(abc.ABC):
         Returns:
             The float32 updates, shaped like ``params``.
         """
+
+
+def _round_chunk_rows(m: torch.Tensor, v: torch.Tensor | None, index: torch.Tensor, tensor: torch.Tensor,
+                      salts: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`lopt.torch.stochastic_rounding.round_rows` of rows from the tensors ``tensor``."""
+    return SR.round_rows(m, v, index, salts[tensor], step)

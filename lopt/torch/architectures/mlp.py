@@ -19,7 +19,6 @@ import torch
 
 from lopt.learned import features as F
 from lopt.torch import chunks, ops
-from lopt.torch import stochastic_rounding as SR
 from lopt.torch.architectures import mlp_rows
 from lopt.torch.architectures.base import Port
 
@@ -96,5 +95,5 @@ class MLPPort(Port):
                 mlp_rows.features(g, p, m, decays)
             rows(g, p, m, plan.per_row(scales, i), out[start : start + g.shape[0]], layers, consts)
             if rounded:
-                plan.put(m_rows, i, SR.round_columns(m, SR.chunk_bits(plan, i, count + 1, salts)))
+                plan.put(m_rows, i, self.round_chunk(m, None, plan, i, count + 1, salts)[0])
         return ops.split_as(out, shapes)

@@ -270,15 +270,8 @@ class NominalPort(Port):
                 consts,
             )
             if self.state_dtype != _f32:
-                m, v = _round_rows(m, v, plan, i, count + 1, salts)
+                m, v = self.round_chunk(m, v, plan, i, count + 1, salts)
             plan.put(m_rows, i, m)
             plan.put(v_rows, i, v)
         return ops.split_as(out, shapes)
 
-
-def _round_rows(m: torch.Tensor, v: torch.Tensor, plan: chunks.Plan, chunk: int, step: int,
-                salts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A chunk's new float32 momenta ``[n, k]`` and second moment ``[n]`` rounded to bfloat16
-    (roles ``0..k-1`` and ``k`` of each row's bits), as :func:`lopt.learned.nominal._round_state` does."""
-    bits = SR.chunk_bits(plan, chunk, step, salts)
-    return SR.round_columns(m, bits), SR.to_bfloat16(v, SR.split_bits(bits, m.shape[1]))

@@ -38,6 +38,7 @@ Writes ``benchmarks/results/kernel_step_<device>.json`` without ``--out``.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import statistics
 import sys
@@ -148,6 +149,34 @@ def fused_apply_step(arch, lo, cfg, fixed_theta=None):
         return nominal_step.nominal_update(lo, theta, HORIZON, grads, state, params,
                                            interpret=INTERPRET, apply=True, cfg=cfg)
     return step
+
+
+def timed_variants(arch, lo, theta, sweep=False):
+    """``[(name, step, kernel mode, bytes per parameter or None)]`` of ``arch``, in the order they run:
+    the XLA path (not in a sweep), the kernel through optax, the kernel writing params per launch
+    config, and for ``nominal``/``pretrained`` the same two with theta's weights compiled in."""
+    build = lambda th: lo.optimizer(th, num_steps=HORIZON)
+    configs = launch_configs(arch, sweep).items()
+    variants = [] if sweep else [("xla", optax_step(build), "xla", None)]
+    variants += [("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
+    variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla", ARCH_BYTES[arch][1])
+                 for name, cfg in configs]
+    if not arch.startswith("mlp"):  # the weights compiled in (a fixed theta), through optax and written directly
+        variants += [("fused_optax_folded", optax_step(build, theta), "pallas", ARCH_BYTES[arch][0])]
+        variants += [(f"fused_apply_folded_{name}", fused_apply_step(arch, lo, cfg, theta), "xla",
+                      ARCH_BYTES[arch][1]) for name, cfg in configs]
+    return variants
+
+
+def variant_names(arch, sweep=False):
+    """The names of :func:`timed_variants` of ``arch`` (what ``--variants`` patterns match).
+
+    Example:
+        >>> variant_names("mlp")
+        ['xla', 'fused_optax', 'fused_apply_b256w4', 'fused_apply_b128w4', 'fused_apply_b256w8']
+    """
+    lo = learned_optimizer(arch)
+    return [v[0] for v in timed_variants(arch, lo, trained_like_theta(arch, lo), sweep)]
 
 
 def optax_step(build, fixed_theta=None):
@@ -273,9 +302,18 @@ def main(argv=None) -> int:
                         help="parameters of the correctness check (0: skip it)")
     parser.add_argument("--sweep", action="store_true",
                         help="time a grid of launch configs (block, warps) per architecture")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="PATTERN",
+                        help="time only the variants whose names match one of these shell patterns "
+                             "(e.g. 'fused_apply_folded_*' 'xla'); Adam is always timed")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
+    if args.variants is not None:
+        known = {name for arch in ARCH_BYTES for name in variant_names(arch, args.sweep)}
+        unmatched = [pat for pat in args.variants if not fnmatch.filter(known, pat)]
+        if unmatched:
+            parser.error(f"--variants {' '.join(unmatched)} matches no variant; the variants are "
+                         f"{', '.join(sorted(known))}")
     t0 = time.perf_counter()
     payload = {"benchmark": "kernel_step", "layers": NUM_LAYERS, "horizon": HORIZON,
                "adam_bytes_per_param": ADAM_BYTES, "correctness": {}, "results": [], "errors": []}
@@ -301,16 +339,10 @@ def main(argv=None) -> int:
         for arch in args.archs:
             lo = learned_optimizer(arch)
             theta = trained_like_theta(arch, lo)
-            build = lambda th, lo=lo: lo.optimizer(th, num_steps=HORIZON)
-            state = build(theta).init(params)
-            variants = [] if args.sweep else [("xla", optax_step(build), "xla", None)]
-            variants += [("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
-            variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla",
-                          ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]
-            if not arch.startswith("mlp"):  # the weights compiled in (a fixed theta), through optax and written directly
-                variants += [("fused_optax_folded", optax_step(build, theta), "pallas", ARCH_BYTES[arch][0])]
-                variants += [(f"fused_apply_folded_{name}", fused_apply_step(arch, lo, cfg, theta), "xla",
-                              ARCH_BYTES[arch][1]) for name, cfg in launch_configs(arch, args.sweep).items()]
+            state = lo.optimizer(theta, num_steps=HORIZON).init(params)
+            variants = timed_variants(arch, lo, theta, args.sweep)
+            if args.variants is not None:
+                variants = [v for v in variants if any(fnmatch.fnmatchcase(v[0], pat) for pat in args.variants)]
             for name, step, mode, nbytes in variants:
                 if time.perf_counter() - t0 > args.budget_s:
                     payload["errors"].append(f"skipped {arch} {name} at {n} (time budget)")

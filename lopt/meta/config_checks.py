@@ -95,8 +95,8 @@ def _check_lists(cfg: Any) -> None:
 
 
 def _check_choices(cfg: Any) -> None:
+    from lopt.meta.bucket_gradients import BUCKET_WEIGHTINGS
     from lopt.meta.estimators import ESTIMATORS
-    from lopt.meta.mixture_engine import BUCKET_WEIGHTINGS
     from lopt.meta.unroll import EPISODE_WEIGHTINGS
 
     est = cfg.estimator

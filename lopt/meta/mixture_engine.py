@@ -47,12 +47,12 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import lopt
 from lopt.host_transfer import to_device
 from lopt.learned.base import LearnedOptimizer
 from lopt.meta import distributed
+from lopt.meta.bucket_gradients import BUCKET_WEIGHTINGS, combine
 from lopt.meta.estimators import PES
 from lopt.meta.normalizer import LossNormalizer, normalize_loss
 from lopt.meta.problem import make_problem, with_normalizers
@@ -69,13 +69,10 @@ from lopt.meta.truncation import TruncationSchedule
 from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
 from lopt.tasks.mixture import Mixture, base_family
 
-__all__ = ["BUCKET_WEIGHTINGS", "MixtureEngine"]
+__all__ = ["MixtureEngine"]
 
 _HELDOUT_STREAM = 7_000_001
 _DRAW_STREAM = 7_000_003
-#: How ``estimate`` combines the buckets' meta-gradients (see :class:`MixtureEngine`).
-BUCKET_WEIGHTINGS = ("mean", "unit", "pcgrad")
-
 
 _LOG = logging.getLogger("lopt.meta")
 
@@ -488,7 +485,7 @@ class MixtureEngine:
             grads.append(g)
             new_states.append(s)
             metrics.append(m)
-        grad, summary = _combine(grads, metrics, weighting=self.bucket_weighting)
+        grad, summary = combine(grads, metrics, weighting=self.bucket_weighting)
         return grad, tuple(new_states), summary
 
     # --- held-out validation ----------------------------------------------------------------
@@ -573,67 +570,3 @@ class MixtureEngine:
                "heldout_uninformative": float(left_out)}
         out.update({f"heldout/{family}": float(np.mean(v)) for family, v in sorted(by_family.items())})
         return out
-
-
-def _project_conflicts(rows: jax.Array) -> jax.Array:
-    """Gradient surgery (PCGrad, Yu et al. 2020) on ``[B, D]`` rows: each row loses its component
-    along every other row it conflicts with (negative dot product), in the cyclic order i+1, i+2, ...
-
-    Returns the projected rows; where no two rows conflict they are unchanged.
-    """
-    n = rows.shape[0]
-    squared = jnp.maximum(jnp.sum(rows * rows, axis=1), 1e-24)
-    out = []
-    for i in range(n):
-        g = rows[i]
-        for k in range(1, n):
-            j = (i + k) % n
-            dot = jnp.dot(g, rows[j])
-            g = g - jnp.minimum(dot, 0.0) / squared[j] * rows[j]
-        out.append(g)
-    return jnp.stack(out)
-
-
-@functools.partial(jax.jit, static_argnames=("weighting",))
-def _combine(grads: list, metrics: list, weighting: str = "mean") -> tuple[Any, dict]:
-    """The buckets' gradients combined (see ``MixtureEngine``'s ``bucket_weighting``) and summary metrics.
-
-    ``"mean"``: the plain mean. ``"unit"``: each scaled to unit norm, then the mean. ``"pcgrad"``:
-    unit norm, then each loses its components that conflict with another bucket's, then the mean
-    (a step that, to first order, makes no structure worse while any other structure disagrees).
-    """
-    n = len(grads)
-    rows = jnp.stack([jax.flatten_util.ravel_pytree(g)[0] for g in grads])
-    unravel = jax.flatten_util.ravel_pytree(grads[0])[1]
-    bucket_norms = jnp.linalg.norm(rows, axis=1)
-    if weighting in ("unit", "pcgrad"):
-        rows = rows / jnp.maximum(bucket_norms, 1e-12)[:, None]
-    dots = rows @ rows.T
-    conflicts = (jnp.sum(dots < 0) / max(n * (n - 1), 1)).astype(jnp.float32)
-    if weighting == "pcgrad":
-        rows = _project_conflicts(rows)
-    mean = rows.mean(axis=0)
-    grad = unravel(mean)
-    per_bucket = jnp.stack([m["meta_loss"] for m in metrics])
-    norm = jnp.linalg.norm(mean)
-    summary = {
-        "meta_loss": per_bucket.mean(),
-        "meta_loss_per_bucket": per_bucket,
-        "train_loss": jnp.nanmean(jnp.stack([m["train_loss"] for m in metrics])),
-        "diverged": sum(m["diverged"] for m in metrics),
-        "resets": sum(m["resets"] for m in metrics),
-        "nonfinite_grad": sum(m["nonfinite_grad"] for m in metrics),
-        "grad_norm": norm,
-        "bucket_grad_norm_max": bucket_norms.max(),
-        "bucket_grad_norm_min": bucket_norms.min(),
-        "bucket_conflicts": conflicts,
-        "buckets": jnp.asarray(n, jnp.int32),
-    }
-    return grad, summary
-
-
-def outer_update(outer: optax.GradientTransformationExtraArgs, theta: Any, outer_state: Any, grad: Any,
-                 meta_loss: jax.Array) -> tuple[Any, Any]:
-    """One outer-optimizer step; the meta-loss is passed as ``loss`` (learned outer optimizers read it)."""
-    updates, outer_state = outer.update(grad, outer_state, theta, loss=meta_loss)
-    return optax.apply_updates(theta, updates), outer_state

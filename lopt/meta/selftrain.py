@@ -41,10 +41,10 @@ import optax
 
 from lopt import checkpoint
 from lopt.learned.serialization import save_theta
+from lopt.meta.bucket_gradients import outer_update
 from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig, OuterSection
 from lopt.meta.metrics_log import MetricsLog, read_metrics
-from lopt.meta.mixture_engine import outer_update
 from lopt.meta.population import (
     TEACHER_MODES,
     apply_replacements,

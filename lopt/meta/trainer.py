@@ -21,13 +21,14 @@ import optax
 import lopt
 from lopt.learned.serialization import save_theta
 from lopt.meta import distributed
+from lopt.meta.bucket_gradients import outer_update
 from lopt.meta.checkpoints import CheckpointManager
 from lopt.meta.config import MetaTrainConfig, OuterSection
 from lopt.meta.config_checks import validate_config
 from lopt.meta.estimators import ESTIMATORS, FullHorizonES
 from lopt.meta.interrupts import GracefulStop, TrainingInterrupted, how_to_continue
 from lopt.meta.metrics_log import MetricsLog, read_metrics
-from lopt.meta.mixture_engine import MixtureEngine, outer_update
+from lopt.meta.mixture_engine import MixtureEngine
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
 from lopt.meta.outer import learned_outer_optimizer
 from lopt.meta.problem import make_problem

@@ -290,7 +290,7 @@ def test_four_fake_devices_follow_the_one_device_trajectory():
 
 
 def test_unit_bucket_weighting_gives_every_structure_an_equal_vote():
-    from lopt.meta.mixture_engine import _combine
+    from lopt.meta.bucket_gradients import combine as _combine
 
     metric = {"meta_loss": 0.0, "train_loss": 0.0, "diverged": 0, "resets": 0, "nonfinite_grad": 0}
     grads = [{"w": np.array([3.0, 4.0])}, {"w": np.array([0.0, -0.5])}]  # norms 5 and 0.5
@@ -319,3 +319,12 @@ def test_a_fixed_heldout_seed_keeps_the_validation_configs_across_run_seeds():
     assert a.heldout_configs() == b.heldout_configs()
     assert a.training_configs() != b.training_configs()
     assert _engine(seed=0).heldout_configs() == a.heldout_configs()  # heldout_seed=None: the run's seed
+
+
+def test_bucket_gradients_examples_run():
+    import doctest
+
+    from lopt.meta import bucket_gradients
+
+    result = doctest.testmod(bucket_gradients)
+    assert result.attempted > 0 and result.failed == 0

@@ -10,7 +10,8 @@
 #
 #   kernel   benchmarks/kernel_step.py at 100M parameters: the pretrained optimizer (float32 and
 #            bfloat16 state; its weights loaded and folded in), nominal, mlp against optax.adam
-#            (issue 11; ~16-26 s of compilation per variant: up to 8 minutes, alone in a call)
+#            (issue 11; ~16-26 s of compilation per variant: up to 8 minutes, alone in a call);
+#            KERNEL_ARGS="--archs pretrained_bf16 --variants fused_*folded* --budget-s 150" narrows it
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11; ~2.5 minutes)
 #   mixture  benchmarks/mixture_throughput.py on the campaign's 9 structures as the campaign runs them
@@ -40,7 +41,10 @@ STAGES=("$@")
 for stage in "${STAGES[@]}"; do
     case "$stage" in
         kernel) name=kernel_step limit=540
-                cmd=(--sizes 1e8 --archs pretrained pretrained_bf16 nominal mlp --check-size 0 --repeats 3 --budget-s 420) ;;
+                cmd=(--sizes 1e8 --archs pretrained pretrained_bf16 nominal mlp --check-size 0 --repeats 3 --budget-s 420)
+                # KERNEL_ARGS: more arguments, later ones winning, e.g. "--archs mlp_bf16 --variants fused_*"
+                # (read as words, never glob-expanded by the shell)
+                read -ra extra <<< "${KERNEL_ARGS:-}"; cmd+=("${extra[@]}") ;;
         meta) name=meta_throughput limit=200 cmd=(--tasks 128 1024 --kernels xla auto) ;;
         mixture) name=mixture_throughput limit=420
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500

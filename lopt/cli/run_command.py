@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--seed", type=int, help="sample the task config with this seed instead of the default")
     parser.add_argument("--optimizer", default="adam",
                         help="baseline optimizer (default adam), or 'pretrained' for lopt's shipped learned optimizer "
-                             "(no hyperparameters; --hparam state_dtype=bfloat16 halves its memory)")
+                             "(no hyperparameters; --hparam state_dtype=bfloat16 halves its memory, --hparam kernel=auto "
+                             "steps with the fused GPU kernel)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the optimizer's default)")
     parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
                         help="other optimizer hyperparameter, repeatable (e.g. --hparam b1=0.8)")
@@ -155,12 +156,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = task_config(args)
     if args.optimizer == "pretrained" or args.optimizer.startswith("pretrained:"):
         hparams = given_hparams(args)
-        unknown = sorted(set(hparams) - {"state_dtype"})
+        unknown = sorted(set(hparams) - {"state_dtype", "kernel"})
         if unknown:
             raise ValueError(f"--optimizer pretrained has no learning rate or hyperparameters to set (got "
-                             f"{unknown}); drop --lr/--hparam. Its one storage option: --hparam state_dtype=bfloat16.")
+                             f"{unknown}); drop --lr/--hparam. Its execution options: --hparam state_dtype=bfloat16 "
+                             "(half the memory), --hparam kernel=auto (the fused GPU kernel).")
         name = args.optimizer.partition(":")[2] or "default"
-        optimizer = lopt.pretrained.optimizer(name, num_steps=args.steps, state_dtype=hparams.get("state_dtype"))
+        optimizer = lopt.pretrained.optimizer(name, num_steps=args.steps, state_dtype=hparams.get("state_dtype"),
+                                              kernel=hparams.get("kernel"))
     else:
         hparams = optimizer_hparams(args)
         optimizer = lopt.optimizers.get(args.optimizer, **hparams)

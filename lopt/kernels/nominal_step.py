@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from lopt.kernels import select, tiles
+from lopt.kernels import tiles
 from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
@@ -336,9 +336,10 @@ def _reference_leaf(lopt, apply, has_horizon, leaf, g, p, m, v, acc, dist, theta
         grad_sum, x0, d = dist
         distance = D.DistanceState(d, jnp.zeros((), _f32), {"x": grad_sum}, {"x": x0})
     state = nominal.NominalState(count, {"x": m}, {"x": v}, {"x": acc}, distance)
-    with select.mode_scope("xla"):  # the XLA path, also when the kernel mode is on
-        impl = lopt._build(theta, num_steps if has_horizon else None, leaf_offset=leaf)
-        updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
+    # the XLA path, whatever the kernel mode or the optimizer's own kernel option
+    impl = lopt.with_execution_options(kernel="xla")._build(theta, num_steps if has_horizon else None,
+                                                            leaf_offset=leaf)
+    updates, new = impl.update({"x": g}, state, {"x": p}, None, None)
     update = updates["x"].astype(jnp.result_type(p))
     dist_out = None
     if dist is not None:

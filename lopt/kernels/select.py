@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import jax
 
-__all__ = ["MODES", "get_mode", "mode_scope", "resolve", "set_mode"]
+__all__ = ["MODES", "check_option", "get_mode", "mode_scope", "resolve", "set_mode"]
 
 MODES = ("xla", "auto", "pallas", "interpret")
 ENV_VAR = "LOPT_KERNELS"
@@ -74,13 +74,28 @@ def mode_scope(mode: str) -> Iterator[None]:
         _mode = previous
 
 
-def resolve(supported: bool) -> bool | None:
+def check_option(owner: str, mode: str | None) -> None:
+    """Checks a learned optimizer's ``kernel`` execution option: ``None`` or one of :data:`MODES`.
+
+    Example:
+        >>> check_option("NominalLOpt", "auto")
+        >>> check_option("NominalLOpt", "fast")
+        Traceback (most recent call last):
+        ...
+        ValueError: NominalLOpt: kernel='fast' must be None (lopt.kernels' global mode) or one of ('xla', 'auto', 'pallas', 'interpret').
+    """
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"{owner}: kernel={mode!r} must be None (lopt.kernels' global mode) or one of {MODES}.")
+
+
+def resolve(supported: bool, mode: str | None = None) -> bool | None:
     """Decides for one step: ``None`` for XLA, else the ``interpret`` flag of the kernel.
 
     Args:
         supported: whether the architecture's config has a fused kernel.
+        mode: the learned optimizer's own ``kernel`` option; ``None``: :func:`get_mode`.
     """
-    mode = get_mode()
+    mode = get_mode() if mode is None else _check(mode)
     if mode == "xla" or not supported:
         return None
     on_gpu = jax.default_backend() == "gpu"

@@ -340,6 +340,13 @@ class LearnedOptimizer(abc.ABC):
 
     # -- helpers for subclasses ----------------------------------------------------------
 
+    def _check_kernel_option(self) -> None:
+        """Checks the ``kernel`` execution option of an architecture with a fused kernel."""
+        if self.kernel is not None:  # lazy: lopt.kernels imports lopt.learned
+            from lopt.kernels.select import check_option
+
+            check_option(type(self).__name__, self.kernel)
+
     def _check_num_steps(self, num_steps: Any) -> Array | None:
         if num_steps is None:
             if self.requires_num_steps():

@@ -74,6 +74,9 @@ class MLPLOpt(base.LearnedOptimizer):
         state_dtype: ``"float32"``, or ``"bfloat16"`` to store the momenta in half the memory,
             rounded stochastically (:mod:`lopt.learned.stochastic_rounding`; the step computes in
             float32). An execution option: not part of :meth:`config`, the same theta serves either.
+        kernel: which implementation this optimizer's steps use (``"auto"``: the fused GPU kernel,
+            :mod:`lopt.kernels.mlp_step`; ``"xla"``; ``None``, the default: :mod:`lopt.kernels`'
+            global mode). An execution option.
 
     Example:
         >>> MLPLOpt().num_inputs
@@ -82,7 +85,7 @@ class MLPLOpt(base.LearnedOptimizer):
 
     name: ClassVar[str] = "mlp"
     needs_params: ClassVar[bool] = True
-    execution_options: ClassVar[tuple[str, ...]] = ("state_dtype",)
+    execution_options: ClassVar[tuple[str, ...]] = ("state_dtype", "kernel")
 
     hidden_size: int = 32
     hidden_layers: int = 2
@@ -92,10 +95,12 @@ class MLPLOpt(base.LearnedOptimizer):
     exp_mult: float = 1e-3
     step_mult: float = 1e-3
     state_dtype: str = "float32"
+    kernel: str | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         SR.storage_dtype(owner, self.state_dtype)
+        self._check_kernel_option()
         base.check_positive_int(owner, "hidden_size", self.hidden_size)
         if (
             isinstance(self.hidden_layers, bool)
@@ -169,7 +174,7 @@ class MLPLOpt(base.LearnedOptimizer):
             if self.fraction_features:
                 ctx.append(F.fraction_embedding(state.count.astype(_f32) / num_steps))
             context = jnp.concatenate(ctx)
-            interpret = kernels.resolve(kernels_mlp.supported(self))
+            interpret = kernels.resolve(kernels_mlp.supported(self), self.kernel)
             if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
                 updates, momentum = kernels_mlp.mlp_update(
                     self, net, context, grads, state.momentum, params, interpret=interpret,

@@ -195,6 +195,11 @@ class NominalLOpt(base.LearnedOptimizer):
             step moves for its state (the pretrained optimizer: 24 -> 12 bytes of state per
             parameter). The Adafactor row/column accumulators and the counters stay float32. An
             execution option, like ``concatenate_tensors``: the same theta serves either.
+        kernel: which implementation this optimizer's steps use, whatever :mod:`lopt.kernels`'
+            global mode says: ``"auto"`` the fused GPU kernel (:mod:`lopt.kernels.nominal_step`;
+            the XLA path off GPU), ``"xla"`` the plain path, ``"pallas"``/``"interpret"`` as in
+            :mod:`lopt.kernels.select`; ``None`` (default) follows the global mode. An execution
+            option: the same theta serves either.
 
     Example:
         >>> NominalLOpt().flops_per_param() < 400
@@ -203,7 +208,7 @@ class NominalLOpt(base.LearnedOptimizer):
 
     name: ClassVar[str] = "nominal"
     needs_params: ClassVar[bool] = True
-    execution_options: ClassVar[tuple[str, ...]] = ("concatenate_tensors", "state_dtype")
+    execution_options: ClassVar[tuple[str, ...]] = ("concatenate_tensors", "state_dtype", "kernel")
 
     lr: float | None = None
     b1: float = 0.9
@@ -223,9 +228,11 @@ class NominalLOpt(base.LearnedOptimizer):
     anchored_direction: bool = False
     concatenate_tensors: bool = False
     state_dtype: str = "float32"
+    kernel: str | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        self._check_kernel_option()
         if self.step_size not in STEP_SIZES:
             raise ValueError(f"{owner}: step_size={self.step_size!r}; use one of {STEP_SIZES}.")
         SR.storage_dtype(owner, self.state_dtype)
@@ -344,7 +351,7 @@ class NominalLOpt(base.LearnedOptimizer):
 
         def update(grads, state, params, loss, valid_loss):
             del loss, valid_loss
-            interpret = kernels.resolve(kernels_nominal.supported(self))
+            interpret = kernels.resolve(kernels_nominal.supported(self), self.kernel)
             if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
                 return kernels_nominal.nominal_update(self, theta, num_steps, grads, state, params,
                                                       interpret=interpret)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -45,28 +44,26 @@ from typing import Any
 
 import jax
 import jax.flatten_util
-import jax.numpy as jnp
 import numpy as np
 
-import lopt
 from lopt.host_transfer import to_device
 from lopt.learned.base import LearnedOptimizer
 from lopt.meta import distributed
 from lopt.meta.bucket_gradients import BUCKET_WEIGHTINGS, combine
 from lopt.meta.estimators import PES
-from lopt.meta.normalizer import LossNormalizer, normalize_loss
+from lopt.meta.heldout_evaluation import HeldoutEvaluator
+from lopt.meta.normalizer import LossNormalizer
 from lopt.meta.problem import make_problem, with_normalizers
 from lopt.meta.structure_fit_cache import StructureFitCache
 from lopt.meta.structure_normalizer import (
     extrapolate,
     fit_structure,
-    informative,
     initial_losses,
     relative_gap,
 )
 from lopt.meta.trace_gate import tracing
 from lopt.meta.truncation import TruncationSchedule
-from lopt.tasks import TaskConfig, build, stack, structure_key, vmap_axes
+from lopt.tasks import TaskConfig, build, stack
 from lopt.tasks.mixture import Mixture, base_family
 
 __all__ = ["MixtureEngine"]
@@ -114,19 +111,6 @@ def _signature(tree: Any) -> tuple:
     """What a compiled program is specialised on: tree structure, shapes, dtypes, weak types."""
     leaves, treedef = jax.tree.flatten(tree)
     return treedef, tuple((tuple(x.shape), x.dtype, bool(getattr(x, "weak_type", False))) for x in leaves)
-
-
-def _heldout_scores(lopt_: LearnedOptimizer, pool, initial, best, theta, key, num_steps: int):
-    tail = max(1, num_steps // 10)
-
-    def one(task, init, bst, k):
-        curves = lopt.inner.train(task, lopt_.optimizer(theta, num_steps=num_steps), key=k,
-                                  num_steps=num_steps, eval_every=num_steps, eval_batches=2)
-        final = jnp.nanmean(curves.train_loss[-tail:])
-        return normalize_loss(final, init, bst), curves.diverged
-
-    keys = jax.random.split(key, initial.shape[0])
-    return jax.vmap(one, in_axes=(vmap_axes(pool), 0, 0, 0))(pool, initial, best, keys)
 
 
 @dataclasses.dataclass
@@ -230,7 +214,7 @@ class MixtureEngine:
         self.heldout_only = [TaskConfig(s) for s in heldout_structures]
         self._estimators: list = []
         self._compiled: list = []
-        self._eval_fns: dict = {}
+        self._evaluator: HeldoutEvaluator | None = None
         self._ahead: tuple | None = None
         # The bucket programs take the normalisers as arrays: they compile in background threads
         # while the normalisers are fitted, on pools that hold placeholders until then.
@@ -498,46 +482,14 @@ class MixtureEngine:
                   for i, s in enumerate(self.heldout_only)]
         return pools
 
-    def _eval_setup(self) -> list:
-        if "pools" not in self._eval_fns:
-            def one(item):
-                family, configs, pool = item
-                fits = self._cached_fits(configs, self.eval_steps) or self._fit(configs, pool, self.eval_steps)
-                initial = to_device([n.initial_loss for n in fits], np.float32)
-                best = to_device([n.best_loss for n in fits], np.float32)
-                name = structure_key(configs[0])
-                self._eval_fns["informative"][name] = np.asarray([informative(n) for n in fits])
-                return family, name, pool, initial, best
+    def heldout_evaluator(self) -> HeldoutEvaluator:
+        """The evaluator of :meth:`heldout_pools` (built on first use; fits read from :attr:`fit_cache`)."""
+        if self._evaluator is None:
+            def fit(configs: list, pool: Any, num_steps: int) -> list[LossNormalizer]:
+                return self._cached_fits(configs, num_steps) or self._fit(configs, pool, num_steps)
 
-            items = [(family, configs, stack([build(c) for c in configs])) for family, configs in self.heldout_pools()]
-            self._eval_fns["informative"] = {}  # structure -> which configs' normalisers measure anything
-            with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-                self._eval_fns["pools"] = list(pool.map(one, items))
-            self._eval_fns["fn"] = jax.jit(functools.partial(_heldout_scores, self.lopt),
-                                           static_argnames=("num_steps",))
-        return self._eval_fns["pools"]
-
-    def _eval_programs(self, theta: Any, key: jax.Array) -> list:
-        """One compiled evaluation program per held-out structure, compiled in parallel threads once.
-
-        Compiled one after another, 9 structures' programs took over 7 minutes on an H200; like
-        the bucket programs (:meth:`compile`) they are now lowered and compiled concurrently.
-        """
-        if "programs" not in self._eval_fns:
-            fn, start = self._eval_fns["fn"], time.perf_counter()
-
-            def one(args):
-                index, (family, _, pool, initial, best) = args
-                program = fn.lower(pool, initial, best, theta, jax.random.fold_in(key, index),
-                                   num_steps=self.eval_steps).compile()
-                _LOG.info("compiled evaluation %d (%s), %.0f s since the start", index, family,
-                          time.perf_counter() - start)
-                return program
-
-            work = list(enumerate(self._eval_fns["pools"]))
-            with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(work)))) as pool:
-                self._eval_fns["programs"] = list(pool.map(one, work))
-        return self._eval_fns["programs"]
+            self._evaluator = HeldoutEvaluator(self.lopt, self.heldout_pools(), eval_steps=self.eval_steps, fit=fit)
+        return self._evaluator
 
     def evaluate(self, theta: Any, *, key: jax.Array) -> dict[str, float]:
         """Trains every held-out config for ``eval_steps`` with theta; normalised final losses.
@@ -551,22 +503,4 @@ class MixtureEngine:
             ``heldout_diverged`` (count), ``heldout_configs`` (configs run) and
             ``heldout_uninformative`` (configs left out of the means).
         """
-        pools = self._eval_setup()
-        programs = self._eval_programs(theta, key)
-        by_family: dict[str, list[float]] = {}
-        per_structure, diverged, count, left_out = [], 0, 0, 0
-        for i, ((family, name, pool, initial, best), program) in enumerate(zip(pools, programs)):
-            scores, div = program(pool, initial, best, theta, jax.random.fold_in(key, i))
-            scores = np.asarray(scores, np.float64)
-            keep = self._eval_fns["informative"][name]
-            diverged += int(np.asarray(div).sum())
-            count += scores.size
-            left_out += int((~keep).sum())
-            if keep.any():
-                per_structure.append(float(scores[keep].mean()))
-                by_family.setdefault(family, []).append(per_structure[-1])
-        out = {"heldout_normalized_loss": float(np.mean(per_structure)) if per_structure else float("nan"),
-               "heldout_diverged": float(diverged), "heldout_configs": float(count),
-               "heldout_uninformative": float(left_out)}
-        out.update({f"heldout/{family}": float(np.mean(v)) for family, v in sorted(by_family.items())})
-        return out
+        return self.heldout_evaluator().evaluate(theta, key=key)

@@ -168,34 +168,35 @@ def test_leaving_during_the_set_up_does_not_wait_for_the_compiles():
 def test_heldout_evaluation_reports_every_family(engine):
     theta = engine.lopt.init(jax.random.key(0))
     result = engine.evaluate(theta, key=jax.random.key(0))
-    masks = engine._eval_fns["informative"]
-    families = {family: masks[name].any() for family, name, *_ in engine._eval_fns["pools"]}
+    evaluator = engine.heldout_evaluator()
+    assert engine.heldout_evaluator() is evaluator
+    held = evaluator.pools()
+    families = {h.family: h.informative.any() for h in held}
     assert set(families) == {"quadratic", "losg"}
     assert families["quadratic"]  # Adam solves the quadratic; losg barely moves in 10 steps
     assert {f"heldout/{f}" for f, kept in families.items() if kept} == {k for k in result if k.startswith("heldout/")}
     assert result["heldout_configs"] == 2 and np.isfinite(result["heldout_normalized_loss"])
-    assert result["heldout_uninformative"] == sum(int((~m).sum()) for m in engine._eval_fns["informative"].values())
+    assert result["heldout_uninformative"] == sum(int((~h.informative).sum()) for h in held)
     # one program per held-out structure, compiled once (in threads) and reused for another theta
-    programs = engine._eval_programs(theta, jax.random.key(0))
-    assert len(programs) == 2 and engine._eval_programs(theta, jax.random.key(5)) is programs
+    programs = evaluator.programs(theta, jax.random.key(0))
+    assert len(programs) == 2 and evaluator.programs(theta, jax.random.key(5)) is programs
     other = jax.tree.map(lambda x: x + 0.1, theta)
     again = engine.evaluate(other, key=jax.random.key(3))
-    fn = engine._eval_fns["fn"]  # the plain jitted path gives the same scores
-    scores = {name: np.asarray(fn(pool, initial, best, other, jax.random.fold_in(jax.random.key(3), i),
-                                  num_steps=engine.eval_steps)[0])
-              for i, (_, name, pool, initial, best) in enumerate(engine._eval_fns["pools"])}
-    masks = engine._eval_fns["informative"]
+    scores = {h.name: np.asarray(evaluator.fn(h.pool, h.initial, h.best, other, jax.random.fold_in(jax.random.key(3), i),
+                                              num_steps=engine.eval_steps)[0])
+              for i, h in enumerate(held)}  # the plain jitted path gives the same scores
+    masks = {h.name: h.informative for h in held}
     expected = [float(v[masks[k]].mean()) for k, v in scores.items() if masks[k].any()]
     np.testing.assert_allclose(again["heldout_normalized_loss"], np.mean(expected), rtol=1e-6)
 
     # a config whose normaliser measured nothing is run but left out of every mean
-    name = next(k for k, m in masks.items() if m.any())
-    saved = masks[name]
+    target = next(h for h in held if h.informative.any())
+    name, saved = target.name, target.informative
     try:
-        masks[name] = np.zeros_like(saved)
+        target.informative = np.zeros_like(saved)
         result = engine.evaluate(other, key=jax.random.key(3))
     finally:
-        masks[name] = saved
+        target.informative = saved
     rest = [float(v[masks[k]].mean()) for k, v in scores.items() if k != name and masks[k].any()]
     assert result["heldout_configs"] == 2 and result["heldout_uninformative"] == 1 + again["heldout_uninformative"]
     if rest:

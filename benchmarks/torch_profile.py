@@ -5,7 +5,8 @@ layers (``step_overhead.make_params``) as ``torch.nn.Parameter`` on the chosen d
 random gradients, warms the optimizer up (with ``--compile``, that compiles), times ``--steps``
 plain steps, then runs them again under ``torch.profiler`` and prints the operators and kernels
 that took the most time (device time on CUDA, CPU time on the CPU), per step and as a share of
-the profiled total. The JSON keeps every row.
+the profiled total, and on CUDA how much of a step's wall time the GPU is busy at all (the rest
+it waits for the host to launch kernels). The JSON keeps every row.
 
 ``--arch pretrained`` is the shipped weights (``lopt.torch.LearnedOptimizer(params, "default")``,
 the distance step and the anchored direction); ``nominal``, ``mlp`` and ``learnable_adam`` are the
@@ -118,13 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.arch}{' compiled' if args.compile else ''} on {device.type}, {n / 1e6:.1f}M params: "
           f"{ms:.2f} ms per step (warm-up {warmup_s:.1f} s); profiled, most {'device' if device.type == 'cuda' else 'CPU'}"
           " time first:")
+    busy = sum(r["ms_per_step"] for r in rows)
+    if device.type == "cuda":  # less than the step's wall time: the GPU waits for the host's launches
+        print(f"the GPU is busy {busy:.2f} ms of each {ms:.2f} ms step ({busy / ms:.0%})")
     print(f"{'ms/step':>9} {'share':>6} {'calls':>6}  name")
     for r in rows[:args.top]:
         print(f"{r['ms_per_step']:9.3f} {r['share']:6.1%} {r['calls_per_step']:6.1f}  {r['name'][:110]}")
     name = f"torch_profile_{device.type}_{args.arch}{'_compile' if args.compile else ''}"
     path = save(name, {"device": str(device), "torch_device": torch.cuda.get_device_name(device)
                        if device.type == "cuda" else "cpu", "arch": args.arch, "compile": args.compile,
-                       "n_params": n, "steps": args.steps, "ms_per_step": ms, "warmup_s": warmup_s, "rows": rows},
+                       "n_params": n, "steps": args.steps, "ms_per_step": ms, "profiled_ms_per_step": busy,
+                       "warmup_s": warmup_s, "rows": rows},
                 args.out)
     print(f"saved {path}")
     return 0

@@ -2,7 +2,7 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture scaling compile (default: kernel)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel meta mixture scaling compile torch (default: kernel)
 #
 # The stages' limits add up to more than one call: run `kernel` (at most 9 minutes), `meta`, `mixture`
 # (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
@@ -22,6 +22,9 @@
 #            canonical (128 pairs per GPU) and the campaign's 9 structures (8 pairs per GPU per structure,
 #            4 configs, 500-step normalisers) at the same per-GPU load, efficiencies against one GPU,
 #            and theta after 5 outer steps on N GPUs against one (~2 minutes per device count; carry .data)
+#   torch    lopt.torch on CUDA at 100M parameters: benchmarks/torch_profile.py (the kernels a step of the
+#            shipped weights spends its time in, compiled and eager, and `nominal` compiled; how much of
+#            the step the GPU is busy), then benchmarks/torch_step.py against AdamW (~4 minutes)
 #   compile  the mixture stage's set-up and compile alone (no canonical run, 50-step normalisers,
 #            10 outer steps), once per XLA autotuning level in COMPILE_LEVELS (default "2 0"; XLA's
 #            default is 4, measured by the mixture stage): parallel autotuning with correctness checks
@@ -74,7 +77,17 @@ for stage in "${STAGES[@]}"; do
                 done
             done
             continue ;;
-        *) echo "unknown stage $stage (kernel, meta, mixture, scaling or compile)" >&2; exit 2 ;;
+        torch)
+            i=0
+            for args in "--arch pretrained --compile" "--arch pretrained" "--arch nominal --compile"; do
+                i=$((i + 1))
+                read -ra words <<< "$args"
+                timeout -k 10 170 python3 -u benchmarks/torch_profile.py --device cuda --size 1e8 "${words[@]}" \
+                    --top 25 --out "$OUT/torch_profile_$i.json" > "$OUT/torch_profile_$i.log" 2>&1
+                echo "[torch profile: $args] exit $?"; grep -v -i -E "warn|USDT" "$OUT/torch_profile_$i.log" | tail -28
+            done
+            name=torch_step limit=200 cmd=(--device cuda --sizes 1e8 --archs nominal mlp --no-jax --compile) ;;
+        *) echo "unknown stage $stage (kernel, meta, mixture, scaling, compile or torch)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"

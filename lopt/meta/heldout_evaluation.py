@@ -47,10 +47,13 @@ from lopt.meta.normalizer import LossNormalizer, normalize_loss
 from lopt.meta.structure_normalizer import informative
 from lopt.tasks import build, stack, structure_key, vmap_axes
 
-__all__ = ["HeldoutEvaluator", "HeldoutPool", "heldout_scores"]
+__all__ = ["STRUCTURE_PREFIX", "HeldoutEvaluator", "HeldoutPool", "heldout_scores"]
 
 _LOG = logging.getLogger("lopt.meta")
 _MAX_THREADS = 16
+
+#: Prefix of the per-structure scores :meth:`HeldoutEvaluator.evaluate` returns.
+STRUCTURE_PREFIX = "heldout_structure/"
 
 #: ``fit(configs, stacked_pool, num_steps) -> normalisers``: Adam-grid fits of a pool's configs.
 FitFn = Callable[[list, Any, int], list[LossNormalizer]]
@@ -165,12 +168,14 @@ class HeldoutEvaluator:
 
         Returns:
             ``heldout_normalized_loss`` (mean over structures that have an informative config),
-            ``heldout/<family>`` means, ``heldout_diverged`` (count), ``heldout_configs`` (configs
-            run) and ``heldout_uninformative`` (configs left out of the means).
+            ``heldout/<family>`` means, ``heldout_structure/<structure key>`` means (the units the
+            overall mean averages), ``heldout_diverged`` (count), ``heldout_configs`` (configs run)
+            and ``heldout_uninformative`` (configs left out of the means).
         """
         pools, programs = self.pools(), self.programs(theta, key)
         by_family: dict[str, list[float]] = {}
         per_structure, diverged, count, left_out = [], 0, 0, 0
+        by_structure: dict[str, float] = {}
         for i, (held, program) in enumerate(zip(pools, programs)):
             scores, div = program(held.pool, held.initial, held.best, theta, jax.random.fold_in(key, i))
             scores, keep = np.asarray(scores, np.float64), held.informative
@@ -180,8 +185,10 @@ class HeldoutEvaluator:
             if keep.any():
                 per_structure.append(float(scores[keep].mean()))
                 by_family.setdefault(held.family, []).append(per_structure[-1])
+                by_structure[held.name if held.name not in by_structure else f"{held.name}#{i}"] = per_structure[-1]
         out = {"heldout_normalized_loss": float(np.mean(per_structure)) if per_structure else float("nan"),
                "heldout_diverged": float(diverged), "heldout_configs": float(count),
                "heldout_uninformative": float(left_out)}
         out.update({f"heldout/{family}": float(np.mean(v)) for family, v in sorted(by_family.items())})
+        out.update({f"{STRUCTURE_PREFIX}{name}": value for name, value in sorted(by_structure.items())})
         return out

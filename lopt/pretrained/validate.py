@@ -39,8 +39,8 @@ from lopt.pretrained.campaign import (
     campaign_config,
 )
 
-__all__ = ["METRIC", "SE_PREFIX", "combine_lengths", "combine_seeds", "record_best", "validate", "validate_lengths",
-           "validation_keys"]
+__all__ = ["METRIC", "PAIRED_PREFIX", "SE_PREFIX", "combine_lengths", "combine_seeds", "paired_difference",
+           "record_best", "validate", "validate_lengths", "validation_keys"]
 
 #: What ``heldout_normalized_loss`` averages; recorded with the campaign's best, whose score is only
 #: compared with scores of the same metric. ``"informative_configs"``: configs where tuned Adam
@@ -65,7 +65,7 @@ def validation_keys(seeds: int) -> list[jax.Array]:
 
 def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: list[str] | None = None,
              steps: int = 300, variants: int = VALIDATION_VARIANTS, seeds: int = 1,
-             lopt_: LearnedOptimizer | None = None) -> dict[str, dict[str, float]]:
+             lopt_: LearnedOptimizer | None = None, paired: bool = True) -> dict[str, dict[str, float]]:
     """Held-out validation scores of each theta (lower is better), on the same configs.
 
     Args:
@@ -79,9 +79,11 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
             losg config scored 0.23-1.01 for one theta over 6 seeds.
         lopt_: the learned optimizer the thetas belong to (default: the campaign's, ``nominal``
             with its default config).
+        paired: add each later theta's :func:`paired_difference` from the first one.
 
     Returns:
-        label -> ``{"heldout_normalized_loss": ..., "heldout/<family>": ..., ...}``.
+        label -> ``{"heldout_normalized_loss": ..., "heldout/<family>": ..., ...}``, and for every
+        theta after the first (with ``paired``) ``vs_first/heldout_normalized_loss``.
 
     Example:
         >>> import jax, lopt
@@ -107,7 +109,7 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     engine = _mixture_engine(cfg, lopt_, truncation, compile_ahead=False)  # it only evaluates
     _progress(f"{steps} steps: validation configs and their Adam fits ready in {time.perf_counter() - start:.0f} s")
     keys = validation_keys(seeds)
-    scores = {}
+    scores, runs = {}, {}
     for index, (label, theta) in enumerate(thetas.items()):
         rows = []
         for seed, key in enumerate(keys):
@@ -115,7 +117,10 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
             rows.append(engine.evaluate(theta, key=key))
             _progress(f"{steps} steps: theta {index + 1}/{len(thetas)} ({label}) seed {seed + 1}/{len(keys)}: "
                       f"{rows[-1]['heldout_normalized_loss']:.4f} in {time.perf_counter() - start:.0f} s")
-        scores[label] = combine_seeds(rows)
+        scores[label], runs[label] = combine_seeds(rows), rows
+    first = next(iter(thetas))
+    for label in list(thetas)[1:] if paired else []:
+        scores[label].update(paired_difference(runs[label], runs[first]))
     return scores
 
 
@@ -143,6 +148,52 @@ def combine_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
         for name in rows[0]:
             if name == "heldout_normalized_loss" or name.startswith("heldout/"):
                 out[SE_PREFIX + name] = statistics.stdev(row[name] for row in rows) / len(rows) ** 0.5
+    return out
+
+
+#: Prefix of a theta's paired difference from the first theta of the same validation
+#: (``vs_first/heldout_normalized_loss``; its standard error under ``se/vs_first/...``).
+PAIRED_PREFIX = "vs_first/"
+
+
+def paired_difference(rows: list[dict[str, float]], reference: list[dict[str, float]]) -> dict[str, float]:
+    """A theta's overall score minus a reference theta's, seed by seed on the same configs, and with
+    two or more seeds the standard error of that difference.
+
+    Both thetas ran the very same configs with the same keys, so what a seed changes for both (its
+    batches and data order, which variants come out hard) cancels in the difference: in stop 43 two
+    thetas scored -0.003/0.046/-0.006 and -0.005/0.048/-0.008 over three seeds at 1,000 steps, a
+    spread of 0.05 between seeds around a difference of 0.002. The standard error pools, over the
+    structures the overall score averages (``heldout_structure/<key>``), each structure's
+    seed-to-seed variance of the difference: ``sqrt(sum_k var_s(d_ks) / S) / K``.
+
+    Args:
+        rows: the theta's per-seed results (:meth:`lopt.meta.mixture_engine.MixtureEngine.evaluate`).
+        reference: the reference theta's, for the same seeds in the same order.
+
+    Returns:
+        ``{"vs_first/heldout_normalized_loss": mean difference}`` and, with two or more seeds and
+        structure scores in both, ``{"se/vs_first/heldout_normalized_loss": its standard error}``.
+
+    Example:
+        >>> a = [{"heldout_normalized_loss": 0.10, "heldout_structure/x": 0.0, "heldout_structure/y": 0.20},
+        ...      {"heldout_normalized_loss": 0.30, "heldout_structure/x": 0.2, "heldout_structure/y": 0.40}]
+        >>> b = [{"heldout_normalized_loss": 0.12, "heldout_structure/x": 0.02, "heldout_structure/y": 0.22},
+        ...      {"heldout_normalized_loss": 0.33, "heldout_structure/x": 0.23, "heldout_structure/y": 0.43}]
+        >>> d = paired_difference(b, a)
+        >>> round(d["vs_first/heldout_normalized_loss"], 4), round(d["se/vs_first/heldout_normalized_loss"], 4)
+        (0.025, 0.0035)
+    """
+    from lopt.meta.heldout_evaluation import STRUCTURE_PREFIX
+
+    if len(rows) != len(reference) or not rows:
+        raise ValueError(f"paired_difference: {len(rows)} and {len(reference)} seeds; pair runs of the same seeds.")
+    name = "heldout_normalized_loss"
+    out = {PAIRED_PREFIX + name: statistics.fmean(r[name] - q[name] for r, q in zip(rows, reference))}
+    units = sorted(set.intersection(*({k for k in r if k.startswith(STRUCTURE_PREFIX)} for r in rows + reference)))
+    if len(rows) > 1 and units:
+        variance = sum(statistics.variance([r[k] - q[k] for r, q in zip(rows, reference)]) for k in units)
+        out[SE_PREFIX + PAIRED_PREFIX + name] = (variance / len(rows)) ** 0.5 / len(units)
     return out
 
 
@@ -269,9 +320,10 @@ def _validate_files(paths: list[str], execution: dict[str, Any] | None = None,
     for path, (_, lopt_) in loaded.items():
         groups.setdefault(json.dumps([lopt_.name, lopt_.config(), repr(lopt_)], sort_keys=True), []).append(path)
     scores: dict[str, dict[str, float]] = {}
-    for members in groups.values():
+    for index, members in enumerate(groups.values()):  # paired differences within the first file's group only
         lopt_ = loaded[members[0]][1]
-        scores.update(validate_lengths({p: loaded[p][0] for p in members}, lopt_=lopt_, **options))
+        scores.update(validate_lengths({p: loaded[p][0] for p in members}, lopt_=lopt_, paired=index == 0,
+                                       **options))
     return {path: scores[path] for path in paths}
 
 
@@ -307,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
                              steps=args.steps, variants=args.variants, seeds=args.seeds)
     for path, row in scores.items():
         se = row.get(SE_PREFIX + "heldout_normalized_loss")
+        delta, delta_se = row.get(PAIRED_PREFIX + "heldout_normalized_loss"), row.get(SE_PREFIX + PAIRED_PREFIX
+                                                                                    + "heldout_normalized_loss")
         print(f"{row['heldout_normalized_loss']:.4f}" + (f" ± {se:.4f} (s.e. over {args.seeds} seeds)" if se else "")
+              + ("" if delta is None else f" [minus the first theta: {delta:+.4f}"
+                 + ("" if delta_se is None else f" ± {delta_se:.4f} paired") + "]")
               + f"  {path}  " +
               " ".join(f"{k[8:]}={v:.3f}" for k, v in row.items() if k.startswith("heldout/")) +
               "".join(f"  [{n} steps: {row[f'steps{n}/heldout_normalized_loss']:.4f}]" for n in args.steps
@@ -320,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                        "variants": args.variants, "seeds": args.seeds, "families": args.families,
                        "execution": execution,
                        "seconds": time.time() - start, "campaign_steps": campaign_steps(list(scores)),
+                       "paired_reference": args.thetas[0],
                        "scores": scores}, f, indent=1)
     return 0
 

@@ -72,7 +72,13 @@ def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir, ca
     theta = lopt_.init(jax.random.key(0))
     slow = {**theta, "log_lr": theta["log_lr"] - 3.0}  # a 20x smaller step: clearly worse in 10 steps
     scores = validate({"a": theta, "b": theta, "slow": slow}, state_dir=str(state_dir), steps=10, variants=1)
+    paired = "vs_first/heldout_normalized_loss"
+    assert paired not in scores["a"] and scores["b"].pop(paired) == 0.0  # the same theta, paired with the first
     assert scores["a"] == scores["b"]
+    assert scores["slow"][paired] == pytest.approx(scores["slow"]["heldout_normalized_loss"]
+                                                   - scores["a"]["heldout_normalized_loss"], rel=1e-12)
+    structures = [v for k, v in scores["a"].items() if k.startswith("heldout_structure/")]
+    assert structures and np.mean(structures) == pytest.approx(scores["a"]["heldout_normalized_loss"], rel=1e-12)
     assert np.isfinite(scores["a"]["heldout_normalized_loss"])
     assert scores["slow"]["heldout_normalized_loss"] > scores["a"]["heldout_normalized_loss"]
     progress = capsys.readouterr().err  # a long validation says where it is, one line per theta and seed
@@ -158,7 +164,8 @@ def test_validation_uses_the_campaigns_fixed_heldout_variants(state_dir):
     from lopt.meta.trainer import _mixture_engine
     from lopt.meta.truncation import make_schedule
 
-    engines = [_mixture_engine(c, get_lopt("nominal"), make_schedule("constant", horizon=20)) for c in configs]
+    engines = [_mixture_engine(c, get_lopt("nominal"), make_schedule("constant", horizon=20), compile_ahead=False)
+               for c in configs]  # no training programs: no compile thread left inside XLA at exit (abort 134)
     held = [e.heldout_configs() for e in engines]
     assert held[0] == held[1] and len(held[0]) == campaign.VALIDATION_VARIANTS
     for engine in engines:
@@ -332,3 +339,29 @@ def test_validation_results_keep_each_files_campaign_step(monkeypatch, tmp_path)
     assert validate_module.main([best, "--steps", "2000", "--families", "losg", "--out", str(losg)]) == 0
     assert plot.collect([str(broad), str(losg)], 2000, validate_module.METRIC) == (None, {})  # not comparable
     assert list(plot.collect([str(broad)], 2000, validate_module.METRIC, variants=8)[1]) == [3779]
+
+
+def test_paired_differences_pool_each_structures_seed_noise():
+    from lopt.pretrained.validate import paired_difference
+
+    rng = np.random.default_rng(0)
+    seeds, units = 3, 4
+    common = rng.normal(0.0, 0.05, (seeds, units))  # what a seed does to both thetas
+    ref_units = 0.1 + common
+    new_units = ref_units + 0.01 + rng.normal(0.0, 0.002, (seeds, units))
+
+    def rows(values):
+        return [{"heldout_normalized_loss": float(v.mean()), **{f"heldout_structure/s{k}": float(v[k])
+                                                               for k in range(units)}} for v in values]
+
+    got = paired_difference(rows(new_units), rows(ref_units))
+    d = new_units - ref_units
+    assert got["vs_first/heldout_normalized_loss"] == pytest.approx(d.mean(), rel=1e-9)
+    expected_se = np.sqrt(d.var(axis=0, ddof=1).sum() / seeds) / units
+    assert got["se/vs_first/heldout_normalized_loss"] == pytest.approx(expected_se, rel=1e-9)
+    # the unpaired spread of either theta's score over seeds is ~25x the paired error here
+    assert np.std(new_units.mean(axis=1), ddof=1) / np.sqrt(seeds) > 5 * expected_se
+    one = paired_difference(rows(new_units[:1]), rows(ref_units[:1]))
+    assert set(one) == {"vs_first/heldout_normalized_loss"}  # one seed: no error estimate
+    with pytest.raises(ValueError, match="3 and 2 seeds"):
+        paired_difference(rows(new_units), rows(ref_units[:2]))

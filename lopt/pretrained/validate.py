@@ -355,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.record_best and args.state_dtype not in (None, "float32"):
         parser.error("--record-best keeps the campaign's float32 scores comparable; drop --state-dtype.")
     execution = {} if args.state_dtype is None else {"state_dtype": args.state_dtype}
+    from lopt.cli.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # a second validation at the same lengths loads its programs (~10 CPU minutes each)
     scores = _validate_files(args.thetas, execution, state_dir=args.state, families=args.families,
                              steps=args.steps, variants=args.variants, seeds=args.seeds)
     for path, row in scores.items():

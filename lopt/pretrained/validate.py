@@ -254,7 +254,9 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
     Scores are only compared at the same validation lengths (``steps``, kept in the record),
     ``seeds`` and :data:`METRIC`: when the campaign's best was scored at other lengths or with another metric, it
     must be among ``scores`` (the file ``best_theta.safetensors`` or a copy with the same digest) so
-    that it is re-scored alike.
+    that it is re-scored alike. Whenever it is among ``scores``, its score from this run replaces the
+    recorded one before the comparison: a score from another run is no fixed yardstick (stop 43: the
+    best's own 2,000-step score under the same key was 0.032 in one run and 0.046 in another).
     Returns a line saying what was done. The copy keeps the file's bytes (and digest) and the
     snapshot's campaign step is recorded.
     """
@@ -272,18 +274,18 @@ def record_best(scores: dict[str, dict[str, float]], state_dir: str, *, steps: l
     state = _read_state(state_dir)
     best = dict(state.get("best") or {})
     steps = [int(n) for n in steps]
-    if best and ([int(n) for n in best.get("steps", [300])] != steps or best.get("metric", "all_configs") != METRIC
-                 or int(best.get("seeds", 1)) != seeds):
-        digest = checkpoint.stored_digest(os.path.join(state_dir, "best_theta.safetensors"))
-        rescored = [row for p, row in scores.items() if checkpoint.stored_digest(p) == digest]
-        if not rescored:
-            return (f"kept the campaign's best: it was scored at {best.get('steps', [300])} steps "
-                    f"({best.get('metric', 'all_configs')}, {best.get('seeds', 1)} seeds), these at {steps} "
-                    f"({METRIC}, {seeds} seeds); "
-                    f"score {state_dir}/best_theta.safetensors in the same run to compare")
+    best_file = os.path.join(state_dir, "best_theta.safetensors")
+    digest = checkpoint.stored_digest(best_file) if best and os.path.exists(best_file) else None
+    rescored = [row for p, row in scores.items() if digest is not None and checkpoint.stored_digest(p) == digest]
+    if best and rescored:  # the best scored in this run: compared with this run's score, never a recorded one
         best.update(score=rescored[0]["heldout_normalized_loss"], steps=steps, metric=METRIC, seeds=seeds)
-        state["best"] = best  # the recorded best, re-scored at these lengths
+        state["best"] = best
         _write_state_file(state_dir, state)
+    elif best and ([int(n) for n in best.get("steps", [300])] != steps or best.get("metric", "all_configs") != METRIC
+                   or int(best.get("seeds", 1)) != seeds):
+        return (f"kept the campaign's best: it was scored at {best.get('steps', [300])} steps "
+                f"({best.get('metric', 'all_configs')}, {best.get('seeds', 1)} seeds), these at {steps} "
+                f"({METRIC}, {seeds} seeds); score {state_dir}/best_theta.safetensors in the same run to compare")
     if not math.isfinite(score) or score >= float(best.get("score", math.inf)):
         return f"kept the campaign's best ({best.get('score')}); the best campaign theta here is {score:.4f} ({path})"
     step = at[path]

@@ -365,3 +365,24 @@ def test_paired_differences_pool_each_structures_seed_noise():
     assert set(one) == {"vs_first/heldout_normalized_loss"}  # one seed: no error estimate
     with pytest.raises(ValueError, match="3 and 2 seeds"):
         paired_difference(rows(new_units), rows(ref_units[:2]))
+
+
+def test_record_best_compares_with_the_best_rescored_in_the_same_run(tmp_path):
+    """A recorded score from an earlier run is replaced by the best's score from this run, so a
+    snapshot only becomes the best by beating it under the same conditions."""
+    from lopt.pretrained.validate import record_best
+
+    paths = _campaign_snapshots(tmp_path)
+    assert "new campaign best 0.3000" in record_best({paths[10]: {"heldout_normalized_loss": 0.3}}, str(tmp_path))
+    best = str(tmp_path / "best_theta.safetensors")
+    # this run scores the best at 0.45 and a snapshot at 0.4: better than the best here, worse than 0.3 recorded
+    line = record_best({best: {"heldout_normalized_loss": 0.45}, paths[20]: {"heldout_normalized_loss": 0.4}},
+                       str(tmp_path))
+    assert "new campaign best 0.4000" in line
+    record = json.loads((tmp_path / "state.json").read_text())["best"]
+    assert record["campaign_step"] == 20 and record["score"] == 0.4
+    # and the other way: re-scored lower than recorded, a snapshot that beat the old record does not win
+    line = record_best({best: {"heldout_normalized_loss": 0.2}, paths[10]: {"heldout_normalized_loss": 0.35}},
+                       str(tmp_path))
+    assert "kept the campaign's best (0.2)" in line
+    assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20

@@ -499,8 +499,9 @@ class MixtureEngine:
         is noise); a structure with none left is left out of the overall mean.
 
         Returns:
-            ``heldout_normalized_loss`` (mean over structures), ``heldout/<family>`` means,
-            ``heldout_diverged`` (count), ``heldout_configs`` (configs run) and
-            ``heldout_uninformative`` (configs left out of the means).
+            What :meth:`lopt.meta.heldout_evaluation.HeldoutEvaluator.evaluate` returns:
+            ``heldout_normalized_loss`` (mean over structures), ``heldout/<family>`` and
+            ``heldout_structure/<key>`` means, ``heldout_diverged``, ``heldout_configs`` and
+            ``heldout_uninformative``.
         """
         return self.heldout_evaluator().evaluate(theta, key=key)

@@ -29,39 +29,30 @@ import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
 
-import jax
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+import torch_step
 from common import refuse_existing_out, save
 from step_overhead import HORIZON, make_params
-from torch_step import attach_grads, sync, torch_params
+from torch_step import attach_grads, torch_params
 
-import lopt.learned
 import lopt.torch
 
 ARCHS = ("pretrained", "nominal", "mlp", "learnable_adam")
 
 
 def make_optimizer(arch: str, params: list[torch.Tensor], *, compile: bool) -> torch.optim.Optimizer:
-    """The optimizer ``arch`` names (``pretrained``: the shipped weights) over ``params``."""
-    options = {"compile": True} if compile else {}
-    if arch == "pretrained":
-        return lopt.torch.LearnedOptimizer(params, "default", num_steps=HORIZON, **options)
-    lo = lopt.learned.get(arch)
-    return lopt.torch.LearnedOptimizer(params, (lo.init(jax.random.key(0)), lo), num_steps=HORIZON, **options)
+    """The optimizer ``arch`` names over ``params``: ``pretrained`` is the shipped weights, the others
+    as :func:`torch_step.make_optimizer` builds them (initial theta)."""
+    if arch != "pretrained":
+        return torch_step.make_optimizer(arch, params, compile=compile)
+    return lopt.torch.LearnedOptimizer(params, "default", num_steps=HORIZON, **({"compile": True} if compile else {}))
 
 
 def step_times(opt: torch.optim.Optimizer, device: torch.device, steps: int) -> list[float]:
-    """Wall seconds of ``steps`` synchronised steps."""
-    out = []
-    for _ in range(steps):
-        sync(device)
-        start = time.perf_counter()
-        opt.step()
-        sync(device)
-        out.append(time.perf_counter() - start)
-    return out
+    """Wall seconds of ``steps`` synchronised steps (:func:`torch_step.timed_step`)."""
+    return [torch_step.timed_step(opt, device) for _ in range(steps)]
 
 
 def profile_rows(opt: torch.optim.Optimizer, device: torch.device, steps: int) -> list[dict]:

@@ -174,8 +174,8 @@ class HeldoutEvaluator:
         """
         pools, programs = self.pools(), self.programs(theta, key)
         by_family: dict[str, list[float]] = {}
-        per_structure, diverged, count, left_out = [], 0, 0, 0
-        by_structure: dict[str, float] = {}
+        by_structure: dict[str, float] = {}  # the overall mean's units (a repeated structure key gets "#<pool>")
+        diverged, count, left_out = 0, 0, 0
         for i, (held, program) in enumerate(zip(pools, programs)):
             scores, div = program(held.pool, held.initial, held.best, theta, jax.random.fold_in(key, i))
             scores, keep = np.asarray(scores, np.float64), held.informative
@@ -183,10 +183,10 @@ class HeldoutEvaluator:
             count += scores.size
             left_out += int((~keep).sum())
             if keep.any():
-                per_structure.append(float(scores[keep].mean()))
-                by_family.setdefault(held.family, []).append(per_structure[-1])
-                by_structure[held.name if held.name not in by_structure else f"{held.name}#{i}"] = per_structure[-1]
-        out = {"heldout_normalized_loss": float(np.mean(per_structure)) if per_structure else float("nan"),
+                mean = float(scores[keep].mean())
+                by_family.setdefault(held.family, []).append(mean)
+                by_structure[held.name if held.name not in by_structure else f"{held.name}#{i}"] = mean
+        out = {"heldout_normalized_loss": float(np.mean(list(by_structure.values()))) if by_structure else float("nan"),
                "heldout_diverged": float(diverged), "heldout_configs": float(count),
                "heldout_uninformative": float(left_out)}
         out.update({f"heldout/{family}": float(np.mean(v)) for family, v in sorted(by_family.items())})

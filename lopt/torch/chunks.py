@@ -9,6 +9,9 @@ A plan cuts the concatenation of all tensors (flattened, in order) into consecut
 of at most ``rows`` rows. A chunk is a tuple of segments ``(tensor index, first row, stop
 row)``; most chunks lie inside one tensor (one segment: they are views, no copy), a chunk
 that crosses tensor boundaries (small tensors, a tensor's tail) is gathered with ``cat``.
+With ``alone=k``, tensors of at least ``k`` elements share no chunk (their tail is a short
+chunk of its own): on a GPU, one more launch costs less than gathering and writing back a
+large chunk's pieces.
 
 Example:
     >>> import torch
@@ -20,6 +23,8 @@ Example:
     [4.0, 5.0, 10.0, 20.0]
     >>> plan.starts
     (0, 4, 8)
+    >>> Plan([6, 1, 2], rows=4, alone=5).chunks
+    (((0, 0, 4),), ((0, 4, 6),), ((1, 0, 1), (2, 0, 2)))
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["CPU_CHUNK_BYTES", "GPU_CHUNK_BYTES", "Plan", "chunk_rows"]
+__all__ = ["CPU_CHUNK_BYTES", "GPU_CHUNK_BYTES", "LONG_SEGMENT", "Plan", "chunk_rows"]
 
 #: Bytes of float32 temporaries per chunk on the CPU: about a core's L2 cache, so a chunk's
 #: features and activations are written and read again without touching main memory.
 CPU_CHUNK_BYTES = 1 << 22
 #: Bytes of float32 temporaries per chunk on accelerators: large chunks, few kernel launches.
 GPU_CHUNK_BYTES = 1 << 28
+#: Rows from which :meth:`Plan.add_per_tensor` reduces a segment on its own.
+LONG_SEGMENT = 1 << 12
 
 Segment = tuple[int, int, int]
 
@@ -56,6 +63,8 @@ class Plan:
     Args:
         sizes: number of elements of each tensor, in order.
         rows: the most rows in one chunk.
+        alone: tensors of at least this many elements get chunks of their own (``None``:
+            every chunk is filled to ``rows``, across tensor boundaries).
 
     Attributes:
         chunks: the chunks, each a tuple of ``(tensor, start, stop)`` segments.
@@ -63,18 +72,24 @@ class Plan:
         total: the number of rows of all tensors.
     """
 
-    def __init__(self, sizes: Sequence[int], rows: int):
+    def __init__(self, sizes: Sequence[int], rows: int, alone: int | None = None):
+        if rows < 1 or (alone is not None and alone < 1):
+            raise ValueError(f"rows={rows} and alone={alone} must be positive (alone may be None).")
         chunks: list[tuple[Segment, ...]] = []
         current: list[Segment] = []
         filled = 0
         for index, size in enumerate(sizes):
+            own = alone is not None and size >= alone
+            if own and current:  # close the shared chunk before a tensor that stands alone
+                chunks.append(tuple(current))
+                current, filled = [], 0
             start = 0
             while start < size:
                 take = min(size - start, rows - filled)
                 current.append((index, start, start + take))
                 filled += take
                 start += take
-                if filled == rows:
+                if filled == rows or (own and start == size):
                     chunks.append(tuple(current))
                     current, filled = [], 0
         if current:
@@ -86,7 +101,7 @@ class Plan:
             total += sum(stop - start for _, start, stop in chunk)
         self.starts: tuple[int, ...] = tuple(starts)
         self.total = total
-        self._row_index: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._ids: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def take(self, tensors: Sequence[torch.Tensor], chunk: int) -> torch.Tensor:
         """The rows of chunk ``chunk`` from per-tensor ``[numel, ...]`` tensors.
@@ -117,6 +132,10 @@ class Plan:
     def add_per_tensor(self, sums: torch.Tensor, chunk: int, values: torch.Tensor) -> None:
         """Adds the row sums of ``values`` ``[F, n]`` (chunk ``chunk``) to ``sums[tensor]``.
 
+        Each segment of at least :data:`LONG_SEGMENT` rows is reduced on its own (scattering
+        its rows into one sum would serialise on that sum); the shorter ones are scattered
+        together with ``index_add_``.
+
         Example:
             >>> plan = Plan([3, 2], rows=4)
             >>> sums = torch.zeros(2, 1)
@@ -129,18 +148,49 @@ class Plan:
         if len(segments) == 1:
             sums[segments[0][0]] += values.sum(dim=1)
             return
-        ids, counts = self._ids_counts(chunk, values.device)
-        row_ids = ids.repeat_interleave(counts, output_size=values.shape[1])
-        sums.index_add_(0, row_ids, values.t())
+        offset, runs, shorts = 0, [], []  # runs: [first, stop) row ranges of consecutive short segments
+        for j, (i, a, b) in enumerate(segments):
+            if b - a >= LONG_SEGMENT:
+                sums[i] += values[:, offset : offset + b - a].sum(dim=1)
+            else:
+                shorts.append(j)
+                if runs and runs[-1][1] == offset:
+                    runs[-1][1] += b - a
+                else:
+                    runs.append([offset, offset + b - a])
+            offset += b - a
+        if shorts:
+            ids, seg = self.segments(chunk, values.device)
+            local = torch.zeros((len(segments), values.shape[0]), dtype=sums.dtype, device=values.device)
+            for first, stop in runs:
+                local.index_add_(0, seg[first:stop], values[:, first:stop].t())
+            shorts = torch.tensor(shorts, device=values.device)
+            sums.index_add_(0, ids[shorts], local[shorts])
 
-    def _ids_counts(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _segment_ids(self, chunk: int, device: torch.device) -> torch.Tensor:
+        """The tensor index of each segment of chunk ``chunk`` (``[S]`` int64, cached)."""
         key = (chunk, device)
-        if key not in self._row_index:
-            segments = self.chunks[chunk]
-            ids = torch.tensor([i for i, _, _ in segments], device=device)
-            counts = torch.tensor([b - a for _, a, b in segments], device=device)
-            self._row_index[key] = (ids, counts)
-        return self._row_index[key]
+        if key not in self._ids:
+            self._ids[key] = torch.tensor([i for i, _, _ in self.chunks[chunk]], device=device)
+        return self._ids[key]
+
+    def segments(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each segment's tensor (``[S]`` int64) and each row's segment (``[n]`` int32) of chunk
+        ``chunk``; the row index is computed in two parallel kernels (``arange``, ``bucketize``).
+
+        Example:
+            >>> plan = Plan([3, 2], rows=4)
+            >>> [t.tolist() for t in plan.segments(0, torch.device("cpu"))]
+            [[0, 1], [0, 0, 0, 1]]
+        """
+        segments = self.chunks[chunk]
+        ends = []
+        for _, a, b in segments[:-1]:
+            ends.append((ends[-1] if ends else 0) + b - a)
+        n = sum(b - a for _, a, b in segments)
+        bounds = torch.tensor(ends, dtype=torch.int64, device=device)
+        seg = torch.bucketize(torch.arange(n, device=device), bounds, right=True, out_int32=True)
+        return self._segment_ids(chunk, device), seg
 
     def row_positions(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row of chunk ``chunk``: its tensor and its flat index in that tensor (int64).
@@ -155,16 +205,37 @@ class Plan:
         index = torch.cat([torch.arange(a, b, dtype=torch.int64, device=device) for _, a, b in segments])
         return tensor, index
 
-    def per_row(self, table: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Rows of a per-tensor ``[T, ...]`` table for chunk ``chunk``.
+    def table_rows(self, table: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A per-tensor ``[T, ...]`` table's rows for chunk ``chunk``, unexpanded: ``(rows, seg)``.
 
-        ``[1, ...]`` (broadcasts over the chunk) when the chunk lies inside one tensor, else
-        each tensor's row repeated over its rows of the chunk.
+        ``(table[t : t + 1], None)`` (broadcasts over the chunk) when the chunk lies inside
+        tensor ``t``, else ``(table[tensors of the segments], seg)``: row ``r`` of the chunk
+        reads ``rows[seg[r]]``, so a compiled kernel gathers from a few table rows instead of
+        reading a ``[n, ...]`` copy.
+
+        Example:
+            >>> plan = Plan([3, 2], rows=4)
+            >>> rows, seg = plan.table_rows(torch.tensor([[1.0], [2.0]]), 0)
+            >>> rows.flatten().tolist(), seg.tolist()
+            ([1.0, 2.0], [0, 0, 0, 1])
         """
         segments = self.chunks[chunk]
         if len(segments) == 1:
             index = segments[0][0]
-            return table[index : index + 1]
-        ids, counts = self._ids_counts(chunk, table.device)
-        n = sum(b - a for _, a, b in segments)
-        return table.index_select(0, ids).repeat_interleave(counts, dim=0, output_size=n)
+            return table[index : index + 1], None
+        ids, seg = self.segments(chunk, table.device)
+        return table.index_select(0, ids), seg
+
+    def per_row(self, table: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Rows of a per-tensor ``[T, ...]`` table for chunk ``chunk``.
+
+        ``[1, ...]`` (broadcasts over the chunk) when the chunk lies inside one tensor, else
+        each tensor's row gathered for each of its rows of the chunk (``[n, ...]``).
+
+        Example:
+            >>> plan = Plan([3, 2], rows=4)
+            >>> plan.per_row(torch.tensor([[1.0], [2.0]]), 0).flatten().tolist()
+            [1.0, 1.0, 1.0, 2.0]
+        """
+        rows, seg = self.table_rows(table, chunk)
+        return rows if seg is None else rows.index_select(0, seg)

@@ -97,10 +97,16 @@ class Port(abc.ABC):
         return SR.round_columns(m, bits), None if v is None else SR.to_bfloat16(v, SR.split_bits(bits, m.shape[1]))
 
     def plan(self, sizes: list[int], device: torch.device, rows: int) -> Plan:
-        """The chunk plan of ``rows`` rows for tensors of ``sizes`` elements (cached)."""
+        """The chunk plan of ``rows`` rows for tensors of ``sizes`` elements (cached).
+
+        Off the CPU, tensors of at least ``rows // 16`` elements get chunks of their own: a
+        chunk across tensor boundaries copies its pieces in and out (``cat``), which on a GPU
+        costs more than the extra launch of a short chunk. On the CPU chunks are cache-sized
+        and launches are what costs, so they are filled across tensors.
+        """
         key = (tuple(sizes), device.type, rows)
         if key not in self._plans:
-            self._plans[key] = Plan(sizes, rows)
+            self._plans[key] = Plan(sizes, rows, alone=None if device.type == "cpu" else max(1, rows // 16))
         return self._plans[key]
 
     @property

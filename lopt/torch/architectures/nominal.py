@@ -256,6 +256,7 @@ class NominalPort(Port):
         salts = torch.tensor(positions, dtype=torch.int64, device=device) if self.state_dtype != _f32 else None
         for i, start in enumerate(plan.starts):
             m, v = plan.take(m_rows, i), plan.take(v_rows, i)
+            tab, seg = plan.table_rows(table, i)
             if self.state_dtype != _f32:  # computed in float32, rounded below
                 m, v = m.to(_f32), v.to(_f32)
             rows(
@@ -264,7 +265,8 @@ class NominalPort(Port):
                 m,
                 v,
                 plan.take(fac, i),
-                plan.per_row(table, i),
+                tab,
+                seg,
                 out[start : start + m.shape[0]],
                 step,
                 consts,

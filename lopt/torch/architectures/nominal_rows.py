@@ -13,8 +13,10 @@ order (results differ from JAX's only by float32 rounding):
 
 Per-chunk tensors: ``g``, ``p`` ``[n]`` (any float dtype), ``m`` ``[n, 3]`` and ``v`` ``[n]``
 float32 state (updated in place), ``fac`` ``[n]`` the factored-normalised gradient, ``tab``
-``[1 or n, hidden + 2]`` per-row tensor quantities (first-layer bias with the tensor's
-context, ``rms(p) + 1e-8``, ``-(lr * mult)``), ``out`` ``[n]`` float32.
+``[S, hidden + 2]`` per-tensor quantities (first-layer bias with the tensor's context,
+``rms(p) + 1e-8``, ``-(lr * mult)``) of the chunk's tensors, ``seg`` ``None`` when ``S`` is 1
+(the chunk lies in one tensor) else ``[n]`` integers, row ``r``'s row of ``tab``
+(:meth:`lopt.torch.chunks.Plan.table_rows`), ``out`` ``[n]`` float32.
 """
 
 from __future__ import annotations
@@ -59,9 +61,11 @@ class Step(NamedTuple):
     b2: torch.Tensor
 
 
-def rows_eager(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
+def rows_eager(g, p, m, v, fac, tab, seg, out, s: Step, c: Consts) -> None:
     """One chunk with few large eager kernels (see the module docstring)."""
     hidden = s.w0t.shape[0]
+    if seg is not None:
+        tab = tab.index_select(0, seg)
     g = g.to(_f32)
     m.mul_(s.decays).add_(g[:, None] * s.one_minus_decays)
     v.mul_(c.b2).add_(g.square().mul_(1 - c.b2))
@@ -90,11 +94,11 @@ def _network_eager(x, tab, s: Step) -> torch.Tensor:
     return torch.addmm(s.b2[:, None], s.w2t, h)
 
 
-def _network_fused(xs, w0t, tab, s: Step, outputs: int = 2) -> list:
+def _network_fused(xs, w0t, bias0, s: Step, outputs: int = 2) -> list:
     """The network's first ``outputs`` of ``[direction, log_scale]`` on the input list ``xs``
-    (``w0t``: the first layer's columns for them)."""
+    (``w0t``: the first layer's columns for them; ``bias0``: its per-row biases)."""
     hidden = s.w0t.shape[0]
-    h = [torch.relu(y) for y in _dense(xs, w0t, [tab[:, j] for j in range(hidden)])]
+    h = [torch.relu(y) for y in _dense(xs, w0t, bias0)]
     h = [torch.relu(y) for y in _dense(h, s.w1t, [s.b1[j] for j in range(hidden)])]
     return _dense(h, s.w2t[:outputs], [s.b2[j] for j in range(outputs)])
 
@@ -110,18 +114,23 @@ def _dense(xs, wt, bias):
     return ys
 
 
-def rows_fused(g, p, m, v, fac, tab, out, s: Step, c: Consts) -> None:
-    """One chunk as elementwise ops only, for ``torch.compile`` (see the module docstring)."""
+def rows_fused(g, p, m, v, fac, tab, seg, out, s: Step, c: Consts) -> None:
+    """One chunk as elementwise ops only, for ``torch.compile`` (see the module docstring).
+
+    Each column of ``tab`` is gathered on its own (``tab[:, j][seg]``): compiled, every row
+    reads its few table entries in the fused loop, and no ``[n, hidden + 2]`` copy is made.
+    """
     hidden = s.w0t.shape[0]
+    cols = [tab[:, j] if seg is None else tab[:, j][seg] for j in range(hidden + 2)]
     g = g.to(_f32)
     m.copy_(m * s.decays + g[:, None] * s.one_minus_decays)
     v.copy_(v * c.b2 + g * g * (1 - c.b2))
     precond = 1.0 / (torch.sqrt(v * s.v_correction) + c.eps)
     moments = [m[:, k] * s.m_correction[k] * precond for k in range(3)]
-    xs = [g * precond, *moments, fac, p.to(_f32) / tab[:, hidden]]
+    xs = [g * precond, *moments, fac, p.to(_f32) / cols[hidden]]
     xs = [x.clamp(-c.input_clip, c.input_clip) for x in xs]
-    direction, log_scale = _network_fused(xs, s.w0t, tab, s)
+    direction, log_scale = _network_fused(xs, s.w0t, cols[:hidden], s)
     if c.anchored:  # minus the network's direction with the gradient inputs at zero
-        direction = direction - _network_fused(xs[5:], s.w0t[:, 5:], tab, s, outputs=1)[0]
+        direction = direction - _network_fused(xs[5:], s.w0t[:, 5:], cols[:hidden], s, outputs=1)[0]
     combined = torch.clamp(moments[0] + direction, -c.update_clip, c.update_clip)
-    out.copy_(tab[:, hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0)))
+    out.copy_(cols[hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0)))

@@ -98,11 +98,14 @@ def skip_unless_compiling(request):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside torch's inductor
-@pytest.mark.parametrize("name", ["nominal", "mlp"])
-def test_compiled_step_matches_jax_over_100_steps(name, request):
+@pytest.mark.parametrize("name, config", [("nominal", {}), ("mlp", {}),
+                                          ("nominal", {"step_size": "distance", "anchored_direction": True})])
+def test_compiled_step_matches_jax_over_100_steps(name, config, request):
     skip_unless_compiling(request)
-    got, opt, (lopt_, theta, params, grads, losses) = run(name, compile=True)
+    got, opt, (lopt_, theta, params, grads, losses) = run(name, compile=True, **config)
     assert opt._port._compiled.active, "fell back to eager: the compiled path was not tested"
+    if config.get("step_size") == "distance":
+        assert opt._port._distance_sums.active, "the distance pass fell back to eager"
     want = jax_trajectory(lopt_, theta, params, grads, losses, NUM_STEPS)
     assert_same_trajectory(got, want, params)
 
@@ -120,3 +123,20 @@ def test_compiled_step_with_bfloat16_state_matches_the_eager_one(name, request):
     assert opt._port._rounding.active, "the rounding fell back to eager: its compiled form was not tested"
     want, _, _ = run(name, compile=False, state_dtype="bfloat16")
     assert_same_trajectory(got, want, params)
+
+
+def test_the_distance_passes_two_forms_agree():
+    """The elementwise form of the distance step's per-tensor pass (what compiles) equals the eager
+    one: the same new ``grad_sum`` and the same two sums, to float32 rounding."""
+    from lopt.torch.architectures import nominal
+
+    gen = torch.Generator().manual_seed(3)
+    g, p, p0, s = (torch.randn(1001, generator=gen) for _ in range(4))
+    weight = torch.tensor(0.37)
+    s_eager, s_fused = s.clone(), s.clone()
+    want = nominal._distance_sums_eager(g, p, p0, s_eager, weight, 0.9)
+    got = nominal._distance_sums_fused(g, p, p0, s_fused, weight, 0.9)
+    np.testing.assert_allclose(s_fused.numpy(), (0.9 * s + weight * g).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(s_fused.numpy(), s_eager.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.numpy(), [float(g @ (p0 - p)), float(s_eager.abs().sum())], rtol=1e-5)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)

@@ -28,6 +28,7 @@ from lopt.torch import chunks, ops
 from lopt.torch import stochastic_rounding as SR
 from lopt.torch.architectures import nominal_rows
 from lopt.torch.architectures.base import Port
+from lopt.torch.compiled import CompiledRows
 
 __all__ = ["NominalPort"]
 
@@ -46,6 +47,24 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
 
 def _safe_rsqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(torch.clamp_min(x, 1e-9))
+
+
+def _distance_sums_eager(g, p, p0, grad_sum, weight, decay: float) -> torch.Tensor:
+    """Advances one tensor's float32 ``grad_sum`` (flat) in place to ``decay * s + weight * g``;
+    returns ``[g . (p0 - p), sum |new s|]`` (the distance estimate's two sums, float32)."""
+    g = g.to(_f32)
+    dot = torch.dot(g, p0.to(_f32) - p.to(_f32))
+    grad_sum.mul_(decay).add_(weight * g)
+    return torch.stack([dot, grad_sum.abs().sum()])
+
+
+def _distance_sums_fused(g, p, p0, grad_sum, weight, decay: float) -> torch.Tensor:
+    """:func:`_distance_sums_eager` as elementwise ops and two sums, for ``torch.compile``: one
+    pass reading ``g``, ``p``, ``p0`` and ``grad_sum`` and writing ``grad_sum``."""
+    g = g.to(_f32)
+    new = grad_sum * decay + weight * g
+    grad_sum.copy_(new)
+    return torch.stack([torch.sum(g * (p0.to(_f32) - p.to(_f32))), torch.sum(torch.abs(new))])
 
 
 def _factored_step(
@@ -86,6 +105,17 @@ class NominalPort(Port):
     name: ClassVar[str] = "nominal"
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
     bfloat16_state: ClassVar[bool] = True
+    #: the compiled pass of the distance step's sums (float32 state, after :meth:`use_compile`)
+    _distance_sums: CompiledRows | None = None
+
+    def use_compile(self) -> None:
+        """Compiles the rows function (:meth:`Port.use_compile`) and, for the distance step with
+        float32 state, its per-tensor pass (``grad_sum``, the dot and the L1 norm in one kernel
+        instead of five eager passes)."""
+        super().use_compile()
+        if (self.arch.step_size == "distance" and self.state_dtype == _f32
+                and self._compiled is not None and self._compiled.active):
+            self._distance_sums = CompiledRows(_distance_sums_eager, _distance_sums_fused)
 
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -131,20 +161,29 @@ class NominalPort(Port):
         d = states[0]["distance"].clone()
         weight = d * d * lr.to(d.device)
         decay = self.arch.distance_decay
+        if self.state_dtype == _f32:  # one pass per tensor: grad_sum in place, the dot and the L1 norm
+            sums = self._distance_sums or _distance_sums_eager
+            totals = sum(sums(g.reshape(-1), p.detach().reshape(-1), s["params0"].reshape(-1),
+                              s["grad_sum"].view(-1), weight, decay) for g, p, s in zip(grads, params, states))
+            dot, l1 = totals[0], totals[1]
+            numerator = decay * states[0]["numerator"] + weight * dot
+            return self._advance_distance(states, d, numerator, l1)
         dot = sum(torch.dot(g.reshape(-1).to(_f32), (s["params0"].to(_f32) - p.detach().to(_f32)).reshape(-1))
                   for g, p, s in zip(grads, params, states))
         numerator = decay * states[0]["numerator"] + weight * dot
         l1 = torch.zeros((), dtype=_f32, device=d.device)
         role = len(self.arch.decays) + 1
         for g, s, position in zip(grads, states, positions):
-            if self.state_dtype == _f32:
-                s["grad_sum"].mul_(decay).add_(weight * g.to(_f32))
-                l1 = l1 + s["grad_sum"].abs().sum()
-                continue
             grad_sum = s["grad_sum"].to(_f32).mul_(decay).add_(weight * g.to(_f32))
             l1 = l1 + grad_sum.abs().sum()  # of the float32 sum, as JAX (it rounds the state after)
             bits = SR.entry_bits(tuple(grad_sum.shape), count + 1, position, grad_sum.device)
             s["grad_sum"].copy_(SR.to_bfloat16(grad_sum, SR.split_bits(bits, role)))
+        return self._advance_distance(states, d, numerator, l1)
+
+    @staticmethod
+    def _advance_distance(states, d: torch.Tensor, numerator: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        """Stores ``max(d, numerator / l1)`` (0 where that is undefined) and the numerator in every
+        tensor's state; returns this step's ``d`` (the old one)."""
         estimate = torch.where(l1 > 0, numerator / torch.where(l1 > 0, l1, torch.ones_like(l1)), torch.zeros_like(l1))
         estimate = torch.where(torch.isfinite(estimate), estimate, torch.zeros_like(estimate))
         new_d = torch.maximum(d, estimate)

@@ -259,8 +259,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 )
                 if kept is not None:
                     _restore_non_finite(states, kept)
-                for u in updates:  # a blown-up network output is no step either
-                    u.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+                if not self._port.finite_updates:  # a blown-up network output is no step either
+                    for u in updates:
+                        u.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
                 updates = [u.to(p.dtype) for u, p in zip(updates, params)]
                 torch._foreach_add_(params, updates)
                 for state in states:

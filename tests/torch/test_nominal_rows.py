@@ -71,3 +71,16 @@ def test_anchoring_changes_the_update_and_vanishes_at_zero_gradient_history():
     for anchored in (False, True):
         out = _run(nominal_rows.rows_eager, zero, step, nominal_rows.Consts(0.999, 1e-8, 10.0, 10.0, anchored))[0]
         assert bool((out == 0).all()) == anchored
+
+
+@pytest.mark.parametrize("form", [nominal_rows.rows_eager, nominal_rows.rows_fused])
+def test_a_non_finite_row_gives_a_zero_update_and_leaves_the_others(form):
+    arrays, step = _chunk(3, 2)
+    consts = nominal_rows.Consts(0.999, 1e-8, 10.0, 10.0, False)
+    clean = _run(form, arrays, step, consts)[0]
+    arrays["g"][5], arrays["p"][9] = float("nan"), float("nan")  # (an infinite p is clipped)
+    out = _run(form, arrays, step, consts)[0]
+    assert clean[5] != 0 and clean[9] != 0 and out[5] == 0 and out[9] == 0
+    others = torch.ones(ROWS, dtype=torch.bool)
+    others[[5, 9]] = False
+    np.testing.assert_array_equal(out[others].numpy(), clean[others].numpy())

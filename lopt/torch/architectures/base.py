@@ -56,6 +56,10 @@ class Port(abc.ABC):
     #: ``torch._foreach_*`` kernels and is not compiled.
     rows_forms: ClassVar[tuple[Any, Any] | None] = None
 
+    #: Whether :meth:`update` already returns finite updates (non-finite entries set to 0 where
+    #: they are made); otherwise the optimizer replaces them, one more pass per tensor.
+    finite_updates: ClassVar[bool] = False
+
     #: Whether the port implements ``state_dtype="bfloat16"`` (stochastically rounded state, bit
     #: for bit as JAX rounds it: :mod:`lopt.torch.stochastic_rounding`).
     bfloat16_state: ClassVar[bool] = False

@@ -105,6 +105,7 @@ class NominalPort(Port):
     name: ClassVar[str] = "nominal"
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
     bfloat16_state: ClassVar[bool] = True
+    finite_updates: ClassVar[bool] = True  # the rows functions write 0 for a non-finite update
     #: the compiled pass of the distance step's sums (float32 state, after :meth:`use_compile`)
     _distance_sums: CompiledRows | None = None
 

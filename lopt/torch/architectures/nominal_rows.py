@@ -16,7 +16,8 @@ float32 state (updated in place), ``fac`` ``[n]`` the factored-normalised gradie
 ``[S, hidden + 2]`` per-tensor quantities (first-layer bias with the tensor's context,
 ``rms(p) + 1e-8``, ``-(lr * mult)``) of the chunk's tensors, ``seg`` ``None`` when ``S`` is 1
 (the chunk lies in one tensor) else ``[n]`` integers, row ``r``'s row of ``tab``
-(:meth:`lopt.torch.chunks.Plan.table_rows`), ``out`` ``[n]`` float32.
+(:meth:`lopt.torch.chunks.Plan.table_rows`), ``out`` ``[n]`` float32 (a non-finite update is
+written as 0, as the optimizer does for every architecture).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def rows_eager(g, p, m, v, fac, tab, seg, out, s: Step, c: Consts) -> None:
         o[0].sub_(_network_eager(x, tab, s)[0])
     combined = nominal.add_(o[0]).clamp_(-c.update_clip, c.update_clip)
     torch.mul(combined.mul_(tab[:, hidden + 1]), o[1].clamp_(-4.0, 4.0).exp_(), out=out)
+    out.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # a blown-up network output is no step
 
 
 def _network_eager(x, tab, s: Step) -> torch.Tensor:
@@ -133,4 +135,5 @@ def rows_fused(g, p, m, v, fac, tab, seg, out, s: Step, c: Consts) -> None:
     if c.anchored:  # minus the network's direction with the gradient inputs at zero
         direction = direction - _network_fused(xs[5:], s.w0t[:, 5:], cols[:hidden], s, outputs=1)[0]
     combined = torch.clamp(moments[0] + direction, -c.update_clip, c.update_clip)
-    out.copy_(cols[hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0)))
+    update = cols[hidden + 1] * combined * torch.exp(torch.clamp(log_scale, -4.0, 4.0))
+    out.copy_(torch.nan_to_num(update, nan=0.0, posinf=0.0, neginf=0.0))  # a blown-up output is no step

@@ -62,7 +62,7 @@ def _is_device_work(event) -> bool:
     operator (which the profiler also credits with its kernels' device time) nor an annotation."""
     return (event.device_type != torch.autograd.DeviceType.CPU
             and not getattr(event, "is_user_annotation", False)
-            and not event.name.startswith(("Optimizer.", "ProfilerStep")))
+            and not event.key.startswith(("Optimizer.", "ProfilerStep")))
 
 
 def busy_ms(intervals: list[tuple[float, float]]) -> float:

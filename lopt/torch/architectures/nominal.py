@@ -67,27 +67,39 @@ def _distance_sums_fused(g, p, p0, grad_sum, weight, decay: float) -> torch.Tens
     return torch.stack([torch.sum(g * (p0.to(_f32) - p.to(_f32))), torch.sum(torch.abs(new))])
 
 
-def _factored_step(
-    g: torch.Tensor, state: dict[str, torch.Tensor], d: torch.Tensor
-) -> torch.Tensor:
-    """``lopt.learned.features.factored_update`` for one tensor, one decay, in place.
-
-    Returns the factored-normalised gradient, flat ``[numel]``.
-    """
+def _factored_full(g: torch.Tensor, full: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The factored step of a tensor of rank < 2 (a full second moment ``[*shape, 1]``, in place);
+    returns the normalised gradient, flat ``[numel]``."""
     g2 = g.square().unsqueeze(-1) + 1e-30
-    dims = F.factored_dims(tuple(g.shape))
-    if dims is None:
-        full = state["factored_full"]
-        full.copy_(d * full + (1.0 - d) * g2)
-        return (g.unsqueeze(-1) * _safe_rsqrt(full)).reshape(-1)
-    d1, d0 = dims
-    row, col = state["factored_row"], state["factored_col"]
+    full.copy_(d * full + (1.0 - d) * g2)
+    return (g.unsqueeze(-1) * _safe_rsqrt(full)).reshape(-1)
+
+
+def _factored_pair(g: torch.Tensor, row: torch.Tensor, col: torch.Tensor, d: torch.Tensor,
+                   d1: int, d0: int) -> torch.Tensor:
+    """The factored step of a tensor of rank >= 2 (row and column moments over dimensions ``d0``
+    and ``d1``, :func:`lopt.learned.features.factored_dims`, in place); returns the normalised
+    gradient, flat ``[numel]``."""
+    g2 = g.square().unsqueeze(-1) + 1e-30
     row.copy_(d * row + (1.0 - d) * g2.mean(dim=d0))
     col.copy_(d * col + (1.0 - d) * g2.mean(dim=d1))
     reduced_d1 = d1 - 1 if d1 > d0 else d1
     row_factor = _safe_rsqrt(row / (row.mean(dim=reduced_d1, keepdim=True) + 1e-9))
     scale = row_factor.unsqueeze(d0) * _safe_rsqrt(col).unsqueeze(d1)
     return (g.unsqueeze(-1) * scale).reshape(-1)
+
+
+def _factored_step(g: torch.Tensor, state: dict[str, torch.Tensor], d: torch.Tensor,
+                   full=_factored_full, pair=_factored_pair) -> torch.Tensor:
+    """``lopt.learned.features.factored_update`` for one tensor, one decay, in place (``full`` and
+    ``pair`` the two cases' functions, eager or compiled).
+
+    Returns the factored-normalised gradient, flat ``[numel]``.
+    """
+    dims = F.factored_dims(tuple(g.shape))
+    if dims is None:
+        return full(g, state["factored_full"], d)
+    return pair(g, state["factored_row"], state["factored_col"], d, *dims)
 
 
 class NominalPort(Port):
@@ -108,12 +120,16 @@ class NominalPort(Port):
     finite_updates: ClassVar[bool] = True  # the rows functions write 0 for a non-finite update
     #: the compiled pass of the distance step's sums (float32 state, after :meth:`use_compile`)
     _distance_sums: CompiledRows | None = None
+    #: the compiled factored steps ``(full, pair)`` (after :meth:`use_compile`)
+    _factored: tuple[CompiledRows, CompiledRows] | None = None
 
     def use_compile(self) -> None:
-        """Compiles the rows function (:meth:`Port.use_compile`) and, for the distance step with
-        float32 state, its per-tensor pass (``grad_sum``, the dot and the L1 norm in one kernel
-        instead of five eager passes)."""
+        """Compiles the rows function (:meth:`Port.use_compile`), the factored second moments'
+        per-tensor step and, for the distance step with float32 state, its per-tensor pass
+        (``grad_sum``, the dot and the L1 norm in one kernel instead of five eager passes)."""
         super().use_compile()
+        if self._compiled is not None and self._compiled.active:  # ~20 eager ops per tensor -> a few kernels
+            self._factored = (CompiledRows(_factored_full, _factored_full), CompiledRows(_factored_pair, _factored_pair))
         if (self.arch.step_size == "distance" and self.state_dtype == _f32
                 and self._compiled is not None and self._compiled.active):
             self._distance_sums = CompiledRows(_distance_sums_eager, _distance_sums_fused)
@@ -268,10 +284,12 @@ class NominalPort(Port):
 
         # Whole-tensor quantities first: the factored gradient and each tensor's RMS.
         fd = torch.tensor([arch.factored_decay], dtype=_f32, device=device)
-        fac = [_factored_step(g.to(_f32), s, fd) for g, s in zip(grads, states)]
-        p_rms = torch.stack(
-            [torch.linalg.vector_norm(p, dtype=_f32) / math.sqrt(max(p.numel(), 1)) for p in params]
-        )
+        fac = [_factored_step(g.to(_f32), s, fd, *(self._factored or ())) for g, s in zip(grads, states)]
+        if all(p.dtype == _f32 for p in params):  # one multi-tensor kernel
+            norms = torch.stack(torch._foreach_norm([p.detach() for p in params]))
+        else:
+            norms = torch.stack([torch.linalg.vector_norm(p.detach(), dtype=_f32) for p in params])
+        p_rms = norms / torch.tensor([math.sqrt(max(p.numel(), 1)) for p in params], dtype=_f32, device=device)
         bias, minus_step = self._tensor_table(shapes, scalars)
         if positions is None:
             positions = list(range(len(params)))

@@ -101,7 +101,7 @@ class Plan:
             total += sum(stop - start for _, start, stop in chunk)
         self.starts: tuple[int, ...] = tuple(starts)
         self.total = total
-        self._ids: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._tables: dict[tuple, torch.Tensor] = {}  # small index tensors per chunk and device
 
     def take(self, tensors: Sequence[torch.Tensor], chunk: int) -> torch.Tensor:
         """The rows of chunk ``chunk`` from per-tensor ``[numel, ...]`` tensors.
@@ -164,15 +164,15 @@ class Plan:
             local = torch.zeros((len(segments), values.shape[0]), dtype=sums.dtype, device=values.device)
             for first, stop in runs:
                 local.index_add_(0, seg[first:stop], values[:, first:stop].t())
-            shorts = torch.tensor(shorts, device=values.device)
-            sums.index_add_(0, ids[shorts], local[shorts])
+            short = self._cached(("short", chunk, values.device), shorts)
+            sums.index_add_(0, ids[short], local[short])
 
-    def _segment_ids(self, chunk: int, device: torch.device) -> torch.Tensor:
-        """The tensor index of each segment of chunk ``chunk`` (``[S]`` int64, cached)."""
-        key = (chunk, device)
-        if key not in self._ids:
-            self._ids[key] = torch.tensor([i for i, _, _ in self.chunks[chunk]], device=device)
-        return self._ids[key]
+    def _cached(self, key: tuple, values: list[int]) -> torch.Tensor:
+        """``values`` as an int64 tensor on ``key[-1]`` (a device), made once per key: no host
+        to device copy in later steps."""
+        if key not in self._tables:
+            self._tables[key] = torch.tensor(values, dtype=torch.int64, device=key[-1])
+        return self._tables[key]
 
     def segments(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Each segment's tensor (``[S]`` int64) and each row's segment (``[n]`` int32) of chunk
@@ -188,9 +188,9 @@ class Plan:
         for _, a, b in segments[:-1]:
             ends.append((ends[-1] if ends else 0) + b - a)
         n = sum(b - a for _, a, b in segments)
-        bounds = torch.tensor(ends, dtype=torch.int64, device=device)
+        bounds = self._cached(("bounds", chunk, device), ends)
         seg = torch.bucketize(torch.arange(n, device=device), bounds, right=True, out_int32=True)
-        return self._segment_ids(chunk, device), seg
+        return self._cached(("ids", chunk, device), [i for i, _, _ in segments]), seg
 
     def row_positions(self, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row of chunk ``chunk``: its tensor and its flat index in that tensor (int64).

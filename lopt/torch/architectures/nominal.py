@@ -123,6 +123,10 @@ class NominalPort(Port):
     #: the compiled factored steps ``(full, pair)`` (after :meth:`use_compile`)
     _factored: tuple[CompiledRows, CompiledRows] | None = None
 
+    def __init__(self, arch, theta):
+        super().__init__(arch, theta)
+        self._weights_t: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
     def use_compile(self) -> None:
         """Compiles the rows function (:meth:`Port.use_compile`), the factored second moments'
         per-tensor step and, for the distance step with float32 state, its per-tensor pass
@@ -176,7 +180,7 @@ class NominalPort(Port):
             for s in states:
                 s["distance"].copy_(start)
         d = states[0]["distance"].clone()
-        weight = d * d * lr.to(d.device)
+        weight = d * d * lr
         decay = self.arch.distance_decay
         if self.state_dtype == _f32:  # one pass per tensor: grad_sum in place, the dot and the L1 norm
             sums = self._distance_sums or _distance_sums_eager
@@ -229,6 +233,50 @@ class NominalPort(Port):
             "time_context": ops.fraction_embedding(fraction, F.FRACTION_POINTS),
         }
 
+    def _step_constants(self, count: int, num_steps: int | None, shapes, device: torch.device) -> dict:
+        """This step's constants, computed on the CPU and moved to ``device`` in one copy.
+
+        Every separate ``.to(device)`` of a CPU tensor waits for the device to finish the work
+        queued before it (a blocking copy), so the decays, bias corrections, learning rate and the
+        ``[T, hidden + 2]`` per-tensor table travel as one packed tensor, from pinned memory
+        without blocking on CUDA.
+
+        Returns:
+            ``decays``, ``m_correction`` ``[k]``, ``v_correction``, ``lr``, ``factored_decay``
+            ``[1]``-shaped or 0-d tensors, ``sqrt_sizes`` ``[T]`` (``sqrt(numel)`` of each tensor),
+            ``minus_step`` ``[T]`` and ``bias`` ``[T, hidden]``, all views of one tensor on ``device``.
+        """
+        scalars = self._scalars(count, num_steps)
+        bias, minus_step = self._tensor_table(shapes, scalars)
+        t = len(shapes)
+        parts = {
+            "decays": scalars["decays"], "m_correction": scalars["m_correction"],
+            "v_correction": scalars["v_correction"].reshape(1), "lr": scalars["lr"].reshape(1),
+            "factored_decay": torch.tensor([self.arch.factored_decay], dtype=_f32),
+            "sqrt_sizes": torch.tensor([math.sqrt(max(math.prod(s), 1)) for s in shapes], dtype=_f32),
+            "minus_step": minus_step.reshape(t), "bias": bias.reshape(-1),
+        }
+        packed = torch.cat([v.to(_f32) for v in parts.values()])
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+        else:
+            packed = packed.to(device)
+        out, start = {}, 0
+        for name, value in parts.items():
+            out[name] = packed[start : start + value.numel()]
+            start += value.numel()
+        out["v_correction"] = out["v_correction"].reshape(())
+        out["lr"] = out["lr"].reshape(())
+        out["bias"] = out["bias"].reshape(t, -1)
+        return out
+
+    def _transposed(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's weights transposed (``[out, in]``, contiguous) on ``device``, made once."""
+        if device not in self._weights_t:
+            net = self.theta(device)["network"]
+            self._weights_t[device] = tuple(net[w].t().contiguous() for w in ("w0", "w1", "w2"))
+        return self._weights_t[device]
+
     def _tensor_table(self, shapes, scalars) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-tensor quantities on the CPU, as the JAX step computes them.
 
@@ -267,38 +315,35 @@ class NominalPort(Port):
         net = self.theta(device)["network"]
         shapes = [tuple(p.shape) for p in params]
         sizes = [p.numel() for p in params]
-        scalars = self._scalars(count, num_steps)
-        decays = scalars["decays"].to(device)
+        const = self._step_constants(count, num_steps, shapes, device)
+        w0t, w1t, w2t = self._transposed(device)
         step = nominal_rows.Step(
-            decays=decays,
-            one_minus_decays=1.0 - decays,
-            m_correction=scalars["m_correction"].to(device),
-            v_correction=scalars["v_correction"].to(device),
-            w0t=net["w0"].t().contiguous(),
-            w1t=net["w1"].t().contiguous(),
+            decays=const["decays"],
+            one_minus_decays=1.0 - const["decays"],
+            m_correction=const["m_correction"],
+            v_correction=const["v_correction"],
+            w0t=w0t,
+            w1t=w1t,
             b1=net["b1"],
-            w2t=net["w2"].t().contiguous(),
+            w2t=w2t,
             b2=net["b2"],
         )
         consts = nominal_rows.Consts(arch.b2, arch.eps, arch.input_clip, arch.update_clip, arch.anchored_direction)
 
         # Whole-tensor quantities first: the factored gradient and each tensor's RMS.
-        fd = torch.tensor([arch.factored_decay], dtype=_f32, device=device)
-        fac = [_factored_step(g.to(_f32), s, fd, *(self._factored or ())) for g, s in zip(grads, states)]
+        fac = [_factored_step(g.to(_f32), s, const["factored_decay"], *(self._factored or ()))
+               for g, s in zip(grads, states)]
         if all(p.dtype == _f32 for p in params):  # one multi-tensor kernel
             norms = torch.stack(torch._foreach_norm([p.detach() for p in params]))
         else:
             norms = torch.stack([torch.linalg.vector_norm(p.detach(), dtype=_f32) for p in params])
-        p_rms = norms / torch.tensor([math.sqrt(max(p.numel(), 1)) for p in params], dtype=_f32, device=device)
-        bias, minus_step = self._tensor_table(shapes, scalars)
+        p_rms = norms / const["sqrt_sizes"]
+        minus_step = const["minus_step"]
         if positions is None:
             positions = list(range(len(params)))
         if arch.step_size == "distance":
-            minus_step = minus_step.to(device) * self._distance_step(params, grads, states, scalars["lr"], count,
-                                                                     positions)
-        table = torch.cat(
-            [bias.to(device), (p_rms + 1e-8)[:, None], minus_step.to(device)[:, None]], dim=1
-        )
+            minus_step = minus_step * self._distance_step(params, grads, states, const["lr"], count, positions)
+        table = torch.cat([const["bias"], (p_rms + 1e-8)[:, None], minus_step[:, None]], dim=1)
 
         g_rows = [g.reshape(-1) for g in grads]
         p_rows = [p.detach().reshape(-1) for p in params]

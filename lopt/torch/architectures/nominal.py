@@ -132,10 +132,11 @@ class NominalPort(Port):
         per-tensor step and, for the distance step with float32 state, its per-tensor pass
         (``grad_sum``, the dot and the L1 norm in one kernel instead of five eager passes)."""
         super().use_compile()
-        if self._compiled is not None and self._compiled.active:  # ~20 eager ops per tensor -> a few kernels
-            self._factored = (CompiledRows(_factored_full, _factored_full), CompiledRows(_factored_pair, _factored_pair))
-        if (self.arch.step_size == "distance" and self.state_dtype == _f32
-                and self._compiled is not None and self._compiled.active):
+        if self._compiled is None or not self._compiled.active:  # compiling is impossible here: all eager
+            return
+        # ~20 eager operations per tensor -> a few kernels
+        self._factored = (CompiledRows(_factored_full, _factored_full), CompiledRows(_factored_pair, _factored_pair))
+        if self.arch.step_size == "distance" and self.state_dtype == _f32:
             self._distance_sums = CompiledRows(_distance_sums_eager, _distance_sums_fused)
 
 
@@ -242,32 +243,28 @@ class NominalPort(Port):
         without blocking on CUDA.
 
         Returns:
-            ``decays``, ``m_correction`` ``[k]``, ``v_correction``, ``lr``, ``factored_decay``
-            ``[1]``-shaped or 0-d tensors, ``sqrt_sizes`` ``[T]`` (``sqrt(numel)`` of each tensor),
+            ``decays``, ``m_correction`` ``[k]``, ``v_correction``, ``lr`` (0-d),
+            ``factored_decay`` ``[1]``, ``sqrt_sizes`` ``[T]`` (``sqrt(numel)`` of each tensor),
             ``minus_step`` ``[T]`` and ``bias`` ``[T, hidden]``, all views of one tensor on ``device``.
         """
         scalars = self._scalars(count, num_steps)
         bias, minus_step = self._tensor_table(shapes, scalars)
-        t = len(shapes)
         parts = {
             "decays": scalars["decays"], "m_correction": scalars["m_correction"],
-            "v_correction": scalars["v_correction"].reshape(1), "lr": scalars["lr"].reshape(1),
+            "v_correction": scalars["v_correction"], "lr": scalars["lr"],
             "factored_decay": torch.tensor([self.arch.factored_decay], dtype=_f32),
             "sqrt_sizes": torch.tensor([math.sqrt(max(math.prod(s), 1)) for s in shapes], dtype=_f32),
-            "minus_step": minus_step.reshape(t), "bias": bias.reshape(-1),
+            "minus_step": minus_step, "bias": bias,
         }
-        packed = torch.cat([v.to(_f32) for v in parts.values()])
+        packed = torch.cat([v.reshape(-1).to(_f32) for v in parts.values()])
         if device.type == "cuda":
             packed = packed.pin_memory().to(device, non_blocking=True)
         else:
             packed = packed.to(device)
         out, start = {}, 0
         for name, value in parts.items():
-            out[name] = packed[start : start + value.numel()]
+            out[name] = packed[start : start + value.numel()].view(value.shape)
             start += value.numel()
-        out["v_correction"] = out["v_correction"].reshape(())
-        out["lr"] = out["lr"].reshape(())
-        out["bias"] = out["bias"].reshape(t, -1)
         return out
 
     def _transposed(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ On a CPU, lopt runs as ``lopt train`` does: one host device per core (``LOPT_HOS
 ``LOPT_HOST_DEVICES=1`` measures both on one device.
 
 Usage: python benchmarks/meta_throughput.py [--tasks 16] [--steps 20] [--estimator pes]
-       [--kernels xla [auto]] [--out FILE]
+       [--kernels xla [auto]] [--profile] [--out FILE]
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
+import jax_trace
 from common import refuse_existing_out, save
 
 import lopt
@@ -36,13 +38,23 @@ from lopt.cli.host_devices import use_host_cores
 from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 
-def measure(num_tasks: int, steps: int, estimator: str, unroll: int, kernel_mode: str = "xla") -> dict:
+def measure(num_tasks: int, steps: int, estimator: str, unroll: int, kernel_mode: str = "xla",
+            profile: bool = False) -> dict:
     with lopt.kernels.mode_scope(kernel_mode):  # the mode is read when the step is traced (its first call)
-        row = _measure_lopt(num_tasks, steps, estimator, unroll)
+        row = _measure_lopt(num_tasks, steps, estimator, unroll, profile)
     return {**row, "kernels": kernel_mode}
 
 
-def _measure_lopt(num_tasks: int, steps: int, estimator: str, unroll: int) -> dict:
+def _profiled(row: dict, call, profile: bool) -> dict:
+    """``row`` with the device-time breakdown of 5 more calls (jax_trace) when ``profile`` is set."""
+    if not profile:
+        return row
+    summary = jax_trace.profile_calls(call, 5, tempfile.mkdtemp(prefix="lopt-meta-trace-"))
+    jax_trace.print_summary(f"{row['tasks']} tasks, {row['estimator']}", summary)
+    return {**row, "profile": summary}
+
+
+def _measure_lopt(num_tasks: int, steps: int, estimator: str, unroll: int, profile: bool = False) -> dict:
     cfg = lopt.meta.load_config("canonical", [f"estimator.num_tasks={num_tasks}", f"estimator.kind={estimator}",
                                               f"estimator.unroll_length={unroll}", "normalizer.enabled=false"])
     trainer = MetaTrainer(cfg, "/tmp/lopt-bench-unused", progress=False)
@@ -61,12 +73,15 @@ def _measure_lopt(num_tasks: int, steps: int, estimator: str, unroll: int) -> di
     jax.block_until_ready((theta, metrics))
     per_step = (time.perf_counter() - start) / steps
     inner = inner_steps_per_outer_step(trainer.setup)
-    return {"tasks": num_tasks, "estimator": estimator, "unroll_length": unroll,
-            "inner_steps_per_outer_step": inner, "compile_and_first_step_s": compile_s,
-            "seconds_per_outer_step": per_step, "inner_steps_per_s": inner / per_step}
+    row = {"tasks": num_tasks, "estimator": estimator, "unroll_length": unroll,
+           "inner_steps_per_outer_step": inner, "compile_and_first_step_s": compile_s,
+           "seconds_per_outer_step": per_step, "inner_steps_per_s": inner / per_step}
+    # the profiled calls repeat one outer step's inputs: the same work, nothing carried between them
+    return _profiled(row, lambda: step_fn(trainer._estimator, theta, outer_state, est_state, jax.random.key(0)),
+                     profile)
 
 
-def measure_plain(num_tasks: int, steps: int, unroll: int) -> dict:
+def measure_plain(num_tasks: int, steps: int, unroll: int, profile: bool = False) -> dict:
     """The plain fused reference (benchmarks/plain_pes.py) on the same config, same machine."""
     import plain_pes  # here: importing it starts JAX, which must wait for use_host_cores
 
@@ -84,9 +99,10 @@ def measure_plain(num_tasks: int, steps: int, unroll: int) -> dict:
     jax.block_until_ready(grad)
     per_step = (time.perf_counter() - start) / steps
     inner = 2 * num_tasks * unroll
-    return {"tasks": num_tasks, "estimator": "plain pes", "unroll_length": unroll, "inner_steps_per_outer_step": inner,
-            "compile_and_first_step_s": compile_s, "seconds_per_outer_step": per_step,
-            "inner_steps_per_s": inner / per_step}
+    row = {"tasks": num_tasks, "estimator": "plain pes", "unroll_length": unroll, "inner_steps_per_outer_step": inner,
+           "compile_and_first_step_s": compile_s, "seconds_per_outer_step": per_step,
+           "inner_steps_per_s": inner / per_step}
+    return _profiled(row, lambda: outer_step(theta, state, jax.random.key(2)), profile)
 
 
 def _payload(rows: list) -> dict:
@@ -104,16 +120,20 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="where to write the JSON (default benchmarks/results/meta_throughput_<device>.json); "
                              "written after every row, so a run cut short keeps what it measured; must not exist")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing each row at the largest task count, profile 5 more outer steps and print "
+                             "(and save in the row) the device time per kernel (jax_trace.py)")
     args = parser.parse_args()
     refuse_existing_out(parser, args.out)
     use_host_cores()  # as `lopt train` does; before anything starts JAX
     rows = []
     for n in args.tasks:
+        profile = args.profile and n == max(args.tasks)
         for mode in args.kernels:
-            rows.append(measure(n, args.steps, args.estimator, args.unroll, mode))
+            rows.append(measure(n, args.steps, args.estimator, args.unroll, mode, profile))
             save("meta_throughput", _payload(rows), args.out)
         if args.estimator == "pes":
-            rows.append(measure_plain(n, args.steps, args.unroll))
+            rows.append(measure_plain(n, args.steps, args.unroll, profile))
             save("meta_throughput", _payload(rows), args.out)
     print(f"device: {jax.devices()[0].device_kind} ({jax.local_device_count()} local devices)")
     print(f"{'tasks':>6} {'estimator':>10} {'kernels':>8} {'compile+1st (s)':>16} {'s/outer step':>13} "

@@ -13,7 +13,8 @@
 #            (issue 11; ~16-26 s of compilation per variant: up to 8 minutes, alone in a call);
 #            KERNEL_ARGS="--archs pretrained_bf16 --variants fused_*folded* --budget-s 150" narrows it
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
-#            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11; ~2.5 minutes)
+#            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
+#            time of each goes at 1,024 tasks (--profile; ~3 minutes)
 #   mixture  benchmarks/mixture_throughput.py on the campaign's 9 structures as the campaign runs them
 #            (4 configs, 128 pairs, 500-step normalisers, nominal's concatenated layout, which compiles
 #            ~3x faster on the GPU than the per-tensor one): set-up, compile, FLOP/s against the
@@ -48,7 +49,7 @@ for stage in "${STAGES[@]}"; do
                 # KERNEL_ARGS: more arguments, later ones winning, e.g. "--archs mlp_bf16 --variants fused_*"
                 # (read as words, never glob-expanded by the shell)
                 read -ra extra <<< "${KERNEL_ARGS:-}"; cmd+=("${extra[@]}") ;;
-        meta) name=meta_throughput limit=200 cmd=(--tasks 128 1024 --kernels xla auto) ;;
+        meta) name=meta_throughput limit=240 cmd=(--tasks 128 1024 --kernels xla auto --profile) ;;
         mixture) name=mixture_throughput limit=420
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500
                      --set 'lopt.config={"concatenate_tensors": true}') ;;

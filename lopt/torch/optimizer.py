@@ -250,9 +250,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 states = [self.state[p] for p in params]
                 grads = [p.grad for p in params]
                 loss_t = _loss_tensor(loss, device) if needs_loss else None
-                # JAX masks every step (lopt.learned.base.mask_non_finite); here one reduction
+                # JAX masks every step (lopt.learned.base.mask_non_finite). A port whose state writes
+                # mask themselves needs nothing more; for the others one reduction, read on the host,
                 # decides whether this step needs it, and only then is the state copied
-                kept = _copy_state(states) if not _all_finite(grads, loss_t) else None
+                kept = None
+                if not self._port.masks_state and not _all_finite(grads, loss_t):
+                    kept = _copy_state(states)
                 updates = self._port.update(
                     params, grads, states, count, loss_t, group["num_steps"],
                     positions=None if position is None else [position[id(p)] for p in params],

@@ -77,10 +77,19 @@ def test_anchoring_changes_the_update_and_vanishes_at_zero_gradient_history():
 def test_a_non_finite_row_gives_a_zero_update_and_leaves_the_others(form):
     arrays, step = _chunk(3, 2)
     consts = nominal_rows.Consts(0.999, 1e-8, 10.0, 10.0, False)
-    clean = _run(form, arrays, step, consts)[0]
+    clean, clean_m, clean_v = _run(form, arrays, step, consts)
     arrays["g"][5], arrays["p"][9] = float("nan"), float("nan")  # (an infinite p is clipped)
-    out = _run(form, arrays, step, consts)[0]
-    assert clean[5] != 0 and clean[9] != 0 and out[5] == 0 and out[9] == 0
+    arrays["g"][11] = float("inf")
+    out, m, v = _run(form, arrays, step, consts)
+    assert clean[5] != 0 and clean[9] != 0 and out[5] == 0 and out[9] == 0 and out[11] == 0
     others = torch.ones(ROWS, dtype=torch.bool)
-    others[[5, 9]] = False
+    others[[5, 9, 11]] = False
     np.testing.assert_array_equal(out[others].numpy(), clean[others].numpy())
+    # the state masks itself (no host-side check needed): the non-finite gradients' rows keep their
+    # old momenta and second moment, a NaN parameter (not in the state's update) changes nothing there
+    for row in (5, 11):
+        np.testing.assert_array_equal(m[row].numpy(), arrays["m"][row].numpy())
+        np.testing.assert_array_equal(v[row].numpy(), arrays["v"][row].numpy())
+    np.testing.assert_array_equal(m[others].numpy(), clean_m[others].numpy())
+    np.testing.assert_array_equal(v[others].numpy(), clean_v[others].numpy())
+    np.testing.assert_array_equal(m[9].numpy(), clean_m[9].numpy())

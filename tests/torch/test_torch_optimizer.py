@@ -313,3 +313,34 @@ def test_loss_reaches_architectures_that_read_it(monkeypatch):
     opt.step(loss=2.5)
     assert [float(x) for x in seen] == [pytest.approx(float(returned)), 2.5]
     assert all(x.dtype == torch.float32 and x.shape == () for x in seen)
+
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+def test_nominal_masks_its_own_state_without_reading_the_gradients_on_the_host(monkeypatch, state_dtype):
+    """The pretrained architecture's state writes keep the old value of every entry a step would
+    make non-finite, so the optimizer never stops the device to check the gradients first."""
+    import lopt.torch.optimizer as optimizer_module
+
+    def no_host_read(*args):
+        raise AssertionError("the gradients were checked on the host")
+
+    monkeypatch.setattr(optimizer_module, "_all_finite", no_host_read)
+    params = make_params(seed=3)
+    opt = lopt.torch.LearnedOptimizer(params, "default", num_steps=10, state_dtype=state_dtype)
+    closure = quadratic_closure(opt, params)
+    opt.step(closure)
+    before = {id(p): {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params}
+    opt.zero_grad()
+    closure()
+    params[1].grad[2, 3] = float("nan")  # one entry of the (6, 5) matrix
+    params[2].grad[0] = float("inf")  # one entry of the vector
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in params)
+    for p in params:
+        for key, value in opt.state[p].items():
+            if torch.is_tensor(value):
+                assert torch.isfinite(value).all(), key
+    # the poisoned entries' accumulators did not move; a clean tensor's did
+    assert torch.equal(opt.state[params[1]]["momentum"][2, 3], before[id(params[1])]["momentum"][2, 3])
+    assert torch.equal(opt.state[params[2]]["rms"][0], before[id(params[2])]["rms"][0])
+    assert not torch.equal(opt.state[params[0]]["momentum"], before[id(params[0])]["momentum"])

@@ -60,6 +60,11 @@ class Port(abc.ABC):
     #: they are made); otherwise the optimizer replaces them, one more pass per tensor.
     finite_updates: ClassVar[bool] = False
 
+    #: Whether every state write of :meth:`update` already keeps the old value of an entry it would
+    #: make NaN or infinite (as JAX masks the state); otherwise the optimizer checks the gradients
+    #: on the host each step and, when one is not finite, copies the state first and restores it.
+    masks_state: ClassVar[bool] = False
+
     #: Whether the port implements ``state_dtype="bfloat16"`` (stochastically rounded state, bit
     #: for bit as JAX rounds it: :mod:`lopt.torch.stochastic_rounding`).
     bfloat16_state: ClassVar[bool] = False

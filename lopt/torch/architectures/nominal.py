@@ -28,6 +28,7 @@ from lopt.torch import chunks, ops
 from lopt.torch import stochastic_rounding as SR
 from lopt.torch.architectures import nominal_rows
 from lopt.torch.architectures.base import Port
+from lopt.torch.architectures.nominal_rows import keep_finite
 from lopt.torch.compiled import CompiledRows
 
 __all__ = ["NominalPort"]
@@ -54,8 +55,10 @@ def _distance_sums_eager(g, p, p0, grad_sum, weight, decay: float) -> torch.Tens
     returns ``[g . (p0 - p), sum |new s|]`` (the distance estimate's two sums, float32)."""
     g = g.to(_f32)
     dot = torch.dot(g, p0.to(_f32) - p.to(_f32))
-    grad_sum.mul_(decay).add_(weight * g)
-    return torch.stack([dot, grad_sum.abs().sum()])
+    new = grad_sum * decay + weight * g
+    total = new.abs().sum()  # of the unmasked sum, as JAX (it masks the state after the step)
+    keep_finite(grad_sum, new)
+    return torch.stack([dot, total])
 
 
 def _distance_sums_fused(g, p, p0, grad_sum, weight, decay: float) -> torch.Tensor:
@@ -63,7 +66,7 @@ def _distance_sums_fused(g, p, p0, grad_sum, weight, decay: float) -> torch.Tens
     pass reading ``g``, ``p``, ``p0`` and ``grad_sum`` and writing ``grad_sum``."""
     g = g.to(_f32)
     new = grad_sum * decay + weight * g
-    grad_sum.copy_(new)
+    keep_finite(grad_sum, new)
     return torch.stack([torch.sum(g * (p0.to(_f32) - p.to(_f32))), torch.sum(torch.abs(new))])
 
 
@@ -71,8 +74,9 @@ def _factored_full(g: torch.Tensor, full: torch.Tensor, d: torch.Tensor) -> torc
     """The factored step of a tensor of rank < 2 (a full second moment ``[*shape, 1]``, in place);
     returns the normalised gradient, flat ``[numel]``."""
     g2 = g.square().unsqueeze(-1) + 1e-30
-    full.copy_(d * full + (1.0 - d) * g2)
-    return (g.unsqueeze(-1) * _safe_rsqrt(full)).reshape(-1)
+    new = d * full + (1.0 - d) * g2
+    keep_finite(full, new)  # the normalised gradient reads the new value, masked or not (as JAX)
+    return (g.unsqueeze(-1) * _safe_rsqrt(new)).reshape(-1)
 
 
 def _factored_pair(g: torch.Tensor, row: torch.Tensor, col: torch.Tensor, d: torch.Tensor,
@@ -81,8 +85,11 @@ def _factored_pair(g: torch.Tensor, row: torch.Tensor, col: torch.Tensor, d: tor
     and ``d1``, :func:`lopt.learned.features.factored_dims`, in place); returns the normalised
     gradient, flat ``[numel]``."""
     g2 = g.square().unsqueeze(-1) + 1e-30
-    row.copy_(d * row + (1.0 - d) * g2.mean(dim=d0))
-    col.copy_(d * col + (1.0 - d) * g2.mean(dim=d1))
+    new_row = d * row + (1.0 - d) * g2.mean(dim=d0)
+    new_col = d * col + (1.0 - d) * g2.mean(dim=d1)
+    keep_finite(row, new_row)  # the normalised gradient reads the new values, masked or not (as JAX)
+    keep_finite(col, new_col)
+    row, col = new_row, new_col
     reduced_d1 = d1 - 1 if d1 > d0 else d1
     row_factor = _safe_rsqrt(row / (row.mean(dim=reduced_d1, keepdim=True) + 1e-9))
     scale = row_factor.unsqueeze(d0) * _safe_rsqrt(col).unsqueeze(d1)
@@ -118,6 +125,7 @@ class NominalPort(Port):
     rows_forms = (nominal_rows.rows_eager, nominal_rows.rows_fused)
     bfloat16_state: ClassVar[bool] = True
     finite_updates: ClassVar[bool] = True  # the rows functions write 0 for a non-finite update
+    masks_state: ClassVar[bool] = True  # every state write keeps the old value of a non-finite entry
     #: the compiled pass of the distance step's sums (float32 state, after :meth:`use_compile`)
     _distance_sums: CompiledRows | None = None
     #: the compiled factored steps ``(full, pair)`` (after :meth:`use_compile`)
@@ -196,8 +204,11 @@ class NominalPort(Port):
         l1 = torch.zeros((), dtype=_f32, device=d.device)
         role = len(self.arch.decays) + 1
         for g, s, position in zip(grads, states, positions):
-            grad_sum = s["grad_sum"].to(_f32).mul_(decay).add_(weight * g.to(_f32))
-            l1 = l1 + grad_sum.abs().sum()  # of the float32 sum, as JAX (it rounds the state after)
+            old = s["grad_sum"].to(_f32)
+            grad_sum = old * decay + weight * g.to(_f32)
+            l1 = l1 + grad_sum.abs().sum()  # of the float32 sum, as JAX (it rounds and masks the state after)
+            keep_finite(old, grad_sum)  # a bfloat16 value rounds to itself
+            grad_sum = old
             bits = SR.entry_bits(tuple(grad_sum.shape), count + 1, position, grad_sum.device)
             s["grad_sum"].copy_(SR.to_bfloat16(grad_sum, SR.split_bits(bits, role)))
         return self._advance_distance(states, d, numerator, l1)
@@ -209,6 +220,7 @@ class NominalPort(Port):
         estimate = torch.where(l1 > 0, numerator / torch.where(l1 > 0, l1, torch.ones_like(l1)), torch.zeros_like(l1))
         estimate = torch.where(torch.isfinite(estimate), estimate, torch.zeros_like(estimate))
         new_d = torch.maximum(d, estimate)
+        numerator = torch.where(torch.isfinite(numerator), numerator, states[0]["numerator"])
         for s in states:
             s["distance"].copy_(new_d)
             s["numerator"].copy_(numerator)

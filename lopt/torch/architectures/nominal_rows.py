@@ -1,6 +1,8 @@
 """The per-parameter part of ``nominal``'s step on one chunk of rows, in two equal forms.
 
-Both forms update the chunk's momenta and second moment in place and write the chunk's
+Both forms update the chunk's momenta and second moment in place (an entry whose new value
+would be NaN or infinite keeps its old one, as JAX masks the state; the step's features read
+the new values, as JAX's do) and write the chunk's
 updates into ``out``, with the arithmetic of :class:`lopt.learned.NominalLOpt` in the same
 order (results differ from JAX's only by float32 rounding):
 
@@ -26,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Consts", "Step", "rows_eager", "rows_fused"]
+__all__ = ["Consts", "Step", "keep_finite", "rows_eager", "rows_fused"]
 
 _f32 = torch.float32
 
@@ -62,14 +64,23 @@ class Step(NamedTuple):
     b2: torch.Tensor
 
 
+def keep_finite(state: torch.Tensor, new: torch.Tensor) -> None:
+    """Writes ``new`` into ``state`` in place where it is finite; a non-finite entry keeps its
+    old value (:func:`lopt.learned.base.mask_non_finite`)."""
+    state.copy_(torch.where(torch.isfinite(new), new, state))
+
+
 def rows_eager(g, p, m, v, fac, tab, seg, out, s: Step, c: Consts) -> None:
     """One chunk with few large eager kernels (see the module docstring)."""
     hidden = s.w0t.shape[0]
     if seg is not None:
         tab = tab.index_select(0, seg)
     g = g.to(_f32)
-    m.mul_(s.decays).add_(g[:, None] * s.one_minus_decays)
-    v.mul_(c.b2).add_(g.square().mul_(1 - c.b2))
+    new_m = m * s.decays + g[:, None] * s.one_minus_decays
+    new_v = v * c.b2 + g.square().mul_(1 - c.b2)
+    keep_finite(m, new_m)  # the step itself reads the new values, masked or not (as JAX)
+    keep_finite(v, new_v)
+    m, v = new_m, new_v
     precond = (v * s.v_correction).sqrt_().add_(c.eps).reciprocal_()
     x = torch.empty((6, g.shape[0]), dtype=_f32, device=g.device)
     torch.mul(g, precond, out=x[0])
@@ -125,8 +136,11 @@ def rows_fused(g, p, m, v, fac, tab, seg, out, s: Step, c: Consts) -> None:
     hidden = s.w0t.shape[0]
     cols = [tab[:, j] if seg is None else tab[:, j][seg] for j in range(hidden + 2)]
     g = g.to(_f32)
-    m.copy_(m * s.decays + g[:, None] * s.one_minus_decays)
-    v.copy_(v * c.b2 + g * g * (1 - c.b2))
+    new_m = m * s.decays + g[:, None] * s.one_minus_decays
+    new_v = v * c.b2 + g * g * (1 - c.b2)
+    keep_finite(m, new_m)  # the step itself reads the new values, masked or not (as JAX)
+    keep_finite(v, new_v)
+    m, v = new_m, new_v
     precond = 1.0 / (torch.sqrt(v * s.v_correction) + c.eps)
     moments = [m[:, k] * s.m_correction[k] * precond for k in range(3)]
     xs = [g * precond, *moments, fac, p.to(_f32) / cols[hidden]]

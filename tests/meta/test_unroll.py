@@ -1,6 +1,7 @@
 """Truncated unrolls and truncation schedules: offsets, resets, shared data, objectives."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -115,3 +116,30 @@ def test_make_problem_errors():
                               truncation=lopt.meta.ConstantHorizon(10), unroll_length=5)
     with pytest.raises(ValueError, match="2 normalizers for 1"):
         lopt.meta.make_problem(LOPT, [CFG], horizon=10, normalizers=[(1, 0), (1, 0)])
+
+
+def test_unfrozen_optimizer_state_of_a_diverged_member_changes_nothing_else():
+    """The ES estimators skip freezing a diverged member's optimizer state (a select over the
+    whole state every step): everything the estimators read must be the same as with it."""
+    problem = make(horizon=40, k=10)
+    theta = LOPT.init(jax.random.key(0))
+    state = lopt.meta.init_slots(problem, theta, key=jax.random.key(1), num_tasks=3, num_members=2)
+    thetas = jax.tree.map(lambda t: jnp.broadcast_to(t, (3, 2)), theta)
+    thetas = {**thetas, "log_lr": thetas["log_lr"].at[0, 1].set(jnp.log(1e20))}  # blows up at once
+    runs = [jax.jit(functools.partial(lopt.meta.unroll, freeze_diverged_state=freeze))(problem, thetas, state)
+            for freeze in (True, False)]
+    (frozen, out_frozen), (free, out_free) = runs
+    diverged = np.asarray(out_frozen.diverged)
+    assert diverged[0, 1] and diverged.sum() == 1
+    for a, b in zip(jax.tree.leaves(out_frozen), jax.tree.leaves(out_free)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(frozen.params["x"]), np.asarray(free.params["x"]))
+    np.testing.assert_array_equal(np.asarray(frozen.step), np.asarray(free.step))
+    assert int(frozen.step[0]) == int(state.horizon[0])  # the diverged slot is finished: reset before its state is read
+    for a, b in zip(jax.tree.leaves(frozen.opt_state), jax.tree.leaves(free.opt_state)):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_array_equal(a[1:], b[1:])
+        np.testing.assert_array_equal(a[0, 0], b[0, 0])
+    moved = [not np.array_equal(np.asarray(a)[0, 1], np.asarray(b)[0, 1], equal_nan=True)
+             for a, b in zip(jax.tree.leaves(frozen.opt_state), jax.tree.leaves(free.opt_state))]
+    assert any(moved)  # without freezing, the dead member's state went on

@@ -93,7 +93,7 @@ class FullHorizonES:
         def chunk(carry, index):
             slots, total, last, diverged = carry
             active = index * k < slots.horizon  # [N]
-            new, out = unroll(self.problem, thetas, slots)
+            new, out = unroll(self.problem, thetas, slots, freeze_diverged_state=False)
             mask = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
             slots = jax.tree.map(mask, new, slots)
             value = jnp.where(diverged, LOSS_CLIP, out.meta_loss)  # a diverged member scores the clip

@@ -105,7 +105,7 @@ class TruncatedES(_AntitheticEstimator):
         pair = dataclasses.replace(
             state, params=jax.tree.map(lambda x: jnp.repeat(x, 2, axis=1), state.params),
             opt_state=jax.tree.map(lambda x: jnp.repeat(x, 2, axis=1), state.opt_state))
-        pair, out = unroll(self.problem, antithetic_thetas(theta, eps), pair)
+        pair, out = unroll(self.problem, antithetic_thetas(theta, eps), pair, freeze_diverged_state=False)
         grad, nonfinite = finite_or_zero(es_gradient(out.meta_loss[:, 0] - out.meta_loss[:, 1], eps, self.std))
         state = dataclasses.replace(pair, params=jax.tree.map(lambda x: x[:, :1], pair.params),
                                     opt_state=jax.tree.map(lambda x: x[:, :1], pair.opt_state))
@@ -154,7 +154,7 @@ class PES(_AntitheticEstimator):
             return jnp.where(mask, 0.0, xi) + e
 
         accumulator = jax.tree.map(accumulate, state.accumulator, eps)
-        slots, out = unroll(self.problem, antithetic_thetas(theta, eps), slots)
+        slots, out = unroll(self.problem, antithetic_thetas(theta, eps), slots, freeze_diverged_state=False)
         differences = out.meta_loss[:, 0] - out.meta_loss[:, 1]
         grad, nonfinite = finite_or_zero(es_gradient(differences, accumulator, self.std))
         return grad, PESState(slots=slots, accumulator=accumulator), unroll_metrics(out, resets, nonfinite, grad)

@@ -96,17 +96,26 @@ def _factored_pair(g: torch.Tensor, row: torch.Tensor, col: torch.Tensor, d: tor
     return (g.unsqueeze(-1) * scale).reshape(-1)
 
 
-def _factored_step(g: torch.Tensor, state: dict[str, torch.Tensor], d: torch.Tensor,
-                   full=_factored_full, pair=_factored_pair) -> torch.Tensor:
-    """``lopt.learned.features.factored_update`` for one tensor, one decay, in place (``full`` and
-    ``pair`` the two cases' functions, eager or compiled).
+def _factored_all(grads: list[torch.Tensor], accumulators: list[tuple[torch.Tensor, ...]], d: torch.Tensor,
+                  dims: list[tuple[int, int] | None]) -> list[torch.Tensor]:
+    """:func:`_factored_full` / :func:`_factored_pair` for every tensor of the step in one call
+    (compiled: one graph per list of shapes, so a step pays one compiled call's host overhead
+    instead of one per tensor); ``accumulators[i]`` is ``(full,)`` or ``(row, col)``, ``dims[i]``
+    :func:`lopt.learned.features.factored_dims` of tensor ``i``."""
+    out = []
+    for g, acc, dim in zip(grads, accumulators, dims):
+        g = g.to(_f32)
+        out.append(_factored_full(g, acc[0], d) if dim is None else _factored_pair(g, acc[0], acc[1], d, *dim))
+    return out
 
-    Returns the factored-normalised gradient, flat ``[numel]``.
-    """
-    dims = F.factored_dims(tuple(g.shape))
-    if dims is None:
-        return full(g, state["factored_full"], d)
-    return pair(g, state["factored_row"], state["factored_col"], d, *dims)
+
+def _distance_sums_all(grads, params, params0, grad_sums, weight, decay: float) -> torch.Tensor:
+    """The sum over tensors of :func:`_distance_sums_fused` (flat tensors), in one call."""
+    total = None
+    for g, p, p0, s in zip(grads, params, params0, grad_sums):
+        sums = _distance_sums_fused(g, p, p0, s, weight, decay)
+        total = sums if total is None else total + sums
+    return total
 
 
 class NominalPort(Port):
@@ -128,8 +137,8 @@ class NominalPort(Port):
     masks_state: ClassVar[bool] = True  # every state write keeps the old value of a non-finite entry
     #: the compiled pass of the distance step's sums (float32 state, after :meth:`use_compile`)
     _distance_sums: CompiledRows | None = None
-    #: the compiled factored steps ``(full, pair)`` (after :meth:`use_compile`)
-    _factored: tuple[CompiledRows, CompiledRows] | None = None
+    #: the compiled factored step of all tensors (after :meth:`use_compile`)
+    _factored: CompiledRows | None = None
 
     def __init__(self, arch, theta):
         super().__init__(arch, theta)
@@ -137,15 +146,17 @@ class NominalPort(Port):
 
     def use_compile(self) -> None:
         """Compiles the rows function (:meth:`Port.use_compile`), the factored second moments'
-        per-tensor step and, for the distance step with float32 state, its per-tensor pass
-        (``grad_sum``, the dot and the L1 norm in one kernel instead of five eager passes)."""
+        step and, for the distance step with float32 state, its pass (``grad_sum``, the dot and
+        the L1 norm in one kernel per tensor instead of five eager passes); each of the last two
+        takes every tensor of the step in one call (one compiled call's host overhead per step,
+        not one per tensor: a GPU step waits for its host)."""
         super().use_compile()
         if self._compiled is None or not self._compiled.active:  # compiling is impossible here: all eager
             return
         # ~20 eager operations per tensor -> a few kernels
-        self._factored = (CompiledRows(_factored_full, _factored_full), CompiledRows(_factored_pair, _factored_pair))
+        self._factored = CompiledRows(_factored_all, _factored_all)
         if self.arch.step_size == "distance" and self.state_dtype == _f32:
-            self._distance_sums = CompiledRows(_distance_sums_eager, _distance_sums_fused)
+            self._distance_sums = CompiledRows(_distance_sums_all, _distance_sums_all)
 
 
     def init_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -192,9 +203,12 @@ class NominalPort(Port):
         weight = d * d * lr
         decay = self.arch.distance_decay
         if self.state_dtype == _f32:  # one pass per tensor: grad_sum in place, the dot and the L1 norm
-            sums = self._distance_sums or _distance_sums_eager
-            totals = sum(sums(g.reshape(-1), p.detach().reshape(-1), s["params0"].reshape(-1),
-                              s["grad_sum"].view(-1), weight, decay) for g, p, s in zip(grads, params, states))
+            flat = ([g.reshape(-1) for g in grads], [p.detach().reshape(-1) for p in params],
+                    [s["params0"].reshape(-1) for s in states], [s["grad_sum"].view(-1) for s in states])
+            if self._distance_sums is not None:  # every tensor in one compiled call
+                totals = self._distance_sums(*flat, weight, decay)
+            else:
+                totals = sum(_distance_sums_eager(*pieces, weight, decay) for pieces in zip(*flat))
             dot, l1 = totals[0], totals[1]
             numerator = decay * states[0]["numerator"] + weight * dot
             return self._advance_distance(states, d, numerator, l1)
@@ -340,8 +354,10 @@ class NominalPort(Port):
         consts = nominal_rows.Consts(arch.b2, arch.eps, arch.input_clip, arch.update_clip, arch.anchored_direction)
 
         # Whole-tensor quantities first: the factored gradient and each tensor's RMS.
-        fac = [_factored_step(g.to(_f32), s, const["factored_decay"], *(self._factored or ()))
-               for g, s in zip(grads, states)]
+        dims = [F.factored_dims(shape) for shape in shapes]
+        accumulators = [(s["factored_full"],) if dim is None else (s["factored_row"], s["factored_col"])
+                        for s, dim in zip(states, dims)]
+        fac = (self._factored or _factored_all)(list(grads), accumulators, const["factored_decay"], dims)
         if all(p.dtype == _f32 for p in params):  # one multi-tensor kernel
             norms = torch.stack(torch._foreach_norm([p.detach() for p in params]))
         else:
@@ -358,8 +374,10 @@ class NominalPort(Port):
         p_rows = [p.detach().reshape(-1) for p in params]
         m_rows = [s["momentum"].view(-1, len(arch.decays)) for s in states]
         v_rows = [s["rms"].view(-1) for s in states]
-        if self._compiled is not None:  # no temporaries in memory: few, large chunks
-            rows = 1 << (16 if device.type == "cpu" else 22)
+        if self._compiled is not None:  # no temporaries in memory: few, large chunks (on a GPU
+            # every chunk is a compiled call the host must make: 16M rows take a 100M-parameter
+            # model's 12.5M-entry matrices whole, 9 calls per step instead of 25)
+            rows = 1 << (16 if device.type == "cpu" else 24)
         else:
             rows = chunks.chunk_rows(3 * arch.hidden_size + 24, device)
         plan = self.plan(sizes, device, rows)

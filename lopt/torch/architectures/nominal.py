@@ -218,11 +218,10 @@ class NominalPort(Port):
         l1 = torch.zeros((), dtype=_f32, device=d.device)
         role = len(self.arch.decays) + 1
         for g, s, position in zip(grads, states, positions):
-            old = s["grad_sum"].to(_f32)
-            grad_sum = old * decay + weight * g.to(_f32)
-            l1 = l1 + grad_sum.abs().sum()  # of the float32 sum, as JAX (it rounds and masks the state after)
-            keep_finite(old, grad_sum)  # a bfloat16 value rounds to itself
-            grad_sum = old
+            grad_sum = s["grad_sum"].to(_f32)
+            new = grad_sum * decay + weight * g.to(_f32)
+            l1 = l1 + new.abs().sum()  # of the float32 sum, as JAX (it rounds and masks the state after)
+            keep_finite(grad_sum, new)  # a kept entry is a bfloat16 value, which rounds to itself
             bits = SR.entry_bits(tuple(grad_sum.shape), count + 1, position, grad_sum.device)
             s["grad_sum"].copy_(SR.to_bfloat16(grad_sum, SR.split_bits(bits, role)))
         return self._advance_distance(states, d, numerator, l1)

@@ -28,6 +28,22 @@ def environment() -> dict:
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
 
 
+def busy_ms(intervals: list[tuple[float, float]]) -> float:
+    """Milliseconds covered by the union of ``(start_us, end_us)`` intervals (overlaps counted once):
+    how long a device whose kernels ran in those intervals was busy.
+
+    Example:
+        >>> busy_ms([(0.0, 1000.0), (500.0, 1500.0), (3000.0, 4000.0)])
+        2.5
+    """
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total / 1e3
+
+
 def time_call(fn: Callable[[], object], *, repeats: int = 3) -> tuple[float, float]:
     """Returns (first call seconds incl. compilation, best of ``repeats`` later calls)."""
     start = time.perf_counter()

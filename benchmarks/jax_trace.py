@@ -24,9 +24,13 @@ import glob
 import gzip
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import jax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import busy_ms
 
 # events on XLA's CPU threads that wrap or wait for the program's own operations
 _CPU_BOOKKEEPING = ("$", "ThunkExecutor", "Wait", "Rendezvous", "ThreadpoolListener", "SlinkyThreadPool")
@@ -49,16 +53,6 @@ def profile_calls(fn: Callable[[], object], calls: int, log_dir: str, *, top: in
     if not traces:
         raise RuntimeError(f"profile_calls: the profiler wrote no perfetto_trace.json.gz under {log_dir!r}.")
     return summarise(traces[-1], calls, top=top)
-
-
-def _union_length(intervals: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(intervals):
-        if stop <= end:
-            continue
-        total += stop - max(start, end)
-        end = stop
-    return total
 
 
 def summarise(trace_path: str, calls: int, *, top: int = 20) -> dict:
@@ -90,7 +84,7 @@ def summarise(trace_path: str, calls: int, *, top: int = 20) -> dict:
         per_name[e["name"]].append(float(e.get("dur", 0.0)))
     intervals = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))) for e in kernels]
     total_us = sum(sum(v) for v in per_name.values())
-    busy_us = _union_length(intervals)
+    busy_us = busy_ms(intervals) * 1e3
     span_us = (max(b for _, b in intervals) - min(a for a, _ in intervals)) if intervals else 0.0
     ranked = sorted(per_name.items(), key=lambda kv: -sum(kv[1]))
     rows = [{"name": name, "ms_per_call": sum(d) / calls / 1e3, "share": sum(d) / total_us if total_us else 0.0,

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch_step
-from common import refuse_existing_out, save
+from common import busy_ms, refuse_existing_out, save
 from step_overhead import HORIZON, make_params
 from torch_step import attach_grads, torch_params
 
@@ -63,21 +63,6 @@ def _is_device_work(event) -> bool:
     return (event.device_type != torch.autograd.DeviceType.CPU
             and not getattr(event, "is_user_annotation", False)
             and not event.key.startswith(("Optimizer.", "ProfilerStep")))
-
-
-def busy_ms(intervals: list[tuple[float, float]]) -> float:
-    """Milliseconds covered by the union of ``(start_us, end_us)`` intervals (overlaps counted once).
-
-    Example:
-        >>> busy_ms([(0.0, 1000.0), (500.0, 1500.0), (3000.0, 4000.0)])
-        2.5
-    """
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b > end:
-            total += b - max(a, end)
-            end = b
-    return total / 1e3
 
 
 def profile_rows(opt: torch.optim.Optimizer, device: torch.device, steps: int) -> tuple[list[dict], float]:

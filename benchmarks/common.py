@@ -63,11 +63,42 @@ def refuse_existing_out(parser, path: str | None) -> None:
         parser.error(f"--out={path!r} exists; choose a new file (a result is never overwritten)")
 
 
+def free_path(path: str) -> str:
+    """``path`` if no file is there, else the first free ``<stem>-2<ext>``, ``<stem>-3<ext>``, ...
+
+    Example:
+        >>> import os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> open(os.path.join(d, "r.json"), "w").close()
+        >>> os.path.basename(free_path(os.path.join(d, "r.json")))
+        'r-2.json'
+    """
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{stem}-{n}{ext}"
+    return candidate
+
+
+def default_path(name: str) -> str:
+    """``results/<name>_<device>.json``, or the first free ``-N`` name beside it when that file exists.
+
+    A benchmark that writes its result several times as it goes resolves this once and passes it
+    to every :func:`save`, so its partial and final writes go to one new file.
+    """
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    return free_path(os.path.join(RESULTS_DIR, f"{name}_{device_tag()}.json"))
+
+
 def save(name: str, payload: dict, path: str | None = None) -> str:
-    """Writes ``payload`` plus the environment to ``path``, by default ``results/<name>_<device>.json``."""
-    if path is None:
-        os.makedirs(RESULTS_DIR, exist_ok=True)
-        path = os.path.join(RESULTS_DIR, f"{name}_{device_tag()}.json")
+    """Writes ``payload`` plus the environment to ``path``, by default ``results/<name>_<device>.json``.
+
+    A default path that holds an earlier result is not overwritten: the result goes to the first
+    free ``results/<name>_<device>-N.json`` (:func:`free_path`). An explicit ``path`` is the
+    caller's choice (the benchmarks refuse an existing ``--out`` with :func:`refuse_existing_out`).
+    """
+    path = default_path(name) if path is None else path
     with open(path, "w") as f:
         json.dump({"environment": environment(), **payload}, f, indent=2)
     return path

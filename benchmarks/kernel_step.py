@@ -51,7 +51,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import refuse_existing_out, save
+from common import default_path, refuse_existing_out, save
 from step_overhead import NUM_LAYERS, make_params
 
 import lopt.learned
@@ -308,6 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
+    args.out = args.out or default_path("kernel_step")  # one new file for the partial and final writes
     if args.variants is not None:
         known = {name for arch in ARCH_BYTES for name in variant_names(arch, args.sweep)}
         unmatched = [pat for pat in args.variants if not fnmatch.filter(known, pat)]

@@ -30,7 +30,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
 import jax_trace
-from common import refuse_existing_out, save
+from common import default_path, refuse_existing_out, save
 
 import lopt
 import lopt.kernels
@@ -125,6 +125,7 @@ def main() -> None:
                              "(and save in the row) the device time per kernel (jax_trace.py)")
     args = parser.parse_args()
     refuse_existing_out(parser, args.out)
+    args.out = args.out or default_path("meta_throughput")  # one new file for the partial and final writes
     use_host_cores()  # as `lopt train` does; before anything starts JAX
     rows = []
     for n in args.tasks:

@@ -39,7 +39,7 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import refuse_existing_out, save
+from common import default_path, refuse_existing_out, save
 
 import lopt
 from lopt.flops import jaxpr_flops, xla_cost_analysis_flops
@@ -187,6 +187,7 @@ def main() -> None:
                              "written after each stage, so a run cut short keeps what it measured; must not exist")
     args = parser.parse_args()
     refuse_existing_out(parser, args.out)
+    args.out = args.out or default_path("mixture_throughput")  # one new file for the partial and final writes
     # the engine's set-up and per-program compile times (pool builds, normaliser fits, lowering)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     logging.getLogger("lopt.meta").setLevel(logging.INFO)

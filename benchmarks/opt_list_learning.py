@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, device_tag, environment
+from common import RESULTS_DIR, device_tag, environment, free_path
 
 from lopt.evaluate.baselines import search_spec
 from lopt.evaluate.curves import load
@@ -97,11 +97,11 @@ def main() -> None:
     print(f"random search needs k={summary['random_k_to_match_list_k1']} to match the list's k=1, "
           f"k={summary['random_k_to_match_list_k4']} to match its k=4")
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"opt_list_{device_tag()}.json")
+    path = free_path(os.path.join(RESULTS_DIR, f"opt_list_{device_tag()}.json"))
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     print(f"saved {path}")
-    figure = os.path.join(RESULTS_DIR, f"opt_list_best_of_k_{device_tag()}.png")
+    figure = free_path(os.path.join(RESULTS_DIR, f"opt_list_best_of_k_{device_tag()}.png"))
     shutil.copyfile(os.path.join(args.out, "opt_list_best_of_k.png"), figure)
     if args.ship:
         os.makedirs(os.path.dirname(SHIPPED), exist_ok=True)

@@ -58,7 +58,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, device_tag, save
+from common import RESULTS_DIR, device_tag, free_path, save
 from heldout_baselines import adam_baselines, adam_code
 from heldout_partial import PartialResults
 
@@ -418,7 +418,7 @@ def main(argv=None) -> dict:
                "score": "final test loss, mean over seeds; speedup on the mean test curve",
                "total_seconds": total, "overall": overall, "tasks": tasks, "plot": png,
                "devices": {d: [t["name"] for t in tasks if t["device"] == d] for d in tag.split("+")}}
-    path = save(args.save_as, payload, os.path.join(args.out, f"{args.save_as}_{tag}.json"))
+    path = save(args.save_as, payload, free_path(os.path.join(args.out, f"{args.save_as}_{tag}.json")))
     print(f"\nsaved {path} and {png}; {total:.0f} s in all\n")
     print(table(tasks, overall, label))
     return payload

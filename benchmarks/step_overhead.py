@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import environment, save
+from common import default_path, environment, refuse_existing_out
 
 import lopt.learned
 import lopt.pretrained
@@ -189,6 +189,8 @@ def main(argv=None) -> int:
         "--out", default=None, help="JSON path (default: results/step_overhead_<device>.json)"
     )
     args = parser.parse_args(argv)
+    refuse_existing_out(parser, args.out)
+    args.out = args.out or default_path("step_overhead")  # one new file for the partial and final writes
     archs = list(dict.fromkeys(["adam", *args.archs]))  # adam first: the reference
 
     payload = {
@@ -200,8 +202,6 @@ def main(argv=None) -> int:
     }
 
     def write() -> str:
-        if not args.out:
-            return save("step_overhead", payload)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump({"environment": environment(), **payload}, f, indent=2)

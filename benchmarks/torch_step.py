@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, environment, refuse_existing_out
+from common import RESULTS_DIR, environment, free_path, refuse_existing_out
 from step_overhead import HORIZON, Stepper, available_bytes, make_params
 
 import lopt.learned
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
                                          jax_too=not args.no_jax, bw=bw, compile=args.compile,
                                          state_dtype=args.state_dtype)
     suffix = ("_compile" if args.compile else "") + ("_bf16_state" if args.state_dtype == "bfloat16" else "")
-    path = args.out or os.path.join(RESULTS_DIR, f"torch_step_{tag}{suffix}.json")
+    path = args.out or free_path(os.path.join(RESULTS_DIR, f"torch_step_{tag}{suffix}.json"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)

@@ -31,6 +31,7 @@ from lopt.analysis.timescales import momentum_timescales
 from lopt.analysis.trace import record_trace
 from lopt.analysis.update_function import update_function
 from lopt.inner.training import train, train_many
+from lopt.output_dir import OutputExistsError, claim
 from lopt.tasks import build
 
 __all__ = ["CARD_TASK", "META_TASK", "meta_subject_for", "write_card"]
@@ -40,6 +41,10 @@ CARD_TASK = {"family": "mlp", "dataset": "fashion_mnist", "image_size": 8, "hidd
 #: A smaller task for the meta-gradient diagnostics (every unroll length runs for every sample).
 META_TASK = {"family": "mlp", "dataset": "digits", "image_size": 8, "hidden_sizes": [8], "batch_size": 32}
 ADAM_LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
+#: What a card writes into its folder (``card.md``, the evaluation, the probes' figures).
+CARD_OUTPUTS = ("card.md", "evaluation.json", "update_function.png", "clipping.png", "timescales.png",
+                "schedule.png", "adaptation.png", "rest_drift.png", "implicit_regularization.png",
+                "meta_gradients.png")
 
 
 def meta_subject_for(subject: Subject, name: str | None = None) -> Subject | None:
@@ -134,13 +139,14 @@ def _external_evaluation(source: str | None, eval_dir: str | None) -> list[str]:
 
 def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, label: str | None = None,
                num_steps: int = 1000, seeds: int = 2, eval_dir: str | None = None, notes: str | None = None,
-               task_config: dict | None = None, quick: bool = False) -> pathlib.Path:
+               task_config: dict | None = None, quick: bool = False, overwrite: bool = False) -> pathlib.Path:
     """Writes ``card.md`` and its figures for ``optimizer`` into ``out``.
 
     Args:
         optimizer: anything :func:`~lopt.analysis.as_subject` takes (a theta file, ``lopt train``
             directory, a name such as ``adam``, an optax transformation, a learned optimizer).
-        out: output directory (created; existing figures and ``card.md`` are replaced, nothing else).
+        out: output directory (created). A folder that holds the card of the same optimizer and
+            settings is refreshed (its evaluation is reused); one that holds another card is refused.
         theta: meta-parameters, with a learned optimizer object.
         label: name in the card (default from the input).
         num_steps: length of the traced run and of the evaluation runs.
@@ -149,9 +155,15 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
         notes: optional markdown (a reading of the findings by a person) placed after them.
         task_config: the task to trace and evaluate on (default :data:`CARD_TASK`).
         quick: tiny settings (200 steps, short meta-gradient unrolls) for smoke tests.
+        overwrite: when ``out`` holds another card, move it into ``out/previous-<time>/`` instead
+            of refusing (nothing is deleted).
 
     Returns:
         The path of ``card.md``.
+
+    Raises:
+        OutputExistsError: ``out`` holds the card of another optimizer or other settings and
+            ``overwrite`` is off.
     """
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,6 +172,10 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
     if quick:
         num_steps, seeds = 200, 1
     task_config = dict(CARD_TASK if task_config is None else task_config)
+    digest = json.dumps({"label": subject.label, "task": task_config, "steps": num_steps, "seeds": seeds, "source": source,
+                         "theta": None if subject.theta is None else [float(np.sum(np.asarray(x, np.float64)))
+                                                                      for x in jax.tree.leaves(subject.theta)]})
+    _claim_card_folder(out, digest, overwrite)
     started = time.perf_counter()
     task = build(task_config)
     trace = record_trace(subject, task, key=jax.random.key(0), num_steps=num_steps, num_snapshots=20)
@@ -184,15 +200,34 @@ def write_card(optimizer: Any, out: str | os.PathLike, *, theta: Any = None, lab
     figures["implicit_regularization"] = ir.plot(out / "implicit_regularization.png")
     if meta is not None:
         figures["meta_gradients"] = meta.plot(out / "meta_gradients.png")
-    digest = json.dumps({"label": subject.label, "task": task_config, "steps": num_steps, "seeds": seeds, "source": source,
-                         "theta": None if subject.theta is None else [float(np.sum(np.asarray(x, np.float64)))
-                                                                      for x in jax.tree.leaves(subject.theta)]})
     evaluation = _evaluation(subject, task_config, out, num_steps=num_steps, seeds=seeds, cache_key=digest)
     text = _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subject, evaluation,
                      _external_evaluation(source, eval_dir), notes, analysis_seconds)
     path = out / "card.md"
     path.write_text(text)
     return path
+
+
+def _claim_card_folder(out: pathlib.Path, digest: str, overwrite: bool) -> None:
+    """Refuses (or, with ``overwrite``, moves aside) a card in ``out`` that is not this one.
+
+    The card of the same optimizer and settings (equal ``digest``, kept in ``evaluation.json``) is
+    this card again: refreshing it loses nothing, and its evaluation is reused.
+    """
+    evaluation = out / "evaluation.json"
+    if not (out / "card.md").exists() and not evaluation.exists():
+        return
+    try:
+        same = json.loads(evaluation.read_text()).get("cache_key") == digest
+    except (OSError, ValueError, AttributeError):  # absent or unreadable: not known to be this card
+        same = False
+    if same:
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out} already holds the card of another optimizer or other settings; pass "
+                                "--overwrite (write_card(..., overwrite=True)) to move it into a previous-* "
+                                "sub-folder, or choose another --out.")
+    claim(out, CARD_OUTPUTS, overwrite=True, what="an optimizer card")
 
 
 def _markdown(subject, source, task_config, trace, probes, ir, meta, meta_subject, evaluation, external, notes,

@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", help="task config as JSON (default: the MLP on 8x8 Fashion-MNIST, lopt's canonical "
                         "meta-training task)")
     parser.add_argument("--quick", action="store_true", help="tiny settings, for smoke tests")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--out holds another optimizer's card: move it into a previous-* sub-folder "
+                             "(without this the command refuses; the same card is refreshed either way)")
     parser.set_defaults(handler=run)
 
 
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(task, dict):
             raise ValueError(f"--task must be a JSON object (a task config), got {args.task!r}.")
     card = write_card(args.optimizer, args.out, label=args.label, num_steps=args.steps, seeds=args.seeds,
-                      eval_dir=args.eval_dir, notes=notes, task_config=task, quick=args.quick)
+                      eval_dir=args.eval_dir, notes=notes, task_config=task, quick=args.quick,
+                      overwrite=args.overwrite)
     print(f"card: {card}")
     return 0

@@ -52,3 +52,24 @@ def test_card_command_reports_bad_input(tmp_path, capsys):
     assert main(["card", "no_such_optimizer", "--out", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         main(["card", "adam"])  # --out is required
+
+
+def test_card_command_refreshes_its_own_card_and_refuses_another_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "card"
+    task = ["--steps", "100", "--seeds", "1", "--task", json.dumps({"family": "quadratic", "dim": 4})]
+    assert main(["card", "optax.sgd:learning_rate=0.1", "--out", str(out), *task]) == 0
+    first = (out / "evaluation.json").read_text()
+    # the same optimizer and settings: refreshed in place, the evaluation reused as it was
+    assert main(["card", "optax.sgd:learning_rate=0.1", "--out", str(out), *task]) == 0
+    assert (out / "evaluation.json").read_text() == first
+    # another optimizer: refused, nothing touched
+    capsys.readouterr()
+    assert main(["card", "optax.sgd:learning_rate=0.2", "--out", str(out), *task]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "evaluation.json").read_text() == first
+    assert not list(out.glob("previous-*"))
+    # with --overwrite the old card moves into previous-*/ and the new one is written
+    assert main(["card", "optax.sgd:learning_rate=0.2", "--out", str(out), *task, "--overwrite"]) == 0
+    (backup,) = out.glob("previous-*")
+    assert (backup / "evaluation.json").read_text() == first and (backup / "card.md").is_file()
+    assert (out / "evaluation.json").read_text() != first and "learning_rate=0.2" in (out / "card.md").read_text()

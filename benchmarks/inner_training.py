@@ -21,8 +21,9 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-import lopt  # noqa: E402
-from common import save, time_call  # noqa: E402
+from common import save, time_call
+
+import lopt
 
 CONFIG = {"family": "mlp", "dataset": "fashion_mnist", "image_size": 8, "hidden_sizes": [32],
           "activation": "relu", "batch_size": 128}

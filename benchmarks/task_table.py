@@ -30,9 +30,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import environment, save  # noqa: E402
+from common import environment, save
 
-import lopt  # noqa: E402
+import lopt
 
 
 def param_counts(name: str, num_configs: int) -> list[int]:

@@ -11,6 +11,8 @@ Example:
     >>> grad, state, metrics = jax.jit(lambda e, t, s, k: e.estimate(t, s, key=k))(pes, theta, state, jax.random.key(2))
 """
 
+from lopt.meta.checkpoints import CheckpointManager
+from lopt.meta.config import MetaTrainConfig, load_config
 from lopt.meta.estimators import (
     ESTIMATORS,
     PES,
@@ -21,8 +23,6 @@ from lopt.meta.estimators import (
     TruncatedBackprop,
     TruncatedES,
 )
-from lopt.meta.checkpoints import CheckpointManager
-from lopt.meta.config import MetaTrainConfig, load_config
 from lopt.meta.metrics_log import MetricsLog, read_metrics
 from lopt.meta.normalizer import (
     DEFAULT_LEARNING_RATES,
@@ -34,43 +34,56 @@ from lopt.meta.normalizer import (
     normalizer_arrays,
 )
 from lopt.meta.problem import make_problem
-from lopt.meta.truncation import ConstantHorizon, LogUniformHorizon, NeverEnding, TruncationSchedule, make_schedule
 from lopt.meta.trainer import MetaTrainer, build_setup
-from lopt.meta.unroll import MetaProblem, SlotState, UnrollOutput, init_slots, reset_finished, unroll
+from lopt.meta.truncation import (
+    ConstantHorizon,
+    LogUniformHorizon,
+    NeverEnding,
+    TruncationSchedule,
+    make_schedule,
+)
+from lopt.meta.unroll import (
+    MetaProblem,
+    SlotState,
+    UnrollOutput,
+    init_slots,
+    reset_finished,
+    unroll,
+)
 
 __all__ = [
     "DEFAULT_LEARNING_RATES",
     "ESTIMATORS",
-    "CheckpointManager",
-    "LossNormalizer",
-    "MetaTrainConfig",
-    "MetaTrainer",
-    "MetricsLog",
-    "NormalizerCache",
-    "build_setup",
-    "default_cache_dir",
-    "fit_normalizer",
-    "load_config",
-    "normalizer_arrays",
-    "read_metrics",
     "PES",
     "Averaged",
+    "CheckpointManager",
     "ConstantHorizon",
     "Estimator",
     "FullHorizonES",
     "LogUniformHorizon",
+    "LossNormalizer",
     "MetaProblem",
+    "MetaTrainConfig",
+    "MetaTrainer",
+    "MetricsLog",
     "NeverEnding",
+    "NormalizerCache",
     "PESState",
     "SlotState",
     "TruncatedBackprop",
     "TruncatedES",
     "TruncationSchedule",
     "UnrollOutput",
+    "build_setup",
+    "default_cache_dir",
+    "fit_normalizer",
     "init_slots",
+    "load_config",
     "make_problem",
     "make_schedule",
     "normalize_loss",
+    "normalizer_arrays",
+    "read_metrics",
     "reset_finished",
     "unroll",
 ]

@@ -164,7 +164,7 @@ def _fresh_episode(problem: MetaProblem, theta: Any, key: jax.Array, num_members
     task = problem.task(task_index)
     params = task.init(jax.random.fold_in(episode_key, 3))  # streams: 0 train, 1 valid, 2 final, 3 init
     opt_state = problem.lopt.optimizer(theta, num_steps=horizon).init(params)
-    repeat = lambda x: jnp.broadcast_to(x, (num_members, *jnp.shape(x)))  # noqa: E731
+    repeat = lambda x: jnp.broadcast_to(x, (num_members, *jnp.shape(x)))
     return (task_index, horizon, jax.random.key_data(episode_key),
             jax.tree.map(repeat, params), jax.tree.map(repeat, opt_state))
 
@@ -246,7 +246,7 @@ def _member_step(problem: MetaProblem, freeze_state: bool, theta, params, opt_st
     # step later, and a scalar known before the update lets the select below fuse into the
     # update kernel instead of costing another pass over params and optimizer state.
     ok = jnp.isfinite(loss) & ~diverged
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     meta_value = valid_loss if problem.objective == "valid" else loss
     normalized = normalize_loss(meta_value, problem.initial_loss[task_index], problem.best_loss[task_index],
                                 clip=LOSS_CLIP)

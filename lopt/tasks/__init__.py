@@ -23,7 +23,14 @@ from lopt.tasks.augment import (
     subsample,
 )
 from lopt.tasks.base import SPLITS, Task, TaskSpec
-from lopt.tasks.budget import Budget, BudgetError, TaskCost, estimate_cost, sample_within_budget, task_signature
+from lopt.tasks.budget import (
+    Budget,
+    BudgetError,
+    TaskCost,
+    estimate_cost,
+    sample_within_budget,
+    task_signature,
+)
 from lopt.tasks.classification import ClassificationSpec, ClassificationTask
 from lopt.tasks.config import TaskConfig
 from lopt.tasks.families import (
@@ -42,8 +49,8 @@ from lopt.tasks.families import (
     NVPFamily,
     QuadraticFamily,
     QuadraticTask,
-    RNNTextClassificationFamily,
     RegressionFamily,
+    RNNTextClassificationFamily,
     TransformerLMFamily,
     WordRNNLMFamily,
 )

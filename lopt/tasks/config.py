@@ -57,7 +57,7 @@ class TaskConfig(Mapping):
         1
     """
 
-    __slots__ = ("_items", "_hash")
+    __slots__ = ("_hash", "_items")
 
     def __init__(self, items: Mapping[str, Any] | None = None, **kwargs: Any):
         merged = dict(items or {}, **kwargs)

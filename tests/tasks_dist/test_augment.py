@@ -18,7 +18,7 @@ from lopt.tasks import TaskConfig
 from lopt.tasks.augment import reparam_scales
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_helpers import fast_jit  # noqa: E402
+from dist_helpers import fast_jit
 
 BASES = [
     {"family": "quadratic", "dim": 6},

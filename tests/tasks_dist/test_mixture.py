@@ -17,7 +17,7 @@ from lopt.tasks.budget import task_signature
 from lopt.tasks.mixture import NOT_IN_TASKSET, Augmentation
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_helpers import fast_jit, needs_fashion  # noqa: E402
+from dist_helpers import fast_jit, needs_fashion
 
 WEIGHTS = {"quadratic": 1.0, "losg": 2.0, "mlp": 0.5, "nvp": 1.5}
 

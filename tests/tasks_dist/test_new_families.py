@@ -18,7 +18,7 @@ from lopt.tasks import TaskConfig
 from lopt.tasks.families import fixed, losg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dist_helpers import NEW_FAMILIES, fast_jit, first_losses, needs_fashion  # noqa: E402
+from dist_helpers import NEW_FAMILIES, fast_jit, first_losses, needs_fashion
 
 
 def _cheap(cfg):
@@ -108,7 +108,7 @@ def test_losg_problems_of_one_kind_stack_and_vmap():
 def test_losg_gradient_noise_sparsity_and_log_objective():
     family = lopt.tasks.get("losg")
     key, params = jax.random.key(0), {"x": jnp.asarray([0.5, -1.0])}
-    grad = lambda task, split: jax.grad(task.loss)(params, task.sample_batch(key, split))["x"]  # noqa: E731
+    grad = lambda task, split: jax.grad(task.loss)(params, task.sample_batch(key, split))["x"]
     exact = grad(family.build({"problem": "booth"}), "train")
     noisy = family.build({"problem": "booth", "noise": 1.0})
     assert not np.allclose(grad(noisy, "train"), exact) and np.allclose(grad(noisy, "valid"), exact)

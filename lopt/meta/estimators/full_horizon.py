@@ -7,7 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lopt.meta.estimators.base import antithetic_thetas, es_gradient, finite_or_zero, sample_perturbation
+from lopt.meta.estimators.base import (
+    antithetic_thetas,
+    es_gradient,
+    finite_or_zero,
+    sample_perturbation,
+)
 from lopt.meta.normalizer import normalize_loss
 from lopt.meta.unroll import LOSS_CLIP, MetaProblem, SlotState, _fresh_episode, unroll
 
@@ -94,7 +99,7 @@ class FullHorizonES:
             slots, total, last, diverged = carry
             active = index * k < slots.horizon  # [N]
             new, out = unroll(self.problem, thetas, slots, freeze_diverged_state=False)
-            mask = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
+            mask = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
             slots = jax.tree.map(mask, new, slots)
             value = jnp.where(diverged, LOSS_CLIP, out.meta_loss)  # a diverged member scores the clip
             total = total + jnp.where(active[:, None], value, 0.0)

@@ -3,7 +3,12 @@
 from lopt.tasks.families.conv import ConvFCFamily, ConvFCTask, ConvPoolingFamily, ConvPoolingTask
 from lopt.tasks.families.fixed import FixedFamily
 from lopt.tasks.families.flows import MAFFamily, MAFTask, NVPFamily, NVPTask
-from lopt.tasks.families.generative import MLPAutoencoderFamily, MLPAutoencoderTask, MLPVAEFamily, MLPVAETask
+from lopt.tasks.families.generative import (
+    MLPAutoencoderFamily,
+    MLPAutoencoderTask,
+    MLPVAEFamily,
+    MLPVAETask,
+)
 from lopt.tasks.families.language import (
     CharRNNLMFamily,
     RNNLanguageModelTask,

@@ -299,7 +299,7 @@ class LosgTask(Task):
         training = check_split(split) == "train"
         data_key, noise_key, keep_key = jax.random.split(key, 3)
         shapes = self.param_shapes()
-        is_shape = lambda x: isinstance(x, tuple)  # noqa: E731
+        is_shape = lambda x: isinstance(x, tuple)
         leaves, treedef = jax.tree.flatten(shapes, is_leaf=is_shape)
         noise = [jax.random.normal(k, shape) if training else jnp.zeros(shape)
                  for k, shape in zip(jax.random.split(noise_key, len(leaves)), leaves)]

@@ -36,6 +36,7 @@ from lopt.flops import jaxpr_flops, xla_cost_analysis_flops
 from lopt.meta.config import load_config
 from lopt.meta.metrics_log import read_metrics
 from lopt.meta.trainer import MetaTrainer
+from lopt.pretrained.session_files import keep_snapshots, warm_start_source
 
 __all__ = ["HELDOUT_FAMILIES", "campaign_config", "main", "run_session"]
 
@@ -235,7 +236,9 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     run folder (its log next to it, ``../campaign.log``, gives the set-up seconds when present).
     Copies into ``state_dir``: ``state.json`` (only if it extends the current one: the sessions
     recorded so far must be its first ones), ``warm_start.safetensors`` and the metrics log as
-    ``logs/session-NN-<gpu|cpu>-metrics.jsonl``.
+    ``logs/session-NN-<gpu|cpu>-metrics.jsonl``. A session whose warm start did not come back
+    continues from its snapshot of the final step (:func:`~lopt.pretrained.session_files.warm_start_source`;
+    the session's record says so).
     """
     import re
     import shutil
@@ -259,14 +262,20 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     if new_state["sessions"][:len(state["sessions"])] != state["sessions"]:
         raise ValueError(f"{new_path}: its sessions do not extend {state_dir}/state.json's; it was run from another "
                          "campaign state. Nothing was changed.")
+    session = new_state["sessions"][-1]
+    warm, from_snapshot = warm_start_source(session_dir, int(session["outer_steps"]))  # before anything is written
     index = len(new_state["sessions"])
-    kind = "gpu" if new_state["sessions"][-1].get("on_gpu") else "cpu"
+    kind = "gpu" if session.get("on_gpu") else "cpu"
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
     shutil.copyfile(os.path.join(run_dir, "metrics.jsonl"),
                     os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}-metrics.jsonl"))
-    shutil.copyfile(os.path.join(run_dir, "warm_start.safetensors"), os.path.join(state_dir, "warm_start.safetensors"))
+    if from_snapshot:
+        session["note"] = "; ".join(filter(None, [session.get("note"), (
+            "its warm start did not come back: the campaign continues from its last theta snapshot (the same "
+            "theta) with a fresh outer-optimizer state")]))
+    shutil.copyfile(warm, os.path.join(state_dir, "warm_start.safetensors"))
     _keep_best(state, new_state, run_dir, state_dir)
-    _keep_snapshots(session_dir, state_dir, start=new_state["sessions"][-1]["start_outer_step"])
+    keep_snapshots(session_dir, state_dir, start=session["start_outer_step"])
     _write_state_file(state_dir, new_state)
     return new_state
 
@@ -292,41 +301,6 @@ def _keep_best(state: dict[str, Any], new_state: dict[str, Any], run_dir: str, s
         new_state["best"] = {"score": score, "session": len(new_state["sessions"]),
                              "campaign_step": session["start_outer_step"] + int(extra.get("outer_steps", 0))}
         shutil.copyfile(path, os.path.join(state_dir, "best_theta.safetensors"))
-
-
-def _keep_snapshots(session_dir: str, state_dir: str, *, start: int) -> list[str]:
-    """Copies a session's theta snapshots to ``state_dir/thetas/theta-<campaign step>.safetensors``.
-
-    The snapshots come from ``run/thetas/`` or, as a GPU call returns them, ``thetas.tgz``; each is
-    re-written with ``campaign_outer_steps`` in its header (its step in the whole campaign), which
-    ``--ship`` and ``validate --record-best`` read. Existing files are never replaced.
-    """
-    import tarfile
-
-    from lopt.learned.serialization import load_theta, save_theta
-
-    folder = os.path.join(session_dir, "run", "thetas")
-    bundle = os.path.join(session_dir, "thetas.tgz")
-    if not os.path.isdir(folder) and os.path.exists(bundle):
-        folder = os.path.join(tempfile.mkdtemp(prefix="lopt-snapshots-"), "thetas")
-        with tarfile.open(bundle) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".safetensors")
-                       and not os.path.isabs(m.name) and ".." not in m.name.split("/")]
-            tar.extractall(os.path.dirname(folder), members=members)
-    if not os.path.isdir(folder):
-        return []
-    os.makedirs(os.path.join(state_dir, "thetas"), exist_ok=True)
-    written = []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        step = int(checkpoint.read_metadata(path).get("extra", {}).get("outer_steps", -1))
-        target = os.path.join(state_dir, "thetas", f"theta-{start + step:06d}.safetensors")
-        if step < 0 or os.path.exists(target):
-            continue
-        theta, lopt_ = load_theta(path)
-        save_theta(target, lopt_, theta, extra={"campaign_outer_steps": start + step})
-        written.append(target)
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:

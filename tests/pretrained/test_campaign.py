@@ -11,6 +11,7 @@ import pytest
 
 from lopt import checkpoint
 from lopt.pretrained import campaign
+from lopt.pretrained.session_files import keep_snapshots
 from lopt.pretrained.validate import validate
 
 TINY = ["estimator.num_tasks=2", "estimator.unroll_length=5", "truncation.min_horizon=10",
@@ -226,9 +227,9 @@ def test_snapshots_returned_as_a_bundle_are_kept_under_their_campaign_step(tmp_p
     with tarfile.open(session / "thetas.tgz", "w:gz") as tar:  # as scripts/campaign_gpu_session.sh returns them
         tar.add(tmp_path / "run" / "thetas", arcname="thetas")
     state_dir = tmp_path / "state"
-    written = campaign._keep_snapshots(str(session), str(state_dir), start=100)
+    written = keep_snapshots(str(session), str(state_dir), start=100)
     assert [os.path.basename(p) for p in written] == ["theta-000105.safetensors", "theta-000109.safetensors"]
-    assert campaign._keep_snapshots(str(session), str(state_dir), start=100) == []  # never replaced
+    assert keep_snapshots(str(session), str(state_dir), start=100) == []  # never replaced
 
 
 def test_validation_at_several_lengths_ranks_by_the_mean(monkeypatch):
@@ -386,3 +387,47 @@ def test_record_best_compares_with_the_best_rescored_in_the_same_run(tmp_path):
                        str(tmp_path))
     assert "kept the campaign's best (0.2)" in line
     assert json.loads((tmp_path / "state.json").read_text())["best"]["campaign_step"] == 20
+
+
+def test_a_session_whose_warm_start_did_not_come_back_continues_from_its_final_snapshot(tmp_path):
+    import shutil
+    import tarfile
+
+    from lopt.learned.serialization import load_theta
+    from lopt.meta.warm_start import file_optimizer, load_warm_start
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    with open("campaign/state.json", encoding="utf-8") as f:
+        quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
+    (state_dir / "state.json").write_text(json.dumps({"sessions": [], "structures": quadratic, "outer_steps": 0,
+                                                      "gpu_minutes": 0.0}))
+    pristine = tmp_path / "pristine"
+    shutil.copytree(state_dir, pristine)
+    campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=TINY, reserve_minutes=0)
+    # as a device call returns it when the file limit dropped the warm start: snapshots bundled, no warm start
+    back = tmp_path / "back"
+    shutil.copytree(tmp_path / "one", back)
+    (back / "run" / "warm_start.safetensors").unlink()
+    with tarfile.open(back / "thetas.tgz", "w:gz") as tar:
+        tar.add(back / "run" / "thetas", arcname="thetas")
+    shutil.rmtree(back / "run" / "thetas")
+    # a snapshot of an earlier step would drop steps: refused while the final one is missing
+    final = checkpoint.read_metadata(str(tmp_path / "one" / "run" / "thetas" / "theta-000003.safetensors"))
+    assert final["extra"]["outer_steps"] == 3
+    partial = tmp_path / "partial"
+    shutil.copytree(tmp_path / "one", partial)
+    (partial / "run" / "warm_start.safetensors").unlink()
+    (partial / "run" / "thetas" / "theta-000003.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="final step"):
+        campaign.adopt(str(pristine), str(partial), device="cpu")
+    assert sorted(os.listdir(pristine)) == ["state.json"]  # refused before anything was written
+    adopted = campaign.adopt(str(pristine), str(back), device="cpu")
+    assert adopted["outer_steps"] == 3 and "did not come back" in adopted["sessions"][-1]["note"]
+    # the warm start is the final snapshot's theta: the next session starts exactly there
+    warm = str(pristine / "warm_start.safetensors")
+    theta, _, _ = load_warm_start(warm, file_optimizer(warm))
+    expected, _ = load_theta(str(tmp_path / "one" / "run" / "thetas" / "theta-000003.safetensors"))
+    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert max(os.listdir(pristine / "thetas")) == "theta-000003.safetensors"

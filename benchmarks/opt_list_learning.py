@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS_DIR, device_tag, environment, free_path
+from common import RESULTS_DIR, default_path, device_tag, environment, free_path
 
 from lopt.evaluate.baselines import search_spec
 from lopt.evaluate.curves import load
@@ -96,8 +96,7 @@ def main() -> None:
         print(f"{name:<21}" + " ".join(f"{v:>7.4f}" for v in summary[name]))
     print(f"random search needs k={summary['random_k_to_match_list_k1']} to match the list's k=1, "
           f"k={summary['random_k_to_match_list_k4']} to match its k=4")
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = free_path(os.path.join(RESULTS_DIR, f"opt_list_{device_tag()}.json"))
+    path = default_path("opt_list")
     with open(path, "w") as f:
         json.dump(summary, f, indent=1)
     print(f"saved {path}")

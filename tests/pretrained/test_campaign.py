@@ -19,14 +19,19 @@ TINY = ["estimator.num_tasks=2", "estimator.unroll_length=5", "truncation.min_ho
         "task.heldout_per_bucket=1", "trainer.outer_steps=3", "trainer.eval_every=0", "task.redraw_every=0"]
 
 
-@pytest.fixture(scope="module")
-def state_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("campaign")
+def _new_campaign(path):
+    """A campaign folder with no session yet, training only the committed campaign's quadratic structures."""
+    path.mkdir(exist_ok=True)
     with open("campaign/state.json", encoding="utf-8") as f:
         quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
-    with open(path / "state.json", "w", encoding="utf-8") as f:
-        json.dump({"sessions": [], "structures": quadratic, "outer_steps": 0, "gpu_minutes": 0.0}, f)
+    (path / "state.json").write_text(json.dumps({"sessions": [], "structures": quadratic, "outer_steps": 0,
+                                                 "gpu_minutes": 0.0}))
     return path
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory):
+    return _new_campaign(tmp_path_factory.mktemp("campaign"))
 
 
 def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded(state_dir, tmp_path):
@@ -128,12 +133,7 @@ def test_validation_over_several_seeds_is_the_mean_of_each_seed(state_dir, monke
 
 
 def test_a_validating_session_scores_its_references_and_the_campaign_keeps_its_best_theta(tmp_path):
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    with open("campaign/state.json", encoding="utf-8") as f:
-        quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
-    (state_dir / "state.json").write_text(json.dumps({"sessions": [], "structures": quadratic, "outer_steps": 0,
-                                                      "gpu_minutes": 0.0}))
+    state_dir = _new_campaign(tmp_path / "state")
     sets = [s for s in TINY if not s.startswith("trainer.eval_every")] + ["trainer.eval_every=2"]
     new = campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=sets, reserve_minutes=0)
     session = new["sessions"][-1]
@@ -396,12 +396,7 @@ def test_a_session_whose_warm_start_did_not_come_back_continues_from_its_final_s
     from lopt.learned.serialization import load_theta
     from lopt.meta.warm_start import file_optimizer, load_warm_start
 
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    with open("campaign/state.json", encoding="utf-8") as f:
-        quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
-    (state_dir / "state.json").write_text(json.dumps({"sessions": [], "structures": quadratic, "outer_steps": 0,
-                                                      "gpu_minutes": 0.0}))
+    state_dir = _new_campaign(tmp_path / "state")
     pristine = tmp_path / "pristine"
     shutil.copytree(state_dir, pristine)
     campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=TINY, reserve_minutes=0)

@@ -36,6 +36,7 @@ from lopt.flops import jaxpr_flops, xla_cost_analysis_flops
 from lopt.meta.config import load_config
 from lopt.meta.metrics_log import read_metrics
 from lopt.meta.trainer import MetaTrainer
+from lopt.pretrained.breadth import validation_structures
 from lopt.pretrained.session_files import keep_snapshots, warm_start_source
 
 __all__ = ["HELDOUT_FAMILIES", "campaign_config", "main", "run_session"]
@@ -63,14 +64,16 @@ def _write_state_file(state_dir: str, state: dict[str, Any]) -> None:
 
 
 def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, overrides: list[str],
-                    families: list[str] | None = None) -> Any:
+                    families: list[str] | None = None, validation: bool = False) -> Any:
     """The ``taskset`` preset with the campaign's structures, a fresh seed and the time limit.
 
     The structures are fixed in ``state.json`` (one per training family, drawn once from the
     taskset catalogue without :data:`HELDOUT_FAMILIES`), so sessions skip the catalogue and
     always train the same programs; the held-out families are scored by
     ``benchmarks/pretrained_heldout.py``, and training-time validation uses held-out variants of
-    the training structures. Sessions evaluate once, at their end.
+    the training structures. Sessions evaluate once, at their end. With ``validation`` the
+    structures are those the campaign validates on (pinned when it was first widened:
+    :mod:`lopt.pretrained.breadth`).
     """
     seed = len(state["sessions"]) + 1
     # a session keeps its warm start and theta snapshots, never the inner tasks' state (gigabytes:
@@ -89,10 +92,11 @@ def campaign_config(state: dict[str, Any], *, minutes: float, init_from: str, ov
         arch = file_optimizer(init_from)
         cfg.lopt.name = arch.name
         cfg.lopt.config = {**arch.config(), **cfg.lopt.config}  # plus execution options set by the session
-    structures = [s for s in state["structures"] if not families or s["task"]["family"] in families]
+    pool = validation_structures(state) if validation else state["structures"]
+    structures = [s for s in pool if not families or s["task"]["family"] in families]
     if families and not structures:
         raise ValueError(f"--families {families} selects none of the campaign's structures "
-                         f"({sorted(s['task']['family'] for s in state['structures'])}).")
+                         f"({sorted(s['task']['family'] for s in pool)}).")
     if structures:
         cfg.task.structures = structures
         cfg.task.num_buckets = len(structures)
@@ -324,10 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="NVIDIA H200", help="with --record/--adopt: the device it ran on")
     parser.add_argument("--seconds", type=float, default=0.0, help="with --record: the session's wall seconds")
     parser.add_argument("--setup-seconds", type=float, default=0.0, help="with --record: its set-up seconds")
-    parser.add_argument("--note", default="", help="with --record/--rewind: what happened, why")
+    parser.add_argument("--note", default="", help="with --record/--rewind/--widen: what happened, why")
     parser.add_argument("--rewind", default=None, metavar="THETA",
                         help="do not train: make THETA (a theta file, or 'initial') the next session's warm start, "
                              "keeping the current one under rewound/ (lopt.pretrained.rewind)")
+    parser.add_argument("--widen", type=int, default=None, metavar="N",
+                        help="do not train: add N new structures of every training family to the training set, "
+                             "validation kept on the structures validated so far (lopt.pretrained.breadth)")
+    parser.add_argument("--widen-seed", type=int, default=1, help="with --widen: the catalogue's seed")
     parser.add_argument("--ship", nargs="?", const="", default=None, metavar="THETA",
                         help="do not train: write the campaign's theta (or THETA) as lopt's pretrained 'default'")
     args = parser.parse_args(argv)
@@ -341,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
 
         entry = rewind(args.state, args.rewind, note=args.note)
         print(f"rewound the campaign at outer step {entry['at_outer_step']} to {entry['source']}; commit {args.state}/")
+        return 0
+    if args.widen is not None:
+        from lopt.pretrained.breadth import widen
+
+        entry = widen(args.state, per_family=args.widen, seed=args.widen_seed, note=args.note)
+        print(f"added {entry['added']} structures to the {entry['structures_before']} the campaign trained on "
+              f"({', '.join(entry['families'])}); commit {args.state}/")
         return 0
     if args.adopt:
         state = adopt(args.state, args.adopt, device=args.device, note=args.note)

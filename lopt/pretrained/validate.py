@@ -70,7 +70,8 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
 
     Args:
         thetas: label -> theta of ``lopt_``.
-        state_dir: the campaign folder (its ``state.json`` fixes the structures).
+        state_dir: the campaign folder (its ``state.json`` fixes the structures: those pinned for
+            validation when the campaign was widened, else the training structures).
         families: only these training families' structures (default: all).
         steps: inner steps per validation run (and of the Adam grid that normalises it).
         variants: held-out variants per structure.
@@ -99,7 +100,7 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     state = _read_state(state_dir)
     if not state["structures"]:
         raise ValueError(f"{state_dir}/state.json holds no structures; run a campaign session first.")
-    cfg = campaign_config(state, minutes=1.0, init_from="", families=families, overrides=[
+    cfg = campaign_config(state, minutes=1.0, init_from="", families=families, validation=True, overrides=[
         f"seed={VALIDATION_SEED}", "task.configs_per_bucket=1", "normalizer.num_steps=10",
         f"task.heldout_per_bucket={variants}", f"trainer.eval_steps={steps}", "task.redraw_every=0"])
     lopt_ = get_lopt(cfg.lopt.name) if lopt_ is None else lopt_

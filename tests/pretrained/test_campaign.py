@@ -426,3 +426,31 @@ def test_a_session_whose_warm_start_did_not_come_back_continues_from_its_final_s
     for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert max(os.listdir(pristine / "thetas")) == "theta-000003.safetensors"
+
+
+def test_widening_adds_new_structures_of_each_family_and_keeps_validation_on_the_old_ones(tmp_path):
+    from lopt.pretrained.breadth import widen
+    from lopt.tasks.mixture import structure_key
+
+    state_dir = _new_campaign(tmp_path / "c")
+    original = json.loads((state_dir / "state.json").read_text())["structures"]
+    with pytest.raises(ValueError, match="per_family=0"):
+        widen(str(state_dir), per_family=0)
+    before = (state_dir / "state.json").read_bytes()
+    with pytest.raises(ValueError, match="fewer than per_family=1000"):
+        widen(str(state_dir), per_family=1000)
+    assert (state_dir / "state.json").read_bytes() == before  # a refused widening changes nothing
+
+    record = widen(str(state_dir), per_family=2, note="breadth")
+    state = json.loads((state_dir / "state.json").read_text())
+    keys = [structure_key(s) for s in state["structures"]]
+    assert record["added"] == 2 and len(state["structures"]) == len(original) + 2
+    assert len(set(keys)) == len(keys)  # the new ones are structures the campaign did not train on
+    assert all(s["task"]["family"] == "quadratic" for s in state["structures"])
+    assert state["validation_structures"] == original and state["widenings"][0]["note"] == "breadth"
+    training = campaign.campaign_config(state, minutes=1, init_from="", overrides=[])
+    validation = campaign.campaign_config(state, minutes=1, init_from="", overrides=[], validation=True)
+    assert training.task.num_buckets == len(original) + 2 and validation.task.structures == original
+    widen(str(state_dir), per_family=1)  # a second widening keeps the first one's validation set
+    state = json.loads((state_dir / "state.json").read_text())
+    assert len(state["structures"]) == len(original) + 3 and state["validation_structures"] == original

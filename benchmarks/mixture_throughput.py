@@ -48,8 +48,8 @@ from lopt.meta.trainer import MetaTrainer, inner_steps_per_outer_step
 
 def _bucket_flops(engine) -> list[float]:
     """FLOPs of each bucket's estimate program, scan bodies times their lengths (:mod:`lopt.flops`),
-    from the jaxprs the engine traced when it compiled them."""
-    counts = [jaxpr_flops(jaxpr) for jaxpr in engine.program_jaxprs]
+    from the jaxprs the engine traced when it compiled them (or its program cache's records)."""
+    counts = engine.program_flops()
     for i, c in enumerate(counts):
         if not c.exact:
             print(f"[mixture] bucket {i}: FLOPs are a lower bound ({c.unbounded_loops} while loops, "

@@ -177,6 +177,10 @@ class TrainerSection:
             write only ``warm_start.safetensors`` (and the theta history), a few kB instead of
             up to gigabytes for large mixtures; a stopped run then continues with
             ``trainer.init_from=<out>/warm_start.safetensors`` and fresh inner tasks.
+        program_cache: keep a mixture's lowered bucket and normaliser-fit programs on disk as
+            ``jax.export`` modules (:class:`~lopt.meta.program_cache.ProgramCache`, next to the
+            normalisers in ``normalizer.cache_dir``), so a repeat set-up compiles them without
+            tracing them again (one device; needs the ``flatbuffers`` package, else off).
     """
 
     outer_steps: int = 1000
@@ -191,6 +195,7 @@ class TrainerSection:
     init_from: str = ""
     theta_history: bool = False
     full_checkpoints: bool = True
+    program_cache: bool = True
 
 
 @dataclasses.dataclass

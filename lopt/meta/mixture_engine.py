@@ -46,6 +46,7 @@ import jax
 import jax.flatten_util
 import numpy as np
 
+from lopt.flops import FlopCount, jaxpr_flops
 from lopt.host_transfer import to_device
 from lopt.learned.base import LearnedOptimizer
 from lopt.meta import distributed
@@ -54,6 +55,7 @@ from lopt.meta.estimators import PES
 from lopt.meta.heldout_evaluation import HeldoutEvaluator
 from lopt.meta.normalizer import LossNormalizer
 from lopt.meta.problem import make_problem, with_normalizers
+from lopt.meta.program_cache import ProgramCache
 from lopt.meta.structure_fit_cache import StructureFitCache
 from lopt.meta.structure_normalizer import (
     extrapolate,
@@ -84,6 +86,27 @@ def _estimate(estimator, theta, state, key):
 
 def _init(estimator, theta, key):
     return estimator.init(theta, key=key)
+
+
+def _estimate_leaves(estimator, theta, state, key):
+    """:func:`_estimate` with the gradient and the new state as leaf lists (exportable outputs)."""
+    grad, new_state, metrics = _estimate(estimator, theta, state, key)
+    return jax.tree.leaves(grad), jax.tree.leaves(new_state), metrics
+
+
+class _BucketProgram:
+    """A cached bucket program called like the traced one: ``(grad, new_state, metrics)``."""
+
+    def __init__(self, program: Any, theta: Any, state: Any):
+        self.program = program
+        self._theta_tree, self._state_tree = jax.tree.structure(theta), jax.tree.structure(state)
+
+    def __call__(self, estimator: Any, theta: Any, state: Any, key: Any) -> tuple[Any, Any, dict]:
+        grad, new_state, metrics = self.program(estimator, theta, state, key)
+        return jax.tree.unflatten(self._theta_tree, grad), jax.tree.unflatten(self._state_tree, new_state), metrics
+
+    def cost_analysis(self) -> Any:
+        return self.program.cost_analysis()
 
 
 def _in_background(slots: threading.BoundedSemaphore, fn, *args) -> concurrent.futures.Future:
@@ -183,7 +206,7 @@ class MixtureEngine:
                  eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
                  heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None,
                  episode_weighting: str = "uniform", fit_cache: StructureFitCache | None = None,
-                 trainable: str = "", compile_ahead: bool = True):
+                 trainable: str = "", compile_ahead: bool = True, program_cache: ProgramCache | None = None):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
         if bucket_weighting not in BUCKET_WEIGHTINGS:
@@ -206,6 +229,7 @@ class MixtureEngine:
         self.configs_per_bucket, self.redraw_every = configs_per_bucket, redraw_every
         self.heldout_per_bucket, self.eval_steps, self.normalizer_steps = heldout_per_bucket, eval_steps, normalizer_steps
         self.seed, self.mesh, self.fit_cache = seed, mesh, fit_cache
+        self.program_cache = program_cache if mesh is None else None  # exported programs: one device
         self.heldout_seed = seed if heldout_seed is None else heldout_seed
         self.bucket_weighting, self.episode_weighting = bucket_weighting, episode_weighting
         self.trainable = trainable
@@ -309,7 +333,7 @@ class MixtureEngine:
 
     def _fit(self, configs: list, pool: Any, num_steps: int) -> list[LossNormalizer]:
         """:func:`fit_structure` of ``pool`` (built from ``configs``), kept in :attr:`fit_cache`."""
-        fits = fit_structure(pool, num_steps=num_steps)
+        fits = fit_structure(pool, num_steps=num_steps, programs=self.program_cache)
         if self.fit_cache is not None:
             self.fit_cache.store(configs, fits, num_steps=num_steps)
         return fits
@@ -403,17 +427,30 @@ class MixtureEngine:
         return tuple(self._shard_state(jax.jit(_init)(e, theta, k)) for e, k in zip(self._estimators, keys))
 
     def _compile_bucket(self, index: int, estimator: Any, theta: Any, state: Any, key: Any, start: float):
-        """Traces, lowers and compiles one bucket's program (``theta`` and ``state`` may be shapes)."""
-        with tracing():  # Python work under the GIL: a few threads at a time (lopt.meta.trace_gate)
-            t0 = time.perf_counter()
-            traced = jax.jit(_estimate).trace(estimator, theta, state, key)
-            lowered = traced.lower()
-            t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
-        _LOG.info("compiled bucket %d (%s): lower %.1f s, compile %.1f s, %.0f s since the start",
-                  index, self.buckets[index].family, t1 - t0, t2 - t1, t2 - start)
-        return compiled, (t1 - t0, t2 - t1), traced.jaxpr
+        """Traces, lowers and compiles one bucket's program (``theta`` and ``state`` may be shapes).
+
+        With a :attr:`program_cache` the program comes from its exported module (traced only on a
+        miss); its jaxpr is then not at hand (:meth:`program_flops` counts from the cache's record).
+        """
+        family = self.buckets[index].family
+        t0 = time.perf_counter()
+        if self.program_cache is not None:
+            before = self.program_cache.hits
+            program = self.program_cache.compile(_estimate_leaves, (estimator, theta, state, key),
+                                                 name=f"bucket-{family}")
+            compiled, jaxpr, how = _BucketProgram(program, theta, state), None, (
+                "cached module" if self.program_cache.hits > before else "exported")
+            t1 = t2 = time.perf_counter()  # lowering and compiling happen together in compile()
+        else:
+            with tracing():  # Python work under the GIL: a few threads at a time (lopt.meta.trace_gate)
+                traced = jax.jit(_estimate).trace(estimator, theta, state, key)
+                lowered = traced.lower()
+                t1 = time.perf_counter()
+            compiled, jaxpr, how = lowered.compile(), traced.jaxpr, "traced"
+            t2 = time.perf_counter()
+        _LOG.info("compiled bucket %d (%s, %s): lower %.1f s, compile %.1f s, %.0f s since the start",
+                  index, family, how, t1 - t0, t2 - t1, t2 - start)
+        return compiled, (t1 - t0, t2 - t1), jaxpr
 
     def _compile_ahead(self) -> None:
         """Starts compiling every bucket's program in background threads, from the shapes of theta
@@ -439,9 +476,10 @@ class MixtureEngine:
         seconds returned are only the wait. Programs started for other shapes are not used.
 
         Each program's lowering and compile seconds are logged (logger ``lopt.meta``) as it
-        finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket); each
-        program's traced jaxpr is kept in :attr:`program_jaxprs` (e.g. for
-        :func:`lopt.flops.jaxpr_flops`, without tracing again).
+        finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket; with a
+        :attr:`program_cache` both are in the first, lowering and compiling one after another);
+        each program's traced jaxpr is kept in :attr:`program_jaxprs` (``None`` for a program from
+        the program cache; :meth:`program_flops` counts either).
         """
         start = time.perf_counter()
         ahead, self._ahead = self._ahead, None
@@ -453,7 +491,33 @@ class MixtureEngine:
         self._compiled = [compiled for compiled, _, _ in results]
         self.compile_seconds = [seconds for _, seconds, _ in results]
         self.program_jaxprs = [jaxpr for _, _, jaxpr in results]
+        self._program_args = (theta, tuple(states), key)
         return time.perf_counter() - start
+
+    def program_flops(self) -> list[FlopCount]:
+        """Each bucket program's FLOPs (:func:`lopt.flops.jaxpr_flops`, scan bodies times their lengths).
+
+        From the jaxpr traced when it compiled, or for a program from the :attr:`program_cache`
+        from its record; a program whose record lacks them is traced once more and the count
+        added to its record.
+        """
+        if not self._compiled:
+            raise ValueError("MixtureEngine.program_flops: compile the programs first (compile or estimate).")
+        theta, states, key = self._program_args
+        counts = []
+        for index, (compiled, jaxpr) in enumerate(zip(self._compiled, self.program_jaxprs)):
+            if jaxpr is not None:
+                counts.append(jaxpr_flops(jaxpr))
+                continue
+            stored = compiled.program.record.get("flops")
+            if stored is None:
+                args = (self._placed[index], self._replicate(theta), states[index], self._replicate(key))
+                with tracing():
+                    count = jaxpr_flops(jax.jit(_estimate).trace(*args).jaxpr)
+                stored = {"flops": count.flops, "unbounded_loops": count.unbounded_loops, "opaque": list(count.opaque)}
+                self.program_cache.annotate(compiled.program, flops=stored)
+            counts.append(FlopCount(stored["flops"], stored["unbounded_loops"], tuple(stored["opaque"])))
+        return counts
 
     def estimate(self, theta: Any, states: tuple, *, key: jax.Array) -> tuple[Any, tuple, dict]:
         """Runs every bucket with ``theta``; returns the mean gradient, new states, device metrics."""

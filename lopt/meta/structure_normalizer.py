@@ -33,6 +33,7 @@ import numpy as np
 from lopt import inner, optimizers
 from lopt.host_transfer import to_device
 from lopt.meta.normalizer import DEFAULT_LEARNING_RATES, LossNormalizer
+from lopt.meta.program_cache import ProgramCache
 from lopt.meta.trace_gate import compile_gated
 from lopt.tasks import Task, vmap_axes
 
@@ -68,7 +69,8 @@ def _smoothed_min(curve: np.ndarray, window: int) -> float:
 
 
 def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
-                  num_seeds: int = 1, key: jax.Array | None = None) -> list[LossNormalizer]:
+                  num_seeds: int = 1, key: jax.Array | None = None,
+                  programs: ProgramCache | None = None) -> list[LossNormalizer]:
     """Fits a normaliser for every config of a stacked pool in one compiled program.
 
     Same definition as :func:`lopt.meta.fit_normalizer` (initial loss: mean training loss at
@@ -81,6 +83,8 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
         learning_rates: the Adam grid.
         num_seeds: seeds per rate.
         key: PRNG key (default ``jax.random.key(0)``).
+        programs: where the compiled program comes from and goes (default: traced here,
+            kept in memory by :func:`lopt.meta.trace_gate.compile_gated`).
 
     Returns:
         ``P`` normalisers. A config that Adam never improved gets a 1% gap so the map exists.
@@ -97,7 +101,11 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
         raise ValueError(f"fit_structure: learning_rates={learning_rates!r} must be positive numbers.")
     key = jax.random.key(0) if key is None else key
     lrs_device = to_device(lrs)
-    program = compile_gated(_grid_curves, pool, lrs_device, key, num_steps=num_steps, num_seeds=num_seeds)
+    if programs is None:
+        program = compile_gated(_grid_curves, pool, lrs_device, key, num_steps=num_steps, num_seeds=num_seeds)
+    else:
+        program = programs.compile(_grid_curves.__wrapped__, (pool, lrs_device, key), name="fit",
+                                   static={"num_steps": num_steps, "num_seeds": num_seeds})
     losses, diverged = program(pool, lrs_device, key)
     losses, diverged = np.asarray(losses, np.float64), np.asarray(diverged)  # [P, G, S, T], [P, G, S]
     window = min(_SMOOTHING, num_steps)

@@ -32,6 +32,8 @@ from lopt.meta.mixture_engine import MixtureEngine
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
 from lopt.meta.outer import learned_outer_optimizer
 from lopt.meta.problem import make_problem
+from lopt.meta.program_cache import ProgramCache
+from lopt.meta.program_cache import available as program_cache_available
 from lopt.meta.run_directory import open_run
 from lopt.meta.structure_fit_cache import StructureFitCache
 from lopt.meta.trainable import freeze_except, trainable_mask
@@ -101,6 +103,8 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compil
                          bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
                          episode_weighting=est.episode_weighting,
                          fit_cache=StructureFitCache(cfg.normalizer.cache_dir or None),
+                         program_cache=(ProgramCache(cfg.normalizer.cache_dir or None)
+                                        if cfg.trainer.program_cache and program_cache_available() else None),
                          trainable=cfg.outer.trainable, compile_ahead=compile_ahead)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 
 from lopt import checkpoint
-from lopt.flops import jaxpr_flops, xla_cost_analysis_flops
+from lopt.flops import xla_cost_analysis_flops
 from lopt.meta.config import load_config
 from lopt.meta.metrics_log import read_metrics
 from lopt.meta.trainer import MetaTrainer
@@ -140,7 +140,7 @@ def run_session(state_dir: str, out: str, *, minutes: float, overrides: list[str
     seconds = time.time() - start
     print(f"[campaign] {result['step']} outer steps, {seconds:.0f} s, {result['inner_steps_per_s']:,.0f} inner steps/s; "
           f"last {result['last_metrics']}; eval {result['last_eval']}", flush=True)
-    flops = sum(jaxpr_flops(j).flops for j in trainer.engine.program_jaxprs)
+    flops = sum(c.flops for c in trainer.engine.program_flops())
     session = _session_entry(state, run_dir, seed=cfg.seed, seconds=time.time() - start, setup_seconds=setup_seconds,
                              flops=flops, overrides=list(overrides),
                              families=sorted({s["task"]["family"] for s in structures}),

@@ -329,3 +329,30 @@ def test_bucket_gradients_examples_run():
 
     result = doctest.testmod(bucket_gradients)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_programs_from_the_program_cache_give_the_traced_programs_results(tmp_path):
+    from lopt.meta.program_cache import ProgramCache, available
+
+    if not available():
+        pytest.skip("jax.export serialisation needs the flatbuffers package")
+    reference = _engine(normalizer_steps=12)
+    theta = reference.lopt.init(jax.random.key(0))
+    results, engines = [], []
+    for engine in (reference, _engine(normalizer_steps=12, program_cache=ProgramCache(tmp_path)),
+                   _engine(normalizer_steps=12, program_cache=ProgramCache(tmp_path))):
+        states = engine.init(theta, key=jax.random.key(1))
+        results.append(engine.estimate(theta, states, key=jax.random.key(2)))  # waits for its programs
+        engines.append(engine)
+    first, second = engines[1:]
+    # two fit programs and two bucket programs: exported by the first engine, read back by the second
+    assert (first.program_cache.misses, first.program_cache.hits) == (4, 0)
+    assert (second.program_cache.misses, second.program_cache.hits) == (0, 4)
+    assert second._first_fits == reference._first_fits
+    for other in results[1:]:  # the same numbers as the programs traced directly
+        for a, b in zip(leaves(results[0]), leaves(other)):
+            np.testing.assert_array_equal(a, b)
+    assert [c.flops for c in second.program_flops()] == [c.flops for c in reference.program_flops()]
+    assert all(p.program.record["flops"]["flops"] > 0 for p in second._compiled)  # counted once, recorded
+    with pytest.raises(ValueError, match="compiled for arguments shaped"):
+        second._compiled[0].program(theta)

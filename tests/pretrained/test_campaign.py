@@ -11,6 +11,7 @@ import pytest
 
 from lopt import checkpoint
 from lopt.pretrained import campaign
+from lopt.pretrained.breadth import validation_structures
 from lopt.pretrained.session_files import keep_snapshots
 from lopt.pretrained.validate import validate
 
@@ -23,7 +24,8 @@ def _new_campaign(path):
     """A campaign folder with no session yet, training only the committed campaign's quadratic structures."""
     path.mkdir(exist_ok=True)
     with open("campaign/state.json", encoding="utf-8") as f:
-        quadratic = [s for s in json.load(f)["structures"] if s["task"]["family"] == "quadratic"]
+        first = validation_structures(json.load(f))  # the campaign's first structures (one per family)
+    quadratic = [s for s in first if s["task"]["family"] == "quadratic"]
     (path / "state.json").write_text(json.dumps({"sessions": [], "structures": quadratic, "outer_steps": 0,
                                                  "gpu_minutes": 0.0}))
     return path

@@ -1,0 +1,197 @@
+"""Lowered programs kept on disk as ``jax.export`` modules, so a repeat set-up does not trace them.
+
+A mixture run's set-up traces and lowers one PES program per structure and one normaliser-fit
+program per structure: Python work under the interpreter lock, 2-9 s per program on a GPU host,
+which bounds the set-up even when JAX's persistent compilation cache makes XLA's part a cache hit
+(that cache is keyed by the lowered module, so it cannot skip the tracing). :class:`ProgramCache`
+keeps each lowered program as a serialised :mod:`jax.export` module (StableHLO bytecode) and
+compiles later runs from it: deserialising and lowering it takes ~0.3 s.
+
+A program is keyed by everything that decides it: the function's name and static arguments, the
+arguments' tree structure (which names every class and static setting of the estimator, the
+problem, the tasks and the learned optimizer) and their shapes and dtypes, a fingerprint of
+lopt's sources, JAX's version, the backend and the JAX settings and kernel mode that change what
+is traced. A miss exports the program (one trace, as before), writes the module and a JSON record
+with its SHA-256, and compiles from the module it wrote, so a first run and a repeat run compile
+the same module (and hit XLA's persistent cache alike). A file that does not match its record is
+ignored with a warning and exported again. Files are written atomically; no pickle.
+
+The function's outputs must be standard containers (tuples, lists, dicts with string keys) of
+arrays: a caller with custom pytrees returns their leaves and rebuilds them.
+
+Example:
+    >>> import tempfile, jax, jax.numpy as jnp
+    >>> from lopt.meta.program_cache import ProgramCache
+    >>> cache = ProgramCache(tempfile.mkdtemp())
+    >>> def scaled(tree, power):
+    ...     return {"total": sum(jnp.sum(x ** power) for x in jax.tree.leaves(tree))}
+    >>> args = ({"a": jnp.ones(3), "b": jnp.arange(2.0)},)
+    >>> program = cache.compile(scaled, args, name="demo", static={"power": 2})
+    >>> float(program(*args)["total"]), cache.misses
+    (4.0, 1)
+    >>> float(cache.compile(scaled, args, name="demo", static={"power": 2})(*args)["total"]), cache.hits
+    (4.0, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from lopt import checkpoint
+from lopt.meta.normalizer import default_cache_dir, read_matching_document
+from lopt.meta.trace_gate import tracing
+from lopt.source_fingerprint import source_fingerprint
+
+__all__ = ["ProgramCache", "available"]
+
+_FORMAT = "lopt.program"
+_FORMAT_VERSION = 1
+
+
+def available() -> bool:
+    """Whether this JAX can serialise exported programs (it needs the ``flatbuffers`` package)."""
+    try:
+        from jax._src.export import serialization  # noqa: F401 - raises ImportError without flatbuffers
+    except ImportError:
+        return False
+    return True
+
+
+def _settings() -> dict[str, Any]:
+    """The process-wide settings that change what a function traces to."""
+    from lopt.kernels.select import get_mode
+
+    return {"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", ""), "backend": jax.default_backend(),
+            "x64": bool(jax.config.jax_enable_x64), "matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "kernels": get_mode(), "code": source_fingerprint("**/*.py")}
+
+
+class _Program:
+    """A compiled flat program called with the original pytree arguments."""
+
+    def __init__(self, compiled: Any, treedef: Any, record: dict[str, Any], path: pathlib.Path | None):
+        self.compiled, self.treedef, self.record, self.path = compiled, treedef, record, path
+
+    def __call__(self, *args: Any) -> Any:
+        leaves, treedef = jax.tree.flatten(args)
+        if treedef != self.treedef:
+            raise ValueError(f"ProgramCache: this program was compiled for arguments shaped {self.treedef}, "
+                             f"called with {treedef}; compile one for these arguments.")
+        return self.compiled(*leaves)
+
+    def cost_analysis(self) -> Any:
+        """XLA's cost analysis of the compiled program (as ``jax.stages.Compiled.cost_analysis``)."""
+        return self.compiled.cost_analysis()
+
+
+class ProgramCache:
+    """Serialised lowered programs on disk (see the module docs).
+
+    Args:
+        directory: where the files live; default :func:`lopt.meta.normalizer.default_cache_dir`
+            (``$LOPT_CACHE_DIR/normalizers`` or ``~/.cache/lopt/normalizers``), shared with the
+            normaliser caches under other file names (``program-*``).
+
+    Attributes:
+        hits, misses: programs read from the cache / exported and written since construction.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.directory = pathlib.Path(default_cache_dir() if directory is None else directory)
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ProgramCache({str(self.directory)!r})"
+
+    def _locate(self, fn: Callable, name: str, treedef: Any, leaves: list,
+                static: Mapping[str, Any]) -> tuple[dict[str, Any], pathlib.Path]:
+        identity = {"format": _FORMAT, "format_version": _FORMAT_VERSION, **_settings(),
+                    "function": f"{fn.__module__}.{fn.__qualname__}", "static": repr(sorted(static.items())),
+                    "tree": str(treedef), "avals": [[list(x.shape), str(x.dtype)] for x in leaves]}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        return identity, self.directory / f"program-{safe}-{digest[:24]}"
+
+    def _read(self, base: pathlib.Path, identity: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+        record_path, module_path = base.with_suffix(".json"), base.with_suffix(".stablehlo")
+        if not record_path.exists():
+            return None
+        try:
+            record = read_matching_document(record_path, identity)
+            blob = module_path.read_bytes()
+            if hashlib.sha256(blob).hexdigest() != record.get("module_sha256"):
+                raise ValueError("its module does not match the digest in its record")
+            return jax.export.deserialize(bytearray(blob)), record
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            warnings.warn(f"ProgramCache: ignoring {str(record_path)!r} ({err}); the program is traced again.",
+                          RuntimeWarning, stacklevel=3)
+            return None
+
+    def _write(self, base: pathlib.Path, identity: dict[str, Any], blob: bytes) -> dict[str, Any]:
+        record = {**identity, "module_sha256": hashlib.sha256(blob).hexdigest(), "module_bytes": len(blob)}
+        checkpoint.atomic_write(base.with_suffix(".stablehlo"), blob)  # the module first: a record names it
+        checkpoint.atomic_write(base.with_suffix(".json"), (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        return record
+
+    def compile(self, fn: Callable, args: tuple, *, name: str, static: Mapping[str, Any] | None = None) -> _Program:
+        """``fn(*args, **static)`` compiled from its cached module, exported and cached on a miss.
+
+        Tracing and lowering pass through :mod:`lopt.meta.trace_gate`; XLA's compilation does not.
+
+        Args:
+            fn: the function (outputs: standard containers of arrays).
+            args: its array arguments (pytrees of arrays or of ``jax.ShapeDtypeStruct``).
+            name: a readable part of the file name (e.g. ``"bucket-mlp_vae"``).
+            static: keyword arguments baked into the program (their ``repr`` is part of the key).
+
+        Returns:
+            The compiled program: call it with ``*args`` (arrays of the same structure and shapes).
+        """
+        static = dict(static or {})
+        leaves, treedef = jax.tree.flatten(args)
+        specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+        identity, base = self._locate(fn, name, treedef, leaves, static)
+        def flat(*flat_leaves):
+            return fn(*jax.tree.unflatten(treedef, flat_leaves), **static)
+
+        with tracing():
+            found = self._read(base, identity)
+            if found is None:
+                try:
+                    blob = bytes(jax.export.export(jax.jit(flat))(*specs).serialize())
+                except Exception as err:  # noqa: BLE001 - e.g. a kernel's custom call jax.export cannot keep
+                    warnings.warn(f"ProgramCache: {name} cannot be exported ({type(err).__name__}: {err}); it is "
+                                  "traced and compiled without the cache.", RuntimeWarning, stacklevel=2)
+                    lowered, record, base = jax.jit(flat).trace(*specs).lower(), {}, None
+                else:
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    record = self._write(base, identity, blob)
+                    exported = jax.export.deserialize(bytearray(blob))  # compile what a repeat run will read
+                    lowered = jax.jit(exported.call).lower(*specs)
+            else:
+                exported, record = found
+                lowered = jax.jit(exported.call).lower(*specs)
+        with self._lock:
+            if found is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return _Program(lowered.compile(), treedef, record, base)
+
+    def annotate(self, program: _Program, **values: Any) -> None:
+        """Adds JSON values to a program's record (e.g. its FLOP count), read back as ``program.record``."""
+        record = {**program.record, **values}
+        if program.path is not None:  # None: a program that could not be exported lives in memory only
+            checkpoint.atomic_write(program.path.with_suffix(".json"),
+                                    (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        program.record = record

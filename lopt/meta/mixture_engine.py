@@ -435,11 +435,10 @@ class MixtureEngine:
         family = self.buckets[index].family
         t0 = time.perf_counter()
         if self.program_cache is not None:
-            before = self.program_cache.hits
             program = self.program_cache.compile(_estimate_leaves, (estimator, theta, state, key),
                                                  name=f"bucket-{family}")
-            compiled, jaxpr, how = _BucketProgram(program, theta, state), None, (
-                "cached module" if self.program_cache.hits > before else "exported")
+            compiled, jaxpr = _BucketProgram(program, theta, state), None
+            how = "cached module" if program.from_cache else "exported"
             t1 = t2 = time.perf_counter()  # lowering and compiling happen together in compile()
         else:
             with tracing():  # Python work under the GIL: a few threads at a time (lopt.meta.trace_gate)

@@ -78,8 +78,10 @@ def _settings() -> dict[str, Any]:
 class _Program:
     """A compiled flat program called with the original pytree arguments."""
 
-    def __init__(self, compiled: Any, treedef: Any, record: dict[str, Any], path: pathlib.Path | None):
+    def __init__(self, compiled: Any, treedef: Any, record: dict[str, Any], path: pathlib.Path | None,
+                 from_cache: bool):
         self.compiled, self.treedef, self.record, self.path = compiled, treedef, record, path
+        self.from_cache = from_cache  # read back (True) or exported / traced here (False)
 
     def __call__(self, *args: Any) -> Any:
         leaves, treedef = jax.tree.flatten(args)
@@ -186,7 +188,7 @@ class ProgramCache:
                 self.misses += 1
             else:
                 self.hits += 1
-        return _Program(lowered.compile(), treedef, record, base)
+        return _Program(lowered.compile(), treedef, record, base, found is not None)
 
     def annotate(self, program: _Program, **values: Any) -> None:
         """Adds JSON values to a program's record (e.g. its FLOP count), read back as ``program.record``."""

@@ -35,6 +35,7 @@ def test_a_second_cache_reads_the_program_back_and_computes_the_same_numbers(tmp
         for a, b in zip(jax.tree.leaves(got["grad"]), jax.tree.leaves(expected["grad"])):
             np.testing.assert_array_equal(a, b)
     assert second.record["module_sha256"] == first.record["module_sha256"]
+    assert second.from_cache and not first.from_cache
 
 
 def test_other_static_values_or_shapes_are_other_programs(tmp_path):

@@ -111,6 +111,7 @@ class ProgramCache:
         self.directory = pathlib.Path(default_cache_dir() if directory is None else directory)
         self.hits = self.misses = 0
         self._lock = threading.Lock()
+        self._loaded: dict[pathlib.Path, _Program] = {}  # compiled here already: same key, same program
 
     def __repr__(self) -> str:
         return f"ProgramCache({str(self.directory)!r})"
@@ -163,6 +164,11 @@ class ProgramCache:
         leaves, treedef = jax.tree.flatten(args)
         specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
         identity, base = self._locate(fn, name, treedef, leaves, static)
+        with self._lock:
+            if base in self._loaded:
+                self.hits += 1
+                return self._loaded[base]
+
         def flat(*flat_leaves):
             return fn(*jax.tree.unflatten(treedef, flat_leaves), **static)
 
@@ -183,12 +189,15 @@ class ProgramCache:
             else:
                 exported, record = found
                 lowered = jax.jit(exported.call).lower(*specs)
+        program = _Program(lowered.compile(), treedef, record, base, found is not None)
         with self._lock:
             if found is None:
                 self.misses += 1
             else:
                 self.hits += 1
-        return _Program(lowered.compile(), treedef, record, base, found is not None)
+            if base is not None:
+                self._loaded[base] = program
+        return program
 
     def annotate(self, program: _Program, **values: Any) -> None:
         """Adds JSON values to a program's record (e.g. its FLOP count), read back as ``program.record``."""

@@ -36,6 +36,8 @@ def test_a_second_cache_reads_the_program_back_and_computes_the_same_numbers(tmp
             np.testing.assert_array_equal(a, b)
     assert second.record["module_sha256"] == first.record["module_sha256"]
     assert second.from_cache and not first.from_cache
+    assert cache.compile(_loss_and_grad, args, name="fit", static={"scale": 2.0}) is second  # kept in memory
+    assert (cache.hits, cache.misses) == (2, 0)
 
 
 def test_other_static_values_or_shapes_are_other_programs(tmp_path):

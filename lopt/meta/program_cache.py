@@ -14,7 +14,8 @@ lopt's sources, JAX's version, the backend and the JAX settings and kernel mode 
 is traced. A miss exports the program (one trace, as before), writes the module and a JSON record
 with its SHA-256, and compiles from the module it wrote, so a first run and a repeat run compile
 the same module (and hit XLA's persistent cache alike). A file that does not match its record is
-ignored with a warning and exported again. Files are written atomically; no pickle.
+ignored with a warning and exported again. Files are written atomically, the module under its own digest before the record that names it;
+no pickle.
 
 The function's outputs must be standard containers (tuples, lists, dicts with string keys) of
 arrays: a caller with custom pytrees returns their leaves and rebuilds them.
@@ -126,12 +127,12 @@ class ProgramCache:
         return identity, self.directory / f"program-{safe}-{digest[:24]}"
 
     def _read(self, base: pathlib.Path, identity: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-        record_path, module_path = base.with_suffix(".json"), base.with_suffix(".stablehlo")
+        record_path = base.with_suffix(".json")
         if not record_path.exists():
             return None
         try:
             record = read_matching_document(record_path, identity)
-            blob = module_path.read_bytes()
+            blob = (base.parent / pathlib.Path(record["module_file"]).name).read_bytes()
             if hashlib.sha256(blob).hexdigest() != record.get("module_sha256"):
                 raise ValueError("its module does not match the digest in its record")
             return jax.export.deserialize(bytearray(blob)), record
@@ -141,8 +142,13 @@ class ProgramCache:
             return None
 
     def _write(self, base: pathlib.Path, identity: dict[str, Any], blob: bytes) -> dict[str, Any]:
-        record = {**identity, "module_sha256": hashlib.sha256(blob).hexdigest(), "module_bytes": len(blob)}
-        checkpoint.atomic_write(base.with_suffix(".stablehlo"), blob)  # the module first: a record names it
+        # The module's file is named by its own digest and written first, then the record that names
+        # it: two processes exporting one program at once (their modules can differ in the bytes, not
+        # in what they compute) leave a record that names a complete module of its own.
+        digest = hashlib.sha256(blob).hexdigest()
+        module_file = f"{base.name}.{digest[:16]}.stablehlo"
+        record = {**identity, "module_file": module_file, "module_sha256": digest, "module_bytes": len(blob)}
+        checkpoint.atomic_write(base.parent / module_file, blob)
         checkpoint.atomic_write(base.with_suffix(".json"), (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
         return record
 

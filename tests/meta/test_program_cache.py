@@ -56,7 +56,7 @@ def test_other_static_values_or_shapes_are_other_programs(tmp_path):
 def test_a_damaged_module_is_never_run_it_is_exported_again(tmp_path):
     args = _args()
     program = ProgramCache(tmp_path).compile(_loss_and_grad, args, name="fit", static={"scale": 1.0})
-    module = program.path.with_suffix(".stablehlo")
+    module = tmp_path / program.record["module_file"]
     module.write_bytes(module.read_bytes()[:-10] + b"0123456789")
     cache = ProgramCache(tmp_path)
     with pytest.warns(RuntimeWarning, match="does not match the digest"):
@@ -75,6 +75,6 @@ def test_a_program_that_cannot_be_exported_is_compiled_without_the_cache(tmp_pat
     with pytest.warns(RuntimeWarning, match="cannot be exported"):
         program = cache.compile(with_host_callback, (jnp.arange(3.0),), name="callback")
     np.testing.assert_array_equal(program(jnp.arange(3.0))[0], [1.0, 3.0, 5.0])
-    assert program.path is None and not list(tmp_path.glob("program-callback-*"))
+    assert program.path is None and not list(tmp_path.glob("program-callback*"))
     cache.annotate(program, flops=1)  # kept in memory only
     assert program.record == {"flops": 1}

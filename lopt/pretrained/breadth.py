@@ -29,12 +29,9 @@ __all__ = ["training_families", "validation_structures", "widen"]
 
 def training_families(structures: list[dict[str, Any]]) -> list[str]:
     """The task families of ``structures`` (inside the ``augmented`` wrapper), in first-seen order."""
-    families: list[str] = []
-    for s in structures:
-        family = s["task"]["family"] if s.get("family") == "augmented" else s["family"]
-        if family not in families:
-            families.append(family)
-    return families
+    from lopt.tasks.mixture import base_family
+
+    return list(dict.fromkeys(base_family(s) for s in structures))
 
 
 def validation_structures(state: dict[str, Any]) -> list[dict[str, Any]]:

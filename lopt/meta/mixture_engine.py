@@ -88,6 +88,12 @@ def _init(estimator, theta, key):
     return estimator.init(theta, key=key)
 
 
+def _flop_note(jaxpr: Any) -> dict[str, Any]:
+    """A bucket program's FLOP count for the program cache's record (read by ``program_flops``)."""
+    count = jaxpr_flops(jaxpr)
+    return {"flops": {"flops": count.flops, "unbounded_loops": count.unbounded_loops, "opaque": list(count.opaque)}}
+
+
 def _estimate_leaves(estimator, theta, state, key):
     """:func:`_estimate` with the gradient and the new state as leaf lists (exportable outputs)."""
     grad, new_state, metrics = _estimate(estimator, theta, state, key)
@@ -436,7 +442,7 @@ class MixtureEngine:
         t0 = time.perf_counter()
         if self.program_cache is not None:
             program = self.program_cache.compile(_estimate_leaves, (estimator, theta, state, key),
-                                                 name=f"bucket-{family}")
+                                                 name=f"bucket-{family}", describe=_flop_note)
             compiled, jaxpr = _BucketProgram(program, theta, state), None
             how = "cached module" if program.from_cache else "exported"
             t1 = t2 = time.perf_counter()  # lowering and compiling happen together in compile()
@@ -490,32 +496,23 @@ class MixtureEngine:
         self._compiled = [compiled for compiled, _, _ in results]
         self.compile_seconds = [seconds for _, seconds, _ in results]
         self.program_jaxprs = [jaxpr for _, _, jaxpr in results]
-        self._program_args = (theta, tuple(states), key)
         return time.perf_counter() - start
 
     def program_flops(self) -> list[FlopCount]:
         """Each bucket program's FLOPs (:func:`lopt.flops.jaxpr_flops`, scan bodies times their lengths).
 
         From the jaxpr traced when it compiled, or for a program from the :attr:`program_cache`
-        from its record; a program whose record lacks them is traced once more and the count
-        added to its record.
+        from its record (counted when it was exported).
         """
         if not self._compiled:
             raise ValueError("MixtureEngine.program_flops: compile the programs first (compile or estimate).")
-        theta, states, key = self._program_args
         counts = []
-        for index, (compiled, jaxpr) in enumerate(zip(self._compiled, self.program_jaxprs)):
+        for compiled, jaxpr in zip(self._compiled, self.program_jaxprs):
             if jaxpr is not None:
                 counts.append(jaxpr_flops(jaxpr))
-                continue
-            stored = compiled.program.record.get("flops")
-            if stored is None:
-                args = (self._placed[index], self._replicate(theta), states[index], self._replicate(key))
-                with tracing():
-                    count = jaxpr_flops(jax.jit(_estimate).trace(*args).jaxpr)
-                stored = {"flops": count.flops, "unbounded_loops": count.unbounded_loops, "opaque": list(count.opaque)}
-                self.program_cache.annotate(compiled.program, flops=stored)
-            counts.append(FlopCount(stored["flops"], stored["unbounded_loops"], tuple(stored["opaque"])))
+            else:
+                stored = compiled.program.record["flops"]
+                counts.append(FlopCount(stored["flops"], stored["unbounded_loops"], tuple(stored["opaque"])))
         return counts
 
     def estimate(self, theta: Any, states: tuple, *, key: jax.Array) -> tuple[Any, tuple, dict]:

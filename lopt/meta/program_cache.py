@@ -141,18 +141,20 @@ class ProgramCache:
                           RuntimeWarning, stacklevel=3)
             return None
 
-    def _write(self, base: pathlib.Path, identity: dict[str, Any], blob: bytes) -> dict[str, Any]:
+    def _write(self, base: pathlib.Path, identity: dict[str, Any], blob: bytes,
+               notes: dict[str, Any]) -> dict[str, Any]:
         # The module's file is named by its own digest and written first, then the record that names
         # it: two processes exporting one program at once (their modules can differ in the bytes, not
         # in what they compute) leave a record that names a complete module of its own.
         digest = hashlib.sha256(blob).hexdigest()
         module_file = f"{base.name}.{digest[:16]}.stablehlo"
-        record = {**identity, "module_file": module_file, "module_sha256": digest, "module_bytes": len(blob)}
+        record = {**notes, **identity, "module_file": module_file, "module_sha256": digest, "module_bytes": len(blob)}
         checkpoint.atomic_write(base.parent / module_file, blob)
         checkpoint.atomic_write(base.with_suffix(".json"), (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
         return record
 
-    def compile(self, fn: Callable, args: tuple, *, name: str, static: Mapping[str, Any] | None = None) -> _Program:
+    def compile(self, fn: Callable, args: tuple, *, name: str, static: Mapping[str, Any] | None = None,
+                describe: Callable[[Any], Mapping[str, Any]] | None = None) -> _Program:
         """``fn(*args, **static)`` compiled from its cached module, exported and cached on a miss.
 
         Tracing and lowering pass through :mod:`lopt.meta.trace_gate`; XLA's compilation does not.
@@ -162,6 +164,9 @@ class ProgramCache:
             args: its array arguments (pytrees of arrays or of ``jax.ShapeDtypeStruct``).
             name: a readable part of the file name (e.g. ``"bucket-mlp_vae"``).
             static: keyword arguments baked into the program (their ``repr`` is part of the key).
+            describe: ``jaxpr -> {key: JSON value}``, run on the traced program when it is exported
+                (the export reuses that trace) and kept in its record, e.g. a FLOP count that
+                needs the jaxpr a cached program no longer has: ``program.record[key]``.
 
         Returns:
             The compiled program: call it with ``*args`` (arrays of the same structure and shapes).
@@ -181,15 +186,17 @@ class ProgramCache:
         with tracing():
             found = self._read(base, identity)
             if found is None:
+                jitted = jax.jit(flat)
+                traced = jitted.trace(*specs)  # the export below finds this trace in JAX's cache
+                notes = dict(describe(traced.jaxpr)) if describe is not None else {}
                 try:
-                    blob = bytes(jax.export.export(jax.jit(flat))(*specs).serialize())
+                    blob = bytes(jax.export.export(jitted)(*specs).serialize())
                 except Exception as err:  # noqa: BLE001 - e.g. a kernel's custom call jax.export cannot keep
                     warnings.warn(f"ProgramCache: {name} cannot be exported ({type(err).__name__}: {err}); it is "
                                   "traced and compiled without the cache.", RuntimeWarning, stacklevel=2)
-                    lowered, record, base = jax.jit(flat).trace(*specs).lower(), {}, None
+                    lowered, record, base = traced.lower(), notes, None
                 else:
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    record = self._write(base, identity, blob)
+                    record = self._write(base, identity, blob, notes)
                     exported = jax.export.deserialize(bytearray(blob))  # compile what a repeat run will read
                     lowered = jax.jit(exported.call).lower(*specs)
             else:
@@ -204,11 +211,3 @@ class ProgramCache:
             if base is not None:
                 self._loaded[base] = program
         return program
-
-    def annotate(self, program: _Program, **values: Any) -> None:
-        """Adds JSON values to a program's record (e.g. its FLOP count), read back as ``program.record``."""
-        record = {**program.record, **values}
-        if program.path is not None:  # None: a program that could not be exported lives in memory only
-            checkpoint.atomic_write(program.path.with_suffix(".json"),
-                                    (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
-        program.record = record

@@ -73,8 +73,8 @@ def test_a_program_that_cannot_be_exported_is_compiled_without_the_cache(tmp_pat
 
     cache = ProgramCache(tmp_path)
     with pytest.warns(RuntimeWarning, match="cannot be exported"):
-        program = cache.compile(with_host_callback, (jnp.arange(3.0),), name="callback")
+        program = cache.compile(with_host_callback, (jnp.arange(3.0),), name="callback",
+                                describe=lambda jaxpr: {"equations": len(jaxpr.eqns)})
     np.testing.assert_array_equal(program(jnp.arange(3.0))[0], [1.0, 3.0, 5.0])
     assert program.path is None and not list(tmp_path.glob("program-callback*"))
-    cache.annotate(program, flops=1)  # kept in memory only
-    assert program.record == {"flops": 1}
+    assert program.record["equations"] > 0  # described from its trace, kept in memory only

@@ -190,6 +190,10 @@ class MixtureEngine:
             compile thread still inside XLA when the process exits (Python 3.11 ends such a
             daemon thread with a forced unwind that XLA's C++ frames turn into an abort, exit
             status 134, after the results were printed).
+        bucket_ids: each structure's bucket number in the whole run, which seeds its variant
+            draws (default ``0..B-1``). An engine over a subset of a run's structures (the
+            set-up workers of :mod:`lopt.meta.prewarm`) passes their numbers in the full run, so
+            it draws, fits and compiles exactly what the full run's engine does for them.
 
     Example:
         >>> import jax, lopt
@@ -212,9 +216,15 @@ class MixtureEngine:
                  eval_steps: int = 1000, normalizer_steps: int = 1000, seed: int = 0,
                  heldout_seed: int | None = None, bucket_weighting: str = "mean", mesh: Any = None,
                  episode_weighting: str = "uniform", fit_cache: StructureFitCache | None = None,
-                 trainable: str = "", compile_ahead: bool = True, program_cache: ProgramCache | None = None):
+                 trainable: str = "", compile_ahead: bool = True, program_cache: ProgramCache | None = None,
+                 bucket_ids: Sequence[int] | None = None):
         if not structures:
             raise ValueError("MixtureEngine: pass at least one training structure.")
+        bucket_ids = list(range(len(structures))) if bucket_ids is None else list(bucket_ids)
+        if len(bucket_ids) != len(structures) or len(set(bucket_ids)) != len(bucket_ids) or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in bucket_ids):
+            raise ValueError(f"MixtureEngine: bucket_ids={bucket_ids!r} must be {len(structures)} distinct "
+                             "non-negative integers, one per structure.")
         if bucket_weighting not in BUCKET_WEIGHTINGS:
             raise ValueError(f"MixtureEngine: bucket_weighting={bucket_weighting!r}; choose one of {BUCKET_WEIGHTINGS}.")
         for name, value in (("num_tasks", num_tasks), ("configs_per_bucket", configs_per_bucket),
@@ -240,7 +250,8 @@ class MixtureEngine:
         self.bucket_weighting, self.episode_weighting = bucket_weighting, episode_weighting
         self.trainable = trainable
         self.redraw_index = 0
-        self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in enumerate(structures)]
+        self.bucket_ids = bucket_ids
+        self.buckets = [self._make_bucket(i, TaskConfig(s)) for i, s in zip(bucket_ids, structures)]
         self.heldout_only = [TaskConfig(s) for s in heldout_structures]
         self._estimators: list = []
         self._compiled: list = []
@@ -399,7 +410,7 @@ class MixtureEngine:
         target = step // self.redraw_every if self.redraw_every else 0
         if target == self.redraw_index:
             return False
-        for index, bucket in enumerate(self.buckets):
+        for index, bucket in zip(self.bucket_ids, self.buckets):
             self._fill(bucket, index, target)
         self.redraw_index = target
         self._apply_pools()
@@ -454,7 +465,7 @@ class MixtureEngine:
             compiled, jaxpr, how = lowered.compile(), traced.jaxpr, "traced"
             t2 = time.perf_counter()
         _LOG.info("compiled bucket %d (%s, %s): lower %.1f s, compile %.1f s, %.0f s since the start",
-                  index, family, how, t1 - t0, t2 - t1, t2 - start)
+                  self.bucket_ids[index], family, how, t1 - t0, t2 - t1, t2 - start)
         return compiled, (t1 - t0, t2 - t1), jaxpr
 
     def _compile_ahead(self) -> None:
@@ -466,6 +477,16 @@ class MixtureEngine:
         theta = jax.eval_shape(self.lopt.init, key)
         states = tuple(jax.eval_shape(_init, e, theta, key) for e in self._estimators)
         self._ahead = (_signature((theta, states, key)), self._start_compiles(self._estimators, theta, states, key))
+
+    def wait_for_programs(self) -> None:
+        """Blocks until the programs the set-up started compiling are ready (none started: returns).
+
+        Raises:
+            Exception: the first compile's error, if one failed.
+        """
+        if self._ahead is not None:
+            for future in self._ahead[1]:
+                future.result()
 
     def _start_compiles(self, estimators: list, theta: Any, states: Sequence, key: Any) -> list:
         """One future per bucket program, compiling in daemon threads (at most 16 at once)."""

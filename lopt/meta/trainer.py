@@ -31,6 +31,7 @@ from lopt.meta.metrics_log import MetricsLog, read_metrics
 from lopt.meta.mixture_engine import MixtureEngine
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
 from lopt.meta.outer import learned_outer_optimizer
+from lopt.meta.prewarm import prewarm
 from lopt.meta.problem import make_problem
 from lopt.meta.program_cache import ProgramCache
 from lopt.meta.program_cache import available as program_cache_available
@@ -41,7 +42,7 @@ from lopt.meta.truncation import make_schedule
 from lopt.meta.warm_start import load_warm_start, save_warm_start
 from lopt.tasks.mixture import NOT_IN_TASKSET
 
-__all__ = ["MetaTrainer", "TrainingSetup", "build_setup"]
+__all__ = ["MetaTrainer", "TrainingSetup", "bucket_engine", "build_setup", "mixture_engine_settings"]
 
 EVAL_STREAM = 1_000_003  # fold_in offsets of evaluation and initialisation keys (disjoint from steps)
 INIT_STREAM = 2**31 - 1
@@ -68,10 +69,9 @@ class TrainingSetup:
     engine: MixtureEngine | None = None
 
 
-def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compile_ahead: bool = True) -> MixtureEngine:
-    """The engine of a mixture run: training structures, held-out families, devices
-    (``compile_ahead=False``: an engine that only evaluates, see :class:`MixtureEngine`)."""
-    task, est = cfg.task, cfg.estimator  # their values are checked by validate_config
+def _mixture_distributions(cfg: MetaTrainConfig) -> tuple[Any, Any]:
+    """A mixture run's training distribution and its held-out families' (``None`` without)."""
+    task = cfg.task  # its values are checked by validate_config
     held = list(task.heldout_families)
     if set(task.mixture) == {"taskset"}:
         families = [f for f in lopt.tasks.names() if f not in NOT_IN_TASKSET]
@@ -86,26 +86,52 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compil
             raise ValueError("task.heldout_families leaves no family to train on.")
         dist = lopt.tasks.mixture(weights, seed=cfg.seed)
         held_dist = lopt.tasks.mixture({f: 1.0 for f in held}, seed=cfg.seed) if held else None
+    return dist, held_dist
+
+
+def _mixture_structures(cfg: MetaTrainConfig) -> tuple[Any, list, list]:
+    """A mixture run's distribution, training structures and held-out structures."""
+    task, held = cfg.task, list(cfg.task.heldout_families)
+    dist, held_dist = _mixture_distributions(cfg)
     if task.structures:
         structures = [lopt.tasks.TaskConfig(s) for s in task.structures]
     else:
         structures = [bucket[0] for bucket in dist.buckets(cfg.seed, task.num_buckets, 1)]
     heldout_structures = [b[0] for b in held_dist.buckets(cfg.seed, max(1, len(held)), 1)] if held_dist else []
-    # every device of every process; one process splits its tasks only where they divide evenly
-    mesh = distributed.global_mesh("tasks") if jax.process_count() > 1 else distributed.local_task_mesh(est.num_tasks)
+    return dist, structures, heldout_structures
+
+
+def mixture_engine_settings(cfg: MetaTrainConfig, truncation: Any, mesh: Any = None) -> dict[str, Any]:
+    """The :class:`MixtureEngine` arguments a config decides (all but the structures and the mode)."""
+    task, est = cfg.task, cfg.estimator
     eval_steps = cfg.trainer.eval_steps or min(truncation.max_horizon, 2000)
-    return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures, truncation=truncation,
-                         num_tasks=est.num_tasks, std=est.std, unroll_length=est.unroll_length,
-                         objective=est.objective, configs_per_bucket=task.configs_per_bucket,
-                         redraw_every=task.redraw_every, heldout_per_bucket=task.heldout_per_bucket,
-                         eval_steps=eval_steps, normalizer_steps=cfg.normalizer.num_steps or eval_steps,
-                         seed=cfg.seed, heldout_seed=None if task.heldout_seed < 0 else task.heldout_seed,
-                         bucket_weighting=cfg.outer.bucket_weighting, mesh=mesh,
-                         episode_weighting=est.episode_weighting,
-                         fit_cache=StructureFitCache(cfg.normalizer.cache_dir or None),
-                         program_cache=(ProgramCache(cfg.normalizer.cache_dir or None)
-                                        if cfg.trainer.program_cache and program_cache_available() else None),
-                         trainable=cfg.outer.trainable, compile_ahead=compile_ahead)
+    return {"truncation": truncation, "num_tasks": est.num_tasks, "std": est.std, "unroll_length": est.unroll_length,
+                "objective": est.objective, "configs_per_bucket": task.configs_per_bucket,
+                "redraw_every": task.redraw_every, "heldout_per_bucket": task.heldout_per_bucket,
+                "eval_steps": eval_steps, "normalizer_steps": cfg.normalizer.num_steps or eval_steps,
+                "seed": cfg.seed, "heldout_seed": None if task.heldout_seed < 0 else task.heldout_seed,
+                "bucket_weighting": cfg.outer.bucket_weighting, "mesh": mesh,
+                "episode_weighting": est.episode_weighting,
+                "fit_cache": StructureFitCache(cfg.normalizer.cache_dir or None),
+                "program_cache": (ProgramCache(cfg.normalizer.cache_dir or None)
+                               if cfg.trainer.program_cache and program_cache_available() else None),
+                "trainable": cfg.outer.trainable}
+
+
+def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compile_ahead: bool = True) -> MixtureEngine:
+    """The engine of a mixture run: training structures, held-out families, devices
+    (``compile_ahead=False``: an engine that only evaluates, see :class:`MixtureEngine`).
+
+    A training engine's fits and programs missing from the caches are first made by set-up
+    worker processes where the host has the cores (:mod:`lopt.meta.prewarm`)."""
+    dist, structures, heldout_structures = _mixture_structures(cfg)
+    # every device of every process; one process splits its tasks only where they divide evenly
+    mesh = distributed.global_mesh("tasks") if jax.process_count() > 1 else distributed.local_task_mesh(cfg.estimator.num_tasks)
+    settings = mixture_engine_settings(cfg, truncation, mesh)
+    if compile_ahead and mesh is None and settings["program_cache"] is not None:
+        prewarm(cfg, structures)
+    return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures,
+                         compile_ahead=compile_ahead, **settings)
 
 
 def _device_notes(num_tasks: int, mesh: jax.sharding.Mesh | None) -> list[str]:
@@ -147,6 +173,22 @@ def _task_configs(cfg: MetaTrainConfig, notes: list[str]) -> list:
     return [family.complete({**family.sample(seed).to_dict(), **base}) for seed in cfg.task.pool_seeds]
 
 
+def _learned_optimizer_and_truncation(cfg: MetaTrainConfig) -> tuple[Any, Any]:
+    return (lopt.learned.get(cfg.lopt.name, **cfg.lopt.config),
+            make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
+                          min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon))
+
+
+def bucket_engine(cfg: MetaTrainConfig, structures: list, bucket_ids: list[int]) -> MixtureEngine:
+    """A training engine over some of a mixture run's structures (``bucket_ids``: their numbers in
+    the run), built as the run builds its own: it fits, caches and compiles what the run's engine
+    would for them (:mod:`lopt.meta.prewarm`'s workers). Single device, no held-out structures."""
+    lopt_, truncation = _learned_optimizer_and_truncation(cfg)
+    dist, _ = _mixture_distributions(cfg)
+    return MixtureEngine(lopt_, dist, [lopt.tasks.TaskConfig(s) for s in structures], bucket_ids=bucket_ids,
+                         compile_ahead=True, **mixture_engine_settings(cfg, truncation))
+
+
 def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str] | None = None) -> TrainingSetup:
     """Builds the learned optimizer, the task pool with normalisers, the estimator and outer optimizer.
 
@@ -159,10 +201,8 @@ def build_setup(cfg: MetaTrainConfig, *, progress: bool = True, notes: list[str]
     if distributed.initialize_from_env() is not None and not cfg.task.mixture:
         raise ValueError("a multi-process run (LOPT_COORDINATOR is set) shards a task mixture over the processes; "
                          "set task.mixture (e.g. task.mixture={\"taskset\": 1}) or unset LOPT_COORDINATOR.")
-    lopt_ = lopt.learned.get(cfg.lopt.name, **cfg.lopt.config)
+    lopt_, truncation = _learned_optimizer_and_truncation(cfg)
     trainable_mask(jax.eval_shape(lopt_.init, jax.random.key(0)), cfg.outer.trainable)  # a bad pattern fails here
-    truncation = make_schedule(cfg.truncation.kind, horizon=cfg.truncation.horizon,
-                               min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     if cfg.task.mixture:  # every structure in every outer step (lopt.meta.mixture_engine)
         engine = _mixture_engine(cfg, lopt_, truncation)
         configs = engine.training_configs()

@@ -1,0 +1,206 @@
+"""A mixture run's set-up programs made by worker processes, before the run's own set-up.
+
+A cold mixture set-up traces one PES program and one normaliser-fit program per structure: Python
+work under one interpreter lock, so on a 16-core GPU host the 16 x 8 ``taskset`` set-up spent
+~70 s of its 117 s with one core tracing while XLA waited for its turn (stop 47). A run whose
+programs are all in the caches instead sets up in seconds: the fits come from
+:class:`~lopt.meta.structure_fit_cache.StructureFitCache`, the lowered programs from
+:class:`~lopt.meta.program_cache.ProgramCache` and XLA's executables from JAX's persistent
+compilation cache.
+
+:func:`prewarm` fills those caches in parallel: it splits the run's structures over worker
+processes (``python -m lopt.meta.prewarm``, one JSON request on stdin), each of which builds the
+run's engine for its share of the structures (:func:`lopt.meta.trainer.bucket_engine`, with the
+structures' bucket numbers in the run, so it draws the very configs the run draws), fits their
+normalisers and exports and compiles their programs into the run's cache folders, then exits. The
+run then builds its own engine, finding everything cached. A worker only ever adds cache entries,
+each checked against its key when read: a worker that fails, or a program whose key differs in the
+run (a learned optimizer the run was handed rather than built from its config), costs time, never a
+wrong result; the run makes what it misses itself, as without workers.
+
+After every worker has succeeded, a record (``prewarm-<digest>.json`` beside the program cache) names
+the request's digest: the config, the structures, lopt's sources, JAX's version, the backend and
+``XLA_FLAGS``. A run that finds its record starts no workers (its caches are warm).
+
+``LOPT_PREWARM_WORKERS`` sets the number of workers (``0`` or ``1``: none); the default is one per
+structure, at most one per CPU core and at most 16, on a machine of at least 8 cores, and none
+below that (each worker imports JAX and loads its datasets again: on 2 cores that costs more than
+it saves).
+
+Example:
+    >>> from lopt.meta.prewarm import prewarm_worker_count
+    >>> import os; os.environ["LOPT_PREWARM_WORKERS"] = "0"
+    >>> prewarm_worker_count(16)
+    0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from lopt import checkpoint
+from lopt import tasks as lopt_tasks
+from lopt.env_settings import parse_count
+from lopt.meta.normalizer import default_cache_dir
+from lopt.source_fingerprint import source_fingerprint
+
+__all__ = ["WORKERS_ENV", "PrewarmReport", "prewarm", "prewarm_worker_count"]
+
+#: Number of set-up worker processes (``0``/``1``: none).
+WORKERS_ENV = "LOPT_PREWARM_WORKERS"
+_MAX_DEFAULT_WORKERS = 16
+_MIN_CORES = 8
+_LOG = logging.getLogger("lopt.meta")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrewarmReport:
+    """What :func:`prewarm` did.
+
+    Attributes:
+        workers: worker processes started (0: none were needed or none are configured).
+        failed: workers that did not finish (their structures are set up by the run itself).
+        seconds: wall time from the first start to the last exit.
+        record: the record file that marks this request as done, or ``None``.
+    """
+
+    workers: int
+    failed: int
+    seconds: float
+    record: pathlib.Path | None
+
+
+def prewarm_worker_count(num_structures: int) -> int:
+    """Workers for a run of ``num_structures``: ``$LOPT_PREWARM_WORKERS``, else one per structure
+    (at most 16, at most one per core) on a machine of at least 8 cores, and none on a smaller one."""
+    setting = os.environ.get(WORKERS_ENV, "").strip()
+    if not setting:
+        cores = os.cpu_count() or 1
+        count = min(_MAX_DEFAULT_WORKERS, cores) if cores >= _MIN_CORES else 0
+    else:
+        count = parse_count(WORKERS_ENV, setting, minimum=0, expected="a non-negative integer (0 or 1: no workers)")
+    return min(count, num_structures)
+
+
+def _jax_settings() -> dict[str, Any]:
+    """The parent's JAX settings a worker must share to write the caches the parent reads."""
+    return {"jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+            "jax_persistent_cache_min_compile_time_secs": jax.config.jax_persistent_cache_min_compile_time_secs,
+            "jax_enable_x64": bool(jax.config.jax_enable_x64),
+            "jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
+
+
+def _request_digest(config: dict, structures: list) -> str:
+    identity = {"config": config, "structures": structures, "code": source_fingerprint("**/*.py"),
+                "jax": jax.__version__, "backend": jax.default_backend(),
+                "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "settings": _jax_settings()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:24]
+
+
+def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
+            timeout_s: float = 1800.0) -> PrewarmReport:
+    """Fills the caches a mixture run's set-up reads, in worker processes (see the module docs).
+
+    Args:
+        cfg: the run's :class:`~lopt.meta.config.MetaTrainConfig`.
+        structures: the run's training structures, in bucket order.
+        workers: worker processes (default :func:`prewarm_worker_count`); ``0`` or ``1``: none.
+        timeout_s: a worker still running after this long is stopped (the run sets up its share).
+
+    Returns:
+        A :class:`PrewarmReport` (``workers=0`` when nothing was started).
+    """
+    structures = [lopt_tasks.TaskConfig(s).to_dict() for s in structures]
+    workers = prewarm_worker_count(len(structures)) if workers is None else min(workers, len(structures))
+    if workers <= 1:
+        return PrewarmReport(0, 0, 0.0, None)
+    config = cfg.to_dict()
+    config["task"]["structures"] = structures  # the workers draw no catalogue
+    folder = pathlib.Path(cfg.normalizer.cache_dir or default_cache_dir())
+    record = folder / f"prewarm-{_request_digest(config, structures)}.json"
+    if record.exists():
+        return PrewarmReport(0, 0, 0.0, record)
+    groups = [list(range(len(structures)))[w::workers] for w in range(workers)]
+    env = {**os.environ, WORKERS_ENV: "0", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "LOPT_COST_WORKERS": "0"}
+    start = time.perf_counter()
+    running = []
+    with tempfile.TemporaryDirectory(prefix="lopt-prewarm-") as logs:
+        for w, ids in enumerate(groups):
+            request = {"config": config, "structures": [structures[i] for i in ids], "bucket_ids": ids,
+                       "jax": _jax_settings()}
+            log = open(os.path.join(logs, f"worker-{w}.log"), "w+")  # noqa: SIM115 - closed below
+            process = subprocess.Popen([sys.executable, "-m", "lopt.meta.prewarm"], stdin=subprocess.PIPE,
+                                       stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+            with contextlib.suppress(OSError):  # a worker that already exited: its status says why
+                process.stdin.write(json.dumps(request))
+                process.stdin.close()
+            running.append((process, log, ids))
+        failed = _wait(running, start + timeout_s)
+    seconds = time.perf_counter() - start
+    if not failed:
+        checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
+                                                     "seconds": round(seconds, 1)}) + "\n").encode("utf-8"))
+    _LOG.info("prewarm: %d structures set up by %d worker processes in %.1f s%s", len(structures), workers, seconds,
+              f" ({failed} failed: the run sets their structures up itself)" if failed else "")
+    return PrewarmReport(workers, failed, seconds, None if failed else record)
+
+
+def _wait(running: list, deadline: float) -> int:
+    """Waits for every worker (stopping those past ``deadline``); returns how many failed."""
+    failed = 0
+    try:
+        for process, log, ids in running:
+            try:
+                code = process.wait(timeout=max(1.0, deadline - time.perf_counter()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            if code != 0:
+                failed += 1
+                log.seek(0)
+                tail = "".join(line for line in log.read().splitlines(keepends=True)[-15:]
+                               if "warning" not in line.lower())
+                _LOG.warning("prewarm: the worker for buckets %s exited with status %s; the run sets them up "
+                             "itself. Its last lines:\n%s", ids, code, tail)
+    finally:  # Ctrl-C or an error here: no worker outlives the run
+        for process, log, _ in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+    return failed
+
+
+def _worker_main() -> int:
+    """A worker: builds the engine of its structures, waits for their programs, exits."""
+    request = json.load(sys.stdin)
+    for name, value in request["jax"].items():
+        if value is not None:
+            jax.config.update(name, value)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    from lopt.meta.config import MetaTrainConfig
+    from lopt.meta.trainer import bucket_engine
+
+    cfg = MetaTrainConfig.from_dict(request["config"])
+    engine = bucket_engine(cfg, request["structures"], request["bucket_ids"])
+    engine.wait_for_programs()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main())

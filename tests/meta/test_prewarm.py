@@ -1,0 +1,75 @@
+"""Set-up worker processes: they fill the caches the run then reads, and never change its numbers."""
+
+import logging
+
+import jax
+import numpy as np
+import pytest
+
+import lopt
+from lopt.meta import prewarm as prewarm_module
+from lopt.meta.program_cache import available
+from lopt.meta.trainer import build_setup
+
+pytestmark = pytest.mark.skipif(not available(), reason="jax.export serialisation needs the flatbuffers package")
+
+
+def _config(cache_dir):
+    cfg = lopt.meta.load_config("taskset", [
+        'task.mixture={"quadratic": 1, "losg": 1}', "task.num_buckets=2", "task.configs_per_bucket=2",
+        "task.redraw_every=2", "lopt.name=learnable_sgdm", 'lopt.config={"lr": 0.05}', "estimator.num_tasks=2",
+        "estimator.std=0.05", "estimator.unroll_length=5", "truncation.kind=constant", "truncation.horizon=10",
+        "normalizer.num_steps=10", "trainer.eval_every=0"])
+    cfg.normalizer.cache_dir = str(cache_dir)
+    return cfg
+
+
+def _estimate(engine):
+    theta = engine.lopt.init(jax.random.key(0))
+    return engine.estimate(theta, engine.init(theta, key=jax.random.key(1)), key=jax.random.key(2))
+
+
+def test_workers_set_up_every_structure_and_the_run_computes_the_same_numbers(tmp_path, monkeypatch):
+    monkeypatch.setenv(prewarm_module.WORKERS_ENV, "0")
+    reference = build_setup(_config(tmp_path / "alone")).engine
+    reference.wait_for_programs()
+    assert reference.program_cache.misses == 4  # 2 fit programs + 2 bucket programs, made by the run
+
+    monkeypatch.setenv(prewarm_module.WORKERS_ENV, "2")
+    warmed = build_setup(_config(tmp_path / "warmed")).engine
+    warmed.wait_for_programs()
+    # the two workers (one structure each) fitted and exported everything: the run made nothing
+    assert warmed.fits_from_cache == 2
+    assert (warmed.program_cache.misses, warmed.program_cache.hits) == (0, 2)
+    assert warmed._first_fits == reference._first_fits
+    assert len(list((tmp_path / "warmed").glob("prewarm-*.json"))) == 1
+    for a, b in zip(jax.tree.leaves(_estimate(reference)), jax.tree.leaves(_estimate(warmed))):
+        np.testing.assert_array_equal(a, b)
+
+    # the record says the caches are warm: a second run starts no worker
+    def no_workers(*args, **kwargs):
+        raise AssertionError("a worker was started for a request already done")
+
+    monkeypatch.setattr(prewarm_module.subprocess, "Popen", no_workers)
+    again = build_setup(_config(tmp_path / "warmed")).engine
+    again.wait_for_programs()
+    assert (again.fits_from_cache, again.program_cache.misses) == (2, 0)
+
+
+def test_a_failing_worker_is_reported_and_the_run_sets_up_its_structures_itself(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(prewarm_module.WORKERS_ENV, "2")
+    monkeypatch.setattr(prewarm_module.sys, "executable", "false")  # every worker exits with status 1
+    with caplog.at_level(logging.WARNING, logger="lopt.meta"):
+        engine = build_setup(_config(tmp_path)).engine
+        engine.wait_for_programs()
+    assert caplog.text.count("exited with status 1") == 2
+    assert engine.fits_from_cache == 0 and engine.program_cache.misses == 4
+    assert not list(tmp_path.glob("prewarm-*.json"))  # not marked done: the next run tries again
+
+
+def test_the_worker_count_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(prewarm_module.WORKERS_ENV, "many")
+    with pytest.raises(ValueError, match="LOPT_PREWARM_WORKERS"):
+        prewarm_module.prewarm_worker_count(4)
+    monkeypatch.setenv(prewarm_module.WORKERS_ENV, "8")
+    assert prewarm_module.prewarm_worker_count(3) == 3  # never more workers than structures

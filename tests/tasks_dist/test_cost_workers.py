@@ -1,7 +1,9 @@
 """Catalogue costs in worker processes: the very numbers, and the very catalogue, of one process."""
 
 import logging
+import zlib
 
+import numpy as np
 import pytest
 
 import lopt
@@ -93,3 +95,36 @@ def test_work_list_spreads_groups_before_sharing_and_keeps_workers_to_theirs():
     assert len(held[2]) == 2
     taken = [work.take(held[0]), work.take(held[2]), work.take(held[1])]
     assert sorted(t["index"] for t in taken if t) == [3] and work.take(set()) is None
+
+
+class _NoWorkers:
+    def __init__(self, count):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_drawing_ahead_finds_the_one_at_a_time_catalogue_in_few_rounds(monkeypatch):
+    rounds = []
+    monkeypatch.setattr(lopt.tasks.catalogue, "prefetch_costs", lambda budget, wanted, workers: rounds.append(wanted) or 0)
+    monkeypatch.setattr(lopt.tasks.catalogue, "worker_count", lambda: 2)
+    monkeypatch.setattr(lopt.tasks.catalogue, "CostWorkers", _NoWorkers)
+
+    def propose(family, rng):
+        return {"family": "quadratic", "dim": int(rng.integers(2, 60))}
+
+    budget = Budget(max_params=24)  # about 40% of the candidates fit
+    found = lopt.tasks.catalogue.draw_catalogues(["quadratic"], propose, key_of=lambda c: str(c["dim"]),
+                                                 num_structures=8, max_tries=20, budget=budget, seed=1)
+    rng, reference = np.random.default_rng([1, zlib.crc32(b"quadratic")]), {}
+    while len(reference) < 8:  # one candidate at a time
+        cfg = propose("quadratic", rng)
+        if cfg["dim"] <= 24:
+            reference.setdefault(str(cfg["dim"]), cfg)
+    assert found["quadratic"] == list(reference.values())
+    # 8 candidates, then enough for the rate seen (one candidate per missing structure: 12 rounds)
+    assert len(rounds[0]) == 8 and len(rounds) <= 3

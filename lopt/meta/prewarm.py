@@ -196,11 +196,26 @@ def _worker_main() -> int:
     from lopt.meta.config import MetaTrainConfig
     from lopt.meta.trainer import bucket_engine
 
+    start = time.perf_counter()
     cfg = MetaTrainConfig.from_dict(request["config"])
     engine = bucket_engine(cfg, request["structures"], request["bucket_ids"])
     engine.wait_for_programs()
+    print(f"[prewarm worker] buckets {request['bucket_ids']} ready {time.perf_counter() - start:.1f} s after "
+          "the request was read", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(_worker_main())
+    try:
+        status = _worker_main()
+    except BaseException:  # noqa: BLE001 - reported in the worker's log, which the parent shows
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every cache file is written (atomically) by now. An ordinary exit tears down XLA under the
+    # compile threads' daemon threads, which aborts (status -6, "FATAL: exception not rethrown";
+    # 7 of 16 workers on an H100): leave without the teardown.
+    os._exit(status)

@@ -105,17 +105,16 @@ def mixture_engine_settings(cfg: MetaTrainConfig, truncation: Any, mesh: Any = N
     """The :class:`MixtureEngine` arguments a config decides (all but the structures and the mode)."""
     task, est = cfg.task, cfg.estimator
     eval_steps = cfg.trainer.eval_steps or min(truncation.max_horizon, 2000)
+    program_cache = (ProgramCache(cfg.normalizer.cache_dir or None)
+                     if cfg.trainer.program_cache and program_cache_available() else None)
     return {"truncation": truncation, "num_tasks": est.num_tasks, "std": est.std, "unroll_length": est.unroll_length,
-                "objective": est.objective, "configs_per_bucket": task.configs_per_bucket,
-                "redraw_every": task.redraw_every, "heldout_per_bucket": task.heldout_per_bucket,
-                "eval_steps": eval_steps, "normalizer_steps": cfg.normalizer.num_steps or eval_steps,
-                "seed": cfg.seed, "heldout_seed": None if task.heldout_seed < 0 else task.heldout_seed,
-                "bucket_weighting": cfg.outer.bucket_weighting, "mesh": mesh,
-                "episode_weighting": est.episode_weighting,
-                "fit_cache": StructureFitCache(cfg.normalizer.cache_dir or None),
-                "program_cache": (ProgramCache(cfg.normalizer.cache_dir or None)
-                               if cfg.trainer.program_cache and program_cache_available() else None),
-                "trainable": cfg.outer.trainable}
+            "objective": est.objective, "configs_per_bucket": task.configs_per_bucket,
+            "redraw_every": task.redraw_every, "heldout_per_bucket": task.heldout_per_bucket,
+            "eval_steps": eval_steps, "normalizer_steps": cfg.normalizer.num_steps or eval_steps,
+            "seed": cfg.seed, "heldout_seed": None if task.heldout_seed < 0 else task.heldout_seed,
+            "bucket_weighting": cfg.outer.bucket_weighting, "mesh": mesh, "episode_weighting": est.episode_weighting,
+            "fit_cache": StructureFitCache(cfg.normalizer.cache_dir or None), "program_cache": program_cache,
+            "trainable": cfg.outer.trainable}
 
 
 def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compile_ahead: bool = True) -> MixtureEngine:

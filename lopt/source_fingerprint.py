@@ -19,12 +19,14 @@ _LOPT_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 @functools.cache
-def source_fingerprint(*patterns: str) -> str:
+def source_fingerprint(*patterns: str, exclude: tuple[str, ...] = ()) -> str:
     """16 hex digits of SHA-256 over JAX's version and the lopt sources matching ``patterns``.
 
     Args:
         *patterns: globs relative to the ``lopt`` package folder (``**`` recurses), e.g.
             ``"tasks/**/*.py"``.
+        exclude: files (paths relative to the package folder) the patterns match that do not
+            decide the cached numbers, e.g. ``("tasks/catalogue.py",)``; each must exist.
 
     Returns:
         The digest; equal for equal code, different when a matched file changes, appears or goes.
@@ -38,12 +40,19 @@ def source_fingerprint(*patterns: str) -> str:
         16
         >>> source_fingerprint("flops.py") == source_fingerprint("flops.py", "tasks/**/*.py")
         False
+        >>> source_fingerprint("tasks/*.py") == source_fingerprint("tasks/*.py", exclude=("tasks/catalogue.py",))
+        False
     """
     import jax
 
+    skipped = {os.path.join(_LOPT_ROOT, path) for path in exclude}
+    missing = sorted(path for path in skipped if not os.path.isfile(path))
+    if missing:
+        raise ValueError(f"source_fingerprint: exclude names {missing}, which do not exist; give paths relative to "
+                         f"{_LOPT_ROOT}.")
     digest = hashlib.sha256(jax.__version__.encode())
     for pattern in patterns:
-        paths = sorted(glob.glob(os.path.join(_LOPT_ROOT, pattern), recursive=True))
+        paths = sorted(p for p in glob.glob(os.path.join(_LOPT_ROOT, pattern), recursive=True) if p not in skipped)
         if not paths:
             raise ValueError(f"source_fingerprint: {pattern!r} matches no file under {_LOPT_ROOT}; "
                              "give a glob relative to the lopt package folder.")

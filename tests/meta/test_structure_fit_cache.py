@@ -2,6 +2,7 @@
 
 import json
 import logging
+import pathlib
 
 import jax
 import pytest
@@ -112,3 +113,33 @@ def test_docstring_examples():
     from lopt.meta import structure_fit_cache
 
     assert doctest.testmod(structure_fit_cache).failed == 0
+
+
+def test_the_key_follows_the_code_that_trains_not_the_code_that_draws_configs(tmp_path, monkeypatch):
+    import shutil
+
+    import lopt.source_fingerprint as fingerprint
+    from lopt.meta import structure_fit_cache
+
+    copy = tmp_path / "lopt"
+    shutil.copytree(pathlib.Path(lopt.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "_LOPT_ROOT", str(copy))
+
+    def key():
+        fingerprint.source_fingerprint.cache_clear()
+        return fingerprint.source_fingerprint(*structure_fit_cache._CODE, exclude=structure_fit_cache._NOT_CODE)
+
+    try:
+        before = key()
+        for drawing in ("catalogue.py", "mixture.py", "cost_workers.py"):  # which configs, not their numbers
+            with open(copy / "tasks" / drawing, "a") as f:
+                f.write("\n# edited\n")
+        assert key() == before
+        with open(copy / "tasks" / "families" / "quadratic.py", "a") as f:  # how a config trains
+            f.write("\n# edited\n")
+        assert key() != before
+        with pytest.raises(ValueError, match="do not exist"):
+            fingerprint.source_fingerprint("tasks/*.py", exclude=("tasks/no_such_file.py",))
+    finally:
+        monkeypatch.undo()
+        fingerprint.source_fingerprint.cache_clear()

@@ -256,6 +256,7 @@ class MixtureEngine:
         self._estimators: list = []
         self._compiled: list = []
         self._evaluator: HeldoutEvaluator | None = None
+        self.heldout_fits_from_cache = 0
         self._ahead: tuple | None = None
         # The bucket programs take the normalisers as arrays: they compile in background threads
         # while the normalisers are fitted, on pools that hold placeholders until then.
@@ -564,10 +565,17 @@ class MixtureEngine:
         return pools
 
     def heldout_evaluator(self) -> HeldoutEvaluator:
-        """The evaluator of :meth:`heldout_pools` (built on first use; fits read from :attr:`fit_cache`)."""
+        """The evaluator of :meth:`heldout_pools` (built on first use; fits read from :attr:`fit_cache`,
+        counted in :attr:`heldout_fits_from_cache` once its pools are fitted)."""
         if self._evaluator is None:
+            lock = threading.Lock()
+
             def fit(configs: list, pool: Any, num_steps: int) -> list[LossNormalizer]:
-                return self._cached_fits(configs, num_steps) or self._fit(configs, pool, num_steps)
+                cached = self._cached_fits(configs, num_steps)
+                if cached:
+                    with lock:
+                        self.heldout_fits_from_cache += 1
+                return cached or self._fit(configs, pool, num_steps)
 
             self._evaluator = HeldoutEvaluator(self.lopt, self.heldout_pools(), eval_steps=self.eval_steps, fit=fit)
         return self._evaluator

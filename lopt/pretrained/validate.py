@@ -108,8 +108,14 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
                                min_horizon=cfg.truncation.min_horizon, max_horizon=cfg.truncation.max_horizon)
     start = time.perf_counter()
     engine = _mixture_engine(cfg, lopt_, truncation, compile_ahead=False)  # it only evaluates
-    _progress(f"{steps} steps: validation configs and their Adam fits ready in {time.perf_counter() - start:.0f} s")
     keys = validation_keys(seeds)
+    evaluator = engine.heldout_evaluator()
+    evaluator.pools()  # the validation pools' Adam fits at this length (read from the fit cache if there)
+    _progress(f"{steps} steps: validation configs and their Adam fits ready in {time.perf_counter() - start:.0f} s "
+              f"({engine.heldout_fits_from_cache} of {len(evaluator.pools())} pools' fits from the cache)")
+    start = time.perf_counter()
+    evaluator.programs(next(iter(thetas.values())), keys[0])  # compiled once, for every theta and seed
+    _progress(f"{steps} steps: evaluation programs compiled in {time.perf_counter() - start:.0f} s")
     scores, runs = {}, {}
     for index, (label, theta) in enumerate(thetas.items()):
         rows = []

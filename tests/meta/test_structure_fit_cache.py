@@ -105,6 +105,7 @@ def test_the_engine_fits_nothing_the_second_time(tmp_path, caplog):
     files = len(list(tmp_path.iterdir()))
     assert second.evaluate(theta, key=jax.random.key(1)) == scores
     assert len(list(tmp_path.iterdir())) == files == 4  # 2 training pools + 2 held-out pools
+    assert (first.heldout_fits_from_cache, second.heldout_fits_from_cache) == (0, 2)
 
 
 def test_docstring_examples():

@@ -102,6 +102,9 @@ def measure_mixture(args, report) -> dict:
     row = {"config": "taskset mixture", "buckets": len(engine.buckets), "configs_per_bucket": args.configs,
            "pairs_per_bucket": args.tasks, "setup_s": setup_s, "fits_from_cache": engine.fits_from_cache,
            "complete": False}
+    if engine.prewarm_report is not None:  # set-up workers (lopt.meta.prewarm): how many, how long
+        warmed = engine.prewarm_report
+        row.update(prewarm_workers=warmed.workers, prewarm_failed=warmed.failed, prewarm_s=warmed.seconds)
     report(row)
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]

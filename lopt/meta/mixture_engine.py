@@ -257,6 +257,7 @@ class MixtureEngine:
         self._compiled: list = []
         self._evaluator: HeldoutEvaluator | None = None
         self.heldout_fits_from_cache = 0
+        self.prewarm_report = None  # set by lopt.meta.trainer when set-up workers ran (lopt.meta.prewarm)
         self._ahead: tuple | None = None
         # The bucket programs take the normalisers as arrays: they compile in background threads
         # while the normalisers are fitted, on pools that hold placeholders until then.

@@ -127,10 +127,13 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compil
     # every device of every process; one process splits its tasks only where they divide evenly
     mesh = distributed.global_mesh("tasks") if jax.process_count() > 1 else distributed.local_task_mesh(cfg.estimator.num_tasks)
     settings = mixture_engine_settings(cfg, truncation, mesh)
+    warmed = None
     if compile_ahead and mesh is None and settings["program_cache"] is not None:
-        prewarm(cfg, structures)
-    return MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures,
-                         compile_ahead=compile_ahead, **settings)
+        warmed = prewarm(cfg, structures)
+    engine = MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures,
+                           compile_ahead=compile_ahead, **settings)
+    engine.prewarm_report = warmed
+    return engine
 
 
 def _device_notes(num_tasks: int, mesh: jax.sharding.Mesh | None) -> list[str]:

@@ -43,6 +43,8 @@ def test_workers_set_up_every_structure_and_the_run_computes_the_same_numbers(tm
     assert (warmed.program_cache.misses, warmed.program_cache.hits) == (0, 2)
     assert warmed._first_fits == reference._first_fits
     assert len(list((tmp_path / "warmed").glob("prewarm-*.json"))) == 1
+    assert (warmed.prewarm_report.workers, warmed.prewarm_report.failed) == (2, 0)
+    assert reference.prewarm_report.workers == 0
     for a, b in zip(jax.tree.leaves(_estimate(reference)), jax.tree.leaves(_estimate(warmed))):
         np.testing.assert_array_equal(a, b)
 
@@ -54,6 +56,7 @@ def test_workers_set_up_every_structure_and_the_run_computes_the_same_numbers(tm
     again = build_setup(_config(tmp_path / "warmed")).engine
     again.wait_for_programs()
     assert (again.fits_from_cache, again.program_cache.misses) == (2, 0)
+    assert again.prewarm_report.workers == 0 and again.prewarm_report.record is not None
 
 
 def test_a_failing_worker_is_reported_and_the_run_sets_up_its_structures_itself(tmp_path, monkeypatch, caplog):
@@ -63,6 +66,7 @@ def test_a_failing_worker_is_reported_and_the_run_sets_up_its_structures_itself(
         engine = build_setup(_config(tmp_path)).engine
         engine.wait_for_programs()
     assert caplog.text.count("exited with status 1") == 2
+    assert (engine.prewarm_report.workers, engine.prewarm_report.failed) == (2, 2)
     assert engine.fits_from_cache == 0 and engine.program_cache.misses == 4
     assert not list(tmp_path.glob("prewarm-*.json"))  # not marked done: the next run tries again
 

@@ -1,4 +1,4 @@
-"""The ``lopt`` command line: ``lopt tasks``, ``lopt run``, ``lopt train``, ``lopt selftrain``, ..."""
+"""The ``lopt`` command line: ``lopt tasks``, ``lopt run``, ``lopt train``, ``lopt selftrain``, ``lopt cache``, ..."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from lopt.cli import (
+    cache_command,
     card_command,
     eval_command,
     optlist_command,
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lopt", description="Learned optimizers in JAX.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (tasks_command, run_command, train_command, eval_command, card_command, optlist_command,
-                   selftrain_command):
+                   selftrain_command, cache_command):
         module.add_parser(sub)
     return parser
 

@@ -154,7 +154,8 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
     seconds = time.perf_counter() - start
     if not failed:
         checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
-                                                     "seconds": round(seconds, 1)}) + "\n").encode("utf-8"))
+                                                     "seconds": round(seconds, 1), "code": source_fingerprint("**/*.py")})
+                                         + "\n").encode("utf-8"))
     _LOG.info("prewarm: %d structures set up by %d worker processes in %.1f s%s", len(structures), workers, seconds,
               f" ({failed} failed: the run sets their structures up itself)" if failed else "")
     return PrewarmReport(workers, failed, seconds, None if failed else record)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import logging
 import math
@@ -239,8 +240,9 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     ended normally, always ``run/``). A session without ``state.json`` is :func:`record`-ed from its
     run folder (its log next to it, ``../campaign.log``, gives the set-up seconds when present).
     Copies into ``state_dir``: ``state.json`` (only if it extends the current one: the sessions
-    recorded so far must be its first ones), ``warm_start.safetensors`` and the metrics log as
-    ``logs/session-NN-<gpu|cpu>-metrics.jsonl``. A session whose warm start did not come back
+    recorded so far must be its first ones), ``warm_start.safetensors``, the metrics log as
+    ``logs/session-NN-<gpu|cpu>-metrics.jsonl.gz`` and the session's ``../campaign.log`` (when it came
+    back) as ``logs/session-NN-<gpu|cpu>.log``. A session whose warm start did not come back
     continues from its snapshot of the final step (:func:`~lopt.pretrained.session_files.warm_start_source`;
     the session's record says so).
     """
@@ -271,8 +273,12 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     index = len(new_state["sessions"])
     kind = "gpu" if session.get("on_gpu") else "cpu"
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
-    shutil.copyfile(os.path.join(run_dir, "metrics.jsonl"),
-                    os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}-metrics.jsonl"))
+    name = os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}")
+    with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:  # gzipped: the tree travels to every GPU call
+        checkpoint.atomic_write(f"{name}-metrics.jsonl.gz", gzip.compress(f.read(), compresslevel=9, mtime=0))
+    log = os.path.join(os.path.dirname(os.path.abspath(session_dir)), "campaign.log")
+    if os.path.exists(log):
+        shutil.copyfile(log, f"{name}.log")
     if from_snapshot:
         session["note"] = "; ".join(filter(None, [session.get("note"), (
             "its warm start did not come back: the campaign continues from its last theta snapshot (the same "

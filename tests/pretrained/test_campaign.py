@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 
@@ -47,7 +48,9 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     assert checkpoint.read_metadata(str(snapshot))["extra"]["outer_steps"] == 3
     # adopt it as the campaign's state, then run a second session from there
     campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
-    assert (state_dir / "logs" / "session-01-cpu-metrics.jsonl").exists()
+    kept = gzip.decompress((state_dir / "logs" / "session-01-cpu-metrics.jsonl.gz").read_bytes())
+    assert kept == (tmp_path / "one" / "run" / "metrics.jsonl").read_bytes()
+    assert not (state_dir / "logs" / "session-01-cpu.log").exists()  # no campaign.log came back with it
     second = campaign.run_session(str(state_dir), str(tmp_path / "two"), minutes=5, overrides=TINY, reserve_minutes=0)
     assert second["sessions"][-1]["start_outer_step"] == 3 and second["outer_steps"] == 6
     assert second["sessions"][-1]["seed"] == 2  # a new seed per session: new variants are drawn
@@ -64,7 +67,8 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     assert sorted(os.listdir(state_dir / "thetas")) == ["theta-000003.safetensors", "theta-000006.safetensors"]
     assert checkpoint.read_metadata(str(state_dir / "thetas" / "theta-000006.safetensors"))["extra"] == {
         "campaign_outer_steps": 6}
-    assert (state_dir / "logs" / "session-02-cpu-metrics.jsonl").exists()
+    assert (state_dir / "logs" / "session-02-cpu-metrics.jsonl.gz").exists()
+    assert (state_dir / "logs" / "session-02-cpu.log").read_text() == "[campaign] set-up 7 s; meta-training\n"
     with pytest.raises(ValueError, match="do not extend"):  # the first session's folder is stale now
         campaign.adopt(str(state_dir), str(tmp_path / "one"))
     with pytest.raises(ValueError, match="no metrics"):

@@ -138,19 +138,21 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
     groups = [list(range(len(structures)))[w::workers] for w in range(workers)]
     env = {**os.environ, WORKERS_ENV: "0", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "LOPT_COST_WORKERS": "0"}
     start = time.perf_counter()
-    running = []
+    running: list = []
     with tempfile.TemporaryDirectory(prefix="lopt-prewarm-") as logs:
-        for w, ids in enumerate(groups):
-            request = {"config": config, "structures": [structures[i] for i in ids], "bucket_ids": ids,
-                       "jax": _jax_settings()}
-            log = open(os.path.join(logs, f"worker-{w}.log"), "w+")  # noqa: SIM115 - closed below
-            process = subprocess.Popen([sys.executable, "-m", "lopt.meta.prewarm"], stdin=subprocess.PIPE,
-                                       stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
-            with contextlib.suppress(OSError):  # a worker that already exited: its status says why
-                process.stdin.write(json.dumps(request))
-                process.stdin.close()
-            running.append((process, log, ids))
-        failed = _wait(running, start + timeout_s)
+        try:
+            for w, ids in enumerate(groups):
+                request = {"config": config, "structures": [structures[i] for i in ids], "bucket_ids": ids,
+                           "jax": _jax_settings()}
+                log = open(os.path.join(logs, f"worker-{w}.log"), "w+")  # noqa: SIM115 - closed by _stop
+                running.append((subprocess.Popen([sys.executable, "-m", "lopt.meta.prewarm"], stdin=subprocess.PIPE,
+                                                 stdout=log, stderr=subprocess.STDOUT, env=env, text=True), log, ids))
+                with contextlib.suppress(OSError):  # a worker that already exited: its status says why
+                    running[-1][0].stdin.write(json.dumps(request))
+                    running[-1][0].stdin.close()
+            failed = _wait(running, start + timeout_s)
+        finally:  # Ctrl-C, an error, or done: no worker outlives this call
+            _stop(running)
     seconds = time.perf_counter() - start
     if not failed:
         checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
@@ -164,27 +166,29 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
 def _wait(running: list, deadline: float) -> int:
     """Waits for every worker (stopping those past ``deadline``); returns how many failed."""
     failed = 0
-    try:
-        for process, log, ids in running:
-            try:
-                code = process.wait(timeout=max(1.0, deadline - time.perf_counter()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-            if code != 0:
-                failed += 1
-                log.seek(0)
-                tail = "".join(line for line in log.read().splitlines(keepends=True)[-15:]
-                               if "warning" not in line.lower())
-                _LOG.warning("prewarm: the worker for buckets %s exited with status %s; the run sets them up "
-                             "itself. Its last lines:\n%s", ids, code, tail)
-    finally:  # Ctrl-C or an error here: no worker outlives the run
-        for process, log, _ in running:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            log.close()
+    for process, log, ids in running:
+        try:
+            code = process.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        if code != 0:
+            failed += 1
+            log.seek(0)
+            tail = "".join(line for line in log.read().splitlines(keepends=True)[-15:]
+                           if "warning" not in line.lower())
+            _LOG.warning("prewarm: the worker for buckets %s exited with status %s; the run sets them up "
+                         "itself. Its last lines:\n%s", ids, code, tail)
     return failed
+
+
+def _stop(running: list) -> None:
+    """Kills the workers still running and closes every worker's log."""
+    for process, log, _ in running:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
 
 
 def _worker_main() -> int:

@@ -77,3 +77,11 @@ def test_the_worker_count_setting_is_checked(monkeypatch):
         prewarm_module.prewarm_worker_count(4)
     monkeypatch.setenv(prewarm_module.WORKERS_ENV, "8")
     assert prewarm_module.prewarm_worker_count(3) == 3  # never more workers than structures
+
+
+def test_workers_past_the_time_limit_are_stopped_and_the_request_stays_open(tmp_path):
+    cfg = _config(tmp_path)
+    structures = lopt.tasks.mixture({"quadratic": 1, "losg": 1}, seed=cfg.seed).buckets(cfg.seed, 2, 1)
+    report = prewarm_module.prewarm(cfg, [b[0] for b in structures], workers=2, timeout_s=0.1)
+    assert (report.workers, report.failed, report.record) == (2, 2, None)  # killed (after ~1 s), not waited for
+    assert report.seconds < 20 and not list(tmp_path.glob("prewarm-*.json"))

@@ -1,8 +1,9 @@
 """A mixture run's set-up programs made by worker processes, before the run's own set-up.
 
-A cold mixture set-up traces one PES program and one normaliser-fit program per structure: Python
-work under one interpreter lock, so on a 16-core GPU host the 16 x 8 ``taskset`` set-up spent
-~70 s of its 117 s with one core tracing while XLA waited for its turn (stop 47). A run whose
+A cold mixture set-up traces, fits with and compiles one PES program and one normaliser-fit
+program per structure, and every trace holds the one interpreter lock: on a 16-core H100 host
+the 16 x 8 ``taskset`` set-up spent 73 s of its 117 s on them (stop 47); with the work split over
+processes it spent 55 s (stop 48: by then XLA's compiles keep the 16 cores busy). A run whose
 programs are all in the caches instead sets up in seconds: the fits come from
 :class:`~lopt.meta.structure_fit_cache.StructureFitCache`, the lowered programs from
 :class:`~lopt.meta.program_cache.ProgramCache` and XLA's executables from JAX's persistent

@@ -38,7 +38,6 @@ import pathlib
 import jax
 
 from lopt.meta.normalizer import default_cache_dir
-from lopt.source_fingerprint import source_fingerprint
 
 __all__ = ["CacheEntry", "prune", "scan"]
 
@@ -131,14 +130,14 @@ def scan(directory: str | os.PathLike | None = None) -> list[CacheEntry]:
         One :class:`CacheEntry` per entry (programs, then fits, then set-up records); ``[]`` for
         a folder that does not exist.
     """
-    from lopt.meta.structure_fit_cache import _CODE, _NOT_CODE
+    from lopt.meta import program_cache, structure_fit_cache
 
     folder = pathlib.Path(default_cache_dir() if directory is None else directory)
     if not folder.is_dir():
         return []
-    code = source_fingerprint("**/*.py")
+    code = program_cache.code_fingerprint()
     return (_program_entries(folder, code)
-            + _keyed_entries(folder, "fit", "structure-*.json", source_fingerprint(*_CODE, exclude=_NOT_CODE))
+            + _keyed_entries(folder, "fit", "structure-*.json", structure_fit_cache.code_fingerprint())
             + _keyed_entries(folder, "prewarm", "prewarm-*.json", code))
 
 

@@ -57,7 +57,7 @@ from lopt import checkpoint
 from lopt import tasks as lopt_tasks
 from lopt.env_settings import parse_count
 from lopt.meta.normalizer import default_cache_dir
-from lopt.source_fingerprint import source_fingerprint
+from lopt.meta.program_cache import code_fingerprint
 
 __all__ = ["WORKERS_ENV", "PrewarmReport", "prewarm", "prewarm_worker_count"]
 
@@ -105,8 +105,8 @@ def _jax_settings() -> dict[str, Any]:
             "jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
 
 
-def _request_digest(config: dict, structures: list) -> str:
-    identity = {"config": config, "structures": structures, "code": source_fingerprint("**/*.py"),
+def _request_digest(config: dict) -> str:
+    identity = {"config": config, "code": code_fingerprint(),
                 "jax": jax.__version__, "backend": jax.default_backend(),
                 "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
                 "settings": _jax_settings()}
@@ -133,7 +133,7 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
     config = cfg.to_dict()
     config["task"]["structures"] = structures  # the workers draw no catalogue
     folder = pathlib.Path(cfg.normalizer.cache_dir or default_cache_dir())
-    record = folder / f"prewarm-{_request_digest(config, structures)}.json"
+    record = folder / f"prewarm-{_request_digest(config)}.json"  # the config holds the structures
     if record.exists():
         return PrewarmReport(0, 0, 0.0, record)
     groups = [list(range(len(structures)))[w::workers] for w in range(workers)]
@@ -157,7 +157,7 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
     seconds = time.perf_counter() - start
     if not failed:
         checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
-                                                     "seconds": round(seconds, 1), "code": source_fingerprint("**/*.py")})
+                                                     "seconds": round(seconds, 1), "code": code_fingerprint()})
                                          + "\n").encode("utf-8"))
     _LOG.info("prewarm: %d structures set up by %d worker processes in %.1f s%s", len(structures), workers, seconds,
               f" ({failed} failed: the run sets their structures up itself)" if failed else "")

@@ -52,7 +52,7 @@ from lopt.meta.normalizer import default_cache_dir, read_matching_document
 from lopt.meta.trace_gate import tracing
 from lopt.source_fingerprint import source_fingerprint
 
-__all__ = ["ProgramCache", "available"]
+__all__ = ["ProgramCache", "available", "code_fingerprint"]
 
 _FORMAT = "lopt.program"
 _FORMAT_VERSION = 1
@@ -67,13 +67,19 @@ def available() -> bool:
     return True
 
 
+def code_fingerprint() -> str:
+    """The fingerprint of the lopt sources a program's key holds (all of them): a program, or a
+    record about programs (:mod:`lopt.meta.prewarm`), of other sources is never read again."""
+    return source_fingerprint("**/*.py")
+
+
 def _settings() -> dict[str, Any]:
     """The process-wide settings that change what a function traces to."""
     from lopt.kernels.select import get_mode
 
     return {"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", ""), "backend": jax.default_backend(),
             "x64": bool(jax.config.jax_enable_x64), "matmul_precision": str(jax.config.jax_default_matmul_precision),
-            "kernels": get_mode(), "code": source_fingerprint("**/*.py")}
+            "kernels": get_mode(), "code": code_fingerprint()}
 
 
 class _Program:

@@ -56,6 +56,11 @@ _NOT_CODE = ("tasks/budget.py", "tasks/catalogue.py", "tasks/cost_cache.py", "ta
              "tasks/mixture.py")
 
 
+def code_fingerprint() -> str:
+    """The fingerprint of the lopt sources a fit's key holds (:data:`_CODE` without :data:`_NOT_CODE`)."""
+    return source_fingerprint(*_CODE, exclude=_NOT_CODE)
+
+
 class StructureFitCache:
     """Fits each stacked pool's normalisers once (:func:`fit_structure`) and keeps them on disk.
 
@@ -89,7 +94,7 @@ class StructureFitCache:
         if bad:
             raise TypeError(f"StructureFitCache: configs must be lopt.tasks.TaskConfig (complete configs), got {bad}.")
         return {"format": _FORMAT, "format_version": _FORMAT_VERSION,
-                "code": source_fingerprint(*_CODE, exclude=_NOT_CODE),
+                "code": code_fingerprint(),
                 "platform": jax.default_backend(), "configs": [c.to_dict() for c in configs],
                 "num_steps": int(num_steps), "learning_rates": [float(x) for x in learning_rates],
                 "num_seeds": int(num_seeds)}

@@ -251,12 +251,12 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
 
     state = _read_state(state_dir)
     run_dir = os.path.join(session_dir, "run")
+    log = os.path.join(os.path.dirname(os.path.abspath(session_dir)), "campaign.log")  # next to the session
     new_path = os.path.join(session_dir, "state.json")
     if os.path.exists(new_path):
         with open(new_path, encoding="utf-8") as f:
             new_state = json.load(f)
     else:
-        log = os.path.join(os.path.dirname(os.path.abspath(session_dir)), "campaign.log")
         text = pathlib.Path(log).read_text(encoding="utf-8") if os.path.exists(log) else ""
         found = re.search(r"set-up (\d+) s", text)
         setup = float(found.group(1)) if found else 0.0
@@ -276,7 +276,6 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     name = os.path.join(state_dir, "logs", f"session-{index:02d}-{kind}")
     with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:  # gzipped: the tree travels to every GPU call
         checkpoint.atomic_write(f"{name}-metrics.jsonl.gz", gzip.compress(f.read(), compresslevel=9, mtime=0))
-    log = os.path.join(os.path.dirname(os.path.abspath(session_dir)), "campaign.log")
     if os.path.exists(log):
         shutil.copyfile(log, f"{name}.log")
     if from_snapshot:

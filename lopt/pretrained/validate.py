@@ -110,9 +110,9 @@ def validate(thetas: dict[str, Any], *, state_dir: str = "campaign", families: l
     engine = _mixture_engine(cfg, lopt_, truncation, compile_ahead=False)  # it only evaluates
     keys = validation_keys(seeds)
     evaluator = engine.heldout_evaluator()
-    evaluator.pools()  # the validation pools' Adam fits at this length (read from the fit cache if there)
+    pools = evaluator.pools()  # the validation pools' Adam fits at this length (read from the fit cache if there)
     _progress(f"{steps} steps: validation configs and their Adam fits ready in {time.perf_counter() - start:.0f} s "
-              f"({engine.heldout_fits_from_cache} of {len(evaluator.pools())} pools' fits from the cache)")
+              f"({engine.heldout_fits_from_cache} of {len(pools)} pools' fits from the cache)")
     start = time.perf_counter()
     evaluator.programs(next(iter(thetas.values())), keys[0])  # compiled once, for every theta and seed
     _progress(f"{steps} steps: evaluation programs compiled in {time.perf_counter() - start:.0f} s")

@@ -128,7 +128,7 @@ def test_the_key_follows_the_code_that_trains_not_the_code_that_draws_configs(tm
 
     def key():
         fingerprint.source_fingerprint.cache_clear()
-        return fingerprint.source_fingerprint(*structure_fit_cache._CODE, exclude=structure_fit_cache._NOT_CODE)
+        return structure_fit_cache.code_fingerprint()
 
     try:
         before = key()

@@ -47,6 +47,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -59,7 +60,7 @@ from lopt.env_settings import parse_count
 from lopt.meta.normalizer import default_cache_dir
 from lopt.meta.program_cache import code_fingerprint
 
-__all__ = ["WORKERS_ENV", "PrewarmReport", "prewarm", "prewarm_worker_count"]
+__all__ = ["WORKERS_ENV", "PrewarmReport", "load_datasets_beside", "prewarm", "prewarm_worker_count"]
 
 #: Number of set-up worker processes (``0``/``1``: none).
 WORKERS_ENV = "LOPT_PREWARM_WORKERS"
@@ -162,6 +163,31 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
     _LOG.info("prewarm: %d structures set up by %d worker processes in %.1f s%s", len(structures), workers, seconds,
               f" ({failed} failed: the run sets their structures up itself)" if failed else "")
     return PrewarmReport(workers, failed, seconds, None if failed else record)
+
+
+def load_datasets_beside(structures: Sequence[Any]) -> threading.Thread:
+    """Builds one task of every structure in a daemon thread, which loads their datasets into this
+    process's dataset caches while the set-up workers run (the run's engine then finds them loaded).
+
+    The thread only warms caches: a structure that fails to build is skipped here, and the engine
+    raises its error when it builds the same task. ``join()`` the thread before building the engine,
+    so the two never build at once. On a 16-core H100 host the run's own dataset loads took ~10 s
+    after the workers (stop 48); beside them they cost no wall time.
+
+    Example:
+        >>> load_datasets_beside([{"family": "quadratic", "dim": 3}]).join()
+    """
+    def load() -> None:
+        start = time.perf_counter()
+        for structure in structures:
+            with contextlib.suppress(Exception):  # the engine raises the real error
+                lopt_tasks.build(structure)
+        _LOG.info("prewarm: datasets of %d structures loaded beside the workers in %.1f s", len(structures),
+                  time.perf_counter() - start)
+
+    thread = threading.Thread(target=load, name="lopt-load-datasets", daemon=True)
+    thread.start()
+    return thread
 
 
 def _wait(running: list, deadline: float) -> int:

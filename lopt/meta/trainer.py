@@ -9,6 +9,7 @@ trajectory as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -31,7 +32,7 @@ from lopt.meta.metrics_log import MetricsLog, read_metrics
 from lopt.meta.mixture_engine import MixtureEngine
 from lopt.meta.normalizer import LossNormalizer, NormalizerCache, normalize_loss
 from lopt.meta.outer import learned_outer_optimizer
-from lopt.meta.prewarm import prewarm
+from lopt.meta.prewarm import load_datasets_beside, prewarm
 from lopt.meta.problem import make_problem
 from lopt.meta.program_cache import ProgramCache
 from lopt.meta.program_cache import available as program_cache_available
@@ -122,16 +123,22 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compil
     (``compile_ahead=False``: an engine that only evaluates, see :class:`MixtureEngine`).
 
     A training engine's fits and programs missing from the caches are first made by set-up
-    worker processes where the host has the cores (:mod:`lopt.meta.prewarm`)."""
+    worker processes where the host has the cores (:mod:`lopt.meta.prewarm`), while this process
+    loads the structures' datasets."""
     dist, structures, heldout_structures = _mixture_structures(cfg)
     # every device of every process; one process splits its tasks only where they divide evenly
     mesh = distributed.global_mesh("tasks") if jax.process_count() > 1 else distributed.local_task_mesh(cfg.estimator.num_tasks)
     settings = mixture_engine_settings(cfg, truncation, mesh)
     warmed = None
     if compile_ahead and mesh is None and settings["program_cache"] is not None:
+        loading = load_datasets_beside([*structures, *heldout_structures])
         warmed = prewarm(cfg, structures)
+        loading.join()
+    start = time.perf_counter()
     engine = MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures,
                            compile_ahead=compile_ahead, **settings)
+    logging.getLogger("lopt.meta").info("engine: %d structures built in %.1f s", len(structures),
+                                        time.perf_counter() - start)
     engine.prewarm_report = warmed
     return engine
 

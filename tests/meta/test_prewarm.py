@@ -85,3 +85,20 @@ def test_workers_past_the_time_limit_are_stopped_and_the_request_stays_open(tmp_
     report = prewarm_module.prewarm(cfg, [b[0] for b in structures], workers=2, timeout_s=0.1)
     assert (report.workers, report.failed, report.record) == (2, 2, None)  # killed (after ~1 s), not waited for
     assert report.seconds < 20 and not list(tmp_path.glob("prewarm-*.json"))
+
+
+def test_datasets_are_loaded_beside_the_workers_and_a_bad_structure_is_left_to_the_engine(caplog):
+    from lopt.meta.prewarm import load_datasets_beside
+    from lopt.tasks.datasets import catalog
+
+    catalog._load_resized.cache_clear()
+    structures = [{"family": "mlp", "dataset": "digits", "image_size": 8, "hidden_sizes": [4]},
+                  {"family": "mlp", "dataset": "no_such_dataset"}]
+    with caplog.at_level(logging.INFO, logger="lopt.meta"):
+        thread = load_datasets_beside(structures)
+        thread.join(timeout=120)
+    assert not thread.is_alive() and thread.daemon
+    assert catalog._load_resized.cache_info().currsize == 1  # digits at 8x8, loaded in this process
+    assert "datasets of 2 structures loaded beside the workers" in caplog.text
+    with pytest.raises(ValueError, match="no_such_dataset"):  # the engine's own build still raises
+        lopt.tasks.build(structures[1])

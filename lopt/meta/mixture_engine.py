@@ -578,7 +578,8 @@ class MixtureEngine:
                         self.heldout_fits_from_cache += 1
                 return cached or self._fit(configs, pool, num_steps)
 
-            self._evaluator = HeldoutEvaluator(self.lopt, self.heldout_pools(), eval_steps=self.eval_steps, fit=fit)
+            self._evaluator = HeldoutEvaluator(self.lopt, self.heldout_pools(), eval_steps=self.eval_steps, fit=fit,
+                                               program_cache=self.program_cache)
         return self._evaluator
 
     def evaluate(self, theta: Any, *, key: jax.Array) -> dict[str, float]:

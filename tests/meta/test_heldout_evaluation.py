@@ -69,3 +69,24 @@ def test_an_empty_pool_is_refused():
 
 def test_module_example_runs():
     assert doctest.testmod(heldout_evaluation).failed == 0
+
+
+@pytest.mark.skipif(not lopt.meta.program_cache.available(), reason="jax.export serialisation needs flatbuffers")
+def test_programs_from_the_program_cache_score_as_the_traced_ones(tmp_path):
+    """A second evaluator reads the exported programs back and scores exactly as a traced one."""
+    from lopt.meta.program_cache import ProgramCache
+
+    configs = [{"family": "quadratic", "dim": 3, "seed": s} for s in range(2)]
+    lopt_ = lopt.learned.get("learnable_adam")
+    theta = lopt_.init(jax.random.key(0))
+    traced = HeldoutEvaluator(lopt_, [("quadratic", configs)], eval_steps=12, fit=_fit).evaluate(
+        theta, key=jax.random.key(3))
+    scores = []
+    for _ in range(2):
+        cache = ProgramCache(tmp_path)
+        evaluator = HeldoutEvaluator(lopt_, [("quadratic", configs)], eval_steps=12, fit=_fit, program_cache=cache)
+        scores.append(evaluator.evaluate(theta, key=jax.random.key(3)))
+        assert (cache.misses, cache.hits) == ((1, 0) if len(scores) == 1 else (0, 1))
+    assert scores[0] == scores[1]
+    np.testing.assert_allclose(scores[0]["heldout/quadratic"], traced["heldout/quadratic"], rtol=1e-6)
+    assert len(list(tmp_path.glob("program-heldout-quadratic-*.json"))) == 1

@@ -56,16 +56,13 @@ timeout -k 15 "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --ou
     --set trainer.checkpoint_minutes=1 --set 'lopt.config={"concatenate_tensors": true}' "$@" 2>&1 | grep --line-buffered -v -i warning | tee "$OUT/campaign.log"
 # a call returns at most 8 files of at most 16 MiB each: bundle the theta snapshots, split the cache
 if [ -d "$OUT/c/run/thetas" ]; then tar czf "$OUT/c/thetas.tgz" -C "$OUT/c/run" thetas && rm -r "$OUT/c/run/thetas"; fi
-# the session's own files come back first (6 of the 8): the cache gets the 2 slots left (30 MiB); when the
-# whole cache is larger (a carried cache of another card or older code plus this session's programs),
-# only what this session wrote goes back, and none if even that is over
-tar czf /tmp/xla_cache.tgz -C "$CACHE" .
-if [ "$(stat -c %s /tmp/xla_cache.tgz)" -gt $((30 * 1024 * 1024)) ]; then
-    (cd "$CACHE" && find . -type f -newer "$OUT/.started" > /tmp/xla_cache_new.txt && tar czf /tmp/xla_cache.tgz -T /tmp/xla_cache_new.txt)
-    echo "[campaign] the program cache is over 30 MiB: returning only the $(wc -l < /tmp/xla_cache_new.txt) files this session wrote"
-fi
-if [ "$(stat -c %s /tmp/xla_cache.tgz)" -le $((30 * 1024 * 1024)) ]; then split -b 15m -d /tmp/xla_cache.tgz "$OUT/xla_cache.tgz.part"
-else echo "[campaign] even this session's programs are over 30 MiB: no cache comes back"; fi
+# the session's own files come back first (6 of the 8): the cache gets the 2 slots left, and the next
+# call carries it beside .data (~24 MiB of the 64): scripts/pack_cache.py packs this session's files
+# before older ones, small ones (fits, records, autotuning) before executables, largest first, up
+# to 24 MiB (27 structures' cache is larger: session 57 returned none under the earlier all-or-nothing rule)
+rm -f /tmp/xla_cache.tgz
+python3 scripts/pack_cache.py "$CACHE" /tmp/xla_cache.tgz --budget-mib 24 --newer-than "$OUT/.started" \
+    && split -b 15m -d /tmp/xla_cache.tgz "$OUT/xla_cache.tgz.part"
 rm -f "$OUT/.started"
 rm -f "$OUT/c/run/config_history.jsonl" "$OUT/c/run/lopt.lock" "$OUT/c/run/theta.safetensors" \
       "$OUT/c/run/theta_best.safetensors"

@@ -6,10 +6,11 @@ On first use it fits each pool's normalisers (Adam over the learning-rate grid, 
 caller's ``fit``, which may read them from a cache) and compiles one evaluation program per
 pool, in parallel threads; every later :meth:`HeldoutEvaluator.evaluate` reuses the programs for
 any theta of the same shapes. With a :class:`~lopt.meta.program_cache.ProgramCache` the programs
-are exported once and read back by every later run of the same code and shapes (a validation of
-the campaign traced its 9 programs again in every run: 42 s on the 2-core CPU). The score of a config is its normalised mean training loss over
-the last tenth of an ``eval_steps`` run (:func:`lopt.meta.normalizer.normalize_loss`: 1 at the
-initial loss, 0 at tuned Adam's best).
+are exported once and read back by every later run of the same code and shapes (the campaign's 9
+validation programs on the 2-core CPU: 42 s traced, 102 s exported the first time, 4 s read back).
+The score of a config is its normalised mean training loss over the last tenth of an
+``eval_steps`` run (:func:`lopt.meta.normalizer.normalize_loss`: 1 at the initial loss, 0 at tuned
+Adam's best).
 
 Configs whose normaliser measures nothing (no Adam run of the grid lowered the loss by 1%,
 :func:`lopt.meta.structure_normalizer.informative`) are run but left out of every mean: their

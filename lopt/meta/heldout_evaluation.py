@@ -178,11 +178,10 @@ class HeldoutEvaluator:
                 if self.program_cache is None:
                     program, how = self.fn.lower(*args, num_steps=self.eval_steps).compile(), "traced"
                 else:
-                    cached = self.program_cache.compile(_scores_of_fixed, (_Fixed(self.lopt), *args),
-                                                        name=f"heldout-{held.family}",
+                    fixed = _Fixed(self.lopt)
+                    cached = self.program_cache.compile(_scores_of_fixed, (fixed, *args), name=f"heldout-{held.family}",
                                                         static={"num_steps": self.eval_steps})
-                    program = functools.partial(cached, _Fixed(self.lopt))
-                    how = "cached module" if cached.from_cache else "exported"
+                    program, how = functools.partial(cached, fixed), cached.origin
                 _LOG.info("compiled evaluation %d (%s, %s), %.0f s since the start", index, held.family, how,
                           time.perf_counter() - start)
                 return program

@@ -457,7 +457,7 @@ class MixtureEngine:
             program = self.program_cache.compile(_estimate_leaves, (estimator, theta, state, key),
                                                  name=f"bucket-{family}", describe=_flop_note)
             compiled, jaxpr = _BucketProgram(program, theta, state), None
-            how = "cached module" if program.from_cache else "exported"
+            how = program.origin
             t1 = t2 = time.perf_counter()  # lowering and compiling happen together in compile()
         else:
             with tracing():  # Python work under the GIL: a few threads at a time (lopt.meta.trace_gate)

@@ -90,6 +90,12 @@ class _Program:
         self.compiled, self.treedef, self.record, self.path = compiled, treedef, record, path
         self.from_cache = from_cache  # read back (True) or exported / traced here (False)
 
+    @property
+    def origin(self) -> str:
+        """How this process got the program, for logs: ``"cached module"``, ``"exported"`` (and
+        written to the cache) or ``"traced"`` (it could not be exported, so it is not cached)."""
+        return "cached module" if self.from_cache else "exported" if self.path is not None else "traced"
+
     def __call__(self, *args: Any) -> Any:
         leaves, treedef = jax.tree.flatten(args)
         if treedef != self.treedef:

@@ -47,6 +47,7 @@ __all__ = ["MetaTrainer", "TrainingSetup", "bucket_engine", "build_setup", "mixt
 
 EVAL_STREAM = 1_000_003  # fold_in offsets of evaluation and initialisation keys (disjoint from steps)
 INIT_STREAM = 2**31 - 1
+_LOG = logging.getLogger("lopt.meta")
 
 
 @dataclasses.dataclass
@@ -137,8 +138,7 @@ def _mixture_engine(cfg: MetaTrainConfig, lopt_: Any, truncation: Any, *, compil
     start = time.perf_counter()
     engine = MixtureEngine(lopt_, dist, structures, heldout_structures=heldout_structures,
                            compile_ahead=compile_ahead, **settings)
-    logging.getLogger("lopt.meta").info("engine: %d structures built in %.1f s", len(structures),
-                                        time.perf_counter() - start)
+    _LOG.info("engine: %d structures built in %.1f s", len(structures), time.perf_counter() - start)
     engine.prewarm_report = warmed
     return engine
 

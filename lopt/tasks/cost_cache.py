@@ -14,6 +14,15 @@ The file lives in ``$XDG_CACHE_HOME/lopt/task-costs`` (default ``~/.cache/lopt/.
 ``LOPT_COST_CACHE=0`` to leave it alone, or ``LOPT_COST_CACHE=<folder>`` to keep it elsewhere. It
 holds numbers only (JSON), written atomically; an unreadable file is ignored and rewritten.
 
+**Shipped costs.** lopt ships the costs of every candidate the ``taskset`` preset's default
+catalogue (seed 0) draws, in ``lopt/tasks/data/task_costs.json`` (:data:`SHIPPED_COSTS`, written by
+``python scripts/ship_task_costs.py``), so a fresh machine draws that catalogue without counting:
+the 16 x 8 ``taskset`` set-up spent 19.4 s of its 86.7 on an H100 counting 287 of them (stop 48).
+They are read under the disk cache, only while their fingerprint (:func:`shipped_fingerprint`: the
+same sources, without JAX's version) matches the code; the tests recount a sample of them under the
+installed JAX, so a change to the tasks or a JAX release that changes a count is caught there.
+Set ``LOPT_COST_CACHE=0`` to use neither.
+
 :func:`prefetch_costs` fills the cache for many candidates at once in worker processes
 (:mod:`lopt.tasks.cost_workers`): how a mixture draws its catalogue on a machine with idle cores.
 
@@ -27,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -37,7 +47,8 @@ from lopt.source_fingerprint import source_fingerprint
 from lopt.tasks.budget import Budget, TaskCost
 from lopt.tasks.cost_workers import CostWorkers, estimate_costs, worker_count
 
-__all__ = ["COST_CACHE_ENV", "cache_file", "cached_cost", "prefetch_costs"]
+__all__ = ["COST_CACHE_ENV", "SHIPPED_COSTS", "cache_file", "cached_cost", "check_shipped_costs", "prefetch_costs",
+           "shipped_costs", "shipped_fingerprint"]
 
 #: ``0`` turns the disk cache off; a folder keeps it there.
 COST_CACHE_ENV = "LOPT_COST_CACHE"
@@ -45,9 +56,80 @@ _loaded: dict[str, dict[str, list]] = {}
 _memory: dict[str, list] = {}  # the costs of this process, when the disk cache is off
 
 
+#: The costs shipped with lopt (see the module docs).
+SHIPPED_COSTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "task_costs.json")
+_SHIPPED_FORMAT = "lopt.task_costs"
+# the sources that draw candidates and move costs around: they decide no count and no key
+_NOT_COST_CODE = ("tasks/catalogue.py", "tasks/cost_cache.py", "tasks/cost_workers.py")
+
+
 def _fingerprint() -> str:
     """A digest of the code a cost depends on: lopt's task sources, its FLOP counter, JAX's version."""
     return source_fingerprint("tasks/**/*.py", "flops.py")
+
+
+def shipped_fingerprint() -> str:
+    """The fingerprint the shipped costs must carry to be read: lopt's task sources and FLOP counter
+    (without the modules that only draw candidates and cache their costs), not JAX's version."""
+    return source_fingerprint("tasks/**/*.py", "flops.py", exclude=_NOT_COST_CODE, jax_version=False)
+
+
+@functools.cache
+def _shipped_file(path: str) -> tuple[str | None, dict[str, list], dict[str, dict]]:
+    """``(fingerprint, costs, configs)`` of a shipped-costs file; ``(None, {}, {})`` if absent or malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        costs = {k: v for k, v in data["costs"].items() if isinstance(v, list) and len(v) == 2}
+        configs = {k: v for k, v in data["configs"].items() if isinstance(v, dict)}
+        return (data["code"] if data.get("format") == _SHIPPED_FORMAT else None), costs, configs
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, {}, {}
+
+
+def shipped_costs() -> dict[str, list]:
+    """The shipped costs (``{structure key: [num_params, flops]}``), or ``{}`` when their
+    fingerprint does not match this code (``python scripts/ship_task_costs.py`` writes them anew)."""
+    code, costs, _ = _shipped_file(SHIPPED_COSTS)
+    return costs if code == shipped_fingerprint() else {}
+
+
+def check_shipped_costs(keys: Sequence[str] | None = None) -> dict[str, str]:
+    """Counts shipped costs again from their stored configs, under this code and the installed JAX.
+
+    Args:
+        keys: which entries (default: all of them).
+
+    Returns:
+        ``{key: what differs}`` for every entry whose count or structure key differs (empty: all agree).
+
+    Raises:
+        ValueError: the shipped file is missing, or its fingerprint does not match this code.
+
+    Example:
+        >>> from lopt.tasks.cost_cache import check_shipped_costs, shipped_costs
+        >>> check_shipped_costs([min(shipped_costs())])
+        {}
+    """
+    from lopt.tasks.budget import estimate_cost
+    from lopt.tasks.mixture import structure_key
+
+    code, costs, configs = _shipped_file(SHIPPED_COSTS)
+    if code != shipped_fingerprint():
+        raise ValueError(f"check_shipped_costs: {SHIPPED_COSTS} is missing or was written for other code (its "
+                         f"fingerprint {code}, this code's {shipped_fingerprint()}); run "
+                         "`python scripts/ship_task_costs.py --force`.")
+    differences = {}
+    for key in costs if keys is None else keys:
+        if key not in costs or key not in configs:
+            raise ValueError(f"check_shipped_costs: no shipped cost under {key!r}; pass keys of shipped_costs().")
+        cfg = configs[key]
+        counted = estimate_cost(cfg, flops=True)
+        if structure_key(cfg) != key:
+            differences[key] = f"its config's structure key is now {structure_key(cfg)}"
+        elif [counted.num_params, counted.flops] != costs[key]:
+            differences[key] = f"counted {[counted.num_params, counted.flops]}, shipped {costs[key]}"
+    return differences
 
 
 def cache_file() -> str | None:
@@ -89,6 +171,8 @@ def _store(path: str | None) -> dict[str, list]:
 
 def _hit(entries: dict[str, list], budget: Budget, key: str) -> TaskCost | None:
     hit = entries.get(key)
+    if hit is None and entries is not _memory:
+        hit = shipped_costs().get(key)
     if hit is not None and (hit[1] is not None or budget.max_flops is None):
         return TaskCost(num_params=int(hit[0]), flops=None if hit[1] is None else float(hit[1]))
     return None

@@ -59,6 +59,10 @@ for stage in "${STAGES[@]}"; do
         compile)
             if [ "${COMPILE_MIXTURE:-campaign}" = taskset ]; then  # the issue's 16 drawn buckets x 8 configs
                 shape=(--buckets 16 --configs 8 --tasks 8)
+                # the catalogue's costs ship with lopt, counted under the CPU's JAX: does this JAX count the same?
+                python3 -c "import jax; from lopt.tasks.cost_cache import check_shipped_costs as c, shipped_sample as s
+print('[compile] shipped task costs, one per family, recounted under JAX', jax.__version__, ':', c(s()) or 'all agree')" \
+                    2>&1 | grep -v -i warning | tail -3
             else
                 shape=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128)
             fi

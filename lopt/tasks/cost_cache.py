@@ -94,6 +94,26 @@ def shipped_costs() -> dict[str, list]:
     return costs if code == shipped_fingerprint() else {}
 
 
+def shipped_sample(per_family: int = 1) -> list[str]:
+    """Keys of the ``per_family`` smallest shipped structures (by parameters) of every family: a
+    quick :func:`check_shipped_costs` that still runs every family's code.
+
+    Example:
+        >>> from lopt.tasks.cost_cache import shipped_sample
+        >>> len(shipped_sample())  # the 12 taskset families
+        12
+    """
+    from lopt.tasks.mixture import base_family
+
+    _, costs, configs = _shipped_file(SHIPPED_COSTS)
+    chosen: dict[str, list[str]] = {}
+    for key in sorted(configs, key=lambda k: (costs[k][0], k)):
+        family = chosen.setdefault(base_family(configs[key]), [])
+        if len(family) < per_family:
+            family.append(key)
+    return [key for keys in chosen.values() for key in keys]
+
+
 def check_shipped_costs(keys: Sequence[str] | None = None) -> dict[str, str]:
     """Counts shipped costs again from their stored configs, under this code and the installed JAX.
 
@@ -107,8 +127,9 @@ def check_shipped_costs(keys: Sequence[str] | None = None) -> dict[str, str]:
         ValueError: the shipped file is missing, or its fingerprint does not match this code.
 
     Example:
-        >>> from lopt.tasks.cost_cache import check_shipped_costs, shipped_costs
-        >>> check_shipped_costs([min(shipped_costs())])
+        >>> from lopt.tasks.cost_cache import check_shipped_costs
+        >>> from lopt.tasks.cost_cache import shipped_sample
+        >>> check_shipped_costs(shipped_sample()[:1])
         {}
     """
     from lopt.tasks.budget import estimate_cost

@@ -218,14 +218,25 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
 
     layers = [layer(len(inputs), hidden, bias_first=True), layer(hidden, hidden), layer(hidden, 2)]
 
-    def network(xs, first):
-        h = [jax.nn.relu(x) for x in dense(xs, first)]
+    def network(first_layer):
+        h = [jax.nn.relu(x) for x in first_layer]
         h = [jax.nn.relu(x) for x in dense(h, layers[1])]
         return dense(h, layers[2])
 
-    direction, log_scale = network(inputs, layers[0])
     if anchored:  # NominalLOpt.anchored_direction: minus the network at zero gradient inputs
-        direction = direction - network(inputs[-1:], (layers[0][0][-1:], layers[0][1]))[0]
+        # the anchor's first layer (parameter input and bias) is where the full one's sums start
+        w0, b0 = layers[0]
+        anchor = [inputs[-1] * w0[-1][j] + b0[j] for j in range(hidden)]
+        full = []
+        for j in range(hidden):
+            acc = anchor[j]
+            for x, w_row in zip(inputs[:-1], w0[:-1]):
+                acc = acc + x * w_row[j]
+            full.append(acc)
+        direction, log_scale = network(full)
+        direction = direction - network(anchor)[0]
+    else:
+        direction, log_scale = network(dense(inputs, layers[0]))
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
     update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
     update = update.astype(out_ref.dtype)

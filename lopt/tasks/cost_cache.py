@@ -127,8 +127,7 @@ def check_shipped_costs(keys: Sequence[str] | None = None) -> dict[str, str]:
         ValueError: the shipped file is missing, or its fingerprint does not match this code.
 
     Example:
-        >>> from lopt.tasks.cost_cache import check_shipped_costs
-        >>> from lopt.tasks.cost_cache import shipped_sample
+        >>> from lopt.tasks.cost_cache import check_shipped_costs, shipped_sample
         >>> check_shipped_costs(shipped_sample()[:1])
         {}
     """

@@ -28,20 +28,20 @@ _SMALL = 64 * 1024
 
 def choose(folder: pathlib.Path, budget: int, newer_than: float | None) -> tuple[list[pathlib.Path], int]:
     """The files to pack (relative paths) and the number left out."""
-    files = [p for p in folder.rglob("*") if p.is_file()]
+    stats = {p: p.stat() for p in folder.rglob("*") if p.is_file()}
 
     def rank(path: pathlib.Path) -> tuple:
-        stat = path.stat()
-        old = newer_than is not None and stat.st_mtime <= newer_than
-        return (old, stat.st_size > _SMALL, -stat.st_size if stat.st_size > _SMALL else stat.st_size, str(path))
+        size = stats[path].st_size
+        old = newer_than is not None and stats[path].st_mtime <= newer_than
+        return (old, size > _SMALL, -size if size > _SMALL else size, str(path))
 
     chosen, total = [], 0
-    for path in sorted(files, key=rank):
-        size = path.stat().st_size
+    for path in sorted(stats, key=rank):
+        size = stats[path].st_size
         if total + size <= budget:
             chosen.append(path.relative_to(folder))
             total += size
-    return chosen, len(files) - len(chosen)
+    return chosen, len(stats) - len(chosen)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,7 @@ def main() -> None:
             costs = json.load(f)
     if any(v[1] is None for v in costs.values()) or set(costs) != set(configs):
         raise SystemExit("a candidate was costed without its FLOPs or its config; this is a bug")
-    payload = {"format": "lopt.task_costs", "code": cost_cache.shipped_fingerprint(), "jax": jax.__version__,
+    payload = {"format": cost_cache.SHIPPED_FORMAT, "code": cost_cache.shipped_fingerprint(), "jax": jax.__version__,
                "seeds": args.seeds, "costs": dict(sorted(costs.items())), "configs": dict(sorted(configs.items()))}
     text = json.dumps(payload, indent=0, sort_keys=True, default=dict) + "\n"  # nested TaskConfigs as dicts
     os.makedirs(os.path.dirname(out), exist_ok=True)

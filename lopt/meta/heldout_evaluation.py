@@ -170,7 +170,7 @@ class HeldoutEvaluator:
         Compiled one after another, 9 structures' programs took over 7 minutes on an H200.
         """
         if self._programs is None:
-            pools, start = self.pools(), time.perf_counter()
+            pools, start, fixed = self.pools(), time.perf_counter(), _Fixed(self.lopt)
 
             def one(index: int):
                 held = pools[index]
@@ -178,7 +178,6 @@ class HeldoutEvaluator:
                 if self.program_cache is None:
                     program, how = self.fn.lower(*args, num_steps=self.eval_steps).compile(), "traced"
                 else:
-                    fixed = _Fixed(self.lopt)
                     cached = self.program_cache.compile(_scores_of_fixed, (fixed, *args), name=f"heldout-{held.family}",
                                                         static={"num_steps": self.eval_steps})
                     program, how = functools.partial(cached, fixed), cached.origin

@@ -47,7 +47,7 @@ from lopt.source_fingerprint import source_fingerprint
 from lopt.tasks.budget import Budget, TaskCost
 from lopt.tasks.cost_workers import CostWorkers, estimate_costs, worker_count
 
-__all__ = ["COST_CACHE_ENV", "SHIPPED_COSTS", "cache_file", "cached_cost", "check_shipped_costs", "prefetch_costs",
+__all__ = ["COST_CACHE_ENV", "SHIPPED_COSTS", "SHIPPED_FORMAT", "cache_file", "cached_cost", "check_shipped_costs", "prefetch_costs",
            "shipped_costs", "shipped_fingerprint"]
 
 #: ``0`` turns the disk cache off; a folder keeps it there.
@@ -58,7 +58,8 @@ _memory: dict[str, list] = {}  # the costs of this process, when the disk cache 
 
 #: The costs shipped with lopt (see the module docs).
 SHIPPED_COSTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "task_costs.json")
-_SHIPPED_FORMAT = "lopt.task_costs"
+#: The ``format`` field of the shipped file (scripts/ship_task_costs.py writes it).
+SHIPPED_FORMAT = "lopt.task_costs"
 # the sources that draw candidates and move costs around: they decide no count and no key
 _NOT_COST_CODE = ("tasks/catalogue.py", "tasks/cost_cache.py", "tasks/cost_workers.py")
 
@@ -82,7 +83,7 @@ def _shipped_file(path: str) -> tuple[str | None, dict[str, list], dict[str, dic
             data = json.load(f)
         costs = {k: v for k, v in data["costs"].items() if isinstance(v, list) and len(v) == 2}
         configs = {k: v for k, v in data["configs"].items() if isinstance(v, dict)}
-        return (data["code"] if data.get("format") == _SHIPPED_FORMAT else None), costs, configs
+        return (data["code"] if data.get("format") == SHIPPED_FORMAT else None), costs, configs
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None, {}, {}
 

@@ -7,8 +7,11 @@ them from FILE (a results JSON or a ``--partial`` file of the same benchmark) in
 them again, for every task FILE holds **at the same horizon, seed count and learning-rate grid,
 measured on the same kind of device** (a GPU's and a CPU's Adam curves differ in float rounding);
 any other task is trained as usual. Each task record carries ``adam_code``, a fingerprint of the
-code Adam's runs went through (lopt's tasks and inner loop, and JAX's version); a record made by
-other code is trained again, and one from before the fingerprint existed is reused as it is. Each
+code Adam's runs went through (lopt's tasks and inner loop, and JAX's version). A record made by
+other code is checked first: Adam is trained again at the default learning rate alone (one of the
+grid's 16 runs per seed), and the record is reused when that curve reproduces the stored one at
+every evaluation (:func:`reproduces`, relative tolerance :data:`REPRODUCE_RTOL`); otherwise the
+whole grid is trained again. One from before the fingerprint existed is reused as it is. Each
 reused task records the file under ``adam_from``.
 
 Example:
@@ -85,6 +88,42 @@ def adam_baselines(paths: Sequence[str], *, seeds: int, steps_scale: float,
                 found[task["name"]] = {**{k: task[k] for k in ADAM_FIELDS}, "test_curves": curves,
                                        "adam_code": task.get("adam_code"), "adam_from": path}
     return found
+
+
+#: Largest relative difference between a stored and a fresh Adam curve that still counts as the same
+#: runs: one learning rate instead of the grid's vmapped 16 reorders a few float sums, nothing more.
+REPRODUCE_RTOL = 1e-4
+
+
+def reproduces(stored: Sequence[float], fresh: Sequence[float], *, rtol: float = REPRODUCE_RTOL) -> tuple[bool, float]:
+    """Whether a fresh learning curve reproduces a stored one, and their largest relative difference.
+
+    Args:
+        stored: the curve read from ``--baselines`` (mean test loss at each evaluation).
+        fresh: the same runs made by this code.
+        rtol: the tolerance on ``|fresh - stored| / max(|stored|, 1e-12)`` at every evaluation.
+
+    Returns:
+        ``(same, difference)``; curves of other lengths, or with a non-finite point where the other
+        has a finite one, are not the same (difference ``inf``).
+
+    Example:
+        >>> same, difference = reproduces([2.0, 1.0, 0.5], [2.0, 1.00001, 0.5])
+        >>> same, round(difference, 8)
+        (True, 1e-05)
+        >>> reproduces([2.0, 1.0], [2.0, 1.1])[0]
+        False
+    """
+    if len(stored) != len(fresh):
+        return False, math.inf
+    worst = 0.0
+    for a, b in zip(stored, fresh):
+        if not (math.isfinite(a) and math.isfinite(b)):
+            if math.isfinite(a) or math.isfinite(b):
+                return False, math.inf
+            continue
+        worst = max(worst, abs(b - a) / max(abs(a), 1e-12))
+    return worst <= rtol, worst
 
 
 def adam_code() -> str:

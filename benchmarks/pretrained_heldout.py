@@ -41,7 +41,9 @@ learning curves in ``--out DIR`` (default ``benchmarks/results/``). With ``--par
 finished task is kept in FILE at once and a rerun skips it (``heldout_partial.py``): a GPU call
 cut at its time limit loses at most the task it was training. With ``--baselines FILE`` Adam's
 grid runs are read from an earlier run's results instead of trained again
-(``heldout_baselines.py``): a second candidate then costs its own runs only.
+(``heldout_baselines.py``): a second candidate then costs its own runs only. Runs stored by other
+code (lopt's tasks or inner loop changed since) are reused when Adam at the default learning rate,
+trained again, reproduces its stored curve; otherwise the task's grid is trained again.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS_DIR, device_tag, free_path, save
-from heldout_baselines import adam_baselines, adam_code
+from heldout_baselines import adam_baselines, adam_code, reproduces
 from heldout_partial import PartialResults
 
 import lopt
@@ -148,6 +150,33 @@ def train_adam(task, num_steps: int, eval_every: int, num_seeds: int):
     return jax.tree.map(np.asarray, lopt.inner.train_many(
         task, optax.adam, {"learning_rate": np.append(GRID, DEFAULT_LR)}, key=jax.random.key(0),
         num_seeds=num_seeds, num_steps=num_steps, eval_every=eval_every, eval_batches=EVAL_BATCHES))
+
+
+def train_adam_default(task, num_steps: int, eval_every: int, num_seeds: int):
+    """Curves of Adam at the default learning rate alone, ``[1, S, ...]`` (checks reused baselines)."""
+    return jax.tree.map(np.asarray, lopt.inner.train_many(
+        task, optax.adam, {"learning_rate": np.array([DEFAULT_LR])}, key=jax.random.key(0),
+        num_seeds=num_seeds, num_steps=num_steps, eval_every=eval_every, eval_batches=EVAL_BATCHES))
+
+
+def check_reused(task, reused: dict, num_steps: int, eval_every: int, num_seeds: int) -> dict | None:
+    """Whether Adam's runs read from ``--baselines`` by other code are still this code's runs.
+
+    Trains Adam at the default learning rate (one run per seed instead of the grid's 16) and
+    compares its mean test curve with the stored one (:func:`heldout_baselines.reproduces`).
+
+    Returns:
+        What the check found (stored into the task record as ``adam_checked``) when the curve is
+        reproduced, else ``None`` (the grid is then trained again).
+    """
+    fresh = seed_mean(train_adam_default(task, num_steps, eval_every, num_seeds).test_loss)[0]
+    stored = reused["test_curves"][f"lr_{reused['default_index']}"]
+    same, difference = reproduces(stored, fresh.tolist())
+    print(f"  Adam {DEFAULT_LR:g} trained again: largest relative difference from the stored curve "
+          f"{difference:.2e} ({'reused' if same else 'not the same runs'})", flush=True)
+    if not same:
+        return None
+    return {"learning_rate": DEFAULT_LR, "max_relative_difference": difference, "stored_code": reused["adam_code"]}
 
 
 def train_candidate(task, lopt_, theta, num_steps: int, eval_every: int, num_seeds: int):
@@ -388,10 +417,14 @@ def main(argv=None) -> dict:
             print(f"{entry.name}: --baselines holds Adam at {reused['num_steps']} steps on {reused['device']}; "
                   f"training Adam again ({num_steps} steps on {device_tag()})", flush=True)
             reused = None
+        checked = None
         if reused is not None and reused["adam_code"] not in (None, adam_code()):
             print(f"{entry.name}: --baselines holds Adam runs of other code (tasks or inner loop changed); "
-                  "training Adam again", flush=True)
-            reused = None
+                  "checking them against this code's", flush=True)
+            checked = check_reused(entry.build(), reused, num_steps, eval_every, args.seeds)
+            if checked is None:
+                print(f"{entry.name}: training Adam again", flush=True)
+                reused = None
         what = "the candidate" if reused is not None else f"Adam at {len(GRID) + 1} learning rates and the candidate"
         print(f"{entry.name}: training {what}, {num_steps} steps x {args.seeds} seeds ...", flush=True)
         if reused is None:
@@ -401,7 +434,9 @@ def main(argv=None) -> dict:
         tasks.append(summarize_task(entry.name, num_steps, out, reused))
         tasks[-1]["seconds"] = time.perf_counter() - task_start
         tasks[-1]["device"] = device_tag()
-        tasks[-1]["adam_code"] = adam_code() if reused is None else reused["adam_code"]
+        tasks[-1]["adam_code"] = adam_code() if reused is None or checked else reused["adam_code"]
+        if checked:
+            tasks[-1]["adam_checked"] = checked
         if partial is not None:
             partial.add(tasks[-1])
         print(f"{entry.name}: {num_steps} steps x {args.seeds} seeds, {tasks[-1]['seconds']:.1f} s "

@@ -71,7 +71,7 @@ def test_a_file_that_is_not_the_benchmarks_is_refused(tmp_path):
         run(tmp_path, "dog", "x", "--baselines", str(path))
 
 
-def test_adam_runs_of_other_code_are_trained_again(tmp_path, monkeypatch):
+def test_adam_runs_of_other_code_are_checked_then_reused_or_trained_again(tmp_path, monkeypatch):
     first = run(tmp_path, "prodigy", "first")
     assert all(len(t["adam_code"]) == 16 for t in first["tasks"])
     earlier = str(tmp_path / "first_cpu.json")
@@ -81,6 +81,32 @@ def test_adam_runs_of_other_code_are_trained_again(tmp_path, monkeypatch):
         del document["tasks"][1]["adam_code"]  # a record from before the fingerprint: reused
 
     result, trained = rerun_with_edited_baselines(tmp_path, monkeypatch, earlier, other_code)
+    assert trained == []  # Adam 1e-3 trained again reproduces the stored curve: the grid is reused
+    check = result["tasks"][0]["adam_checked"]
+    assert check["stored_code"] == "0" * 16 and check["max_relative_difference"] <= 1e-4
+    assert result["tasks"][0]["adam_from"] == earlier
+    assert result["tasks"][0]["adam_code"] == first["tasks"][0]["adam_code"]  # this code's, checked
+    assert result["tasks"][1]["adam_from"] == earlier and result["tasks"][1]["adam_code"] is None
+    assert "adam_checked" not in result["tasks"][1]
+
+    def other_runs(document):  # other code whose default-rate curve differs: not the same runs
+        task = document["tasks"][0]
+        task["adam_code"] = "0" * 16
+        curve = task["test_curves"][f"lr_{task['default_index']}"]
+        curve[-1] *= 1.01
+
+    result, trained = rerun_with_edited_baselines(tmp_path, monkeypatch, earlier, other_runs)
     assert len(trained) == 1 and "adam_from" not in result["tasks"][0]
     assert result["tasks"][0]["adam_code"] == first["tasks"][0]["adam_code"]
-    assert result["tasks"][1]["adam_from"] == earlier and result["tasks"][1]["adam_code"] is None
+    assert result["tasks"][0]["grid_final_test"] == first["tasks"][0]["grid_final_test"]
+
+
+def test_reproduces_compares_every_evaluation():
+    import heldout_baselines
+
+    assert heldout_baselines.reproduces([3.0, 1.0], [3.0, 1.0]) == (True, 0.0)
+    same, difference = heldout_baselines.reproduces([3.0, 1.0], [3.0, 1.001])
+    assert not same and difference == pytest.approx(1e-3)
+    assert heldout_baselines.reproduces([3.0, 1.0], [3.0]) == (False, float("inf"))
+    assert heldout_baselines.reproduces([3.0, float("nan")], [3.0, 1.0]) == (False, float("inf"))
+    assert heldout_baselines.reproduces([3.0, float("nan")], [3.0, float("nan")]) == (True, 0.0)

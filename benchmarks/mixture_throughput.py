@@ -104,7 +104,8 @@ def measure_mixture(args, report) -> dict:
            "complete": False}
     if engine.prewarm_report is not None:  # set-up workers (lopt.meta.prewarm): how many, how long
         warmed = engine.prewarm_report
-        row.update(prewarm_workers=warmed.workers, prewarm_failed=warmed.failed, prewarm_s=warmed.seconds)
+        row.update(prewarm_workers=warmed.workers, prewarm_failed=warmed.failed, prewarm_s=warmed.seconds,
+                   prewarm_phases=list(warmed.phases))
     report(row)
     state = trainer.initial_state()
     theta, outer_state, states = state["theta"], state["outer_state"], state["estimator_state"]

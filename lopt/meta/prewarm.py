@@ -78,12 +78,21 @@ class PrewarmReport:
         failed: workers that did not finish (their structures are set up by the run itself).
         seconds: wall time from the first start to the last exit.
         record: the record file that marks this request as done, or ``None``.
+        phases: one entry per worker that finished: its buckets and the seconds of its phases
+            (``startup``: from its start to reading the request, Python and JAX imports;
+            ``engine``: building the engine, datasets and normaliser fits while its programs
+            compile; ``programs``: waiting for the programs after that; ``total``).
     """
 
     workers: int
     failed: int
     seconds: float
     record: pathlib.Path | None
+    phases: tuple[dict[str, Any], ...] = ()
+
+    def slowest(self) -> dict[str, Any] | None:
+        """The worker phases of the worker that finished last (``None`` without any)."""
+        return max(self.phases, key=lambda p: p["total"], default=None)
 
 
 def prewarm_worker_count(num_structures: int) -> int:
@@ -145,7 +154,7 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
         try:
             for w, ids in enumerate(groups):
                 request = {"config": config, "structures": [structures[i] for i in ids], "bucket_ids": ids,
-                           "jax": _jax_settings()}
+                           "jax": _jax_settings(), "launched": time.time()}
                 log = open(os.path.join(logs, f"worker-{w}.log"), "w+")  # noqa: SIM115 - closed by _stop
                 running.append((subprocess.Popen([sys.executable, "-m", "lopt.meta.prewarm"], stdin=subprocess.PIPE,
                                                  stdout=log, stderr=subprocess.STDOUT, env=env, text=True), log, ids))
@@ -153,6 +162,7 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
                     running[-1][0].stdin.write(json.dumps(request))
                     running[-1][0].stdin.close()
             failed = _wait(running, start + timeout_s)
+            phases = tuple(p for p in (_phases(log) for _, log, _ in running) if p is not None)
         finally:  # Ctrl-C, an error, or done: no worker outlives this call
             _stop(running)
     seconds = time.perf_counter() - start
@@ -160,9 +170,13 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
         checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
                                                      "seconds": round(seconds, 1), "code": code_fingerprint()})
                                          + "\n").encode("utf-8"))
-    _LOG.info("prewarm: %d structures set up by %d worker processes in %.1f s%s", len(structures), workers, seconds,
-              f" ({failed} failed: the run sets their structures up itself)" if failed else "")
-    return PrewarmReport(workers, failed, seconds, None if failed else record)
+    report = PrewarmReport(workers, failed, seconds, None if failed else record, phases)
+    slowest = report.slowest()
+    _LOG.info("prewarm: %d structures set up by %d worker processes in %.1f s%s%s", len(structures), workers, seconds,
+              f" ({failed} failed: the run sets their structures up itself)" if failed else "",
+              "" if slowest is None else "; the slowest, buckets {}: {}".format(
+                  slowest["buckets"], ", ".join(f"{k} {slowest[k]:.1f} s" for k in _PHASES)))
+    return report
 
 
 def load_datasets_beside(structures: Sequence[Any]) -> threading.Thread:
@@ -188,6 +202,21 @@ def load_datasets_beside(structures: Sequence[Any]) -> threading.Thread:
     thread = threading.Thread(target=load, name="lopt-load-datasets", daemon=True)
     thread.start()
     return thread
+
+
+_PHASES = ("startup", "engine", "programs", "total")
+_PHASE_LINE = "[prewarm worker] phases "
+
+
+def _phases(log: Any) -> dict[str, Any] | None:
+    """The phase seconds a worker printed last in its log (``None``: it printed none)."""
+    log.seek(0)
+    found = None
+    for line in log.read().splitlines():
+        if line.startswith(_PHASE_LINE):
+            with contextlib.suppress(ValueError):
+                found = json.loads(line[len(_PHASE_LINE):])
+    return found
 
 
 def _wait(running: list, deadline: float) -> int:
@@ -229,11 +258,15 @@ def _worker_main() -> int:
     from lopt.meta.trainer import bucket_engine
 
     start = time.perf_counter()
+    startup = max(0.0, time.time() - request.get("launched", time.time()))
     cfg = MetaTrainConfig.from_dict(request["config"])
     engine = bucket_engine(cfg, request["structures"], request["bucket_ids"])
+    built = time.perf_counter()
     engine.wait_for_programs()
-    print(f"[prewarm worker] buckets {request['bucket_ids']} ready {time.perf_counter() - start:.1f} s after "
-          "the request was read", flush=True)
+    done = time.perf_counter()
+    phases = {"buckets": request["bucket_ids"], "startup": round(startup, 2), "engine": round(built - start, 2),
+              "programs": round(done - built, 2), "total": round(startup + done - start, 2)}
+    print(_PHASE_LINE + json.dumps(phases), flush=True)
     return 0
 
 

@@ -45,6 +45,14 @@ def test_workers_set_up_every_structure_and_the_run_computes_the_same_numbers(tm
     assert len(list((tmp_path / "warmed").glob("prewarm-*.json"))) == 1
     assert (warmed.prewarm_report.workers, warmed.prewarm_report.failed) == (2, 0)
     assert reference.prewarm_report.workers == 0
+    # each worker reported its phases, which add up to its time and fit in the prewarm's wall time
+    phases = sorted(warmed.prewarm_report.phases, key=lambda p: p["buckets"])
+    assert [p["buckets"] for p in phases] == [[0], [1]]
+    for p in phases:
+        assert min(p["startup"], p["engine"], p["programs"]) >= 0
+        assert abs(p["startup"] + p["engine"] + p["programs"] - p["total"]) < 0.05
+        assert p["startup"] > 0 and p["total"] <= warmed.prewarm_report.seconds + 0.5
+    assert warmed.prewarm_report.slowest() == max(phases, key=lambda p: p["total"])
     for a, b in zip(jax.tree.leaves(_estimate(reference)), jax.tree.leaves(_estimate(warmed))):
         np.testing.assert_array_equal(a, b)
 
@@ -67,6 +75,7 @@ def test_a_failing_worker_is_reported_and_the_run_sets_up_its_structures_itself(
         engine.wait_for_programs()
     assert caplog.text.count("exited with status 1") == 2
     assert (engine.prewarm_report.workers, engine.prewarm_report.failed) == (2, 2)
+    assert engine.prewarm_report.phases == () and engine.prewarm_report.slowest() is None
     assert engine.fits_from_cache == 0 and engine.program_cache.misses == 4
     assert not list(tmp_path.glob("prewarm-*.json"))  # not marked done: the next run tries again
 

@@ -11,8 +11,8 @@ code Adam's runs went through (lopt's tasks and inner loop, and JAX's version). 
 other code is checked first: the grid is trained again for its first two evaluation intervals
 (``pretrained_heldout.check_reused``), and the record is reused when every learning rate's curve
 reproduces the stored one's first points (:func:`reproduces`, relative tolerance
-:data:`REPRODUCE_RTOL`); otherwise the whole grid is trained again. One from before the fingerprint existed is reused as it is. Each
-reused task records the file under ``adam_from``.
+:data:`REPRODUCE_RTOL`); otherwise the whole grid is trained again. One from before the fingerprint
+existed is reused as it is. Each reused task records the file under ``adam_from``.
 
 Example:
     >>> import json, os, tempfile

@@ -418,6 +418,7 @@ def main(argv=None) -> dict:
             continue
         task_start = time.perf_counter()
         num_steps, eval_every = horizon_and_eval_every(entry.num_steps)
+        task = entry.build()
         reused = baselines.get(entry.name)
         if reused is not None and (reused["num_steps"], reused["device"]) != (num_steps, device_tag()):
             print(f"{entry.name}: --baselines holds Adam at {reused['num_steps']} steps on {reused['device']}; "
@@ -427,16 +428,16 @@ def main(argv=None) -> dict:
         if reused is not None and reused["adam_code"] not in (None, adam_code()):
             print(f"{entry.name}: --baselines holds Adam runs of other code (tasks or inner loop changed); "
                   "checking them against this code's", flush=True)
-            checked = check_reused(entry.build(), reused, eval_every, args.seeds)
+            checked = check_reused(task, reused, eval_every, args.seeds)
             if checked is None:
                 print(f"{entry.name}: training Adam again", flush=True)
                 reused = None
         what = "the candidate" if reused is not None else f"Adam at {len(GRID) + 1} learning rates and the candidate"
         print(f"{entry.name}: training {what}, {num_steps} steps x {args.seeds} seeds ...", flush=True)
         if reused is None:
-            out = train_task(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)
+            out = train_task(task, lopt_, theta, num_steps, eval_every, args.seeds)
         else:
-            out = {"cand": train_candidate(entry.build(), lopt_, theta, num_steps, eval_every, args.seeds)}
+            out = {"cand": train_candidate(task, lopt_, theta, num_steps, eval_every, args.seeds)}
         tasks.append(summarize_task(entry.name, num_steps, out, reused))
         tasks[-1]["seconds"] = time.perf_counter() - task_start
         tasks[-1]["device"] = device_tag()

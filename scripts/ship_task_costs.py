@@ -34,6 +34,7 @@ def main() -> None:
     import jax
 
     import lopt
+    from lopt import checkpoint
     from lopt.tasks import catalogue, cost_cache
 
     out = args.out or cost_cache.SHIPPED_COSTS
@@ -63,9 +64,7 @@ def main() -> None:
     payload = {"format": cost_cache.SHIPPED_FORMAT, "code": cost_cache.shipped_fingerprint(), "jax": jax.__version__,
                "seeds": args.seeds, "costs": dict(sorted(costs.items())), "configs": dict(sorted(configs.items()))}
     text = json.dumps(payload, indent=0, sort_keys=True, default=dict) + "\n"  # nested TaskConfigs as dicts
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(text)
+    checkpoint.atomic_write(out, text.encode("utf-8"))  # an interrupted run leaves the old file whole
     print(f"{len(costs)} candidate costs of {structures} catalogue structures (seeds {args.seeds}) counted in "
           f"{time.perf_counter() - start:.0f} s; wrote {out} ({os.path.getsize(out) / 1e3:.0f} kB)")
 

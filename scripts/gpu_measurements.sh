@@ -73,7 +73,7 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
                 for pass in ${COMPILE_PASSES:-cold}; do
                     name="compile_autotune${level}_$pass"
                     JAX_COMPILATION_CACHE_DIR="$caches/xla" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-                    LOPT_CACHE_DIR="$caches/lopt" LOPT_COST_CACHE="$caches/costs" \
+                    LOPT_CACHE_DIR="$caches/lopt" LOPT_COST_CACHE="$caches/costs" LOPT_PREWARM_LOGS="$OUT/${name}_workers" \
                     XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level" timeout -k 10 240 python3 -u \
                         benchmarks/mixture_throughput.py --no-canonical "${shape[@]}" --steps 10 \
                         --set normalizer.num_steps=50 --set 'lopt.config={"concatenate_tensors": true}' \

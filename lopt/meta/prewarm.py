@@ -23,6 +23,10 @@ After every worker has succeeded, a record (``prewarm-<digest>.json`` beside the
 the request's digest: the config, the structures, lopt's sources, JAX's version, the backend and
 ``XLA_FLAGS``. A run that finds its record starts no workers (its caches are warm).
 
+``LOPT_PREWARM_LOGS`` names a folder that keeps a copy of every worker's log (in a new subfolder
+``prewarm-<time>-<pid>/worker-<n>.log`` per call, never overwriting one: its compile lines and
+phases), for finding where a slow set-up spends its time.
+
 ``LOPT_PREWARM_WORKERS`` sets the number of workers (``0`` or ``1``: none); the default is one per
 structure, at most one per CPU core and at most 16, on a machine of at least 8 cores, and none
 below that (each worker imports JAX and loads its datasets again: on 2 cores that costs more than
@@ -60,10 +64,12 @@ from lopt.env_settings import parse_count
 from lopt.meta.normalizer import default_cache_dir
 from lopt.meta.program_cache import code_fingerprint
 
-__all__ = ["WORKERS_ENV", "PrewarmReport", "load_datasets_beside", "prewarm", "prewarm_worker_count"]
+__all__ = ["LOGS_ENV", "WORKERS_ENV", "PrewarmReport", "load_datasets_beside", "prewarm", "prewarm_worker_count"]
 
 #: Number of set-up worker processes (``0``/``1``: none).
 WORKERS_ENV = "LOPT_PREWARM_WORKERS"
+#: A folder that keeps a copy of every worker's log.
+LOGS_ENV = "LOPT_PREWARM_LOGS"
 _MAX_DEFAULT_WORKERS = 16
 _MIN_CORES = 8
 _LOG = logging.getLogger("lopt.meta")
@@ -165,6 +171,7 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
             phases = tuple(p for p in (_phases(log) for _, log, _ in running) if p is not None)
         finally:  # Ctrl-C, an error, or done: no worker outlives this call
             _stop(running)
+            _keep_logs(logs, len(running))
     seconds = time.perf_counter() - start
     if not failed:
         checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
@@ -217,6 +224,22 @@ def _phases(log: Any) -> dict[str, Any] | None:
             with contextlib.suppress(ValueError):
                 found = json.loads(line[len(_PHASE_LINE):])
     return found
+
+
+def _keep_logs(logs: str, count: int) -> None:
+    """Copies the workers' logs to ``$LOPT_PREWARM_LOGS`` when it is set (an unwritable folder only warns)."""
+    target = os.environ.get(LOGS_ENV, "").strip()
+    if not target:
+        return
+    try:
+        folder = pathlib.Path(target, f"prewarm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        folder.mkdir(parents=True, exist_ok=False)
+        for w in range(count):
+            source = pathlib.Path(logs, f"worker-{w}.log")
+            if source.exists():
+                checkpoint.atomic_write(folder / f"worker-{w}.log", source.read_bytes())
+    except OSError as error:
+        _LOG.warning("prewarm: could not keep the workers' logs in %s=%s: %s", LOGS_ENV, target, error)
 
 
 def _wait(running: list, deadline: float) -> int:

@@ -1,5 +1,6 @@
 """Set-up worker processes: they fill the caches the run then reads, and never change its numbers."""
 
+import json
 import logging
 
 import jax
@@ -36,6 +37,7 @@ def test_workers_set_up_every_structure_and_the_run_computes_the_same_numbers(tm
     assert reference.program_cache.misses == 4  # 2 fit programs + 2 bucket programs, made by the run
 
     monkeypatch.setenv(prewarm_module.WORKERS_ENV, "2")
+    monkeypatch.setenv(prewarm_module.LOGS_ENV, str(tmp_path / "logs"))
     warmed = build_setup(_config(tmp_path / "warmed")).engine
     warmed.wait_for_programs()
     # the two workers (one structure each) fitted and exported everything: the run made nothing
@@ -53,6 +55,11 @@ def test_workers_set_up_every_structure_and_the_run_computes_the_same_numbers(tm
         assert abs(p["startup"] + p["engine"] + p["programs"] - p["total"]) < 0.05
         assert p["startup"] > 0 and p["total"] <= warmed.prewarm_report.seconds + 0.5
     assert warmed.prewarm_report.slowest() == max(phases, key=lambda p: p["total"])
+    # the kept logs: one folder for the call, each worker's log ending with the phases it reported
+    (kept,) = (tmp_path / "logs").iterdir()
+    for w in range(2):
+        last = (kept / f"worker-{w}.log").read_text().splitlines()[-1]
+        assert last.startswith("[prewarm worker] phases ") and json.loads(last.split(" phases ", 1)[1]) in phases
     for a, b in zip(jax.tree.leaves(_estimate(reference)), jax.tree.leaves(_estimate(warmed))):
         np.testing.assert_array_equal(a, b)
 

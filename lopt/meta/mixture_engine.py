@@ -351,8 +351,12 @@ class MixtureEngine:
         return None if self.fit_cache is None else self.fit_cache.lookup(configs, num_steps=num_steps)
 
     def _fit(self, configs: list, pool: Any, num_steps: int) -> list[LossNormalizer]:
-        """:func:`fit_structure` of ``pool`` (built from ``configs``), kept in :attr:`fit_cache`."""
-        fits = fit_structure(pool, num_steps=num_steps, programs=self.program_cache)
+        """:func:`fit_structure` of ``pool`` (built from ``configs``), kept in :attr:`fit_cache`;
+        where its time went is logged."""
+        seconds: dict[str, float] = {}
+        fits = fit_structure(pool, num_steps=num_steps, programs=self.program_cache, seconds=seconds)
+        _LOG.info("fitted %s (%d configs, %d steps): %s", base_family(configs[0]), len(configs), num_steps,
+                  ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
         if self.fit_cache is not None:
             self.fit_cache.store(configs, fits, num_steps=num_steps)
         return fits
@@ -457,8 +461,10 @@ class MixtureEngine:
             program = self.program_cache.compile(_estimate_leaves, (estimator, theta, state, key),
                                                  name=f"bucket-{family}", describe=_flop_note)
             compiled, jaxpr = _BucketProgram(program, theta, state), None
-            how = program.origin
-            t1 = t2 = time.perf_counter()  # lowering and compiling happen together in compile()
+            how = "{}; waited {:.1f} s to trace, module {:.1f} s, lowered {:.1f} s".format(
+                program.origin, program.seconds["gate"], program.seconds["module"], program.seconds["lower"])
+            t2 = time.perf_counter()
+            t1 = t2 - program.seconds["compile"]
         else:
             with tracing():  # Python work under the GIL: a few threads at a time (lopt.meta.trace_gate)
                 traced = jax.jit(_estimate).trace(estimator, theta, state, key)
@@ -466,7 +472,7 @@ class MixtureEngine:
                 t1 = time.perf_counter()
             compiled, jaxpr, how = lowered.compile(), traced.jaxpr, "traced"
             t2 = time.perf_counter()
-        _LOG.info("compiled bucket %d (%s, %s): lower %.1f s, compile %.1f s, %.0f s since the start",
+        _LOG.info("compiled bucket %d (%s, %s): lowered after %.1f s, compile %.1f s, %.0f s since the start",
                   self.bucket_ids[index], family, how, t1 - t0, t2 - t1, t2 - start)
         return compiled, (t1 - t0, t2 - t1), jaxpr
 
@@ -505,7 +511,8 @@ class MixtureEngine:
 
         Each program's lowering and compile seconds are logged (logger ``lopt.meta``) as it
         finishes and kept in :attr:`compile_seconds` (one ``(lower_s, compile_s)`` per bucket; with a
-        :attr:`program_cache` both are in the first, lowering and compiling one after another);
+        :attr:`program_cache` the first holds the wait for the trace gate, the module's export or
+        read and its lowering, each also logged);
         each program's traced jaxpr is kept in :attr:`program_jaxprs` (``None`` for a program from
         the program cache; :meth:`program_flops` counts either).
         """

@@ -41,6 +41,7 @@ import json
 import os
 import pathlib
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -86,9 +87,13 @@ class _Program:
     """A compiled flat program called with the original pytree arguments."""
 
     def __init__(self, compiled: Any, treedef: Any, record: dict[str, Any], path: pathlib.Path | None,
-                 from_cache: bool):
+                 from_cache: bool, seconds: Mapping[str, float] | None = None):
         self.compiled, self.treedef, self.record, self.path = compiled, treedef, record, path
         self.from_cache = from_cache  # read back (True) or exported / traced here (False)
+        #: Where making it took its time: ``gate`` (waiting to trace, :mod:`lopt.meta.trace_gate`),
+        #: ``module`` (reading the cached module, or tracing, exporting and writing it), ``lower``
+        #: and ``compile`` (XLA's, which its persistent cache may answer).
+        self.seconds = dict(seconds or {})
 
     @property
     def origin(self) -> str:
@@ -195,7 +200,9 @@ class ProgramCache:
         def flat(*flat_leaves):
             return fn(*jax.tree.unflatten(treedef, flat_leaves), **static)
 
+        t0 = time.perf_counter()
         with tracing():
+            t1 = time.perf_counter()
             found = self._read(base, identity)
             if found is None:
                 jitted = jax.jit(flat)
@@ -209,12 +216,20 @@ class ProgramCache:
                     lowered, record, base = traced.lower(), notes, None
                 else:
                     record = self._write(base, identity, blob, notes)
+                    t2 = time.perf_counter()
                     exported = jax.export.deserialize(bytearray(blob))  # compile what a repeat run will read
                     lowered = jax.jit(exported.call).lower(*specs)
             else:
+                t2 = time.perf_counter()
                 exported, record = found
                 lowered = jax.jit(exported.call).lower(*specs)
-        program = _Program(lowered.compile(), treedef, record, base, found is not None)
+            t3 = time.perf_counter()
+        if base is None:  # traced and lowered without an export: no separate lowering time
+            t2 = t3
+        compiled = lowered.compile()
+        t4 = time.perf_counter()
+        seconds = {"gate": t1 - t0, "module": t2 - t1, "lower": t3 - t2, "compile": t4 - t3}
+        program = _Program(compiled, treedef, record, base, found is not None, seconds)
         with self._lock:
             if found is None:
                 self.misses += 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Sequence
 
 import jax
@@ -70,7 +71,8 @@ def _smoothed_min(curve: np.ndarray, window: int) -> float:
 
 def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence[float] = DEFAULT_LEARNING_RATES,
                   num_seeds: int = 1, key: jax.Array | None = None,
-                  programs: ProgramCache | None = None) -> list[LossNormalizer]:
+                  programs: ProgramCache | None = None,
+                  seconds: dict[str, float] | None = None) -> list[LossNormalizer]:
     """Fits a normaliser for every config of a stacked pool in one compiled program.
 
     Same definition as :func:`lopt.meta.fit_normalizer` (initial loss: mean training loss at
@@ -85,6 +87,9 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
         key: PRNG key (default ``jax.random.key(0)``).
         programs: where the compiled program comes from and goes (default: traced here,
             kept in memory by :func:`lopt.meta.trace_gate.compile_gated`).
+        seconds: a dict this fills with where the fit took its time: ``program`` (getting the
+            compiled program; with ``programs`` also its stages, as ``_Program.seconds``) and
+            ``run`` (running it and reading the curves back).
 
     Returns:
         ``P`` normalisers. A config that Adam never improved gets a 1% gap so the map exists.
@@ -101,13 +106,17 @@ def fit_structure(pool: Task, *, num_steps: int = 1000, learning_rates: Sequence
         raise ValueError(f"fit_structure: learning_rates={learning_rates!r} must be positive numbers.")
     key = jax.random.key(0) if key is None else key
     lrs_device = to_device(lrs)
+    start = time.perf_counter()
     if programs is None:
         program = compile_gated(_grid_curves, pool, lrs_device, key, num_steps=num_steps, num_seeds=num_seeds)
     else:
         program = programs.compile(_grid_curves.__wrapped__, (pool, lrs_device, key), name="fit",
                                    static={"num_steps": num_steps, "num_seeds": num_seeds})
+    made = time.perf_counter()
     losses, diverged = program(pool, lrs_device, key)
     losses, diverged = np.asarray(losses, np.float64), np.asarray(diverged)  # [P, G, S, T], [P, G, S]
+    if seconds is not None:
+        seconds.update(getattr(program, "seconds", {}), program=made - start, run=time.perf_counter() - made)
     window = min(_SMOOTHING, num_steps)
     out = []
     for p in range(losses.shape[0]):

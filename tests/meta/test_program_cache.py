@@ -1,5 +1,7 @@
 """The program cache: exported programs come back from disk with the same numbers, never stale."""
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +40,17 @@ def test_a_second_cache_reads_the_program_back_and_computes_the_same_numbers(tmp
     assert second.from_cache and not first.from_cache
     assert cache.compile(_loss_and_grad, args, name="fit", static={"scale": 2.0}) is second  # kept in memory
     assert (cache.hits, cache.misses) == (2, 0)
+
+
+def test_each_program_reports_where_making_it_took_its_time(tmp_path):
+    for _ in range(2):  # exported, then read back by a second cache
+        start = time.perf_counter()
+        program = ProgramCache(tmp_path).compile(_loss_and_grad, _args(), name="fit", static={"scale": 2.0})
+        wall = time.perf_counter() - start
+        assert sorted(program.seconds) == ["compile", "gate", "lower", "module"]
+        assert min(program.seconds.values()) >= 0 and sum(program.seconds.values()) <= wall
+        assert program.seconds["module"] > 0  # tracing and exporting, or reading the file back
+    assert program.from_cache
 
 
 def test_other_static_values_or_shapes_are_other_programs(tmp_path):

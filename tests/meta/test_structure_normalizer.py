@@ -32,7 +32,9 @@ def test_fit_is_adams_training_curve_of_each_config_as_inner_train_gives_it():
     configs = [{"family": "quadratic", "dim": 5, "seed": s, "noise": 0.1} for s in range(2)]
     tasks = [lopt.tasks.build(c) for c in configs]
     key, rates, steps = jax.random.key(3), (0.02, 0.2), 30
-    fits = fit_structure(lopt.tasks.stack(tasks), num_steps=steps, learning_rates=rates, key=key)
+    seconds = {}
+    fits = fit_structure(lopt.tasks.stack(tasks), num_steps=steps, learning_rates=rates, key=key, seconds=seconds)
+    assert sorted(seconds) == ["program", "run"] and min(seconds.values()) >= 0  # no program cache: no stages
     seed_key = jax.random.split(key, 1)[0]
     for task, fit in zip(tasks, fits):
         curves = [np.asarray(lopt.inner.train(task, lopt.optimizers.adam(learning_rate=lr), key=seed_key,

@@ -79,6 +79,10 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
                         --set normalizer.num_steps=50 --set 'lopt.config={"concatenate_tensors": true}' \
                         --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
                     echo "[compile, autotune level $level, $pass] exit $?, $(grep -c "Delay kernel timed out" "$OUT/$name.log") delay-kernel timeouts"; grep -v -i -E "warning|cuda_timer" "$OUT/$name.log" | tail -8
+                    # a call returns at most 8 files: the set-up workers' logs travel as one archive
+                    if [ -d "$OUT/${name}_workers" ]; then
+                        tar czf "$OUT/${name}_workers.tgz" -C "$OUT" "${name}_workers" && rm -r "$OUT/${name}_workers"
+                    fi
                 done
             done
             continue ;;

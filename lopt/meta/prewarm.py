@@ -276,7 +276,9 @@ def _worker_main() -> int:
     for name, value in request["jax"].items():
         if value is not None:
             jax.config.update(name, value)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    # each line stamped with the milliseconds since the worker imported logging (its start, near
+    # enough), for the timeline of its set-up
+    logging.basicConfig(level=logging.INFO, format="[%(name)s at %(relativeCreated).0f ms] %(message)s")
     from lopt.meta.config import MetaTrainConfig
     from lopt.meta.trainer import bucket_engine
 

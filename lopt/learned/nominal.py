@@ -460,10 +460,9 @@ class NominalLOpt(base.LearnedOptimizer):
                        decays: jax.Array, corrections: tuple, biases: tuple,
                        step_sizes: tuple) -> tuple[list, list, list]:
         """The accumulators, the inputs and :meth:`_step` once over every tensor's entries joined
-        into one vector: per entry the same operations as per tensor (XLA may fuse them otherwise:
-        the same numbers up to the last bit), in a smaller program for many-tensor structures (a
-        36-tensor ``nvp`` meta-training program: a quarter fewer traced equations). Returns the
-        steps, momenta and second moments per tensor."""
+        into one vector: per entry the same operations as per tensor (the same numbers), with a
+        program whose size hardly grows with the number of tensors (tracing and compiling it is
+        most of a meta-training set-up). Returns the steps, momenta and second moments per tensor."""
         treedef = jax.tree.structure(state.rms)
         shapes = [g.shape for g in flat_g]
         sizes = [int(np.prod(shape)) for shape in shapes]

@@ -137,16 +137,6 @@ def _round_state(state: NominalState, treedef: Any, leaf_offset: int) -> Nominal
     return state._replace(momentum=treedef.unflatten(new_m), rms=treedef.unflatten(new_v), distance=distance)
 
 
-def _param_rms(p: jax.Array) -> jax.Array:
-    """A tensor's root mean square (0 for an empty one).
-
-    ``+ 1e-30`` inside the root: the same value in float32, and a finite derivative at a zero
-    tensor (zero-initialised biases), where sqrt's is infinite and makes every derivative through
-    the step (jvp, backprop through the unroll) NaN.
-    """
-    return jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-30) if p.size else jnp.zeros((), _f32)
-
-
 def _fan_in(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape[:-1])) if len(shape) >= 2 else 1
 
@@ -346,6 +336,7 @@ class NominalLOpt(base.LearnedOptimizer):
 
         decays = jnp.asarray(self.decays, _f32)
         net = theta["network"]
+        clip = self.input_clip
         stored = SR.storage_dtype(type(self).__name__, self.state_dtype)
 
         def init(params):
@@ -367,11 +358,9 @@ class NominalLOpt(base.LearnedOptimizer):
             stored_state, state = state, _widen(state)  # the step computes in float32
             count = state.count + 1
             t = count.astype(_f32)
-            joined = self.concatenate_tensors and len(jax.tree.leaves(grads)) > 1
-            if not joined:  # the joined layout updates the accumulators over all tensors at once, below
-                momentum = F.momentum_update(state.momentum, grads, decays)
-                rms = jax.tree.map(lambda v, g: self.b2 * v + (1 - self.b2) * jnp.square(g.astype(_f32)),
-                                   state.rms, grads)
+            momentum = F.momentum_update(state.momentum, grads, decays)
+            rms = jax.tree.map(lambda v, g: self.b2 * v + (1 - self.b2) * jnp.square(g.astype(_f32)),
+                               state.rms, grads)
             factored, fac_g = F.factored_update(state.factored, grads, [self.factored_decay])
             if num_steps is None:
                 fraction = jnp.asarray(self.unknown_horizon_fraction, _f32)
@@ -389,21 +378,36 @@ class NominalLOpt(base.LearnedOptimizer):
             v_correction = 1.0 / (1.0 - self.b2 ** t)
 
             flat_g, treedef = jax.tree.flatten(grads)
-            flat_p, flat_fg = treedef.flatten_up_to(params), treedef.flatten_up_to(fac_g)
-            # per tensor: the first layer's bias (with context) and the step size
-            terms = [self._tensor_terms(net, theta, g.shape, time_context, lr) for g in flat_g]
-            biases, step_sizes = tuple(t[0] for t in terms), tuple(t[1] for t in terms)
-            if joined:
-                steps, momentum, rms = self._update_joined(net, flat_g, flat_p, flat_fg, state, decays,
-                                                           (m_correction, v_correction), biases, step_sizes)
-                momentum, rms = treedef.unflatten(momentum), treedef.unflatten(rms)
+            flat = [treedef.flatten_up_to(tree) for tree in (params, momentum, rms, fac_g)]
+            # per tensor: the clipped inputs, the first layer's bias (with context) and the multiplier
+            tensors = []
+            for g, p, m, v, fg in zip(flat_g, *flat):
+                shape = g.shape
+                g = g.astype(_f32)
+                p = p.astype(_f32)
+                precond = 1.0 / (jnp.sqrt(v * v_correction) + self.eps)
+                moments = [m[..., k] * m_correction[k] * precond for k in range(len(self.decays))]
+                # + 1e-30 inside the root: the same value in float32, and a finite derivative at a
+                # zero tensor (zero-initialised biases), where sqrt's is infinite and makes every
+                # derivative through the step (jvp, backprop through the unroll) NaN
+                p_rms = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-30) if p.size else jnp.zeros((), _f32)
+                inputs = [g * precond, *moments, fg[..., 0], p / (p_rms + 1e-8)]
+                inputs = [jnp.clip(x, -clip, clip) for x in inputs]
+                is_vector = len(shape) < 2
+                tensor_context = jnp.asarray(
+                    [float(is_vector), math.log10(max(int(np.prod(shape)), 1)) / 4.0,
+                     math.log10(_fan_in(shape)) / 4.0], _f32)
+                bias = net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
+                if is_vector:
+                    mult = jnp.exp(theta["log_tensor_mult"][0])
+                else:
+                    mult = jnp.exp(theta["log_tensor_mult"][1]
+                                   - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE))
+                tensors.append((inputs, moments[0], bias, lr * mult))
+            if self.concatenate_tensors and len(tensors) > 1:
+                steps = self._steps_concatenated(net, tensors, [g.shape for g in flat_g])
             else:
-                steps = []
-                for g, p, m, v, fg, bias, step_size in zip(flat_g, flat_p, treedef.flatten_up_to(momentum),
-                                                           treedef.flatten_up_to(rms), flat_fg, biases, step_sizes):
-                    inputs, nominal = self._inputs(g.astype(_f32), p.astype(_f32), m, v, fg[..., 0],
-                                                   m_correction, v_correction, _param_rms(p.astype(_f32)))
-                    steps.append(self._step(net, inputs, nominal, bias, step_size))
+                steps = [self._step(net, *tensor) for tensor in tensors]
             new = NominalState(count, momentum, rms, factored, distance)
             if self.state_dtype == "bfloat16":
                 new = _round_state(new, treedef, leaf_offset)
@@ -431,59 +435,13 @@ class NominalLOpt(base.LearnedOptimizer):
         hidden = [jax.nn.relu(x) for x in _dense(hidden, net["w1"], net["b1"])]
         return _dense(hidden, net["w2"], net["b2"])
 
-    def _tensor_terms(self, net: dict, theta: Any, shape: tuple, time_context: jax.Array,
-                      lr: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """A tensor's first-layer bias (``b0`` plus its time and shape context) and step size
-        (``lr`` times its learned multiplier)."""
-        is_vector = len(shape) < 2
-        tensor_context = jnp.asarray([float(is_vector), math.log10(max(int(np.prod(shape)), 1)) / 4.0,
-                                      math.log10(_fan_in(shape)) / 4.0], _f32)
-        bias = net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
-        if is_vector:
-            mult = jnp.exp(theta["log_tensor_mult"][0])
-        else:
-            mult = jnp.exp(theta["log_tensor_mult"][1]
-                           - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE))
-        return bias, lr * mult
-
-    def _inputs(self, g: jax.Array, p: jax.Array, m: jax.Array, v: jax.Array, fg: jax.Array,
-                m_correction: jax.Array, v_correction: jax.Array,
-                p_rms: jax.Array) -> tuple[list[jax.Array], jax.Array]:
-        """The network's clipped inputs and Adam's direction, elementwise over any layout (one
-        tensor, or every tensor joined; ``p_rms``: the parameters' RMS, per tensor or per entry)."""
-        precond = 1.0 / (jnp.sqrt(v * v_correction) + self.eps)
-        moments = [m[..., k] * m_correction[k] * precond for k in range(len(self.decays))]
-        inputs = [g * precond, *moments, fg, p / (p_rms + 1e-8)]
-        return [jnp.clip(x, -self.input_clip, self.input_clip) for x in inputs], moments[0]
-
-    def _update_joined(self, net: dict, flat_g: list, flat_p: list, flat_fg: list, state: NominalState,
-                       decays: jax.Array, corrections: tuple, biases: tuple,
-                       step_sizes: tuple) -> tuple[list, list, list]:
-        """The accumulators, the inputs and :meth:`_step` once over every tensor's entries joined
-        into one vector: per entry the same operations as per tensor (the same numbers), with a
-        program whose size hardly grows with the number of tensors (tracing and compiling it is
-        most of a meta-training set-up). Returns the steps, momenta and second moments per tensor."""
-        treedef = jax.tree.structure(state.rms)
-        shapes = [g.shape for g in flat_g]
+    def _steps_concatenated(self, net: dict, tensors: list, shapes: list) -> list[jax.Array]:
+        """:meth:`_step` once over every tensor's entries joined into one vector (one copy of the network)."""
         sizes = [int(np.prod(shape)) for shape in shapes]
-
-        def joined(arrays: Any, columns: int | None = None) -> jax.Array:
-            return jnp.concatenate([a.reshape(-1) if columns is None else a.reshape(-1, columns) for a in arrays])
-
-        def per_entry(values: tuple, width: tuple = ()) -> jax.Array:
-            return jnp.concatenate([jnp.broadcast_to(x, (n, *width)) for x, n in zip(values, sizes)])
-
-        k = len(self.decays)
-        g = joined([x.astype(_f32) for x in flat_g])
-        p = joined([x.astype(_f32) for x in flat_p])
-        m = decays * joined(treedef.flatten_up_to(state.momentum), k) + (1.0 - decays) * g[:, None]
-        v = self.b2 * joined(treedef.flatten_up_to(state.rms)) + (1 - self.b2) * jnp.square(g)
-        p_rms = per_entry(tuple(_param_rms(x.astype(_f32)) for x in flat_p))
-        inputs, nominal = self._inputs(g, p, m, v, joined([fg[..., 0] for fg in flat_fg]), *corrections, p_rms)
-        steps = self._step(net, inputs, nominal, per_entry(biases, (self.hidden_size,)), per_entry(step_sizes))
+        inputs = [jnp.concatenate([t[0][i].reshape(-1) for t in tensors]) for i in range(NUM_PARAM_INPUTS)]
+        nominal = jnp.concatenate([t[1].reshape(-1) for t in tensors])
+        bias = jnp.concatenate([jnp.broadcast_to(t[2], (n, self.hidden_size)) for t, n in zip(tensors, sizes)])
+        step_size = jnp.concatenate([jnp.broadcast_to(t[3], (n,)) for t, n in zip(tensors, sizes)])
+        flat = self._step(net, inputs, nominal, bias, step_size)
         offsets = np.cumsum([0] + sizes)
-
-        def split(x: jax.Array, trailing: tuple = ()) -> list[jax.Array]:
-            return [x[a:b].reshape(*shape, *trailing) for a, b, shape in zip(offsets[:-1], offsets[1:], shapes)]
-
-        return split(steps), split(m, (k,)), split(v)
+        return [flat[a:b].reshape(shape) for a, b, shape in zip(offsets[:-1], offsets[1:], shapes)]

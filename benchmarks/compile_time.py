@@ -41,22 +41,12 @@ from lopt.tasks import TaskConfig
 from lopt.tasks.mixture import base_family
 
 
-def _sub_jaxprs(eqn) -> list:
-    found = []
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else [value]:
-            inner = getattr(item, "jaxpr", item)
-            if hasattr(inner, "eqns"):
-                found.append(inner)
-    return found
-
-
 def count_equations(jaxpr, by_source: dict) -> int:
     """Equations of ``jaxpr`` and every program nested in it; ``by_source`` counts the leaf
     equations per lopt function that traced them (``file:function``, ``?`` outside lopt)."""
     total = 0
     for eqn in jaxpr.eqns:
-        inner = _sub_jaxprs(eqn)
+        inner = list(jax.extend.core.jaxprs_in_params(eqn.params))  # scan, cond, pjit, custom_jvp, ...
         total += 1 + sum(count_equations(j, by_source) for j in inner)
         if not inner:
             frames = [f for f in (eqn.source_info.traceback.frames if eqn.source_info.traceback else [])

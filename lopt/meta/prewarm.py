@@ -171,7 +171,7 @@ def prewarm(cfg: Any, structures: Sequence[Any], *, workers: int | None = None,
             phases = tuple(p for p in (_phases(log) for _, log, _ in running) if p is not None)
         finally:  # Ctrl-C, an error, or done: no worker outlives this call
             _stop(running)
-            _keep_logs(logs, len(running))
+            _keep_logs([log.name for _, log, _ in running])
     seconds = time.perf_counter() - start
     if not failed:
         checkpoint.atomic_write(record, (json.dumps({"structures": len(structures), "workers": workers,
@@ -226,7 +226,7 @@ def _phases(log: Any) -> dict[str, Any] | None:
     return found
 
 
-def _keep_logs(logs: str, count: int) -> None:
+def _keep_logs(paths: Sequence[str]) -> None:
     """Copies the workers' logs to ``$LOPT_PREWARM_LOGS`` when it is set (an unwritable folder only warns)."""
     target = os.environ.get(LOGS_ENV, "").strip()
     if not target:
@@ -234,10 +234,8 @@ def _keep_logs(logs: str, count: int) -> None:
     try:
         folder = pathlib.Path(target, f"prewarm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
         folder.mkdir(parents=True, exist_ok=False)
-        for w in range(count):
-            source = pathlib.Path(logs, f"worker-{w}.log")
-            if source.exists():
-                checkpoint.atomic_write(folder / f"worker-{w}.log", source.read_bytes())
+        for path in map(pathlib.Path, paths):
+            checkpoint.atomic_write(folder / path.name, path.read_bytes())
     except OSError as error:
         _LOG.warning("prewarm: could not keep the workers' logs in %s=%s: %s", LOGS_ENV, target, error)
 

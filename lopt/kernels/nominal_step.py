@@ -130,45 +130,118 @@ def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) ->
     return out
 
 
+def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
+    """One block's inputs, name -> a function loading them (``index``: the block; ``None``: this
+    program's). The one-program-per-block kernel loads each where it is first used; the persistent
+    one calls them all a block ahead (:func:`_kernel`)."""
+    g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, gs_ref, x0_ref = refs
+
+    def rows(ref, col=None):
+        return lambda: tiles.load_rows(ref, n, block, col=col, index=index)
+
+    def factors():  # the row and column factor of each parameter (rows past the end: the last one's)
+        i = jnp.minimum(tiles.row_ids(block, index=index), n - 1)
+        axis_ids, stride = [None] * len(shape), 1
+        for a in reversed(range(len(shape))):
+            axis_ids[a] = jax.lax.rem(jax.lax.div(i, stride), shape[a]) if a else jax.lax.div(i, stride)
+            stride *= shape[a]
+        return rf_ref[_flat_index(axis_ids, shape, d0)], cf_ref[_flat_index(axis_ids, shape, d1)]
+
+    inputs = {"g": rows(g_ref), "p": rows(p_ref), "v": rows(v_ref),
+              **{f"m{j}": rows(m_ref, j) for j in range(k)}, "factors": factors}
+    if distance:
+        inputs.update(grad_sum=rows(gs_ref), x0=rows(x0_ref))
+    return inputs
+
+
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded, salt):
+            distance_decay, anchored, folded, salt, programs):
+    """The main pass. ``programs``: ``None``, one program per block; else the persistent kernel of
+    ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: before its
+    loop it loads its first block, and each iteration loads the next block (kept in the loop's
+    carry, in registers on a GPU) before computing and storing the current one, so the next block's
+    loads are in flight during the current block's arithmetic. The distance step's partial sums are
+    then per program, summed over its blocks."""
     if distance_decay is None:
         g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
+        gs_ref = x0_ref = gs_out = dot_out = l1_out = None
     else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
         (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, gs_ref, x0_ref,
          out_ref, m_out, v_out, gs_out, dot_out, l1_out) = refs
+    block_inputs = functools.partial(
+        _block_inputs, (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, gs_ref, x0_ref), n=n,
+        shape=shape, d0=d0, d1=d1, k=len(decays), block=block, distance=distance_decay is not None)
+    step = functools.partial(
+        _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
+        eps=eps, clip=clip, update_clip=update_clip, hidden=hidden, block=block, apply=apply,
+        distance_decay=distance_decay, anchored=anchored, folded=folded, salt=salt)
+    if programs is None:
+        def write_sums(dot, l1):  # this program's partial sums, where they are computed
+            program = pl.program_id(0)
+            dot_out[program] = dot()
+            l1_out[program] = l1()
+
+        loaders = block_inputs(index=None)
+        step(lambda name: loaders[name](), index=None, partial_sums=write_sums)
+        return
+
+    def load(index):
+        return {name: fn() for name, fn in block_inputs(index=index).items()}
+
+    pid = pl.program_id(0)
+
+    def body(i, carry):
+        current, sums = carry
+        index = pid + i * programs
+        upcoming = load(index + programs)  # issued before this block's arithmetic
+        block_sums = []
+        step(current.__getitem__, index=index,
+             partial_sums=lambda dot, l1: block_sums.extend((dot(), l1())))
+        return upcoming, tuple(a + b for a, b in zip(sums, block_sums))
+
+    zeros = () if distance_decay is None else (jnp.zeros((), _f32), jnp.zeros((), _f32))
+    iterations = pl.cdiv(pl.cdiv(n, block), programs)  # blocks past the last are fully masked
+    _, sums = jax.lax.fori_loop(0, iterations, body, (load(pid), zeros))
+    if distance_decay is not None:
+        dot_out[pid], l1_out[pid] = sums
+
+
+def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, eps, clip, update_clip, hidden,
+                block, apply, distance_decay, anchored, folded, salt):
+    """Computes and stores block ``index`` (``None``: this program's) from its inputs
+    (``fetch(name)``, names as in :func:`_block_inputs`). With the distance step it hands
+    ``partial_sums`` the block's ``<g, x0 - p>`` and ``|new sum|_1``, as functions computing them."""
+    out_ref, m_out, v_out, gs_out = out_refs
     # Stored state keeps its old value where the new one is not finite, the update is 0 there
     # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
     # bfloat16 state (salt is not None): stored values are rounded stochastically with the bits of
-    # lopt.learned.stochastic_rounding, from this entry's index, the step (the first packed scalar)
-    # and the tensor's salt, exactly as the XLA path rounds them.
+    # lopt.learned.stochastic_rounding, from this entry's (global) index, the step (the first packed
+    # scalar) and the tensor's salt, exactly as the XLA path rounds them.
     if salt is None:
         def stored(x, role):
             return x
     else:
-        bits = SR.random_bits(tiles.row_ids(block).astype(jnp.uint32), s_ref[0].astype(jnp.uint32), salt)
+        bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
+                              s_ref[0].astype(jnp.uint32), salt)
 
         def stored(x, role):
             return SR.round_bits(x, SR.split_bits(bits, role))
-    g = tiles.load_rows(g_ref, n, block)
-    p = tiles.load_rows(p_ref, n, block)
-    v_old = tiles.load_rows(v_ref, n, block)
+
+    def store(ref, value, col=None):
+        tiles.store_rows(ref, value, n, block, col=col, index=index)
+
+    g = fetch("g")
+    p = fetch("p")
+    v_old = fetch("v")
     v = b2 * v_old + (1.0 - b2) * (g * g)
-    tiles.store_rows(v_out, stored(tiles.finite_or(v, v_old), len(decays)), n, block)
+    store(v_out, stored(tiles.finite_or(v, v_old), len(decays)))
     ms = []
     for j, d in enumerate(decays):
-        m_old = tiles.load_rows(m_ref, n, block, col=j)
+        m_old = fetch(f"m{j}")
         m = d * m_old + (1.0 - d) * g
-        tiles.store_rows(m_out, stored(tiles.finite_or(m, m_old), j), n, block, col=j)
+        store(m_out, stored(tiles.finite_or(m, m_old), j), col=j)
         ms.append(m)
-    # Row and column of each parameter (rows past the end clamp to the last parameter).
-    i = jnp.minimum(tiles.row_ids(block), n - 1)
-    axis_ids, stride = [None] * len(shape), 1
-    for a in reversed(range(len(shape))):
-        axis_ids[a] = jax.lax.rem(jax.lax.div(i, stride), shape[a]) if a else jax.lax.div(i, stride)
-        stride *= shape[a]
-    row_factor = rf_ref[_flat_index(axis_ids, shape, d0)]
-    col_factor = cf_ref[_flat_index(axis_ids, shape, d1)]
+    row_factor, col_factor = fetch("factors")
 
     offset = itertools.count(0 if salt is None else 1)  # the packed scalars, in _pack's order
 
@@ -187,12 +260,10 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     step_scale = scalar()
     if distance_decay is not None:
         # Rows past the end load as 0, so they add nothing to either partial sum.
-        grad_sum_old = tiles.load_rows(gs_ref, n, block)
+        grad_sum_old = fetch("grad_sum")
         grad_sum = distance_decay * grad_sum_old + scalar() * g
-        tiles.store_rows(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old), len(decays) + 1), n, block)
-        program = pl.program_id(0)
-        dot_out[program] = jnp.sum(g * (tiles.load_rows(x0_ref, n, block) - p))
-        l1_out[program] = jnp.sum(jnp.abs(grad_sum))
+        store(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old), len(decays) + 1))
+        partial_sums(lambda: jnp.sum(g * (fetch("x0") - p)), lambda: jnp.sum(jnp.abs(grad_sum)))
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
     inputs = [g * precond, *moments, g * (row_factor * col_factor), p / p_rms]
@@ -242,7 +313,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
     update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
     update = update.astype(out_ref.dtype)
-    tiles.store_rows(out_ref, (p + update.astype(_f32)) if apply else update, n, block)
+    store(out_ref, (p + update.astype(_f32)) if apply else update)
 
 
 _FOLDED_WEIGHTS = ("w0", "w1", "b1", "w2", "b2")  # the kernel reads them in this order after b0
@@ -318,20 +389,20 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
         block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
         anchored=lopt.anchored_direction, folded=folded,
-        salt=leaf if rounding else None)
+        salt=leaf if rounding else None, programs=cfg.programs)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
               col_factor.reshape(-1), scalars]
     aliases = {2: 1, 3: 2}
     if dist is not None:
-        programs = -(-n // cfg.block)
+        programs = -(-n // cfg.block) if cfg.programs is None else cfg.programs  # partial sums
         outputs += [jax.ShapeDtypeStruct((n,), dist[0].dtype), jax.ShapeDtypeStruct((programs,), _f32),
                     jax.ShapeDtypeStruct((programs,), _f32)]
         inputs += [dist[0].reshape(n), dist[1].reshape(n)]
         aliases[7] = 3
     call = tiles.call(kernel, outputs, rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
-                      aliases=aliases, name="lopt_nominal_step")
+                      aliases=aliases, name="lopt_nominal_step", persistent=True)
     out, m_new, v_new, *rest = call(*inputs)
     dist_out = None
     if dist is not None:

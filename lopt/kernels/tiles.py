@@ -1,8 +1,10 @@
 """Shared pieces of the fused Pallas steps: tile loads with bounds masks, launch, gradients.
 
 Every kernel here walks a flattened tensor of ``n`` parameters in blocks of ``block``
-rows, one program per block. Refs are whole arrays (no ``BlockSpec``): each program
-indexes its rows with ``pl.ds`` and masks the tail itself, because the Triton lowering
+rows, by default one program per block; a persistent kernel (``KernelConfig.programs``)
+launches a fixed number of programs that each loop over several blocks and passes the
+block it is at (``index``) to the helpers below. Refs are whole arrays (no ``BlockSpec``):
+each program indexes its rows with ``pl.ds`` and masks the tail itself, because the Triton lowering
 neither masks blocks that overhang an array nor accepts block shapes whose size is not a
 power of two (an accumulator of ``k`` decays is read as a ``[block, width]`` tile with
 ``width`` a power of two and the columns ``>= k`` masked off).
@@ -48,6 +50,19 @@ class KernelConfig:
             ``tf32`` (what XLA uses for float32 products by default on GPU), ``tf32x3``
             (about float32 accuracy), ``ieee``, ``bf16``. Interpret mode always
             computes in float32.
+        programs: ``None``: one program per block of the main pass. An int ``P``: a
+            persistent main pass of ``P`` programs, program ``pid`` taking blocks ``pid``,
+            ``pid + P``, ... and loading each next block while it computes the current one
+            (only kernels written for it accept it: the ``nominal`` step's main pass). On a
+            GPU, a small multiple of the SM count (132 on an H100: 1056, 2112).
+
+    Example:
+        >>> KernelConfig(block=128, programs=1056).programs
+        1056
+        >>> KernelConfig(programs=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: KernelConfig: programs=0 must be a positive int, or None for one program per block.
     """
 
     block: int = 256
@@ -55,6 +70,7 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int | None = None
     precision: str = "tf32"
+    programs: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("block", "reduce_block"):
@@ -67,53 +83,64 @@ class KernelConfig:
         if self.precision not in _PRECISIONS:
             raise ValueError(f"KernelConfig: precision={self.precision!r} must be one of "
                              f"{sorted(_PRECISIONS)}.")
+        p = self.programs
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
+            raise ValueError(f"KernelConfig: programs={p!r} must be a positive int, or None for one "
+                             "program per block.")
 
 
-def row_ids(block: int, width: int | None = None) -> jax.Array:
-    """Global row index of each row of this program's block (``[block]`` or ``[block, width]``)."""
-    start = pl.program_id(0) * block
-    if width is None:
-        return start + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
-    return start + jax.lax.broadcasted_iota(jnp.int32, (block, width), 0)
+def _start(block: int, index: Any) -> jax.Array:
+    """First row of block ``index`` (``None``: this program's block, ``pl.program_id(0)``)."""
+    return (pl.program_id(0) if index is None else index) * block
 
 
-def _rows_view(ref: Any, block: int, col: int | None) -> Any:
-    rows = pl.ds(pl.program_id(0) * block, block)
+def row_ids(block: int, width: int | None = None, *, index: Any = None) -> jax.Array:
+    """Global row index of each row of a block (``[block]`` or ``[block, width]``).
+
+    ``index``: the block (a traced int); ``None``: this program's, ``pl.program_id(0)``.
+    """
+    shape = (block,) if width is None else (block, width)
+    return _start(block, index) + jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+
+
+def _rows_view(ref: Any, block: int, col: int | None, index: Any) -> Any:
+    rows = pl.ds(_start(block, index), block)
     return ref.at[rows] if col is None else ref.at[rows, jnp.int32(col)]
 
 
-def load_rows(ref: Any, n: int, block: int, col: int | None = None) -> jax.Array:
-    """This program's ``[block]`` rows of a 1-D ref (or column ``col`` of a 2-D ref) as float32.
+def load_rows(ref: Any, n: int, block: int, col: int | None = None, *, index: Any = None) -> jax.Array:
+    """A block's ``[block]`` rows of a 1-D ref (or column ``col`` of a 2-D ref) as float32.
 
-    Rows ``>= n`` read as 0.
+    Rows ``>= n`` read as 0 (a block wholly past the end reads as zeros). ``index``: as in
+    :func:`row_ids`.
     """
-    x = plgpu.load(_rows_view(ref, block, col), mask=row_ids(block) < n, other=0)
+    x = plgpu.load(_rows_view(ref, block, col, index), mask=row_ids(block, index=index) < n, other=0)
     return x.astype(jnp.float32)
 
 
-def store_rows(ref: Any, value: jax.Array, n: int, block: int, col: int | None = None) -> None:
-    """Writes ``value`` (cast to the ref's dtype) to this program's rows ``< n`` (of ``col``)."""
-    plgpu.store(_rows_view(ref, block, col), value.astype(ref.dtype), mask=row_ids(block) < n)
+def store_rows(ref: Any, value: jax.Array, n: int, block: int, col: int | None = None, *,
+               index: Any = None) -> None:
+    """Writes ``value`` (cast to the ref's dtype) to a block's rows ``< n`` (of ``col``)."""
+    plgpu.store(_rows_view(ref, block, col, index), value.astype(ref.dtype),
+                mask=row_ids(block, index=index) < n)
 
 
-def _tile_mask(n: int, k: int, block: int, width: int) -> jax.Array:
+def _tile_mask(n: int, k: int, block: int, width: int, index: Any) -> jax.Array:
     cols = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
-    return (row_ids(block, width) < n) & (cols < k)
+    return (row_ids(block, width, index=index) < n) & (cols < k)
 
 
-def load_tile(ref: Any, n: int, k: int, block: int, width: int) -> jax.Array:
-    """This program's rows of an ``[n, k]`` ref as a ``[block, width]`` float32 tile (pad 0)."""
-    start = pl.program_id(0) * block
-    view = ref.at[pl.ds(start, block), pl.ds(0, width)]
-    return plgpu.load(view, mask=_tile_mask(n, k, block, width), other=0).astype(jnp.float32)
+def load_tile(ref: Any, n: int, k: int, block: int, width: int, *, index: Any = None) -> jax.Array:
+    """A block's rows of an ``[n, k]`` ref as a ``[block, width]`` float32 tile (pad 0)."""
+    view = ref.at[pl.ds(_start(block, index), block), pl.ds(0, width)]
+    return plgpu.load(view, mask=_tile_mask(n, k, block, width, index), other=0).astype(jnp.float32)
 
 
-def store_tile(ref: Any, value: jax.Array, n: int, k: int, block: int) -> None:
-    """Writes the first ``k`` columns of a ``[block, width]`` tile to this program's rows."""
-    start = pl.program_id(0) * block
+def store_tile(ref: Any, value: jax.Array, n: int, k: int, block: int, *, index: Any = None) -> None:
+    """Writes the first ``k`` columns of a ``[block, width]`` tile to a block's rows."""
     width = value.shape[1]
-    view = ref.at[pl.ds(start, block), pl.ds(0, width)]
-    plgpu.store(view, value.astype(ref.dtype), mask=_tile_mask(n, k, block, width))
+    view = ref.at[pl.ds(_start(block, index), block), pl.ds(0, width)]
+    plgpu.store(view, value.astype(ref.dtype), mask=_tile_mask(n, k, block, width, index))
 
 
 def finite_or(new: jax.Array, old: Any) -> jax.Array:
@@ -144,14 +171,23 @@ def call(
     interpret: bool,
     aliases: dict[int, int] | None = None,
     name: str,
+    persistent: bool = False,
 ) -> Callable[..., Any]:
-    """``pallas_call`` over ``ceil(rows / block)`` programs, on Triton or in interpret mode."""
+    """``pallas_call`` over ``ceil(rows / block)`` programs, on Triton or in interpret mode.
+
+    With ``cfg.programs`` set, over that many programs instead; the kernel must then loop over
+    its blocks itself (``persistent=True`` says it does; else ``cfg.programs`` is refused).
+    """
+    if cfg.programs is not None and not persistent:
+        raise ValueError(f"KernelConfig(programs={cfg.programs!r}): kernel {name!r} has no "
+                         "persistent variant; use programs=None.")
+    grid = (pl.cdiv(rows, block),) if cfg.programs is None else (cfg.programs,)
     params = None if interpret else plgpu.CompilerParams(num_warps=cfg.num_warps,
                                                          num_stages=cfg.num_stages)
     return pl.pallas_call(
         kernel,
         out_shape=tuple(out_shape),
-        grid=(pl.cdiv(rows, block),),
+        grid=grid,
         input_output_aliases=aliases or {},
         interpret=interpret,
         compiler_params=params,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lopt.kernels import nominal_step
+from lopt.kernels import nominal_step, tiles
 from lopt.learned import NominalLOpt
 
 LOPT = NominalLOpt()
@@ -176,15 +176,20 @@ ANCHORED = NominalLOpt(step_size="distance", relative_initial_distance=1e-5, anc
 def test_distance_step_trajectory_equals_xla(config):
     """The pretrained optimizer's configs: the kernel also advances the distance estimate (and,
     anchored, evaluates the network a second time with the gradient inputs at zero)."""
+    _check_distance_trajectory(config, {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5),
+                                        "big": (300, 3)})
+
+
+def _check_distance_trajectory(config, shapes, cfg=None):
+    """25 steps on a quadratic through the kernel (launch ``cfg``) and through XLA agree."""
     rng = np.random.default_rng(5)
-    shapes = {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5), "big": (300, 3)}
     params = _draw(rng, shapes)
     theta = config.init(jax.random.key(0))
     theta["network"]["w2"] = 0.05 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
     theta["network"]["b2"] = jnp.asarray([0.02, -0.01])  # a direction at zero gradient inputs
     opt = config.optimizer(theta, num_steps=40)
     fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(config, theta, 40, g, s, p,
-                                                                interpret=True))
+                                                                interpret=True, cfg=cfg))
     xla = jax.jit(opt.update)
     states, points = {}, {}
     for name, step in (("fused", fused), ("xla", xla)):
@@ -290,15 +295,19 @@ def test_bfloat16_state_kernel_follows_the_xla_path():
     """bfloat16 state, rounded stochastically: the kernel hashes the same bits as the XLA path, so
     the stored state agrees entry for entry (up to float32 rounding of the values being rounded)
     and the trajectories agree to float32 tolerance over 25 steps."""
+    _check_bfloat16_trajectory({"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5), "big": (300, 3)})
+
+
+def _check_bfloat16_trajectory(shapes, cfg=None):
     config = BF16_STATE
     rng = np.random.default_rng(9)
-    shapes = {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5), "big": (300, 3)}
     params = _draw(rng, shapes)
     theta = config.init(jax.random.key(0))
     theta["network"]["w2"] = 0.05 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
     theta["network"]["b2"] = jnp.asarray([0.02, -0.01])
     opt = config.optimizer(theta, num_steps=40)
-    fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(config, theta, 40, g, s, p, interpret=True))
+    fused = jax.jit(lambda g, s, p: nominal_step.nominal_update(config, theta, 40, g, s, p, interpret=True,
+                                                                cfg=cfg))
     xla = jax.jit(opt.update)
     states, points = {}, {}
     for name, step in (("fused", fused), ("xla", xla)):
@@ -339,3 +348,109 @@ def test_bfloat16_state_kernel_keeps_old_state_where_the_gradient_is_not_finite(
         np.testing.assert_array_equal(np.asarray(new_t[5, 1], np.float32), np.asarray(old_t[5, 1], np.float32))
     assert float(u["w"][2, 3]) == 0.0 and float(u["w"][5, 1]) == 0.0
     assert bool(jnp.isfinite(new.distance.grad_sum["w"].astype(jnp.float32)).all())
+
+
+# The persistent main pass (KernelConfig.programs): 16-row blocks over tensors of ranks 2-4 whose
+# sizes make 11, 7 and 4 blocks (none a multiple of 3, all fewer than 64 programs).
+P_SHAPES = {"s": (), "v": (7,), "m": (33, 5), "t3": (7, 3, 5), "t4": (2, 3, 2, 5)}
+
+
+def _persistent(programs):
+    return tiles.KernelConfig(block=16, programs=programs)
+
+
+@pytest.mark.parametrize("programs", [1, 3, 64])
+def test_persistent_kernel_distance_trajectory_equals_xla(programs):
+    """The pretrained optimizer's config (anchored distance step, weights folded in): each program
+    loops over several blocks (or, 64 programs, at most one, the rest fully masked) and adds the
+    distance step's partial sums over them."""
+    _check_distance_trajectory(ANCHORED, P_SHAPES, _persistent(programs))
+
+
+def test_persistent_kernel_bfloat16_state_follows_the_xla_path():
+    _check_bfloat16_trajectory(P_SHAPES, _persistent(3))
+
+
+@pytest.mark.parametrize("config", [LOPT, BF16_STATE], ids=["adam_step", "bfloat16_state"])
+def test_persistent_kernel_gives_the_per_block_kernels_result_to_the_bit(config):
+    """The same arithmetic per block, so the same bits (the stochastic rounding of bfloat16 state
+    hashes each entry's global index); only the distance step's sums are added in another order."""
+    rng = np.random.default_rng(10)
+    params, grads = _draw(rng, P_SHAPES), _draw(rng, P_SHAPES)
+    theta = config.init(jax.random.key(5))
+    theta["network"]["w2"] = 0.5 * jax.random.normal(jax.random.key(6), theta["network"]["w2"].shape)
+    state = config.optimizer(theta, num_steps=20).init(params)
+    if state.distance is not None:  # <g, x0 - p> is not zero
+        state = state._replace(distance=state.distance._replace(
+            params0=jax.tree.map(lambda p: p + 0.5, params)))
+    results = {}
+    for programs in (None, 3):
+        step = jax.jit(lambda g, s, p, c=_persistent(programs): nominal_step.nominal_update(
+            config, theta, 20, g, s, p, interpret=True, apply=True, cfg=c))
+        results[programs] = step(grads, state, params)
+    (pb, sb), (pp, sp) = results[None], results[3]
+    for a, b in zip(jax.tree.leaves((pp, sp._replace(distance=None))),
+                    jax.tree.leaves((pb, sb._replace(distance=None)))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if sb.distance is not None:
+        for name in ("grad_sum", "params0"):
+            for a, b in zip(jax.tree.leaves(getattr(sp.distance, name)),
+                            jax.tree.leaves(getattr(sb.distance, name))):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for name in ("distance", "numerator"):
+            np.testing.assert_allclose(getattr(sp.distance, name), getattr(sb.distance, name),
+                                       rtol=1e-6)
+    assert float(jnp.abs(pp["m"] - params["m"]).max()) > 0
+
+
+def test_persistent_kernel_vmap_over_tasks_and_theta():
+    """Batched theta is traced: the persistent kernel loads the network's weights, per batch entry."""
+    rng = np.random.default_rng(3)
+    shapes = {"w": (11, 6), "t": (3, 2, 7), "b": (6,)}
+    params = _draw(rng, shapes)
+    thetas = jax.vmap(_theta)(jnp.arange(2))
+    grads = jax.tree.map(lambda *x: jnp.stack(x), *[_draw(rng, shapes) for _ in range(2)])
+    state = LOPT.optimizer(_theta(), num_steps=30).init(params)
+    fused = jax.jit(jax.vmap(lambda th, g: nominal_step.nominal_update(
+        LOPT, th, 30, g, state, params, interpret=True, cfg=_persistent(3))))
+    uf, sf = fused(thetas, grads)
+    ux, sx = jax.jit(jax.vmap(lambda th, g: _steps(th, g, state, params, False)))(thetas, grads)
+    for k, shape in shapes.items():
+        assert uf[k].shape == (2, *shape) and _rel_max(uf[k], ux[k]) < 1e-4
+    for a, b in zip(jax.tree.leaves(sf), jax.tree.leaves(sx)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_persistent_kernel_lowers_to_triton_for_cuda():
+    from jax import export
+
+    lopt = BF16_STATE  # the distance step's partial sums and the rounding's global indices
+    params = {"w": jnp.ones((64, 32)), "b": jnp.zeros(32)}
+    theta = lopt.init(jax.random.key(0))
+    state = lopt.optimizer(theta, num_steps=10).init(params)
+    cfg = tiles.KernelConfig(block=128, programs=1056)
+    step = jax.jit(lambda g, s, p: nominal_step.nominal_update(lopt, theta, 10, g, s, p,
+                                                               interpret=False, apply=True, cfg=cfg))
+    triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    module = export.export(step, platforms=["cuda"], disabled_checks=[triton])(
+        params, state, params).mlir_module()
+    assert module.count("xla.gpu.triton") == 1 and "grid_x = 1056" in module
+
+
+@pytest.mark.parametrize("programs", [0, -3, 2.0, True])
+def test_persistent_config_is_validated(programs):
+    with pytest.raises(ValueError, match=f"programs={programs!r} must be a positive int"):
+        tiles.KernelConfig(programs=programs)
+
+
+def test_persistent_config_is_refused_by_kernels_without_it():
+    from lopt.kernels import mlp_step
+    from lopt.learned import MLPLOpt
+
+    lopt = MLPLOpt()
+    theta = lopt.init(jax.random.key(0))
+    params = {"w": jnp.ones((8, 4))}
+    momentum = {"w": jnp.zeros((8, 4, len(lopt.decays)))}
+    with pytest.raises(ValueError, match="has no persistent variant; use programs=None"):
+        mlp_step.mlp_update(lopt, theta["mlp"], None, params, momentum, params, interpret=True,
+                            cfg=_persistent(2))

@@ -72,13 +72,17 @@ ARCH_BYTES = {"mlp": (mlp_step.bytes_per_param(apply=False), mlp_step.bytes_per_
                                   nominal_step.bytes_per_param(distance=True, state_bytes=2)),
               "mlp_bf16": (mlp_step.bytes_per_param(apply=False, state_bytes=2),
                            mlp_step.bytes_per_param(state_bytes=2))}
+# The nominal kernel's persistent main pass (KernelConfig.programs): a fixed number of programs,
+# each looping over blocks and loading the next while it computes the current one; 8 and 16
+# programs per SM of an H100 (132 SMs). Named b{block}w{warps}p{programs}.
+PERSISTENT = {f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p in (132 * 8, 132 * 16)}
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8)},
     "nominal": {"b256w4": tiles.KernelConfig(256, 1024, 4),
-                "b128w4": tiles.KernelConfig(128, 1024, 4)},
+                "b128w4": tiles.KernelConfig(128, 1024, 4), **PERSISTENT},
     "pretrained": {"b256w4": tiles.KernelConfig(256, 1024, 4),
-                   "b128w4": tiles.KernelConfig(128, 1024, 4)},
+                   "b128w4": tiles.KernelConfig(128, 1024, 4), **PERSISTENT},
 }
 # --sweep: a grid of launch configs per architecture instead (block, warps; mlp also its
 # reduction block), to choose the defaults from in one call

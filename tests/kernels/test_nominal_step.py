@@ -384,9 +384,10 @@ def test_persistent_kernel_gives_the_per_block_kernels_result_to_the_bit(config)
         state = state._replace(distance=state.distance._replace(
             params0=jax.tree.map(lambda p: p + 0.5, params)))
     results = {}
-    for programs in (None, 3):
-        step = jax.jit(lambda g, s, p, c=_persistent(programs): nominal_step.nominal_update(
-            config, theta, 20, g, s, p, interpret=True, apply=True, cfg=c))
+    for programs in (None, 3):  # 16-row blocks either way
+        cfg = _persistent(programs)
+        step = jax.jit(lambda g, s, p, cfg=cfg: nominal_step.nominal_update(
+            config, theta, 20, g, s, p, interpret=True, apply=True, cfg=cfg))
         results[programs] = step(grads, state, params)
     (pb, sb), (pp, sp) = results[None], results[3]
     for a, b in zip(jax.tree.leaves((pp, sp._replace(distance=None))),

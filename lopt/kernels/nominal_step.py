@@ -206,8 +206,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         dot_out[pid], l1_out[pid] = sums
 
 
-def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, eps, clip, update_clip, hidden,
-                block, apply, distance_decay, anchored, folded, salt):
+def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, eps, clip,
+                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
     (``fetch(name)``, names as in :func:`_block_inputs`). With the distance step it hands
     ``partial_sums`` the block's ``<g, x0 - p>`` and ``|new sum|_1``, as functions computing them."""

@@ -13,6 +13,9 @@ takes the Triton module Pallas builds, compiles it with the ``triton`` package's
 * the static SASS instruction count per parameter (the kernels are straight-line code, so it is
   also the count each thread executes) and its mix: global loads (``LDG``), fused multiply-adds,
   min/max (the clips), and so on.
+  A persistent kernel (``BLOCKxWARPSpPROGRAMS``) is a loop: its static count is the loop body
+  once plus the prologue that loads the first block, divided by the block, so it slightly
+  overstates the instructions per parameter the loop executes.
 
 ``pretrained_bf16`` and ``mlp_bf16`` keep the state in bfloat16 (``state_dtype``).
 For ``nominal`` and the pretrained optimizer both ways of getting the network's weights are
@@ -67,17 +70,20 @@ _SASS_LINE = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-
 _RESOURCE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
-def parse_config(text: str) -> tuple[int, int]:
-    """``"256x4"`` -> ``(256, 4)``: parameters per program and warps.
+def parse_config(text: str) -> tuple[int, int, int | None]:
+    """``"256x4"`` -> ``(256, 4, None)``: parameters per program (per loop iteration of a
+    persistent kernel), warps, and the persistent kernel's programs (``"128x4p1056"``;
+    ``KernelConfig.programs``, ``nominal`` and the pretrained optimizer only).
 
     Example:
-        >>> parse_config("256x4")
-        (256, 4)
+        >>> parse_config("256x4"), parse_config("128x4p1056")
+        ((256, 4, None), (128, 4, 1056))
     """
-    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    match = re.fullmatch(r"(\d+)x(\d+)(?:p(\d+))?", text)
     if not match:
-        raise ValueError(f"kernel_sass: config {text!r} must read BLOCKxWARPS, for example 256x4.")
-    return int(match.group(1)), int(match.group(2))
+        raise ValueError(f"kernel_sass: config {text!r} must read BLOCKxWARPS or BLOCKxWARPSpPROGRAMS, "
+                         "for example 256x4 or 128x4p1056.")
+    return int(match.group(1)), int(match.group(2)), None if match.group(3) is None else int(match.group(3))
 
 
 def occupancy_warps(registers: int, warps: int, shared_bytes: int = 0) -> int:
@@ -192,14 +198,16 @@ def compile_module(ttir: str, warps: int, stages: int, capability: int) -> dict:
     return row
 
 
-def steps(arch: str, block: int, warps: int) -> dict[str, tuple[Callable, tuple]]:
+def steps(arch: str, block: int, warps: int, programs: int | None = None) -> dict[str, tuple[Callable, tuple]]:
     """``{variant: (step, args)}`` of the architecture's fused step writing params (``apply=True``)."""
     import lopt.learned
     import lopt.pretrained
     from lopt.kernels import mlp_step, nominal_step, tiles
     from lopt.learned import features as F
 
-    cfg = tiles.KernelConfig(block, 1024, warps)
+    if programs is not None and arch.startswith("mlp"):
+        raise ValueError(f"kernel_sass: {arch} has no persistent kernel; drop the p{programs} of the config.")
+    cfg = tiles.KernelConfig(block, 1024, warps, programs=programs)
     params = {"w": jnp.ones(SHAPE, jnp.float32)}
     if arch.startswith("mlp"):
         lo = lopt.learned.get("mlp", state_dtype="bfloat16" if arch == "mlp_bf16" else "float32")
@@ -227,9 +235,9 @@ def steps(arch: str, block: int, warps: int) -> dict[str, tuple[Callable, tuple]
 
 def analyse(arch: str, config: str, *, stages: int, capability: int) -> list[dict]:
     """One row per kernel of each variant of ``arch`` at launch ``config``."""
-    block, warps = parse_config(config)
+    block, warps, programs = parse_config(config)
     rows = []
-    for variant, (step, args) in steps(arch, block, warps).items():
+    for variant, (step, args) in steps(arch, block, warps, programs).items():
         for name, ttir in triton_modules(step, *args):
             row = {"arch": arch, "variant": variant, "kernel": name, "block": block, "warps": warps}
             row.update(compile_module(ttir, warps, stages, capability))

@@ -161,7 +161,9 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     loop it loads its first block, and each iteration loads the next block (kept in the loop's
     carry, in registers on a GPU) before computing and storing the current one, so the next block's
     loads are in flight during the current block's arithmetic. The distance step's partial sums are
-    then per program, summed over its blocks."""
+    then per program: each row's terms are added up over the program's blocks in the carry and
+    reduced across the block once, after the loop (a reduction across a block is warp shuffles and
+    a barrier; per block they cost the per-block kernel ~25 instructions per parameter)."""
     if distance_decay is None:
         g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
         gs_ref = x0_ref = gs_out = dot_out = l1_out = None
@@ -178,8 +180,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     if programs is None:
         def write_sums(dot, l1):  # this program's partial sums, where they are computed
             program = pl.program_id(0)
-            dot_out[program] = dot()
-            l1_out[program] = l1()
+            dot_out[program] = jnp.sum(dot())
+            l1_out[program] = jnp.sum(l1())
 
         loaders = block_inputs(index=None)
         step(lambda name: loaders[name](), index=None, partial_sums=write_sums)
@@ -191,26 +193,27 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     pid = pl.program_id(0)
 
     def body(i, carry):
-        current, sums = carry
+        current, terms = carry
         index = pid + i * programs
         upcoming = load(index + programs)  # issued before this block's arithmetic
-        block_sums = []
+        block_terms = []
         step(current.__getitem__, index=index,
-             partial_sums=lambda dot, l1: block_sums.extend((dot(), l1())))
-        return upcoming, tuple(a + b for a, b in zip(sums, block_sums))
+             partial_sums=lambda dot, l1: block_terms.extend((dot(), l1())))
+        return upcoming, tuple(a + b for a, b in zip(terms, block_terms))
 
-    zeros = () if distance_decay is None else (jnp.zeros((), _f32), jnp.zeros((), _f32))
+    zeros = () if distance_decay is None else (jnp.zeros((block,), _f32), jnp.zeros((block,), _f32))
     iterations = pl.cdiv(pl.cdiv(n, block), programs)  # blocks past the last are fully masked
-    _, sums = jax.lax.fori_loop(0, iterations, body, (load(pid), zeros))
+    _, terms = jax.lax.fori_loop(0, iterations, body, (load(pid), zeros))
     if distance_decay is not None:
-        dot_out[pid], l1_out[pid] = sums
+        dot_out[pid], l1_out[pid] = (jnp.sum(t) for t in terms)
 
 
 def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, eps, clip,
                 update_clip, hidden, block, apply, distance_decay, anchored, folded, salt):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
     (``fetch(name)``, names as in :func:`_block_inputs`). With the distance step it hands
-    ``partial_sums`` the block's ``<g, x0 - p>`` and ``|new sum|_1``, as functions computing them."""
+    ``partial_sums`` the terms of the block's ``<g, x0 - p>`` and ``|new sum|_1`` (one per row, 0 past
+    the end), as functions computing them."""
     out_ref, m_out, v_out, gs_out = out_refs
     # Stored state keeps its old value where the new one is not finite, the update is 0 there
     # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
@@ -263,7 +266,7 @@ def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, e
         grad_sum_old = fetch("grad_sum")
         grad_sum = distance_decay * grad_sum_old + scalar() * g
         store(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old), len(decays) + 1))
-        partial_sums(lambda: jnp.sum(g * (fetch("x0") - p)), lambda: jnp.sum(jnp.abs(grad_sum)))
+        partial_sums(lambda: g * (fetch("x0") - p), lambda: jnp.abs(grad_sum))
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
     inputs = [g * precond, *moments, g * (row_factor * col_factor), p / p_rms]

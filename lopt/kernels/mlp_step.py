@@ -173,7 +173,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
     g1, p1, m2 = g.reshape(n), p.reshape(n), m.reshape(n, k)
     coef = jnp.asarray(_coefficients(lopt.decays, width))
     rb = cfg.reduce_block
-    nblocks = -(-n // rb)
+    nblocks = tiles.program_count(n, rb, cfg)
     reduce = tiles.call(
         functools.partial(_reduce_kernel, n=n, k=k, block=rb, width=width),
         [jax.ShapeDtypeStruct((nblocks * width,), _f32)],

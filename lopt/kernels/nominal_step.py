@@ -399,7 +399,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
               col_factor.reshape(-1), scalars]
     aliases = {2: 1, 3: 2}
     if dist is not None:
-        programs = -(-n // cfg.block) if cfg.programs is None else cfg.programs  # partial sums
+        programs = tiles.program_count(n, cfg.block, cfg)  # one partial sum per program
         outputs += [jax.ShapeDtypeStruct((n,), dist[0].dtype), jax.ShapeDtypeStruct((programs,), _f32),
                     jax.ShapeDtypeStruct((programs,), _f32)]
         inputs += [dist[0].reshape(n), dist[1].reshape(n)]

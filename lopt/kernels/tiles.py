@@ -161,6 +161,17 @@ def dot(a: jax.Array, b: jax.Array, precision: str | None) -> jax.Array:
     return jnp.dot(a, b, precision=algorithm, preferred_element_type=jnp.float32)
 
 
+def program_count(rows: int, block: int, cfg: KernelConfig) -> int:
+    """Programs :func:`call` launches over ``rows`` rows in blocks of ``block``: one per block, or
+    ``cfg.programs`` (a persistent kernel). Outputs written once per program have this length.
+
+    Example:
+        >>> program_count(1000, 128, KernelConfig()), program_count(1000, 128, KernelConfig(programs=3))
+        (8, 3)
+    """
+    return -(-rows // block) if cfg.programs is None else cfg.programs
+
+
 def call(
     kernel: Callable[..., None],
     out_shape: Sequence[jax.ShapeDtypeStruct],
@@ -181,13 +192,12 @@ def call(
     if cfg.programs is not None and not persistent:
         raise ValueError(f"KernelConfig(programs={cfg.programs!r}): kernel {name!r} has no "
                          "persistent variant; use programs=None.")
-    grid = (pl.cdiv(rows, block),) if cfg.programs is None else (cfg.programs,)
     params = None if interpret else plgpu.CompilerParams(num_warps=cfg.num_warps,
                                                          num_stages=cfg.num_stages)
     return pl.pallas_call(
         kernel,
         out_shape=tuple(out_shape),
-        grid=grid,
+        grid=(program_count(rows, block, cfg),),
         input_output_aliases=aliases or {},
         interpret=interpret,
         compiler_params=params,

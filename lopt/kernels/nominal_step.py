@@ -132,8 +132,8 @@ def _flat_index(axis_ids: list[jax.Array], shape: tuple[int, ...], drop: int) ->
 
 def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
     """One block's inputs, name -> a function loading them (``index``: the block; ``None``: this
-    program's). The one-program-per-block kernel loads each where it is first used; the persistent
-    one calls them all a block ahead (:func:`_kernel`)."""
+    program's). The one-program-per-block kernel calls them all before its first store; the
+    persistent one calls them a block ahead (:func:`_kernel`)."""
     g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, gs_ref, x0_ref = refs
 
     def rows(ref, col=None):
@@ -173,6 +173,14 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     block_inputs = functools.partial(
         _block_inputs, (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, gs_ref, x0_ref), n=n,
         shape=shape, d0=d0, d1=d1, k=len(decays), block=block, distance=distance_decay is not None)
+    def load(index):
+        return {name: fn() for name, fn in block_inputs(index=index).items()}
+
+    def read_head():
+        size = _head_size(decays=decays, hidden=hidden, distance=distance_decay is not None,
+                          rounding=salt is not None)
+        return [s_ref[i] for i in range(size)]
+
     step = functools.partial(
         _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
         eps=eps, clip=clip, update_clip=update_clip, hidden=hidden, block=block, apply=apply,
@@ -183,12 +191,12 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
             dot_out[program] = jnp.sum(dot())
             l1_out[program] = jnp.sum(l1())
 
-        loaders = block_inputs(index=None)
-        step(lambda name: loaders[name](), index=None, partial_sums=write_sums)
+        # Every load before the first store: a load placed after a store stays after it (the
+        # compilers cannot prove they touch different memory), so loading each input where it is
+        # first used chained the block's loads into ~6 round trips to memory, one after another.
+        inputs = load(None)
+        step(inputs.__getitem__, index=None, partial_sums=write_sums, head=read_head())
         return
-
-    def load(index):
-        return {name: fn() for name, fn in block_inputs(index=index).items()}
 
     pid = pl.program_id(0)
 
@@ -196,8 +204,11 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         current, terms = carry
         index = pid + i * programs
         upcoming = load(index + programs)  # issued before this block's arithmetic
+        # read in every iteration, before its stores (cache hits): held across the loop instead,
+        # they would cost 16 registers (64 instead of 48, folded pretrained step at 128 x 4)
+        head = read_head()
         block_terms = []
-        step(current.__getitem__, index=index,
+        step(current.__getitem__, index=index, head=head,
              partial_sums=lambda dot, l1: block_terms.extend((dot(), l1())))
         return upcoming, tuple(a + b for a, b in zip(terms, block_terms))
 
@@ -208,12 +219,19 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         dot_out[pid], l1_out[pid] = (jnp.sum(t) for t in terms)
 
 
-def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, eps, clip,
+def _head_size(*, decays, hidden, distance, rounding) -> int:
+    """How many of the packed scalars (:func:`_pack`) come before the network's weights: the
+    kernel reads these once, before any store (:func:`_kernel`)."""
+    return int(rounding) + 2 + len(decays) + 1 + int(distance) + hidden
+
+
+def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays, b2, eps, clip,
                 update_clip, hidden, block, apply, distance_decay, anchored, folded, salt):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
-    (``fetch(name)``, names as in :func:`_block_inputs`). With the distance step it hands
-    ``partial_sums`` the terms of the block's ``<g, x0 - p>`` and ``|new sum|_1`` (one per row, 0 past
-    the end), as functions computing them."""
+    (``fetch(name)``, names as in :func:`_block_inputs`) and the packed scalars before the network's
+    weights (``head``, already read; the weights, unless ``folded``, are read from ``s_ref``). With
+    the distance step it hands ``partial_sums`` the terms of the block's ``<g, x0 - p>`` and
+    ``|new sum|_1`` (one per row, 0 past the end), as functions computing them."""
     out_ref, m_out, v_out, gs_out = out_refs
     # Stored state keeps its old value where the new one is not finite, the update is 0 there
     # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
@@ -225,7 +243,7 @@ def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, e
             return x
     else:
         bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
-                              s_ref[0].astype(jnp.uint32), salt)
+                              head[0].astype(jnp.uint32), salt)
 
         def stored(x, role):
             return SR.round_bits(x, SR.split_bits(bits, role))
@@ -246,17 +264,18 @@ def _block_step(fetch, *, index, partial_sums, s_ref, out_refs, n, decays, b2, e
         ms.append(m)
     row_factor, col_factor = fetch("factors")
 
-    offset = itertools.count(0 if salt is None else 1)  # the packed scalars, in _pack's order
+    packed = iter(head[0 if salt is None else 1:])  # the packed scalars, in _pack's order
+    offset = itertools.count(len(head))  # where the network's weights start, when they are loaded
 
     def scalar():
-        return s_ref[next(offset)]
+        return next(packed)
 
     # The network's weights after the first layer's bias: compiled in as constants when the caller
     # folded them (a fixed theta), else read from the packed scalars like everything else.
     constants = iter(folded) if folded is not None else None
 
     def weight():
-        return scalar() if constants is None else next(constants)
+        return s_ref[next(offset)] if constants is None else next(constants)
 
     v_corr, p_rms = scalar(), scalar()
     m_corr = [scalar() for _ in decays]

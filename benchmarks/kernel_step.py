@@ -81,7 +81,9 @@ PERSISTENT = {f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p 
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8)},
-    "nominal": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4)},
+    # nominal_step.DEFAULT_CONFIG (512 x 4) first, then the two earlier defaults
+    "nominal": {"b512w4": tiles.KernelConfig(512, 1024, 4), "b256w4": tiles.KernelConfig(256, 1024, 4),
+                "b128w4": tiles.KernelConfig(128, 1024, 4)},
 }
 VARIANTS["pretrained"] = {**VARIANTS["nominal"], **PERSISTENT}
 # --sweep: a grid of launch configs per architecture instead (block, warps; mlp also its

@@ -64,10 +64,13 @@ __all__ = ["DEFAULT_CONFIG", "bytes_per_param", "folded_weights", "nominal_updat
 _f32 = jnp.float32
 _FACTORED_EPS = 1e-30  # F.factored_update's default
 _MAX_HIDDEN = 32  # the network is unrolled: keep the kernel's code small
-# Launch default: 128 rows x 4 warps was the fastest of 15 shapes for the pretrained optimizer on
-# the H200 (stop 39: 4.37 ms against 4.93 at 256 x 4) and, with the weights folded in, on the H100
-# (stop 42: 3.97 against 4.49 ms; benchmarks/results/kernel_step_gpu-NVIDIA_H100_folded.json).
-DEFAULT_CONFIG = tiles.KernelConfig(block=128)
+# Launch default: 512 rows x 4 warps (4 per thread). While a block's loads waited behind its stores
+# (until stop 54) 128 x 4 was the fastest (stops 39 and 42); with every load first, more rows per
+# thread share the per-block instructions and 512 x 4 is the fastest of 8 shapes on an H100 (stop 54,
+# pretrained, folded: 3.42-3.44 ms against 3.61-3.62 at 128 x 4; weights loaded: 4.17 against 4.33;
+# benchmarks/results/kernel_step_gpu-NVIDIA_H100_blocks*_stop54.json), though at 142 registers only
+# 12 warps per SM stay resident.
+DEFAULT_CONFIG = tiles.KernelConfig(block=512)
 
 
 def supported(lopt: Any) -> bool:
@@ -205,7 +208,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         index = pid + i * programs
         upcoming = load(index + programs)  # issued before this block's arithmetic
         # read in every iteration, before its stores (cache hits): held across the loop instead,
-        # they would cost 16 registers (64 instead of 48, folded pretrained step at 128 x 4)
+        # they cost 8 more registers (64 instead of 56, folded pretrained step at 128 x 4)
         head = read_head()
         block_terms = []
         step(current.__getitem__, index=index, head=head,

@@ -1,5 +1,6 @@
 """The mixture engine: every structure in every gradient, bounded compiles, held-out, devices, resume."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -339,8 +340,13 @@ def test_programs_from_the_program_cache_give_the_traced_programs_results(tmp_pa
     reference = _engine(normalizer_steps=12)
     theta = reference.lopt.init(jax.random.key(0))
     results, engines = [], []
-    for engine in (reference, _engine(normalizer_steps=12, program_cache=ProgramCache(tmp_path)),
-                   _engine(normalizer_steps=12, program_cache=ProgramCache(tmp_path))):
+    # Each engine is made after the one before has its programs: an engine starts compiling (and
+    # looking up) its bucket programs in background threads when it is made, so the second, made
+    # beside the first, could look for a program before the first had written it (a CI run, stop 54).
+    cached = functools.partial(_engine, normalizer_steps=12)
+    for make in (lambda: reference, lambda: cached(program_cache=ProgramCache(tmp_path)),
+                 lambda: cached(program_cache=ProgramCache(tmp_path))):
+        engine = make()
         states = engine.init(theta, key=jax.random.key(1))
         results.append(engine.estimate(theta, states, key=jax.random.key(2)))  # waits for its programs
         engines.append(engine)

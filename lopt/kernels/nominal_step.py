@@ -176,6 +176,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     block_inputs = functools.partial(
         _block_inputs, (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, gs_ref, x0_ref), n=n,
         shape=shape, d0=d0, d1=d1, k=len(decays), block=block, distance=distance_decay is not None)
+
     def load(index):
         return {name: fn() for name, fn in block_inputs(index=index).items()}
 

@@ -158,7 +158,7 @@ def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded, salt, programs):
+            distance_decay, anchored, folded, salt, programs, head_size):
     """The main pass. ``programs``: ``None``, one program per block; else the persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: before its
     loop it loads its first block, and each iteration loads the next block (kept in the loop's
@@ -166,7 +166,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     loads are in flight during the current block's arithmetic. The distance step's partial sums are
     then per program: each row's terms are added up over the program's blocks in the carry and
     reduced across the block once, after the loop (a reduction across a block is warp shuffles and
-    a barrier; per block they cost the per-block kernel ~25 instructions per parameter)."""
+    a barrier; per block they cost the per-block kernel ~25 instructions per parameter).
+    ``head_size``: how many packed scalars come before the network's weights (:func:`_pack`)."""
     if distance_decay is None:
         g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
         gs_ref = x0_ref = gs_out = dot_out = l1_out = None
@@ -180,10 +181,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     def load(index):
         return {name: fn() for name, fn in block_inputs(index=index).items()}
 
-    def read_head():
-        size = _head_size(decays=decays, hidden=hidden, distance=distance_decay is not None,
-                          rounding=salt is not None)
-        return [s_ref[i] for i in range(size)]
+    def read_head():  # the packed scalars before the network's weights (:func:`_pack`)
+        return [s_ref[i] for i in range(head_size)]
 
     step = functools.partial(
         _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
@@ -221,12 +220,6 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     _, terms = jax.lax.fori_loop(0, iterations, body, (load(pid), zeros))
     if distance_decay is not None:
         dot_out[pid], l1_out[pid] = (jnp.sum(t) for t in terms)
-
-
-def _head_size(*, decays, hidden, distance, rounding) -> int:
-    """How many of the packed scalars (:func:`_pack`) come before the network's weights: the
-    kernel reads these once, before any store (:func:`_kernel`)."""
-    return int(rounding) + 2 + len(decays) + 1 + int(distance) + hidden
 
 
 def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays, b2, eps, clip,
@@ -374,7 +367,8 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, roundi
     """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
     weight ``w_t``, or ``None`` without one; ``folded``: the network weights are compiled in, so
     only the first layer's bias is packed of the network; ``rounding``: bfloat16 state, whose
-    stochastic rounding needs the step count ``t``, packed first)."""
+    stochastic rounding needs the step count ``t``, packed first). Returns them and how many come
+    before the network's weights (the kernel reads those before any store)."""
     net = theta["network"]
     decays = jnp.asarray(lopt.decays, _f32)
     tensor_context = jnp.asarray(
@@ -383,10 +377,11 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, roundi
     context = jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
     mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
         nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
-    parts = [*([t] if rounding else []), 1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t), lr * mult,
-             *([] if weight is None else [weight]),
-             net["b0"] + context, *([] if folded else [net[k] for k in _FOLDED_WEIGHTS])]
-    return jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in parts])
+    head = [*([t] if rounding else []), 1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t),
+            lr * mult, *([] if weight is None else [weight]), net["b0"] + context]
+    head = jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in head])
+    weights = [] if folded else [jnp.ravel(jnp.asarray(net[k], _f32)) for k in _FOLDED_WEIGHTS]
+    return jnp.concatenate([head, *weights]), head.size
 
 
 def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, m, v, row, col, dist,
@@ -408,14 +403,15 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
     if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
         weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]
     rounding = lopt.state_dtype == "bfloat16"
-    scalars = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None, rounding)
+    scalars, head_size = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None,
+                               rounding)
     k = len(lopt.decays)
     kernel = functools.partial(
         _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
         block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
         anchored=lopt.anchored_direction, folded=folded,
-        salt=leaf if rounding else None, programs=cfg.programs)
+        salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),

@@ -296,14 +296,14 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
             bias = [weight() for _ in range(width)]
         return w, bias
 
-    def dense(xs, weights):
+    def dense(xs, weights):  # each sum starts at its bias: every product is one fused multiply-add
         w, bias = weights
         out = []
         for j in range(len(bias)):
-            acc = xs[0] * w[0][j]
-            for x, w_row in zip(xs[1:], w[1:]):
+            acc = bias[j]
+            for x, w_row in zip(xs, w):
                 acc = acc + x * w_row[j]
-            out.append(acc + bias[j])
+            out.append(acc)
         return out
 
     layers = [layer(len(inputs), hidden, bias_first=True), layer(hidden, hidden), layer(hidden, 2)]
@@ -314,18 +314,10 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         return dense(h, layers[2])
 
     if anchored:  # NominalLOpt.anchored_direction: minus the network at zero gradient inputs
-        # the anchor's first layer (parameter input and bias) is where the full one's sums start, so
-        # every product is one fused multiply-add (through `dense`, sum then add: 504 instructions
-        # per parameter at 128 x 4 folded instead of 496, benchmarks/kernel_sass.py)
+        # the anchor's first layer (parameter input and bias) is where the full one's sums start
         w0, b0 = layers[0]
-        anchor = [inputs[-1] * w0[-1][j] + b0[j] for j in range(hidden)]
-        full = []
-        for j in range(hidden):
-            acc = anchor[j]
-            for x, w_row in zip(inputs[:-1], w0[:-1]):
-                acc = acc + x * w_row[j]
-            full.append(acc)
-        direction, log_scale = network(full)
+        anchor = dense(inputs[-1:], (w0[-1:], b0))
+        direction, log_scale = network(dense(inputs[:-1], (w0[:-1], anchor)))
         direction = direction - network(anchor)[0]
     else:
         direction, log_scale = network(dense(inputs, layers[0]))

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from lopt.kernels import tiles
+from lopt.kernels import factored_stats, tiles
 from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
@@ -385,12 +385,20 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
     shape, n = g.shape, g.size
     d1, d0 = F.factored_dims(shape)
     t, lr, time_context = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
-    g2 = jnp.square(g.astype(_f32))[..., None] + _FACTORED_EPS
+    if cfg.statistics == "kernel" and factored_stats.applies(shape):  # one pass: g and p read once
+        over_last, over_second_last, p_square = factored_stats.factored_means(g, p, interpret=interpret,
+                                                                              cfg=cfg)
+        over_d0, over_d1 = ((over_last, over_second_last) if d0 == g.ndim - 1
+                            else (over_second_last, over_last))
+        over_d0, over_d1 = over_d0[..., None] + _FACTORED_EPS, over_d1[..., None] + _FACTORED_EPS
+    else:  # three XLA reductions: g read twice, p once
+        g2 = jnp.square(g.astype(_f32))[..., None] + _FACTORED_EPS
+        over_d0, over_d1 = jnp.mean(g2, axis=d0), jnp.mean(g2, axis=d1)
+        p_square = jnp.mean(jnp.square(p.astype(_f32)))
     fd = lopt.factored_decay
-    acc = F.FactoredAccumulator(fd * row + (1.0 - fd) * jnp.mean(g2, axis=d0),
-                                fd * col + (1.0 - fd) * jnp.mean(g2, axis=d1), None)
+    acc = F.FactoredAccumulator(fd * row + (1.0 - fd) * over_d0, fd * col + (1.0 - fd) * over_d1, None)
     row_factor, col_factor = F.factored_scale_factors(acc, shape)
-    p_rms = jnp.sqrt(jnp.mean(jnp.square(p.astype(_f32))))
+    p_rms = jnp.sqrt(p_square)
     weight = None
     if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
         weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]

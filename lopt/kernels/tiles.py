@@ -55,6 +55,10 @@ class KernelConfig:
             ``pid + P``, ... and loading each next block while it computes the current one
             (only kernels written for it accept it: the ``nominal`` step's main pass). On a
             GPU, a small multiple of the SM count (132 on an H100: 1056, 2112).
+        statistics: how the ``nominal`` step computes its per-tensor statistics before the main
+            pass: ``"kernel"``, one Pallas pass reading ``g`` and ``p`` once
+            (:mod:`lopt.kernels.factored_stats`, where it applies), or ``"xla"``, three XLA
+            reductions reading ``g`` twice and ``p`` once.
 
     Example:
         >>> KernelConfig(block=128, programs=1056).programs
@@ -71,6 +75,7 @@ class KernelConfig:
     num_stages: int | None = None
     precision: str = "tf32"
     programs: int | None = None
+    statistics: str = "kernel"
 
     def __post_init__(self) -> None:
         for name in ("block", "reduce_block"):
@@ -83,6 +88,8 @@ class KernelConfig:
         if self.precision not in _PRECISIONS:
             raise ValueError(f"KernelConfig: precision={self.precision!r} must be one of "
                              f"{sorted(_PRECISIONS)}.")
+        if self.statistics not in ("kernel", "xla"):
+            raise ValueError(f"KernelConfig: statistics={self.statistics!r} must be 'kernel' or 'xla'.")
         p = self.programs
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
             raise ValueError(f"KernelConfig: programs={p!r} must be a positive int, or None for one "

@@ -2,26 +2,29 @@
 
 Per tensor of rank >= 2, one extra pass and one main pass:
 
-1. **Reductions** (XLA): the factored row and column means of ``g**2`` and the mean of
-   ``p**2`` (the parameter's RMS input). They read ``g`` twice and ``p`` once (XLA makes
-   one reduction kernel per reduced axis: 12 bytes per float32 parameter; a single
-   hand-written pass would read 8). The new row/column accumulators and their two small
-   scale factors (:func:`lopt.learned.features.factored_scale_factors`) are computed from
-   them in XLA, at the size of a row plus a column.
+1. **Statistics** (:mod:`lopt.kernels.factored_stats`, Pallas): the factored row and column
+   means of ``g**2`` and the mean of ``p**2`` (the parameter's RMS input), from one pass that
+   reads ``g`` and ``p`` once (8 bytes per float32 parameter; XLA's three reductions, which
+   ``KernelConfig(statistics="xla")`` and tensors not factored over their last two axes use,
+   read 12). The new row/column accumulators and their two small scale factors
+   (:func:`lopt.learned.features.factored_scale_factors`) are computed from them in XLA, at the
+   size of a row plus a column.
 2. **Main pass** (Pallas): reads ``g``, ``p``, the three momenta and the second moment,
    updates them, gathers each parameter's row and column factor, forms the six clipped
    inputs, runs the 6-8-8-2 network as unrolled multiply-adds (about 300 FLOPs, no
    tensor cores at this width) and writes the momenta, the second moment and the update
    (or the new parameter when ``apply=True``): 24 bytes read and 20 written.
 
-So 56 bytes per float32 parameter with ``apply=True`` (Adam's fused minimum is 28).
+So 52 bytes per float32 parameter with ``apply=True`` (Adam's fused minimum is 28).
 
 With ``step_size="distance"`` (the pretrained optimizer) the main pass also advances the
 distance estimate (:mod:`lopt.learned.distance`): it reads the running gradient sum and the
 initial parameters ``x0``, writes the new sum, and each program writes its partial sums of
-``<g, x0 - p>`` and ``|new sum|``, which XLA adds into the new estimate: 68 bytes in all.
-With ``anchored_direction=True`` the kernel evaluates the network a second time on the same
-registers (the parameter input alone): more arithmetic, no more bytes.
+``<g, x0 - p>`` and ``|new sum|``, which XLA adds into the new estimate: 64 bytes in all.
+With ``anchored_direction=True`` the direction at zero gradient inputs is subtracted: for one
+tensor and step it is a piecewise-linear function of the parameter input alone, which the main
+pass looks up from a small table (:mod:`lopt.kernels.anchor_table`, ``KernelConfig(anchor="table")``)
+or evaluates by a second pass of the network (``anchor="network"``): arithmetic, no more bytes.
 Tensors of rank < 2 (biases, scales: an unfactored accumulator per element) and empty
 tensors take the XLA path inside the same step. Gradients come from the XLA path.
 
@@ -53,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from lopt.kernels import factored_stats, tiles
+from lopt.kernels import anchor_table, factored_stats, tiles
 from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
@@ -92,7 +95,7 @@ def passes() -> int:
 
 
 def bytes_per_param(param_bytes: int = 4, *, apply: bool = True, distance: bool = False,
-                    state_bytes: int = 4) -> int:
+                    state_bytes: int = 4, statistics: str = "kernel") -> int:
     """Bytes a fused step moves per parameter of a rank >= 2 tensor, as implemented.
 
     Args:
@@ -101,12 +104,17 @@ def bytes_per_param(param_bytes: int = 4, *, apply: bool = True, distance: bool 
         distance: ``step_size="distance"``: the kernel also reads the running gradient sum and
             ``x0`` and writes the sum (its partial sums are a few floats per block).
         state_bytes: bytes of one state entry (4; 2 with ``state_dtype="bfloat16"``).
+        statistics: ``"kernel"``: the one-pass statistics kernel reads ``g`` and ``p`` once
+            (:mod:`lopt.kernels.factored_stats`, the tensors it applies to); ``"xla"``: XLA's three
+            reductions read ``g`` twice and ``p`` once (:attr:`lopt.kernels.tiles.KernelConfig.statistics`).
 
     Example:
         >>> bytes_per_param(), bytes_per_param(distance=True), bytes_per_param(distance=True, state_bytes=2)
-        (56, 68, 46)
+        (52, 64, 42)
+        >>> bytes_per_param(distance=True, statistics="xla")
+        68
     """
-    reductions = 3 * param_bytes  # g for the row means, g for the column means, p
+    reductions = (2 if statistics == "kernel" else 3) * param_bytes
     read = 2 * param_bytes + 4 * state_bytes  # g, p, three momenta, second moment
     written = 4 * state_bytes + param_bytes  # momenta, second moment, new parameter or update
     extra = 3 * state_bytes if distance else 0  # read grad_sum and x0, write grad_sum
@@ -158,7 +166,7 @@ def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded, salt, programs, head_size):
+            distance_decay, anchored, folded, salt, programs, head_size, anchor_size):
     """The main pass. ``programs``: ``None``, one program per block; else the persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: before its
     loop it loads its first block, and each iteration loads the next block (kept in the loop's
@@ -167,13 +175,17 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     then per program: each row's terms are added up over the program's blocks in the carry and
     reduced across the block once, after the loop (a reduction across a block is warp shuffles and
     a barrier; per block they cost the per-block kernel ~25 instructions per parameter).
-    ``head_size``: how many packed scalars come before the network's weights (:func:`_pack`)."""
-    if distance_decay is None:
-        g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, out_ref, m_out, v_out = refs
-        gs_ref = x0_ref = gs_out = dot_out = l1_out = None
-    else:  # also the distance estimate's running gradient sum, x0, and two partial sums per program
-        (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, gs_ref, x0_ref,
-         out_ref, m_out, v_out, gs_out, dot_out, l1_out) = refs
+    ``head_size``: how many packed scalars come before the network's weights (:func:`_pack`).
+    ``anchor_size``: ``None``, or the anchored direction is looked up in a table of this size
+    (:mod:`lopt.kernels.anchor_table`) instead of evaluated by a second pass of the network."""
+    # inputs: g, p, m, v, the two factors, the packed scalars, [grad_sum, x0], [the anchor's table];
+    # outputs: the update or new p, m, v, [grad_sum, the two partial sums]
+    inputs = 7 + (distance_decay is not None) * 2 + (anchor_size is not None)
+    (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, s_ref, *extra), outputs = refs[:inputs], refs[inputs:]
+    table_ref = extra.pop() if anchor_size is not None else None
+    gs_ref, x0_ref = extra if distance_decay is not None else (None, None)
+    out_ref, m_out, v_out, *distance_out = outputs
+    gs_out, dot_out, l1_out = distance_out if distance_decay is not None else (None, None, None)
     block_inputs = functools.partial(
         _block_inputs, (g_ref, p_ref, m_ref, v_ref, rf_ref, cf_ref, gs_ref, x0_ref), n=n,
         shape=shape, d0=d0, d1=d1, k=len(decays), block=block, distance=distance_decay is not None)
@@ -187,7 +199,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     step = functools.partial(
         _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
         eps=eps, clip=clip, update_clip=update_clip, hidden=hidden, block=block, apply=apply,
-        distance_decay=distance_decay, anchored=anchored, folded=folded, salt=salt)
+        distance_decay=distance_decay, anchored=anchored, folded=folded, salt=salt,
+        anchor=None if table_ref is None else (table_ref, anchor_size))
     if programs is None:
         def write_sums(dot, l1):  # this program's partial sums, where they are computed
             program = pl.program_id(0)
@@ -223,12 +236,13 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
 
 
 def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays, b2, eps, clip,
-                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt):
+                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt, anchor):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
     (``fetch(name)``, names as in :func:`_block_inputs`) and the packed scalars before the network's
     weights (``head``, already read; the weights, unless ``folded``, are read from ``s_ref``). With
     the distance step it hands ``partial_sums`` the terms of the block's ``<g, x0 - p>`` and
-    ``|new sum|_1`` (one per row, 0 past the end), as functions computing them."""
+    ``|new sum|_1`` (one per row, 0 past the end), as functions computing them. ``anchor``:
+    ``None``, or ``(table ref, size)`` of the anchored direction's lookup table."""
     out_ref, m_out, v_out, gs_out = out_refs
     # Stored state keeps its old value where the new one is not finite, the update is 0 there
     # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
@@ -248,8 +262,20 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     def store(ref, value, col=None):
         tiles.store_rows(ref, value, n, block, col=col, index=index)
 
+    packed = iter(head[0 if salt is None else 1:])  # the packed scalars, in _pack's order
+
+    def scalar():
+        return next(packed)
+
+    v_corr, p_rms = scalar(), scalar()
+    m_corr = [scalar() for _ in decays]
+    step_scale = scalar()
     g = fetch("g")
     p = fetch("p")
+    parameter_input = jnp.clip(p / p_rms, -clip, clip)
+    if anchor is not None:  # its probes depend only on p: made before the first store
+        table_ref, size = anchor
+        anchor_direction = anchor_table.lookup(lambda i: table_ref[i], parameter_input, size)
     v_old = fetch("v")
     v = b2 * v_old + (1.0 - b2) * (g * g)
     store(v_out, stored(tiles.finite_or(v, v_old), len(decays)))
@@ -261,11 +287,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         ms.append(m)
     row_factor, col_factor = fetch("factors")
 
-    packed = iter(head[0 if salt is None else 1:])  # the packed scalars, in _pack's order
     offset = itertools.count(len(head))  # where the network's weights start, when they are loaded
-
-    def scalar():
-        return next(packed)
 
     # The network's weights after the first layer's bias: compiled in as constants when the caller
     # folded them (a fixed theta), else read from the packed scalars like everything else.
@@ -274,9 +296,6 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     def weight():
         return s_ref[next(offset)] if constants is None else next(constants)
 
-    v_corr, p_rms = scalar(), scalar()
-    m_corr = [scalar() for _ in decays]
-    step_scale = scalar()
     if distance_decay is not None:
         # Rows past the end load as 0, so they add nothing to either partial sum.
         grad_sum_old = fetch("grad_sum")
@@ -285,8 +304,8 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         partial_sums(lambda: g * (fetch("x0") - p), lambda: jnp.abs(grad_sum))
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
-    inputs = [g * precond, *moments, g * (row_factor * col_factor), p / p_rms]
-    inputs = [jnp.clip(x, -clip, clip) for x in inputs]
+    inputs = [g * precond, *moments, g * (row_factor * col_factor)]
+    inputs = [*(jnp.clip(x, -clip, clip) for x in inputs), parameter_input]
 
     def layer(fan_in, width, bias_first=False):  # (w[i][j], bias[j]) in the order _pack wrote them
         if bias_first:  # first layer: bias = b0 + context (it moves with the step), packed before w0
@@ -316,9 +335,9 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     if anchored:  # NominalLOpt.anchored_direction: minus the network at zero gradient inputs
         # the anchor's first layer (parameter input and bias) is where the full one's sums start
         w0, b0 = layers[0]
-        anchor = dense(inputs[-1:], (w0[-1:], b0))
-        direction, log_scale = network(dense(inputs[:-1], (w0[:-1], anchor)))
-        direction = direction - network(anchor)[0]
+        first = dense(inputs[-1:], (w0[-1:], b0))  # the anchor's first layer
+        direction, log_scale = network(dense(inputs[:-1], (w0[:-1], first)))
+        direction = direction - (network(first)[0] if anchor is None else anchor_direction)
     else:
         direction, log_scale = network(dense(inputs, layers[0]))
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
@@ -355,6 +374,15 @@ def folded_weights(theta: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for x in parts for v in np.asarray(x, np.float32).ravel())
 
 
+def _first_bias(theta, time_context, shape):
+    """The first layer's bias of a factored tensor this step: ``b0`` plus the context's projection."""
+    tensor_context = jnp.asarray(
+        [0.0, math.log10(max(int(np.prod(shape)), 1)) / 4.0,
+         math.log10(nominal._fan_in(shape)) / 4.0], _f32)
+    net = theta["network"]
+    return net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
+
+
 def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, rounding):
     """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
     weight ``w_t``, or ``None`` without one; ``folded``: the network weights are compiled in, so
@@ -363,14 +391,10 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, roundi
     before the network's weights (the kernel reads those before any store)."""
     net = theta["network"]
     decays = jnp.asarray(lopt.decays, _f32)
-    tensor_context = jnp.asarray(
-        [0.0, math.log10(max(int(np.prod(shape)), 1)) / 4.0,
-         math.log10(nominal._fan_in(shape)) / 4.0], _f32)
-    context = jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
     mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
         nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
     head = [*([t] if rounding else []), 1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t),
-            lr * mult, *([] if weight is None else [weight]), net["b0"] + context]
+            lr * mult, *([] if weight is None else [weight]), _first_bias(theta, time_context, shape)]
     head = jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in head])
     weights = [] if folded else [jnp.ravel(jnp.asarray(net[k], _f32)) for k in _FOLDED_WEIGHTS]
     return jnp.concatenate([head, *weights]), head.size
@@ -406,12 +430,14 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
     scalars, head_size = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None,
                                rounding)
     k = len(lopt.decays)
+    use_table = lopt.anchored_direction and cfg.anchor == "table"
     kernel = functools.partial(
         _kernel, n=n, shape=shape, d0=d0, d1=d1, decays=lopt.decays, b2=lopt.b2, eps=lopt.eps,
         clip=lopt.input_clip, update_clip=lopt.update_clip, hidden=lopt.hidden_size,
         block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
         anchored=lopt.anchored_direction, folded=folded,
-        salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size)
+        salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size,
+        anchor_size=anchor_table.table_size(lopt.hidden_size) if use_table else None)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
@@ -423,6 +449,10 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
                     jax.ShapeDtypeStruct((programs,), _f32)]
         inputs += [dist[0].reshape(n), dist[1].reshape(n)]
         aliases[7] = 3
+    if use_table:  # the anchored direction, a piecewise-linear function of the parameter input
+        net = theta["network"]
+        inputs.append(anchor_table.table(net["w0"][-1], _first_bias(theta, time_context, shape), net["w1"],
+                                         net["b1"], net["w2"][:, 0], net["b2"][0], clip=lopt.input_clip))
     call = tiles.call(kernel, outputs, rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
                       aliases=aliases, name="lopt_nominal_step", persistent=True)
     out, m_new, v_new, *rest = call(*inputs)

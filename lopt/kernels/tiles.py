@@ -59,6 +59,9 @@ class KernelConfig:
             pass: ``"kernel"``, one Pallas pass reading ``g`` and ``p`` once
             (:mod:`lopt.kernels.factored_stats`, where it applies), or ``"xla"``, three XLA
             reductions reading ``g`` twice and ``p`` once.
+        anchor: how the ``nominal`` step's anchored direction is computed in its main pass:
+            ``"table"``, looked up from its linear pieces (:mod:`lopt.kernels.anchor_table`), or
+            ``"network"``, a second pass of the network.
 
     Example:
         >>> KernelConfig(block=128, programs=1056).programs
@@ -76,6 +79,7 @@ class KernelConfig:
     precision: str = "tf32"
     programs: int | None = None
     statistics: str = "kernel"
+    anchor: str = "table"
 
     def __post_init__(self) -> None:
         for name in ("block", "reduce_block"):
@@ -90,6 +94,8 @@ class KernelConfig:
                              f"{sorted(_PRECISIONS)}.")
         if self.statistics not in ("kernel", "xla"):
             raise ValueError(f"KernelConfig: statistics={self.statistics!r} must be 'kernel' or 'xla'.")
+        if self.anchor not in ("table", "network"):
+            raise ValueError(f"KernelConfig: anchor={self.anchor!r} must be 'table' or 'network'.")
         p = self.programs
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
             raise ValueError(f"KernelConfig: programs={p!r} must be a positive int, or None for one "

@@ -140,8 +140,9 @@ def test_unsupported_config_and_byte_count():
         nominal_step.nominal_update(NominalLOpt(hidden_size=64), None, None, {}, None, {},
                                     interpret=True)
     # reductions: g twice, p once (12 B); main: g, p, 3 momenta, v read (24 B); written 20 B
-    assert nominal_step.bytes_per_param() == 12 + 24 + 20
-    assert nominal_step.bytes_per_param(apply=False) == 56 + 12 and nominal_step.passes() == 2
+    assert nominal_step.bytes_per_param() == 8 + 24 + 20  # statistics: g and p read once
+    assert nominal_step.bytes_per_param(statistics="xla") == 12 + 24 + 20  # g twice, p once
+    assert nominal_step.bytes_per_param(apply=False) == 52 + 12 and nominal_step.passes() == 2
 
 
 def test_optimizer_hook_uses_kernel_and_matches_xla():
@@ -172,12 +173,14 @@ DISTANCE = NominalLOpt(step_size="distance", relative_initial_distance=1e-5)
 ANCHORED = NominalLOpt(step_size="distance", relative_initial_distance=1e-5, anchored_direction=True)
 
 
-@pytest.mark.parametrize("config", [DISTANCE, ANCHORED], ids=["distance", "anchored"])
-def test_distance_step_trajectory_equals_xla(config):
+@pytest.mark.parametrize("config, anchor", [(DISTANCE, "table"), (ANCHORED, "table"), (ANCHORED, "network")],
+                         ids=["distance", "anchored_table", "anchored_network"])
+def test_distance_step_trajectory_equals_xla(config, anchor):
     """The pretrained optimizer's configs: the kernel also advances the distance estimate (and,
-    anchored, evaluates the network a second time with the gradient inputs at zero)."""
+    anchored, subtracts the direction at zero gradient inputs, looked up from its linear pieces or
+    from a second pass of the network)."""
     _check_distance_trajectory(config, {"s": (), "v": (7,), "m": (33, 5), "t4": (2, 3, 2, 5),
-                                        "big": (300, 3)})
+                                        "big": (300, 3)}, tiles.KernelConfig(anchor=anchor))
 
 
 def _check_distance_trajectory(config, shapes, cfg=None):
@@ -233,7 +236,7 @@ def test_distance_step_grad_wrt_theta_equals_xla_grad(anchored):
 
 def test_distance_byte_count():
     assert nominal_step.supported(DISTANCE)
-    assert nominal_step.bytes_per_param(distance=True) == 56 + 12  # + read grad_sum, x0; write sum
+    assert nominal_step.bytes_per_param(distance=True) == 52 + 12  # + read grad_sum, x0; write sum
 
 
 BF16_STATE = NominalLOpt(step_size="distance", relative_initial_distance=1e-5, anchored_direction=True,

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import math
 import os
 import re
 import subprocess
@@ -55,6 +56,8 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import refuse_existing_out, save
+
+from lopt.kernels import factored_stats
 
 HORIZON = 10_000
 SHAPE = (1024, 1024)  # the lowered tensor: its size only enters the kernels' index arithmetic
@@ -241,8 +244,10 @@ def analyse(arch: str, config: str, *, stages: int, capability: int) -> list[dic
         for name, ttir in triton_modules(step, *args):
             row = {"arch": arch, "variant": variant, "kernel": name, "block": block, "warps": warps}
             row.update(compile_module(ttir, warps, stages, capability))
-            # the reduction kernel of mlp walks its own block (KernelConfig.reduce_block = 1024)
-            rows_per_program = 1024 if "reduce" in name else block
+            # the reduction kernel of mlp walks its own block (KernelConfig.reduce_block = 1024), the
+            # nominal step's statistics kernel a tile of about 4,096 entries
+            rows_per_program = (1024 if "reduce" in name else math.prod(factored_stats.tile_shape(*SHAPE))
+                                if "factored_stats" in name else block)
             row["params_per_thread"] = rows_per_program / (32 * warps)
             row["instructions_per_param"] = row["instructions"] * 32 * warps / rows_per_program
             row["loads_per_param"] = row["opcodes"].get("LDG", 0) * 32 * warps / rows_per_program

@@ -85,7 +85,13 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
     "nominal": {"b512w4": tiles.KernelConfig(512, 1024, 4), "b256w4": tiles.KernelConfig(256, 1024, 4),
                 "b128w4": tiles.KernelConfig(128, 1024, 4)},
 }
-VARIANTS["pretrained"] = {**VARIANTS["nominal"], **PERSISTENT}
+# Each stop-55 change of the pretrained step's main pass undone, at the default launch: XLA's three
+# reductions for the statistics (12 B instead of 8), the anchored direction by a second network pass
+# instead of its table, and both (the stop-54 kernel, but for each dense sum starting at its bias).
+BEFORE = {"b512w4_xla_statistics": tiles.KernelConfig(512, 1024, 4, statistics="xla"),
+          "b512w4_network_anchor": tiles.KernelConfig(512, 1024, 4, anchor="network"),
+          "b512w4_stop54": tiles.KernelConfig(512, 1024, 4, statistics="xla", anchor="network")}
+VARIANTS["pretrained"] = {**VARIANTS["nominal"], **BEFORE, **PERSISTENT}
 # --sweep: a grid of launch configs per architecture instead (block, warps; mlp also its
 # reduction block), to choose the defaults from in one call
 SWEEP = {
@@ -157,6 +163,13 @@ def fused_apply_step(arch, lo, cfg, fixed_theta=None):
     return step
 
 
+def apply_bytes(arch, cfg):
+    """Bytes per parameter of ``arch``'s kernel writing params at launch ``cfg``: a nominal step whose
+    statistics come from XLA's reductions reads ``g`` once more (4 B)."""
+    extra = 4 if not arch.startswith("mlp") and cfg.statistics == "xla" else 0
+    return ARCH_BYTES[arch][1] + extra
+
+
 def timed_variants(arch, lo, theta, sweep=False):
     """``[(name, step, kernel mode, bytes per parameter or None)]`` of ``arch``, in the order they run:
     the XLA path (not in a sweep), the kernel through optax, the kernel writing params per launch
@@ -165,12 +178,12 @@ def timed_variants(arch, lo, theta, sweep=False):
     configs = launch_configs(arch, sweep).items()
     variants = [] if sweep else [("xla", optax_step(build), "xla", None)]
     variants += [("fused_optax", optax_step(build), "pallas", ARCH_BYTES[arch][0])]
-    variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla", ARCH_BYTES[arch][1])
+    variants += [(f"fused_apply_{name}", fused_apply_step(arch, lo, cfg), "xla", apply_bytes(arch, cfg))
                  for name, cfg in configs]
     if not arch.startswith("mlp"):  # the weights compiled in (a fixed theta), through optax and written directly
         variants += [("fused_optax_folded", optax_step(build, theta), "pallas", ARCH_BYTES[arch][0])]
         variants += [(f"fused_apply_folded_{name}", fused_apply_step(arch, lo, cfg, theta), "xla",
-                      ARCH_BYTES[arch][1]) for name, cfg in configs]
+                      apply_bytes(arch, cfg)) for name, cfg in configs]
     return variants
 
 

@@ -32,6 +32,7 @@ def test_bfloat16_inputs_are_squared_in_float32():
     g = (jnp.arange(24.0).reshape(4, 6) * 1e3).astype(jnp.bfloat16)  # squares overflow bfloat16's precision
     rows, cols, p2 = factored_means(g, g)
     np.testing.assert_allclose(rows, jnp.mean(jnp.square(g.astype(jnp.float32)), axis=1), rtol=1e-6)
+    np.testing.assert_allclose(cols, jnp.mean(jnp.square(g.astype(jnp.float32)), axis=0), rtol=1e-6)
     np.testing.assert_allclose(p2, jnp.mean(jnp.square(g.astype(jnp.float32))), rtol=1e-6)
 
 

@@ -273,12 +273,15 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     g = fetch("g")
     p = fetch("p")
     parameter_input = jnp.clip(p / p_rms, -clip, clip)
-    if anchor is not None:  # its probes depend only on p: made before the first store
-        table_ref, size = anchor
-        anchor_direction = anchor_table.lookup(lambda i: table_ref[i], parameter_input, size)
     v_old = fetch("v")
     v = b2 * v_old + (1.0 - b2) * (g * g)
     store(v_out, stored(tiles.finite_or(v, v_old), len(decays)))
+    if anchor is not None:
+        # After the first store, so the compilers keep its 7 dependent probes after the block's
+        # loads (placed before it, they were scheduled between the load of p and the others: a
+        # second round trip to memory); the network's arithmetic hides their latency.
+        table_ref, size = anchor
+        anchor_direction = anchor_table.lookup(lambda i: table_ref[i], parameter_input, size)
     ms = []
     for j, d in enumerate(decays):
         m_old = fetch(f"m{j}")

@@ -21,10 +21,12 @@ With ``step_size="distance"`` (the pretrained optimizer) the main pass also adva
 distance estimate (:mod:`lopt.learned.distance`): it reads the running gradient sum and the
 initial parameters ``x0``, writes the new sum, and each program writes its partial sums of
 ``<g, x0 - p>`` and ``|new sum|``, which XLA adds into the new estimate: 64 bytes in all.
-With ``anchored_direction=True`` the direction at zero gradient inputs is subtracted: for one
-tensor and step it is a piecewise-linear function of the parameter input alone, which the main
-pass looks up from a small table (:mod:`lopt.kernels.anchor_table`, ``KernelConfig(anchor="table")``)
-or evaluates by a second pass of the network (``anchor="network"``): arithmetic, no more bytes.
+With ``anchored_direction=True`` the direction at zero gradient inputs is subtracted: the main
+pass evaluates the network a second time on the parameter input alone (``KernelConfig(anchor=
+"network")``, the default), or, since for one tensor and step that is a piecewise-linear function
+of the parameter input, looks it up from a small table (``anchor="table"``,
+:mod:`lopt.kernels.anchor_table`: fewer instructions, not faster on an H100): arithmetic either
+way, no more bytes.
 Tensors of rank < 2 (biases, scales: an unfactored accumulator per element) and empty
 tensors take the XLA path inside the same step. Gradients come from the XLA path.
 

@@ -6,6 +6,10 @@
 # Extra arguments go to lopt.pretrained.campaign after the script's own (a later --set wins), and
 # are recorded with the session in state.json.
 #
+# Run it alone in its call: a call returns at most 8 files and this script leaves exactly 8 in $OUT.
+# Anything else written there takes a session file's place (stop 55: two benchmark files after the
+# session cost it run/warm_start.safetensors and run/metrics.jsonl, and the session could not be adopted).
+#
 # Reads the committed campaign/ state, meta-trains for MINUTES of wall time (set-up and compilation
 # included), checkpoints the warm start (and a theta snapshot) every minute, and leaves in $OUT:
 # campaign.log, c/state.json, c/run/{metrics.jsonl,warm_start.safetensors,config.json}, c/thetas.tgz

@@ -89,9 +89,9 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
 # reductions for the statistics (12 B instead of the statistics kernel's 8; otherwise the stop-54
 # kernel but for each dense sum starting at its bias), and the anchored direction from its table
 # instead of a second network pass (40 fewer instructions per parameter).
-BEFORE = {"b512w4_xla_statistics": tiles.KernelConfig(512, 1024, 4, statistics="xla"),
-          "b512w4_table_anchor": tiles.KernelConfig(512, 1024, 4, anchor="table")}
-VARIANTS["pretrained"] = {**VARIANTS["nominal"], **BEFORE, **PERSISTENT}
+ALTERNATIVES = {"b512w4_xla_statistics": tiles.KernelConfig(512, 1024, 4, statistics="xla"),
+                "b512w4_table_anchor": tiles.KernelConfig(512, 1024, 4, anchor="table")}
+VARIANTS["pretrained"] = {**VARIANTS["nominal"], **ALTERNATIVES, **PERSISTENT}
 # --sweep: a grid of launch configs per architecture instead (block, warps; mlp also its
 # reduction block), to choose the defaults from in one call
 SWEEP = {

@@ -42,6 +42,7 @@ import fnmatch
 import os
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 
@@ -51,6 +52,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
+import jax_trace
 from common import default_path, refuse_existing_out, save
 from step_overhead import NUM_LAYERS, make_params
 
@@ -324,6 +326,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", default=None, metavar="PATTERN",
                         help="time only the variants whose names match one of these shell patterns "
                              "(e.g. 'fused_apply_folded_*' 'xla'); Adam is always timed")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing each variant, profile 5 more steps of it and record and print the "
+                             "device time per kernel (jax.profiler; e.g. the statistics pass against the main pass)")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
@@ -387,6 +392,10 @@ def main(argv=None) -> int:
                     rows.append(r)
                     print(f"  {n / 1e6:.0f}M {arch} {name}: {ms:.3f} ms ({ms / adam_ms:.2f}x adam "
                           f"{adam_ms:.3f} ms)", flush=True)
+                    if args.profile:
+                        r["profile"] = jax_trace.profile_calls(
+                            timed.run, 5, tempfile.mkdtemp(prefix="lopt-kernel-trace-"), top=12)
+                        jax_trace.print_summary(f"    {arch} {name}", r["profile"])
                     del timed
                 except Exception as e:  # noqa: BLE001
                     payload["errors"].append(f"{arch} {name} {n}: {type(e).__name__}: {str(e)[:1500]}")

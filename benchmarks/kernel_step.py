@@ -18,7 +18,10 @@ One run does everything (it is meant for one short call on a rented GPU):
    vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
 
 Reports ms per step, ratio to Adam, bytes per parameter the implementation must move and
-the bandwidth that implies, as a fraction of the measured ceiling.
+the bandwidth that implies, as a fraction of the measured ceiling. With ``--profile``, each timed
+variant is also profiled over 5 more steps (``jax_trace``): the device time per kernel (for
+the pretrained step, its statistics pass against its main pass and XLA's small kernels), kept in
+the variant's row and printed.
 
 Usage (on the GPU machine):
     PYTHONPATH=$PWD python3 benchmarks/kernel_step.py --sizes 1e8 1e7 --out $OUT/kernel_step.json \

@@ -5,7 +5,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
-import kernel_step  # noqa: E402
+import kernel_step
 
 
 def test_profile_records_the_kernels_of_each_timed_variant(tmp_path):

@@ -54,10 +54,6 @@ def applies(shape: Sequence[int]) -> bool:
     return dims is not None and math.prod(shape) > 0 and set(dims) == {len(shape) - 2, len(shape) - 1}
 
 
-def _power_of_two_at_least(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 def tile_shape(rows: int, cols: int) -> tuple[int, int]:
     """``(tile_rows, tile_cols)`` of a program: powers of two, at least 16 each, about
     4,096 elements, no wider than the tensor needs.
@@ -66,8 +62,8 @@ def tile_shape(rows: int, cols: int) -> tuple[int, int]:
         >>> tile_shape(1024, 4096), tile_shape(10, 7), tile_shape(50_000, 3)
         ((32, 128), (16, 16), (256, 16))
     """
-    tile_cols = min(max(16, _power_of_two_at_least(cols)), _MAX_COLS)
-    tile_rows = min(max(16, _TILE_ELEMENTS // tile_cols), max(16, _power_of_two_at_least(rows)))
+    tile_cols = min(tiles.block_size(cols), _MAX_COLS)
+    tile_rows = min(max(16, _TILE_ELEMENTS // tile_cols), tiles.block_size(rows))
     return tile_rows, tile_cols
 
 

@@ -73,7 +73,7 @@ def supported(lopt: Any) -> bool:
 
 def tile_width(num_decays: int) -> int:
     """Columns of the feature tile: momenta, gradient, parameter, ones; a power of two >= 16."""
-    return max(16, 1 << (num_decays + 3 - 1).bit_length())
+    return tiles.block_size(num_decays + 3)
 
 
 def passes() -> int:

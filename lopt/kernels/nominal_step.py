@@ -388,9 +388,10 @@ def _first_bias(theta, time_context, shape):
     return net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
 
 
-def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, rounding):
+def _pack(lopt, theta, t, lr, bias, shape, p_rms, weight, folded, rounding):
     """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
-    weight ``w_t``, or ``None`` without one; ``folded``: the network weights are compiled in, so
+    weight ``w_t``, or ``None`` without one; ``bias``: the first layer's, :func:`_first_bias`;
+    ``folded``: the network weights are compiled in, so
     only the first layer's bias is packed of the network; ``rounding``: bfloat16 state, whose
     stochastic rounding needs the step count ``t``, packed first). Returns them and how many come
     before the network's weights (the kernel reads those before any store)."""
@@ -399,7 +400,7 @@ def _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded, roundi
     mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
         nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
     head = [*([t] if rounding else []), 1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t),
-            lr * mult, *([] if weight is None else [weight]), _first_bias(theta, time_context, shape)]
+            lr * mult, *([] if weight is None else [weight]), bias]
     head = jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in head])
     weights = [] if folded else [jnp.ravel(jnp.asarray(net[k], _f32)) for k in _FOLDED_WEIGHTS]
     return jnp.concatenate([head, *weights]), head.size
@@ -432,7 +433,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
     if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
         weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]
     rounding = lopt.state_dtype == "bfloat16"
-    scalars, head_size = _pack(lopt, theta, t, lr, time_context, shape, p_rms, weight, folded is not None,
+    bias = _first_bias(theta, time_context, shape)
+    scalars, head_size = _pack(lopt, theta, t, lr, bias, shape, p_rms, weight, folded is not None,
                                rounding)
     k = len(lopt.decays)
     use_table = lopt.anchored_direction and cfg.anchor == "table"
@@ -456,8 +458,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
         aliases[7] = 3
     if use_table:  # the anchored direction, a piecewise-linear function of the parameter input
         net = theta["network"]
-        inputs.append(anchor_table.table(net["w0"][-1], _first_bias(theta, time_context, shape), net["w1"],
-                                         net["b1"], net["w2"][:, 0], net["b2"][0], clip=lopt.input_clip))
+        inputs.append(anchor_table.table(net["w0"][-1], bias, net["w1"], net["b1"], net["w2"][:, 0],
+                                         net["b2"][0], clip=lopt.input_clip))
     call = tiles.call(kernel, outputs, rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
                       aliases=aliases, name="lopt_nominal_step", persistent=True)
     out, m_new, v_new, *rest = call(*inputs)

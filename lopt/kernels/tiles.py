@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-__all__ = ["KernelConfig", "call", "dot", "load_rows", "load_tile", "row_ids", "store_rows",
+__all__ = ["KernelConfig", "block_size", "call", "dot", "load_rows", "load_tile", "row_ids", "store_rows",
            "store_tile", "with_reference_vjp"]
 
 _PRECISIONS = {
@@ -101,6 +101,17 @@ class KernelConfig:
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
             raise ValueError(f"KernelConfig: programs={p!r} must be a positive int, or None for one "
                              "program per block.")
+
+
+def block_size(n: int) -> int:
+    """The smallest power of two >= ``n`` and >= 16: a block dimension covering ``n`` entries
+    (the Triton lowering takes only power-of-two blocks; the excess is masked off).
+
+    Example:
+        >>> block_size(3), block_size(16), block_size(100)
+        (16, 16, 128)
+    """
+    return max(16, 1 << max(0, n - 1).bit_length())
 
 
 def _start(block: int, index: Any) -> jax.Array:

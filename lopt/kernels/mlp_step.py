@@ -194,7 +194,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
             precision=None if interpret else cfg.precision, salt=leaf if rounding else None),
         [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), m.dtype)],
-        rows=n, block=cfg.block, cfg=cfg, interpret=interpret, aliases={2: 1},
+        rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
+        aliases={2: 1, **({1: 0} if apply else {})},  # params in place when written (apply)
         name="lopt_mlp_step")
     steps = [jnp.reshape(step, (1,)).astype(_f32)] if rounding else []
     out, m_new = main(g1, p1, m2, coef, w0, *hidden, wout, bout, *steps)

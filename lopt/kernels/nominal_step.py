@@ -449,7 +449,9 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
               col_factor.reshape(-1), scalars]
-    aliases = {2: 1, 3: 2}
+    # the state is updated in place; so are the params when the kernel writes them (apply): each
+    # program reads its block before its first store, and the new params need no buffer of their own
+    aliases = {2: 1, 3: 2, **({1: 0} if apply else {})}
     if dist is not None:
         programs = tiles.program_count(n, cfg.block, cfg)  # one partial sum per program
         outputs += [jax.ShapeDtypeStruct((n,), dist[0].dtype), jax.ShapeDtypeStruct((programs,), _f32),

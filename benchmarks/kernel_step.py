@@ -21,7 +21,8 @@ Reports ms per step, ratio to Adam, bytes per parameter the implementation must 
 the bandwidth that implies, as a fraction of the measured ceiling. With ``--profile``, each timed
 variant is also profiled over 5 more steps (``jax_trace``): the device time per kernel (for
 the pretrained step, its statistics pass against its main pass and XLA's small kernels), kept in
-the variant's row and printed.
+the variant's row and printed. Every row also holds ``hlo`` (``hlo_summary``): the compiled step's
+kernel calls, fusions, copies and loops, the launches that cost time per step whatever the size.
 
 Usage (on the GPU machine):
     PYTHONPATH=$PWD python3 benchmarks/kernel_step.py --sizes 1e8 1e7 --out $OUT/kernel_step.json \
@@ -55,6 +56,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
+import hlo_summary
 import jax_trace
 from common import default_path, refuse_existing_out, save
 from step_overhead import NUM_LAYERS, make_params
@@ -392,9 +394,12 @@ def main(argv=None) -> int:
                         r["GBps"] = nbytes * n / (ms * 1e-3) / 1e9
                         r["frac_of_copy_bw"] = r["GBps"] * 1e9 / bw
                         r["bound_ms"] = nbytes * n / bw * 1e3
+                    r["hlo"] = h = hlo_summary.summarise(timed.fn.as_text())
                     rows.append(r)
                     print(f"  {n / 1e6:.0f}M {arch} {name}: {ms:.3f} ms ({ms / adam_ms:.2f}x adam "
-                          f"{adam_ms:.3f} ms)", flush=True)
+                          f"{adam_ms:.3f} ms); program: {h['custom_calls']} kernel calls, "
+                          f"{h['fusions']} fusions, {h['copies']} copies ({h['copy_bytes'] / 1e6:.1f} MB), "
+                          f"{h['while_loops']} loops ({h['while_trips']} trips)", flush=True)
                     if args.profile:
                         r["profile"] = jax_trace.profile_calls(
                             timed.run, 5, tempfile.mkdtemp(prefix="lopt-kernel-trace-"), top=12)

@@ -47,10 +47,11 @@ def summarise(hlo_text: str) -> dict:
     """Counts of the launches in an optimized HLO module's text (``compiled.as_text()``).
 
     Returns:
-        ``{"copies", "copy_bytes", "while_loops", "while_trips", "custom_calls", "fusions",
-        "copy_shapes"}``: copies and their bytes, loops and their trips (unknown trip counts
-        count 1), custom calls (Pallas/Triton kernels among them) and fusions, per run of the
-        program; loop bodies count once per trip. ``copy_shapes``: the shapes copied, by count.
+        ``{"copies", "copy_bytes", "loop_copies", "loop_copy_bytes", "while_loops", "while_trips",
+        "custom_calls", "fusions", "copy_shapes"}``: copies and their bytes (``loop_*``: those
+        inside loops), loops and their trips (unknown trip counts count 1), custom calls
+        (Pallas/Triton kernels among them) and fusions, per run of the program; loop bodies count
+        once per trip. ``copy_shapes``: the shapes copied, by count.
     """
     computations: dict[str, list[tuple[str, str, str]]] = {}
     entry, current = None, None
@@ -68,27 +69,30 @@ def summarise(hlo_text: str) -> dict:
     if entry is None:
         raise ValueError("summarise: no ENTRY computation in this text; pass compiled.as_text() of "
                          "a jitted function (jax.jit(f).lower(...).compile().as_text()).")
-    counts = {"copies": 0, "copy_bytes": 0, "while_loops": 0, "while_trips": 0, "custom_calls": 0,
-              "fusions": 0, "copy_shapes": {}}
+    counts = {"copies": 0, "copy_bytes": 0, "loop_copies": 0, "loop_copy_bytes": 0, "while_loops": 0,
+              "while_trips": 0, "custom_calls": 0, "fusions": 0, "copy_shapes": {}}
 
-    def visit(name: str, times: int) -> None:
+    def visit(name: str, times: int, in_loop: bool = False) -> None:
         for opcode, shape, line in computations.get(name, []):
             if opcode == "copy":
                 counts["copies"] += times
                 counts["copy_bytes"] += times * _bytes(shape)
+                if in_loop:
+                    counts["loop_copies"] += times
+                    counts["loop_copy_bytes"] += times * _bytes(shape)
                 counts["copy_shapes"][shape] = counts["copy_shapes"].get(shape, 0) + times
             elif opcode == "custom-call":
                 counts["custom_calls"] += times
             elif opcode == "fusion":
                 counts["fusions"] += times
             elif opcode == "call" and (m := _CALLED.search(line)):  # XLA:CPU wraps loops in calls
-                visit(m.group(1), times)
+                visit(m.group(1), times, in_loop)
             elif opcode == "while":
                 trips = int(m.group(1)) if (m := _TRIPS.search(line)) else 1
                 counts["while_loops"] += times
                 counts["while_trips"] += times * trips
                 for callee in _CALLEE.findall(line):  # body and condition, once per trip
-                    visit(callee, times * trips)
+                    visit(callee, times * trips, True)
 
     visit(entry, 1)
     return counts

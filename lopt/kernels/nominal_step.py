@@ -248,6 +248,9 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     out_ref, m_out, v_out, gs_out = out_refs
     # Stored state keeps its old value where the new one is not finite, the update is 0 there
     # (lopt.learned.mask_non_finite, here in the same pass); the step itself uses the new values.
+    # (The XLA path reads the kept values and zeroes the update where g**2 is not finite: the same
+    # result except where a finite |g| > 1.8e19 meets an unanchored direction: the update is then
+    # the network's output at zero gradient inputs here, and 0 there.)
     # bfloat16 state (salt is not None): stored values are rounded stochastically with the bits of
     # lopt.learned.stochastic_rounding, from this entry's (global) index, the step (the first packed
     # scalar) and the tensor's salt, exactly as the XLA path rounds them.

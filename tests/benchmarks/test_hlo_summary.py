@@ -65,3 +65,24 @@ def test_reads_a_program_jax_compiled():
 def test_refuses_text_without_an_entry():
     with pytest.raises(ValueError, match="no ENTRY computation"):
         hlo_summary.summarise("%fused (p: f32[2]) -> f32[2] {\n}\n")
+
+
+def test_pretrained_step_writes_its_momenta_and_second_moment_in_place():
+    """The XLA path reads each per-entry accumulator once, where it writes the new one (stop 56):
+    a donated step copies none of them (the params and the distance step's gradient sum, which its
+    sums read again, still are)."""
+    import optax
+
+    import lopt
+
+    params = {"w": jnp.ones((64, 32)) * 0.01, "b": jnp.zeros((32,))}
+    opt = lopt.pretrained.optimizer(num_steps=100)
+
+    def step(p, s, g):
+        updates, s = opt.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), params).compile().as_text()
+    shapes = hlo_summary.summarise(text)["copy_shapes"]
+    assert not [s for s in shapes if s.startswith(("f32[64,32,3]", "f32[32,3]"))]  # the momenta
+    assert shapes.get("f32[64,32]{1,0}", 0) <= 2  # params and gradient sum, not the second moment

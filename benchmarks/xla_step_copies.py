@@ -68,7 +68,8 @@ def measure(name: str, params: dict, *, loop: int = 20, repeats: int = 3) -> dic
     one = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
     many = jax.jit(unroll).lower(params, state).compile()
     s1, sn = hlo_summary.summarise(one.as_text()), hlo_summary.summarise(many.as_text())
-    carry = [jax.tree.map(jnp.copy, params), opt.init(params)]
+    # copies: the donated step deletes its arguments, and a state may hold the params themselves
+    carry = [jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, opt.init(params))]
 
     def donated():
         carry[0], carry[1] = one(carry[0], carry[1], grads)

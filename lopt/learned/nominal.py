@@ -108,6 +108,21 @@ def _keep_finite(new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(new), new, jax.lax.stop_gradient(old).astype(new.dtype))
 
 
+def _distance_update(state: D.DistanceState, grads: Any, params: Any, *, weight: Any,
+                     decay: float) -> D.DistanceState:
+    """:func:`lopt.learned.distance.update` with the new gradient sum's non-finite entries kept at
+    their old values before ``||sum||_1`` is taken, so that the old sum is read once (see the
+    accumulators in ``update``). The estimate is the same: a non-finite entry of the sum comes from
+    a non-finite gradient entry, which makes ``<g, x0 - x>`` and so the new estimate non-finite,
+    and the step keeps the old one either way (up to a finite ``w * g`` that overflows)."""
+    leaves = zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(state.params0))
+    dot = sum(jnp.vdot(g.astype(_f32), (p0 - p.astype(_f32))) for g, p, p0 in leaves)
+    grad_sum = jax.tree.map(lambda s, g: _keep_finite(D.next_grad_sum(s, g, weight=weight, decay=decay), s),
+                            state.grad_sum, grads)
+    l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree.leaves(grad_sum))
+    return D.advance(state, dot=dot, grad_sum=grad_sum, l1=l1, weight=weight, decay=decay)
+
+
 def _widen(state: NominalState) -> NominalState:
     """The state with its per-parameter arrays in float32 (a no-op for float32 state)."""
     distance = state.distance
@@ -379,23 +394,21 @@ class NominalLOpt(base.LearnedOptimizer):
             distance = state.distance
             if distance is not None:  # this step uses the current estimate; the next one the updated
                 step_distance = distance.distance
-                distance = D.update(distance, grads, params, weight=jnp.square(step_distance) * lr,
-                                    decay=self.distance_decay)
+                distance = _distance_update(distance, grads, params, weight=jnp.square(step_distance) * lr,
+                                            decay=self.distance_decay)
                 lr = lr * step_distance
             # A non-finite new entry of a per-entry accumulator keeps its old value, and the step
             # reads the kept values, so the old state is read once, by the fusion that writes the
             # new one in its place. Read raw, the accumulators were fused into the network's
             # kernels, which read the old state after its buffers could be overwritten, and XLA
-            # copied every one first (stop 56, CPU, a donated step on 1.6M parameters: 16 copies
-            # of 31.5 MB -> 10 of 6.3 MB, 10.7 -> 7.1-7.9 ms; 20 steps in a loop: 674 -> 170 MB
-            # copied, 19.1 -> 15.7-16.8 ms a step). Where g**2 is not finite (NaN, inf, |g| >
-            # 1.8e19: the entries whose accumulators may not be) the update is 0, as NaN and inf
-            # made it before.
+            # copied every one first (stop 56, CPU, a donated step on 2M parameters in 8 layers,
+            # `python benchmarks/xla_step_copies.py`: 75 copies of 40.1 MB -> 35 of 8.0 MB, the
+            # params; 21.5 -> 9.6 ms with the gradient sum still copied). The distance step's
+            # gradient sum is kept the same way (_distance_update). Where g**2 is not finite (NaN,
+            # inf, |g| > 1.8e19: the entries whose accumulators may not be) the update is 0, as NaN
+            # and inf made it before.
             momentum = jax.tree.map(_keep_finite, momentum, state.momentum)
             rms = jax.tree.map(_keep_finite, rms, state.rms)
-            if distance is not None:
-                distance = distance._replace(
-                    grad_sum=jax.tree.map(_keep_finite, distance.grad_sum, state.distance.grad_sum))
             time_context = F.fraction_embedding(fraction)
             m_correction = 1.0 / (1.0 - decays ** t)
             v_correction = 1.0 / (1.0 - self.b2 ** t)

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 from typing import Any
 
 import jax
@@ -382,28 +381,17 @@ def folded_weights(theta: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for x in parts for v in np.asarray(x, np.float32).ravel())
 
 
-def _first_bias(theta, time_context, shape):
-    """The first layer's bias of a factored tensor this step: ``b0`` plus the context's projection."""
-    tensor_context = jnp.asarray(
-        [0.0, math.log10(max(int(np.prod(shape)), 1)) / 4.0,
-         math.log10(nominal._fan_in(shape)) / 4.0], _f32)
-    net = theta["network"]
-    return net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
-
-
 def _pack(lopt, theta, t, lr, bias, shape, p_rms, weight, folded, rounding):
     """Per-tensor scalars, in the order the kernel reads them (``weight``: the distance estimate's
-    weight ``w_t``, or ``None`` without one; ``bias``: the first layer's, :func:`_first_bias`;
+    weight ``w_t``, or ``None`` without one; ``bias``: the first layer's this step;
     ``folded``: the network weights are compiled in, so
     only the first layer's bias is packed of the network; ``rounding``: bfloat16 state, whose
     stochastic rounding needs the step count ``t``, packed first). Returns them and how many come
     before the network's weights (the kernel reads those before any store)."""
     net = theta["network"]
     decays = jnp.asarray(lopt.decays, _f32)
-    mult = jnp.exp(theta["log_tensor_mult"][1] - theta["mup_exponent"] * math.log(
-        nominal._fan_in(shape) / nominal.FAN_IN_REFERENCE))
     head = [*([t] if rounding else []), 1.0 / (1.0 - lopt.b2 ** t), p_rms + 1e-8, 1.0 / (1.0 - decays ** t),
-            lr * mult, *([] if weight is None else [weight]), bias]
+            lr * nominal._tensor_multiplier(theta, shape), *([] if weight is None else [weight]), bias]
     head = jnp.concatenate([jnp.ravel(jnp.asarray(x, _f32)) for x in head])
     weights = [] if folded else [jnp.ravel(jnp.asarray(net[k], _f32)) for k in _FOLDED_WEIGHTS]
     return jnp.concatenate([head, *weights]), head.size
@@ -436,7 +424,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
     if dist is not None:  # NominalLOpt's distance step: base step lr * d, sums weighted d**2 * lr
         weight, lr = jnp.square(dist[2]) * lr, lr * dist[2]
     rounding = lopt.state_dtype == "bfloat16"
-    bias = _first_bias(theta, time_context, shape)
+    bias = nominal._first_layer_bias(theta["network"], time_context, shape)
     scalars, head_size = _pack(lopt, theta, t, lr, bias, shape, p_rms, weight, folded is not None,
                                rounding)
     k = len(lopt.decays)

@@ -94,6 +94,18 @@ def _cast_like(updates: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(lambda u, p: u.astype(jnp.result_type(p)), updates, like)
 
 
+def keep_finite(new: Array, old: Array) -> Array:
+    """``new``, with ``old`` where ``new`` is NaN or infinite; ``old`` is a constant for
+    differentiation. In ``new``'s dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> keep_finite(jnp.array([2.0, jnp.nan, jnp.inf]), jnp.array([1.0, 1.0, 1.0])).tolist()
+        [2.0, 1.0, 1.0]
+    """
+    return jnp.where(jnp.isfinite(new), new, jax.lax.stop_gradient(old)).astype(jnp.result_type(new))
+
+
 def mask_non_finite(updates: PyTree, new_state: PyTree, old_state: PyTree) -> tuple[PyTree, PyTree]:
     """Zero every NaN or infinite update entry and keep the old value of every non-finite state entry.
 
@@ -123,7 +135,7 @@ def mask_non_finite(updates: PyTree, new_state: PyTree, old_state: PyTree) -> tu
     def keep(new: Array, old: Array) -> Array:
         if new is old or not jnp.issubdtype(jnp.result_type(new), jnp.inexact):
             return new
-        return jnp.where(jnp.isfinite(new), new, jax.lax.stop_gradient(old)).astype(jnp.result_type(new))
+        return keep_finite(new, old)
 
     return updates, jax.tree.map(keep, new_state, old_state)
 

@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt.learned.base import keep_finite
+
 __all__ = ["DistanceState", "advance", "dtype_resolution", "init", "start_distance", "update"]
 
 _f32 = jnp.float32
@@ -131,11 +133,17 @@ def update(state: DistanceState, grads: Any, params: Any, *, weight: Any, decay:
         decay: ``beta`` of both running sums (Prodigy: ``sqrt(b2)``).
 
     Returns:
-        The new state; its ``distance`` is never below the previous one.
+        The new state; its ``distance`` is never below the previous one. A non-finite entry of the
+        new gradient sum keeps its old value before ``||sum||_1`` is taken (a caller's step then
+        reads the old sum once, where it writes the new one: no copy of it first). The estimate is
+        as with the raw sum: a non-finite entry comes from a non-finite gradient entry, which makes
+        ``<g, x0 - x>`` and so the new estimate non-finite, for the caller to keep the old one
+        (up to a finite ``weight * g`` that overflows).
     """
     leaves = zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(state.params0))
     dot = sum(jnp.vdot(g.astype(_f32), (p0 - p.astype(_f32))) for g, p, p0 in leaves)
-    grad_sum = jax.tree.map(lambda s, g: next_grad_sum(s, g, weight=weight, decay=decay), state.grad_sum, grads)
+    grad_sum = jax.tree.map(lambda s, g: keep_finite(next_grad_sum(s, g, weight=weight, decay=decay), s),
+                            state.grad_sum, grads)
     l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree.leaves(grad_sum))
     return advance(state, dot=dot, grad_sum=grad_sum, l1=l1, weight=weight, decay=decay)
 

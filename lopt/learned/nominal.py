@@ -103,24 +103,22 @@ def _cast(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda x: x.astype(dtype), tree)
 
 
-def _keep_finite(new: jax.Array, old: jax.Array) -> jax.Array:
-    """``new``, with ``old`` (a constant for differentiation) where ``new`` is not finite."""
-    return jnp.where(jnp.isfinite(new), new, jax.lax.stop_gradient(old).astype(new.dtype))
+def _first_layer_bias(net: dict, time_context: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The first layer's bias for a tensor of ``shape`` this step: ``b0`` plus the projection of the
+    step's time context and the tensor's (is it a vector, log size, log fan-in)."""
+    tensor_context = jnp.asarray(
+        [float(len(shape) < 2), math.log10(max(int(np.prod(shape)), 1)) / 4.0,
+         math.log10(_fan_in(shape)) / 4.0], _f32)
+    return net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
 
 
-def _distance_update(state: D.DistanceState, grads: Any, params: Any, *, weight: Any,
-                     decay: float) -> D.DistanceState:
-    """:func:`lopt.learned.distance.update` with the new gradient sum's non-finite entries kept at
-    their old values before ``||sum||_1`` is taken, so that the old sum is read once (see the
-    accumulators in ``update``). The estimate is the same: a non-finite entry of the sum comes from
-    a non-finite gradient entry, which makes ``<g, x0 - x>`` and so the new estimate non-finite,
-    and the step keeps the old one either way (up to a finite ``w * g`` that overflows)."""
-    leaves = zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(state.params0))
-    dot = sum(jnp.vdot(g.astype(_f32), (p0 - p.astype(_f32))) for g, p, p0 in leaves)
-    grad_sum = jax.tree.map(lambda s, g: _keep_finite(D.next_grad_sum(s, g, weight=weight, decay=decay), s),
-                            state.grad_sum, grads)
-    l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree.leaves(grad_sum))
-    return D.advance(state, dot=dot, grad_sum=grad_sum, l1=l1, weight=weight, decay=decay)
+def _tensor_multiplier(theta: dict[str, Any], shape: tuple[int, ...]) -> jax.Array:
+    """The step's multiplier for a tensor of ``shape``: ``exp`` of theta's vector or matrix
+    multiplier, matrices also scaled by ``(fan_in / FAN_IN_REFERENCE) ** -mup_exponent``."""
+    if len(shape) < 2:
+        return jnp.exp(theta["log_tensor_mult"][0])
+    return jnp.exp(theta["log_tensor_mult"][1]
+                   - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE))
 
 
 def _widen(state: NominalState) -> NominalState:
@@ -394,8 +392,8 @@ class NominalLOpt(base.LearnedOptimizer):
             distance = state.distance
             if distance is not None:  # this step uses the current estimate; the next one the updated
                 step_distance = distance.distance
-                distance = _distance_update(distance, grads, params, weight=jnp.square(step_distance) * lr,
-                                            decay=self.distance_decay)
+                distance = D.update(distance, grads, params, weight=jnp.square(step_distance) * lr,
+                                    decay=self.distance_decay)
                 lr = lr * step_distance
             # A non-finite new entry of a per-entry accumulator keeps its old value, and the step
             # reads the kept values, so the old state is read once, by the fusion that writes the
@@ -404,11 +402,11 @@ class NominalLOpt(base.LearnedOptimizer):
             # copied every one first (stop 56, CPU, a donated step on 2M parameters in 8 layers,
             # `python benchmarks/xla_step_copies.py`: 75 copies of 40.1 MB -> 35 of 8.0 MB, the
             # params; 21.5 -> 9.6 ms with the gradient sum still copied). The distance step's
-            # gradient sum is kept the same way (_distance_update). Where g**2 is not finite (NaN,
+            # gradient sum is kept the same way (lopt.learned.distance.update). Where g**2 is not finite (NaN,
             # inf, |g| > 1.8e19: the entries whose accumulators may not be) the update is 0, as NaN
             # and inf made it before.
-            momentum = jax.tree.map(_keep_finite, momentum, state.momentum)
-            rms = jax.tree.map(_keep_finite, rms, state.rms)
+            momentum = jax.tree.map(base.keep_finite, momentum, state.momentum)
+            rms = jax.tree.map(base.keep_finite, rms, state.rms)
             time_context = F.fraction_embedding(fraction)
             m_correction = 1.0 / (1.0 - decays ** t)
             v_correction = 1.0 / (1.0 - self.b2 ** t)
@@ -429,17 +427,8 @@ class NominalLOpt(base.LearnedOptimizer):
                 p_rms = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-30) if p.size else jnp.zeros((), _f32)
                 inputs = [g * precond, *moments, fg[..., 0], p / (p_rms + 1e-8)]
                 inputs = [jnp.clip(x, -clip, clip) for x in inputs]
-                is_vector = len(shape) < 2
-                tensor_context = jnp.asarray(
-                    [float(is_vector), math.log10(max(int(np.prod(shape)), 1)) / 4.0,
-                     math.log10(_fan_in(shape)) / 4.0], _f32)
-                bias = net["b0"] + jnp.concatenate([time_context, tensor_context]) @ net["w_context"]
-                if is_vector:
-                    mult = jnp.exp(theta["log_tensor_mult"][0])
-                else:
-                    mult = jnp.exp(theta["log_tensor_mult"][1]
-                                   - theta["mup_exponent"] * math.log(_fan_in(shape) / FAN_IN_REFERENCE))
-                tensors.append((inputs, moments[0], bias, lr * mult))
+                tensors.append((inputs, moments[0], _first_layer_bias(net, time_context, shape),
+                                lr * _tensor_multiplier(theta, shape)))
             if self.concatenate_tensors and len(tensors) > 1:
                 steps = self._steps_concatenated(net, tensors, [g.shape for g in flat_g])
             else:

@@ -479,8 +479,9 @@ def _reference_leaf(lopt, apply, has_horizon, leaf, g, p, m, v, acc, dist, theta
     update = updates["x"].astype(jnp.result_type(p))
     dist_out = None
     if dist is not None:
-        # ||new sum||_1 of the float32 sum, before a bfloat16 state's rounding, as the whole-tree
-        # XLA step takes it (lopt.learned.distance.update)
+        # ||new sum||_1 of the raw float32 sum, before a bfloat16 state's rounding, as the kernel's
+        # pass takes it (the whole-tree XLA step takes it of the sum with non-finite entries kept
+        # old: the same estimate, lopt.learned.distance.update says why)
         _, lr, _ = _step_scalars(lopt, theta, count + 1, num_steps if has_horizon else None)
         exact = D.next_grad_sum(grad_sum, g, weight=jnp.square(d) * lr, decay=lopt.distance_decay)
         dist_out = (new.distance.grad_sum["x"], jnp.vdot(g.astype(_f32), x0.astype(_f32) - p.astype(_f32)),

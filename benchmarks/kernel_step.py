@@ -87,7 +87,10 @@ ARCH_BYTES = {"mlp": (mlp_step.bytes_per_param(apply=False), mlp_step.bytes_per_
 PERSISTENT = {f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p in (132 * 8, 132 * 16)}
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
-            "b256w8": tiles.KernelConfig(256, 1024, 8)},
+            "b256w8": tiles.KernelConfig(256, 1024, 8),
+            # the reduction pass in 256-row programs: 63 registers and 32 resident warps per SM
+            # instead of 168 and 12 at 1,024 rows (benchmarks/kernel_sass.py; stop 57)
+            "b128w4r256": tiles.KernelConfig(128, 256, 4), "b256w4r256": tiles.KernelConfig(256, 256, 4)},
     # nominal_step.DEFAULT_CONFIG (512 x 4) first, then the two earlier defaults
     "nominal": {"b512w4": tiles.KernelConfig(512, 1024, 4), "b256w4": tiles.KernelConfig(256, 1024, 4),
                 "b128w4": tiles.KernelConfig(128, 1024, 4)},
@@ -199,7 +202,7 @@ def variant_names(arch, sweep=False):
 
     Example:
         >>> variant_names("mlp")
-        ['xla', 'fused_optax', 'fused_apply_b256w4', 'fused_apply_b128w4', 'fused_apply_b256w8']
+        ['xla', 'fused_optax', 'fused_apply_b256w4', 'fused_apply_b128w4', 'fused_apply_b256w8', 'fused_apply_b128w4r256', 'fused_apply_b256w4r256']
     """
     lo = learned_optimizer(arch)
     return [v[0] for v in timed_variants(arch, lo, trained_like_theta(arch, lo), sweep)]

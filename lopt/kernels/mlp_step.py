@@ -7,11 +7,11 @@ Per tensor, two passes over memory:
    their squares (a few floats per 1,024 parameters). XLA adds the partial sums: that
    gives the per-tensor second moments the features are normalised by.
 2. **Main pass**: reads gradient, parameter and momenta again, updates the momenta, and
-   runs the MLP on a ``[block, 16]`` feature tile in registers (tensor-core products for
-   the layers, ``tf32`` by default as XLA's float32 products on GPU). The per-tensor
-   normalisation, the first layer's bias and the time features are folded into one
-   ``[16, hidden]`` first-layer matrix (a feature column of ones carries the bias), so the
-   kernel does no per-feature scaling. It writes the new momenta (in place) and the
+   runs the MLP on a ``[block, 8]`` feature tile in registers (tensor-core products for
+   the layers, ``tf32`` by default as XLA's float32 products on GPU; the first one has
+   ``K = 8``, tf32's native depth). The per-tensor normalisation is folded into the
+   ``[8, hidden]`` first-layer matrix and the time features into its bias, which starts the
+   product's accumulator, so the kernel does no per-feature scaling. It writes the new momenta (in place) and the
    update, or the new parameter when ``apply=True``.
 
 Bytes per float32 parameter with ``k = 6`` momenta: reduction 4 + 4 + 24 = 32 read; main
@@ -72,8 +72,8 @@ def supported(lopt: Any) -> bool:
 
 
 def tile_width(num_decays: int) -> int:
-    """Columns of the feature tile: momenta, gradient, parameter, ones; a power of two >= 16."""
-    return tiles.block_size(num_decays + 3)
+    """Columns of the feature tile: momenta, gradient, parameter; a power of two >= 8."""
+    return max(8, 1 << (num_decays + 1).bit_length())
 
 
 def passes() -> int:
@@ -97,17 +97,16 @@ def bytes_per_param(num_decays: int = 6, param_bytes: int = 4, *, apply: bool = 
 
 
 def _coefficients(decays: tuple[float, ...], width: int) -> np.ndarray:
-    """Rows ``[momentum, gradient, parameter, ones]`` so that ``x = m*c0 + g*c1 + p*c2 + c3``.
+    """Rows ``[momentum, gradient, parameter]`` so that ``x = m*c0 + g*c1 + p*c2``.
 
-    Columns: ``k`` updated momenta, the gradient, the parameter, a constant 1, zeros.
+    Columns: ``k`` updated momenta, the gradient, the parameter, zeros.
     """
     k = len(decays)
-    c = np.zeros((4, width), np.float32)
+    c = np.zeros((3, width), np.float32)
     c[0, :k] = decays
     c[1, :k] = 1.0 - np.asarray(decays, np.float32)
     c[1, k] = 1.0
     c[2, k + 1] = 1.0
-    c[3, k + 2] = 1.0
     return c
 
 
@@ -126,7 +125,7 @@ def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width
     out_ref[pl.ds(pl.program_id(0) * width, width)] = sums
 
 
-def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, *refs, n, k, block, width, hidden_layers,
+def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, block, width, hidden_layers,
                  exp_mult, step_mult, apply, precision, salt):
     hidden = refs[: 2 * (hidden_layers - 1)]
     wout_ref, bout_ref, *rest = refs[2 * (hidden_layers - 1):]
@@ -140,8 +139,7 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, *refs, n, k, block, widt
         columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
         new_m = SR.round_bits(new_m, SR.split_bits(bits[:, None], columns))
     tiles.store_tile(m_out_ref, new_m, n, k, block)
-    x = x + coef_ref[3, :][None, :]  # the ones column carries the first layer's bias
-    h = jax.nn.relu(tiles.dot(x, w0_ref[...], precision))
+    h = jax.nn.relu(tiles.dot(x, w0_ref[...], precision) + b0_ref[...][None, :])
     for i in range(hidden_layers - 1):
         h = tiles.dot(h, hidden[2 * i][...], precision) + hidden[2 * i + 1][...][None, :]
         h = jax.nn.relu(h)
@@ -154,7 +152,8 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, *refs, n, k, block, widt
 
 
 def _first_layer(net, context, mean_sq, k, width):
-    """``[width, hidden]``: normalisation folded into rows, bias (with context) as row k+2."""
+    """``([width, hidden], [hidden])``: the normalisation folded into the rows; the bias with the
+    context's share added."""
     n_x = k + 2
     w0 = net["w0"].astype(_f32)
     b0 = net["b0"].astype(_f32)
@@ -162,8 +161,8 @@ def _first_layer(net, context, mean_sq, k, width):
         b0 = b0 + context.astype(_f32) @ w0[n_x:]
     scale = jax.lax.rsqrt(_NORM_EPS + mean_sq)  # order: momenta, gradient, parameter
     rows = jnp.concatenate([w0[2:n_x], w0[0:2]], axis=0) * scale[:, None]
-    pad = jnp.zeros((width - n_x - 1, w0.shape[1]), _f32)
-    return jnp.concatenate([rows, b0[None, :], pad], axis=0)
+    pad = jnp.zeros((width - n_x, w0.shape[1]), _f32)
+    return jnp.concatenate([rows, pad], axis=0), b0
 
 
 def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step):
@@ -180,7 +179,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
         rows=n, block=rb, cfg=cfg, interpret=interpret, name="lopt_mlp_reduce")
     (partial,) = reduce(g1, p1, m2, coef)
     mean_sq = jnp.sum(partial.reshape(nblocks, width), axis=0)[: k + 2] / n
-    w0 = _first_layer(net, context, mean_sq, k, width)
+    w0, b0 = _first_layer(net, context, mean_sq, k, width)
     layers = lopt.hidden_layers
     hidden = []
     for i in range(1, layers):
@@ -198,7 +197,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
         aliases={2: 1, **({1: 0} if apply else {})},  # params in place when written (apply)
         name="lopt_mlp_step")
     steps = [jnp.reshape(step, (1,)).astype(_f32)] if rounding else []
-    out, m_new = main(g1, p1, m2, coef, w0, *hidden, wout, bout, *steps)
+    out, m_new = main(g1, p1, m2, coef, w0, b0, *hidden, wout, bout, *steps)
     return out.reshape(shape), m_new.reshape(m.shape)
 
 

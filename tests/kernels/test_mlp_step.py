@@ -136,7 +136,7 @@ def test_bytes_per_param_counts_both_passes():
     # reduction: g, p, 6 momenta read (32 B); main: same read + 6 momenta and p written (28 B)
     assert mlp_step.bytes_per_param() == 32 + 32 + 28
     assert mlp_step.bytes_per_param(apply=False) == 92 + 12
-    assert mlp_step.passes() == 2 and mlp_step.tile_width(6) == 16 and mlp_step.tile_width(14) == 32
+    assert mlp_step.passes() == 2 and mlp_step.tile_width(6) == 8 and mlp_step.tile_width(14) == 16
 
 
 def test_bfloat16_momenta_follow_the_xla_path_entry_for_entry():

@@ -76,7 +76,7 @@ _RESOURCE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 def parse_config(text: str) -> tuple[int, int, int | None]:
     """``"256x4"`` -> ``(256, 4, None)``: parameters per program (per loop iteration of a
     persistent kernel), warps, and the persistent kernel's programs (``"128x4p1056"``;
-    ``KernelConfig.programs``, ``nominal`` and the pretrained optimizer only).
+    ``KernelConfig.programs``).
 
     Example:
         >>> parse_config("256x4"), parse_config("128x4p1056")
@@ -208,8 +208,6 @@ def steps(arch: str, block: int, warps: int, programs: int | None = None) -> dic
     from lopt.kernels import mlp_step, nominal_step, tiles
     from lopt.learned import features as F
 
-    if programs is not None and arch.startswith("mlp"):
-        raise ValueError(f"kernel_sass: {arch} has no persistent kernel; drop the p{programs} of the config.")
     cfg = tiles.KernelConfig(block, 1024, warps, programs=programs)
     params = {"w": jnp.ones(SHAPE, jnp.float32)}
     if arch.startswith("mlp"):

@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -110,45 +111,77 @@ def _coefficients(decays: tuple[float, ...], width: int) -> np.ndarray:
     return c
 
 
-def _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width):
-    g = tiles.load_rows(g_ref, n, block)
-    p = tiles.load_rows(p_ref, n, block)
-    m = tiles.load_tile(m_ref, n, k, block, width)
-    c_m, c_g, c_p = (coef_ref[i, :][None, :] for i in range(3))
-    x = m * c_m + g[:, None] * c_g + p[:, None] * c_p
-    return x, p, m
+def _block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index=None):
+    """One block's gradient and parameter rows and momentum tile (``index``: the block; ``None``:
+    this program's)."""
+    return (tiles.load_rows(g_ref, n, block, index=index), tiles.load_rows(p_ref, n, block, index=index),
+            tiles.load_tile(m_ref, n, k, block, width, index=index))
+
+
+def _features(g, p, m, coef):
+    """``[block, width]`` features: the updated momenta, the gradient, the parameter (``coef``: the
+    rows of :func:`_coefficients`, ``[1, width]`` each)."""
+    c_m, c_g, c_p = coef
+    return m * c_m + g[:, None] * c_g + p[:, None] * c_p
 
 
 def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width):
-    x, _, _ = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
+    g, p, m = _block_inputs(g_ref, p_ref, m_ref, n, k, block, width)
+    x = _features(g, p, m, [coef_ref[i, :][None, :] for i in range(3)])
     sums = jnp.sum(x * x, axis=0)  # masked rows are zero
     out_ref[pl.ds(pl.program_id(0) * width, width)] = sums
 
 
 def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, block, width, hidden_layers,
-                 exp_mult, step_mult, apply, precision, salt):
-    hidden = refs[: 2 * (hidden_layers - 1)]
+                 exp_mult, step_mult, apply, precision, salt, programs):
+    """The main pass. ``programs``: ``None``, one program per block; else a persistent kernel of
+    ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: each
+    iteration loads the next block's gradient, parameter and momenta before computing and storing
+    the current one, so those loads are in flight during the current block's products."""
+    hidden_refs = refs[: 2 * (hidden_layers - 1)]
     wout_ref, bout_ref, *rest = refs[2 * (hidden_layers - 1):]
     step_ref, out_ref, m_out_ref = rest if salt is not None else (None, *rest)
-    x, p, m = _features(g_ref, p_ref, m_ref, coef_ref, n, k, block, width)
-    # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
-    # (columns >= k hold other features and are not stored), a non-finite update is 0
-    new_m = tiles.finite_or(x, m)
-    if salt is not None:  # bfloat16 momenta: each column's share of the entry's bits, as the XLA path
-        bits = SR.random_bits(tiles.row_ids(block).astype(jnp.uint32), step_ref[0].astype(jnp.uint32), salt)
-        columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
-        new_m = SR.round_bits(new_m, SR.split_bits(bits[:, None], columns))
-    tiles.store_tile(m_out_ref, new_m, n, k, block)
-    h = jax.nn.relu(tiles.dot(x, w0_ref[...], precision) + b0_ref[...][None, :])
-    for i in range(hidden_layers - 1):
-        h = tiles.dot(h, hidden[2 * i][...], precision) + hidden[2 * i + 1][...][None, :]
-        h = jax.nn.relu(h)
-    direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
-    log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
-    update = tiles.finite_or(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), 0.0)
-    update = update.astype(out_ref.dtype)
-    result = (p + update.astype(_f32)) if apply else update
-    tiles.store_rows(out_ref, result, n, block)
+    load = functools.partial(_block_inputs, g_ref, p_ref, m_ref, n, k, block, width)
+    first = load(None if programs is None else pl.program_id(0))
+
+    def block_step(inputs, index):
+        g, p, m = inputs
+        x = _features(g, p, m, [coef_ref[i, :][None, :] for i in range(3)])
+        # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
+        # (columns >= k hold other features and are not stored), a non-finite update is 0
+        new_m = tiles.finite_or(x, m)
+        if salt is not None:  # bfloat16 momenta: each column's share of the entry's bits, as the XLA path
+            bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
+                                  step_ref[0].astype(jnp.uint32), salt)
+            columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
+            new_m = SR.round_bits(new_m, SR.split_bits(bits[:, None], columns))
+        tiles.store_tile(m_out_ref, new_m, n, k, block, index=index)
+        # the network's weights are read where they are used, after that store (L1/L2 hits): read
+        # before it they are held in registers through the features (162 -> 233 registers at 256 x 4)
+        h = jax.nn.relu(tiles.dot(x, w0_ref[...], precision) + b0_ref[...][None, :])
+        for i in range(hidden_layers - 1):
+            h = tiles.dot(h, hidden_refs[2 * i][...], precision) + hidden_refs[2 * i + 1][...][None, :]
+            h = jax.nn.relu(h)
+        direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
+        log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
+        update = tiles.finite_or(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), 0.0)
+        update = update.astype(out_ref.dtype)
+        result = (p + update.astype(_f32)) if apply else update
+        tiles.store_rows(out_ref, result, n, block, index=index)
+
+    if programs is None:
+        block_step(first, None)
+        return
+    pid = pl.program_id(0)
+
+    def body(i, current):
+        index = pid + i * programs
+        upcoming = load(index + programs)  # issued before this block's arithmetic
+        block_step(current, index)
+        return upcoming
+
+    iterations = pl.cdiv(pl.cdiv(n, block), programs)  # blocks past the last are fully masked
+    jax.lax.fori_loop(0, iterations, body, first)
 
 
 def _first_layer(net, context, mean_sq, k, width):
@@ -171,12 +204,12 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
     rounding = lopt.state_dtype == "bfloat16"
     g1, p1, m2 = g.reshape(n), p.reshape(n), m.reshape(n, k)
     coef = jnp.asarray(_coefficients(lopt.decays, width))
-    rb = cfg.reduce_block
-    nblocks = tiles.program_count(n, rb, cfg)
+    rb, per_block = cfg.reduce_block, dataclasses.replace(cfg, programs=None)  # one program per block
+    nblocks = tiles.program_count(n, rb, per_block)
     reduce = tiles.call(
         functools.partial(_reduce_kernel, n=n, k=k, block=rb, width=width),
         [jax.ShapeDtypeStruct((nblocks * width,), _f32)],
-        rows=n, block=rb, cfg=cfg, interpret=interpret, name="lopt_mlp_reduce")
+        rows=n, block=rb, cfg=per_block, interpret=interpret, name="lopt_mlp_reduce")
     (partial,) = reduce(g1, p1, m2, coef)
     mean_sq = jnp.sum(partial.reshape(nblocks, width), axis=0)[: k + 2] / n
     w0, b0 = _first_layer(net, context, mean_sq, k, width)
@@ -191,11 +224,12 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
         functools.partial(
             _main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
-            precision=None if interpret else cfg.precision, salt=leaf if rounding else None),
+            precision=None if interpret else cfg.precision, salt=leaf if rounding else None,
+            programs=cfg.programs),
         [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), m.dtype)],
         rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
         aliases={2: 1, **({1: 0} if apply else {})},  # params in place when written (apply)
-        name="lopt_mlp_step")
+        name="lopt_mlp_step", persistent=True)
     steps = [jnp.reshape(step, (1,)).astype(_f32)] if rounding else []
     out, m_new = main(g1, p1, m2, coef, w0, b0, *hidden, wout, bout, *steps)
     return out.reshape(shape), m_new.reshape(m.shape)

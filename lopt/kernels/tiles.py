@@ -53,7 +53,7 @@ class KernelConfig:
         programs: ``None``: one program per block of the main pass. An int ``P``: a
             persistent main pass of ``P`` programs, program ``pid`` taking blocks ``pid``,
             ``pid + P``, ... and loading each next block while it computes the current one
-            (only kernels written for it accept it: the ``nominal`` step's main pass). On a
+            (only kernels written for it accept it: the main passes of ``nominal`` and ``mlp``). On a
             GPU, a small multiple of the SM count (132 on an H100: 1056, 2112).
         statistics: how the ``nominal`` step computes its per-tensor statistics before the main
             pass: ``"kernel"``, one Pallas pass reading ``g`` and ``p`` once

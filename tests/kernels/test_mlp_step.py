@@ -1,5 +1,7 @@
 """The fused ``mlp`` step (Pallas interpret mode on CPU) equals the plain XLA path."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,6 +160,34 @@ def test_bfloat16_momenta_follow_the_xla_path_entry_for_entry():
     # another step's bits round differently (same inputs): the rounding is stochastic
     other = jax.jit(lambda *a: mlp_step.mlp_update_reference(half, *a, step=jnp.int32(8)))(THETA["mlp"], ctx, g, m, p)
     assert np.mean(np.asarray(other[1]["big"], np.float32) != np.asarray(mr["big"], np.float32)) > 0.05
+
+
+@pytest.mark.parametrize("state_dtype, apply", [("float32", True), ("bfloat16", False)])
+def test_persistent_main_pass_equals_the_per_block_kernel_and_xla(state_dtype, apply):
+    """KernelConfig(programs=P): P programs each walk blocks pid, pid + P, ..., loading the next
+    block during the current one. With 3 programs of 32 rows, "big" (3,093 entries, 97 blocks) takes
+    33 iterations, the last past the end (fully masked), and the scalar one iteration of 3 with two
+    empty blocks: every entry equals the per-block kernel's to float32 rounding (XLA compiles the
+    products inside the loop on its own; a stored bfloat16 momentum may then round the other way)."""
+    lo = MLPLOpt(state_dtype=state_dtype)
+    g, p, m, ctx = _inputs(8)
+    m = {k: v.astype(lo.state_dtype) for k, v in m.items()}
+    persistent = tiles.KernelConfig(block=32, reduce_block=64, programs=3)
+
+    def run(cfg):
+        return jax.jit(lambda *a: mlp_step.mlp_update(lo, *a, interpret=True, apply=apply, cfg=cfg,
+                                                      step=jnp.int32(3)))(THETA["mlp"], ctx, g, m, p)
+
+    (u, m1), (ub, mb) = run(persistent), run(dataclasses.replace(persistent, programs=None))
+    ur, _ = mlp_step.mlp_update_reference(lo, THETA["mlp"], ctx, g, m, p, apply=apply, step=jnp.int32(3))
+    for k in SHAPES:
+        np.testing.assert_allclose(np.asarray(u[k]), np.asarray(ub[k]), rtol=1e-5, atol=1e-9)
+        a, b = np.asarray(m1[k], np.float32), np.asarray(mb[k], np.float32)
+        if state_dtype == "bfloat16":
+            assert np.mean(a == b) > 0.98, k
+        np.testing.assert_allclose(a, b, rtol=2**-7 if state_dtype == "bfloat16" else 1e-6, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(u[k]), np.asarray(ur[k]), rtol=1e-5, atol=1e-7)
+        assert not np.allclose(np.asarray(m1[k], np.float32), np.asarray(m[k], np.float32)), k
 
 
 def test_bfloat16_momenta_need_the_step():

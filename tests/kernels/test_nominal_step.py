@@ -510,13 +510,11 @@ def test_persistent_config_is_validated(programs):
 
 
 def test_persistent_config_is_refused_by_kernels_without_it():
-    from lopt.kernels import mlp_step
-    from lopt.learned import MLPLOpt
+    from lopt.kernels import tiles
 
-    lopt = MLPLOpt()
-    theta = lopt.init(jax.random.key(0))
-    params = {"w": jnp.ones((8, 4))}
-    momentum = {"w": jnp.zeros((8, 4, len(lopt.decays)))}
+    def copy(x_ref, o_ref):
+        o_ref[...] = x_ref[...]
+
     with pytest.raises(ValueError, match="has no persistent variant; use programs=None"):
-        mlp_step.mlp_update(lopt, theta["mlp"], None, params, momentum, params, interpret=True,
-                            cfg=_persistent(2))
+        tiles.call(copy, [jax.ShapeDtypeStruct((16,), jnp.float32)], rows=16, block=16,
+                   cfg=_persistent(2), interpret=True, name="copy")

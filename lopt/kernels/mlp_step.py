@@ -10,8 +10,8 @@ Per tensor, two passes over memory:
    runs the MLP on a ``[block, 8]`` feature tile in registers (tensor-core products for
    the layers, ``tf32`` by default as XLA's float32 products on GPU; the first one has
    ``K = 8``, tf32's native depth). The per-tensor normalisation is folded into the
-   ``[8, hidden]`` first-layer matrix and the time features into its bias, which starts the
-   product's accumulator, so the kernel does no per-feature scaling. It writes the new momenta (in place) and the
+   ``[8, hidden]`` first-layer matrix and the time features into its bias (added to the
+   product), so the kernel does no per-feature scaling. It writes the new momenta (in place) and the
    update, or the new parameter when ``apply=True``.
 
 Bytes per float32 parameter with ``k = 6`` momenta: reduction 4 + 4 + 24 = 32 read; main

@@ -190,6 +190,21 @@ def test_persistent_main_pass_equals_the_per_block_kernel_and_xla(state_dtype, a
         assert not np.allclose(np.asarray(m1[k], np.float32), np.asarray(m[k], np.float32)), k
 
 
+def test_persistent_main_pass_under_vmap():
+    """vmap adds a grid axis in front of the persistent programs' axis: each task's programs still
+    walk that task's blocks (a tensor over 10 blocks of 32 rows, 3 programs)."""
+    shapes = {"w": (19, 6), "b": (6,), "big": (300, 3)}
+    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *[_inputs(20 + i, shapes=shapes) for i in range(3)])
+    thetas = jax.vmap(LOPT.init)(jax.random.split(jax.random.key(5), 3))["mlp"]
+    cfg = tiles.KernelConfig(block=32, reduce_block=64, programs=3)
+    fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, cfg=cfg)))
+    (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), jax.vmap(
+        lambda *a: mlp_step.mlp_update_reference(LOPT, *a))(thetas, ctx, g, m, p)
+    for k in shapes:
+        assert _rel(u[k], ur[k]) < 1e-5, k
+        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+
+
 def test_bfloat16_momenta_need_the_step():
     half = MLPLOpt(state_dtype="bfloat16")
     g, p, m, ctx = _inputs(6, shapes={"w": (4, 3)})

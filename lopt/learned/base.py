@@ -141,9 +141,14 @@ def mask_non_finite(updates: PyTree, new_state: PyTree, old_state: PyTree) -> tu
 
 
 class _ValidLossReader(optax.GradientTransformationExtraArgs):
-    """The optax transformation of a learned optimizer that reads ``valid_loss`` (a marker type)."""
+    """The optax transformation of a learned optimizer that reads ``valid_loss`` (a marker type).
+
+    :func:`reads_valid_loss` looks for the class attribute, not the class: a module imported twice
+    (pytest's importlib mode collecting this file's doctests) makes two classes of one name.
+    """
 
     __slots__ = ()
+    lopt_reads_valid_loss = True
 
 
 def reads_valid_loss(optimizer: Any) -> bool:
@@ -161,7 +166,7 @@ def reads_valid_loss(optimizer: Any) -> bool:
         >>> reads_valid_loss(optax.adam(1e-3))
         False
     """
-    return isinstance(optimizer, _ValidLossReader)
+    return getattr(type(optimizer), "lopt_reads_valid_loss", False) is True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,7 +74,7 @@ def supported(lopt: Any) -> bool:
 
 def tile_width(num_decays: int) -> int:
     """Columns of the feature tile: momenta, gradient, parameter; a power of two >= 8."""
-    return max(8, 1 << (num_decays + 1).bit_length())
+    return tiles.block_size(num_decays + 2, minimum=8)
 
 
 def passes() -> int:
@@ -118,16 +118,16 @@ def _block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index=None):
             tiles.load_tile(m_ref, n, k, block, width, index=index))
 
 
-def _features(g, p, m, coef):
-    """``[block, width]`` features: the updated momenta, the gradient, the parameter (``coef``: the
-    rows of :func:`_coefficients`, ``[1, width]`` each)."""
-    c_m, c_g, c_p = coef
+def _features(g, p, m, coef_ref):
+    """``[block, width]`` features: the updated momenta, the gradient, the parameter (``coef_ref``:
+    the rows of :func:`_coefficients`)."""
+    c_m, c_g, c_p = (coef_ref[i, :][None, :] for i in range(3))
     return m * c_m + g[:, None] * c_g + p[:, None] * c_p
 
 
 def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width):
     g, p, m = _block_inputs(g_ref, p_ref, m_ref, n, k, block, width)
-    x = _features(g, p, m, [coef_ref[i, :][None, :] for i in range(3)])
+    x = _features(g, p, m, coef_ref)
     sums = jnp.sum(x * x, axis=0)  # masked rows are zero
     out_ref[pl.ds(pl.program_id(0) * width, width)] = sums
 
@@ -146,7 +146,7 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, blo
 
     def block_step(inputs, index):
         g, p, m = inputs
-        x = _features(g, p, m, [coef_ref[i, :][None, :] for i in range(3)])
+        x = _features(g, p, m, coef_ref)
         # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
         # (columns >= k hold other features and are not stored), a non-finite update is 0
         new_m = tiles.finite_or(x, m)

@@ -103,15 +103,15 @@ class KernelConfig:
                              "program per block.")
 
 
-def block_size(n: int) -> int:
-    """The smallest power of two >= ``n`` and >= 16: a block dimension covering ``n`` entries
-    (the Triton lowering takes only power-of-two blocks; the excess is masked off).
+def block_size(n: int, minimum: int = 16) -> int:
+    """The smallest power of two >= ``n`` and >= ``minimum``: a block dimension covering ``n``
+    entries (the Triton lowering takes only power-of-two blocks; the excess is masked off).
 
     Example:
-        >>> block_size(3), block_size(16), block_size(100)
-        (16, 16, 128)
+        >>> block_size(3), block_size(16), block_size(100), block_size(8, minimum=8)
+        (16, 16, 128, 8)
     """
-    return max(16, 1 << max(0, n - 1).bit_length())
+    return max(minimum, 1 << max(0, n - 1).bit_length())
 
 
 def _start(block: int, index: Any) -> jax.Array:

@@ -282,19 +282,19 @@ def correctness(arch, lo, n):
     with kernels.mode_scope("pallas"):
         fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
             g, s, p, loss=1.0))(grads, state, params, theta)
-        fused_x3 = None
-        if arch.startswith("mlp"):
-            cfg = tiles.KernelConfig(precision="tf32x3")
+        by_precision = {}  # mlp's kernel at its other product precisions
+        for precision in ("tf32x3", "bf16") if arch.startswith("mlp") else ():
+            cfg = tiles.KernelConfig(precision=precision)
             ctx = F.tanh_time_embedding(state.count, lo.time_scales)
-            fused_x3 = jax.jit(lambda g, m, p, th: mlp_step.mlp_update(
+            by_precision[precision] = jax.jit(lambda g, m, p, th, cfg=cfg: mlp_step.mlp_update(
                 lo, th["mlp"], ctx, g, m, p, interpret=INTERPRET, cfg=cfg, step=state.count + 1))(
                 grads, state.momentum, params, theta)
     out = {"n_params": sum(x.size for x in jax.tree.leaves(params)),
            "update_rel_err_fused": rel(fused[0], ref[0]),
            "update_rel_err_xla_default": rel(default[0], ref[0]),
            "state_rel_err_fused": rel(fused[1], ref[1])}
-    if fused_x3 is not None:
-        out["update_rel_err_fused_tf32x3"] = rel(fused_x3[0], ref[0])
+    for precision, (update, _) in by_precision.items():
+        out[f"update_rel_err_fused_{precision}"] = rel(update, ref[0])
 
     # vmap over 2 tasks and 2 thetas, and grad with respect to theta, at a small size.
     small = {"w": jnp.ones((300, 70)) * 0.1, "b": jnp.zeros(70)}

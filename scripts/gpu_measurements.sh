@@ -2,7 +2,7 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel step meta mixture scaling compile torch (default: kernel)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel step h200 meta mixture scaling compile torch (default: kernel)
 #
 # The stages' limits add up to more than one call: run `kernel` (at most 9 minutes), `meta`, `mixture`
 # (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
@@ -15,6 +15,10 @@
 #   step     benchmarks/kernel_step.py at 100M parameters, only the variants issue 11 still asks about
 #            (the pretrained step folded, its anchor table, through optax; mlp's default, bfloat16
 #            products, persistent and 8-warp launches, through optax), each with --profile (~5 minutes)
+#   h200     what issue 11 still needs from the H200, in one call (~5 minutes; carry .data/fashion):
+#            the step stage's deciding variants (pretrained folded, through optax; mlp default,
+#            bfloat16 products, through optax; profiled), mlp's accuracy on the GPU at each product
+#            precision (kernel_check), then meta-training at 1,024 tasks with the fused step (meta_1024)
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
 #            time of each goes at 1,024 tasks (--profile; ~3 minutes)
@@ -56,6 +60,15 @@ for stage in "${STAGES[@]}"; do
               cmd=(--sizes 1e8 --archs pretrained mlp --check-size 0 --repeats 3 --profile --budget-s 280
                    --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4_table_anchor fused_optax_folded
                    fused_apply_b256w4 fused_apply_b256w4bf16 'fused_apply_b128w4p*' fused_apply_b256w8 fused_optax) ;;
+        h200) timeout -k 10 150 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
+                  --check-size 0 --repeats 3 --profile --budget-s 120 --variants fused_apply_folded_b512w4 \
+                  fused_optax_folded fused_apply_b256w4 fused_apply_b256w4bf16 fused_optax \
+                  --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
+              echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -6
+              timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \
+                  --out "$OUT/kernel_check.json" > "$OUT/kernel_check.log" 2>&1
+              echo "[h200: check] exit $?"; grep -i "err" "$OUT/kernel_check.log" | tail -4
+              name=meta_throughput limit=120 cmd=(--tasks 1024 --kernels auto) ;;
         meta) name=meta_throughput limit=240 cmd=(--tasks 128 1024 --kernels xla auto --profile) ;;
         mixture) name=mixture_throughput limit=420
                 cmd=(--structures campaign/state.json --buckets 9 --configs 4 --tasks 128 --set normalizer.num_steps=500
@@ -103,7 +116,7 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
                 echo "[torch profile: $args] exit $?"; grep -v -i -E "warn|USDT" "$OUT/torch_profile_$i.log" | tail -28
             done
             name=torch_step limit=200 cmd=(--device cuda --sizes 1e8 --archs nominal mlp --no-jax --compile) ;;
-        *) echo "unknown stage $stage (kernel, step, meta, mixture, scaling, compile or torch)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (kernel, step, h200, meta, mixture, scaling, compile or torch)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"

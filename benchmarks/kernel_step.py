@@ -283,9 +283,9 @@ def correctness(arch, lo, n):
         fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
             g, s, p, loss=1.0))(grads, state, params, theta)
         by_precision = {}  # mlp's kernel at its other product precisions
+        ctx = F.tanh_time_embedding(state.count, lo.time_scales)
         for precision in ("tf32x3", "bf16") if arch.startswith("mlp") else ():
             cfg = tiles.KernelConfig(precision=precision)
-            ctx = F.tanh_time_embedding(state.count, lo.time_scales)
             by_precision[precision] = jax.jit(lambda g, m, p, th, cfg=cfg: mlp_step.mlp_update(
                 lo, th["mlp"], ctx, g, m, p, interpret=INTERPRET, cfg=cfg, step=state.count + 1))(
                 grads, state.momentum, params, theta)

@@ -18,7 +18,7 @@
 #   h200     what issue 11 still needs from the H200, in one call (~5 minutes; carry .data/fashion):
 #            the step stage's deciding variants (pretrained folded, through optax; mlp default,
 #            bfloat16 products, through optax; profiled), mlp's accuracy on the GPU at each product
-#            precision (kernel_check), then meta-training at 1,024 tasks with the fused step (meta_1024)
+#            precision (kernel_check), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
 #            time of each goes at 1,024 tasks (--profile; ~3 minutes)

@@ -15,8 +15,8 @@ One run does everything (it is meant for one short call on a rented GPU):
    checks every architecture): the fused step (Triton) against the XLA path computed
    at ``highest`` matmul precision, next to the XLA path at its default precision (TF32 for
    float32 products on GPU); relative L2 error of the updates and of the new state; for ``mlp``
-   also its kernel at ``tf32x3`` and ``bf16`` product precision (the CPU's interpret mode
-   ignores the precision, so only a GPU tells them apart). Also a vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
+   also its kernel at ``tf32x3`` and ``bf16`` product precision (interpret mode on the CPU rounds
+   the ``bf16`` operands as the GPU does; it computes ``tf32x3`` in float32). Also a vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
 
 Reports ms per step, ratio to Adam, bytes per parameter the implementation must move and
 the bandwidth that implies, as a fraction of the measured ceiling. With ``--profile``, each timed

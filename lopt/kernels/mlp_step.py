@@ -224,7 +224,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
         functools.partial(
             _main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
-            precision=None if interpret else cfg.precision, salt=leaf if rounding else None,
+            precision=cfg.precision if not interpret or cfg.precision == "bf16" else None,
+            salt=leaf if rounding else None,
             programs=cfg.programs),
         [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), m.dtype)],
         rows=n, block=cfg.block, cfg=cfg, interpret=interpret,

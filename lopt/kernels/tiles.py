@@ -181,7 +181,19 @@ def finite_or(new: jax.Array, old: Any) -> jax.Array:
 
 
 def dot(a: jax.Array, b: jax.Array, precision: str | None) -> jax.Array:
-    """``a @ b`` in float32 inside a kernel (``precision=None``: plain float32)."""
+    """``a @ b`` accumulated in float32 inside a kernel (``precision=None``: plain float32).
+
+    ``"bf16"`` rounds both operands to bfloat16 explicitly, so interpret mode on the CPU (which
+    ignores a product's precision) computes what the GPU's tensor cores do; the other precisions
+    name the GPU's algorithm.
+
+    Example:
+        >>> a, b = jnp.array([[1.0 + 2.0**-10, 1.0]]), jnp.ones((2, 1))
+        >>> float(dot(a, b, None)[0, 0]) - 2.0, float(dot(a, b, "bf16")[0, 0]) - 2.0
+        (0.0009765625, 0.0)
+    """
+    if precision == "bf16":
+        return jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
     algorithm = None if precision is None else _PRECISIONS[precision]
     return jnp.dot(a, b, precision=algorithm, preferred_element_type=jnp.float32)
 

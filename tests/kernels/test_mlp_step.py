@@ -244,3 +244,19 @@ def test_kernel_lowers_to_triton_for_cuda(state_dtype):
     triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
     exported = export.export(step, platforms=["cuda"], disabled_checks=[triton])(params, state.momentum, params)
     assert exported.mlir_module().count("xla.gpu.triton") == 4  # reduction and main pass per tensor
+
+
+def test_bfloat16_products_round_the_network_not_the_momenta():
+    """KernelConfig(precision="bf16") rounds the layers' product operands to bfloat16 (float32
+    accumulation) in interpret mode too, as the GPU's tensor cores do: the update moves off the
+    float32 reference by about bfloat16's 2**-8 relative precision, far beyond float32 rounding, and
+    the momenta, which no product touches, stay equal."""
+    g, p, m, ctx = _inputs(11)
+    cfg = tiles.KernelConfig(block=64, reduce_block=128, precision="bf16")
+    u, m1 = jax.jit(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, cfg=cfg))(THETA["mlp"], ctx, g, m, p)
+    ur, mr = mlp_step.mlp_update_reference(LOPT, THETA["mlp"], ctx, g, m, p)
+    flat = lambda tree: np.concatenate([np.ravel(tree[k]) for k in SHAPES])
+    err = _rel(flat(u), flat(ur))
+    assert 1e-4 < err < 2e-2, err
+    for k in SHAPES:
+        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)

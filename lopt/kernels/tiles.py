@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-__all__ = ["KernelConfig", "block_size", "call", "dot", "load_rows", "load_tile", "row_ids", "store_rows",
+__all__ = ["PRECISIONS", "KernelConfig", "block_size", "call", "dot", "load_rows", "load_tile", "row_ids", "store_rows",
            "store_tile", "with_reference_vjp"]
 
 _PRECISIONS = {
@@ -35,6 +35,7 @@ _PRECISIONS = {
     "ieee": jax.lax.DotAlgorithmPreset.F32_F32_F32,
     "bf16": jax.lax.DotAlgorithmPreset.BF16_BF16_F32,
 }
+PRECISIONS = tuple(sorted(_PRECISIONS))  # the names KernelConfig.precision accepts
 
 
 @dataclasses.dataclass(frozen=True)

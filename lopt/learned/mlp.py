@@ -77,6 +77,12 @@ class MLPLOpt(base.LearnedOptimizer):
         kernel: which implementation this optimizer's steps use (``"auto"``: the fused GPU kernel,
             :mod:`lopt.kernels.mlp_step`; ``"xla"``; ``None``, the default: :mod:`lopt.kernels`'
             global mode). An execution option.
+        kernel_precision: the fused kernel's matrix products on GPU: ``"tf32"`` (the default, as
+            XLA's float32 products there), ``"bf16"`` (operands rounded to bfloat16, float32
+            accumulation: 22% less step time on an H100 at 100M parameters, update error ~4e-3
+            against float64 instead of ~6e-4), ``"tf32x3"`` or ``"ieee"`` (about float32). Interpret
+            mode computes ``"bf16"`` as the GPU does and the others in float32; the XLA path ignores
+            it. An execution option.
 
     Example:
         >>> MLPLOpt().num_inputs
@@ -85,7 +91,7 @@ class MLPLOpt(base.LearnedOptimizer):
 
     name: ClassVar[str] = "mlp"
     needs_params: ClassVar[bool] = True
-    execution_options: ClassVar[tuple[str, ...]] = ("state_dtype", "kernel")
+    execution_options: ClassVar[tuple[str, ...]] = ("state_dtype", "kernel", "kernel_precision")
 
     hidden_size: int = 32
     hidden_layers: int = 2
@@ -96,11 +102,17 @@ class MLPLOpt(base.LearnedOptimizer):
     step_mult: float = 1e-3
     state_dtype: str = "float32"
     kernel: str | None = None
+    kernel_precision: str = "tf32"
 
     def __post_init__(self) -> None:
+        from lopt.kernels import tiles  # lazy: lopt.kernels imports lopt.learned
+
         owner = type(self).__name__
         SR.storage_dtype(owner, self.state_dtype)
         self._check_kernel_option()
+        if self.kernel_precision not in tiles.PRECISIONS:
+            raise ValueError(f"{owner}: kernel_precision={self.kernel_precision!r} must be one of "
+                             f"{list(tiles.PRECISIONS)}.")
         base.check_positive_int(owner, "hidden_size", self.hidden_size)
         if (
             isinstance(self.hidden_layers, bool)
@@ -159,6 +171,7 @@ class MLPLOpt(base.LearnedOptimizer):
     def _build(self, theta: Any, num_steps: Any) -> base.Transform:
         from lopt import kernels  # lazy: lopt.kernels imports lopt.learned
         from lopt.kernels import mlp_step as kernels_mlp
+        from lopt.kernels import tiles
 
         decays = jnp.asarray(self.decays, _f32)
         net = theta["mlp"]
@@ -178,7 +191,7 @@ class MLPLOpt(base.LearnedOptimizer):
             if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
                 updates, momentum = kernels_mlp.mlp_update(
                     self, net, context, grads, state.momentum, params, interpret=interpret,
-                    step=state.count + 1)
+                    cfg=tiles.KernelConfig(precision=self.kernel_precision), step=state.count + 1)
                 return updates, MLPLOptState(state.count + 1, momentum)
             momentum = F.momentum_update(jax.tree.map(lambda m: m.astype(_f32), state.momentum), grads, decays)
 

@@ -260,3 +260,28 @@ def test_bfloat16_products_round_the_network_not_the_momenta():
     assert 1e-4 < err < 2e-2, err
     for k in SHAPES:
         np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+
+
+def test_kernel_precision_is_an_execution_option_of_the_optimizer():
+    """MLPLOpt(kernel_precision="bf16") reaches the fused kernel through the optimizer: its step
+    moves off the XLA path's by bfloat16-sized amounts, while the default stays within float32
+    rounding of it; the option is not part of the config (the same theta serves both) and an
+    unknown precision is refused by name."""
+    params = {"w": jnp.linspace(-1, 1, 45).reshape(9, 5), "b": jnp.zeros(5)}
+    grads = jax.tree.map(lambda x: x ** 3 + 0.1, params)
+
+    def update(lo, mode):
+        opt = lo.optimizer(THETA)
+        with kernels.mode_scope(mode):
+            return jax.jit(opt.update)(grads, opt.init(params), params)[0]
+
+    xla = update(LOPT, "xla")
+    default = update(LOPT, "interpret")
+    bf16 = update(LOPT.with_execution_options(kernel_precision="bf16"), "interpret")
+    for k in params:
+        assert _rel(default[k], xla[k]) < 1e-5, k
+        assert 1e-4 < _rel(bf16[k], xla[k]) < 3e-2, (k, _rel(bf16[k], xla[k]))
+    assert MLPLOpt(kernel_precision="bf16").config() == LOPT.config()
+    assert "kernel_precision" not in LOPT.config()
+    with pytest.raises(ValueError, match="kernel_precision='fp8' must be one of"):
+        MLPLOpt(kernel_precision="fp8")

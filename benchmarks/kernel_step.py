@@ -95,6 +95,9 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             # bfloat16 products (A operands from registers, no shared-memory round trip): 592
             # instructions per parameter and 126 registers against tf32's 668 and 162 (kernel_sass)
             "b256w4bf16": tiles.KernelConfig(256, 256, 4, precision="bf16"),
+            # at 128 x 4 bfloat16 products need 78 registers: 24 resident warps per SM, for 664
+            # instructions per parameter (kernel_sass, stop 58); 4.72 ms at 256 x 4 on an H100
+            "b128w4bf16": tiles.KernelConfig(128, 256, 4, precision="bf16"),
             # the persistent main pass (stop 57): the next block's loads in flight during the
             # current block's products; 125 registers, 16 resident warps per SM at 128 x 4
             **{f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p in (132 * 8, 132 * 16)}},

@@ -64,7 +64,7 @@ for stage in "${STAGES[@]}"; do
                   --check-size 0 --repeats 3 --profile --budget-s 150 --variants fused_apply_folded_b512w4 \
                   fused_optax_folded fused_apply_b256w4 fused_apply_b256w4bf16 fused_apply_b128w4bf16 fused_optax \
                   --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
-              echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -6
+              echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -9
               timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \
                   --out "$OUT/kernel_check.json" > "$OUT/kernel_check.log" 2>&1
               echo "[h200: check] exit $?"; grep -i "err" "$OUT/kernel_check.log" | tail -4

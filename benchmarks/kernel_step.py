@@ -16,7 +16,8 @@ One run does everything (it is meant for one short call on a rented GPU):
    at ``highest`` matmul precision, next to the XLA path at its default precision (TF32 for
    float32 products on GPU); relative L2 error of the updates and of the new state; for ``mlp``
    also its kernel at ``tf32x3`` and ``bf16`` product precision (interpret mode on the CPU rounds
-   the ``bf16`` operands as the GPU does; it computes ``tf32x3`` in float32). Also a vmapped step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
+   the ``bf16`` operands as the GPU does; it computes ``tf32x3`` in float32). Also a vmapped
+   step (2 tasks, 2 thetas) and ``jax.grad`` with respect to theta.
 
 Reports ms per step, ratio to Adam, bytes per parameter the implementation must move and
 the bandwidth that implies, as a fraction of the measured ceiling. With ``--profile``, each timed
@@ -284,15 +285,14 @@ def correctness(arch, lo, n):
             g, s, p, loss=1.0))(grads, state, params, theta)
     default = xla(grads, state, params, theta)
     with kernels.mode_scope("pallas"):
-        fused = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
-            g, s, p, loss=1.0))(grads, state, params, theta)
-        by_precision = {}  # mlp's kernel at its other product precisions
-        ctx = F.tanh_time_embedding(state.count, lo.time_scales)
-        for precision in ("tf32x3", "bf16") if arch.startswith("mlp") else ():
-            cfg = tiles.KernelConfig(precision=precision)
-            by_precision[precision] = jax.jit(lambda g, m, p, th, cfg=cfg: mlp_step.mlp_update(
-                lo, th["mlp"], ctx, g, m, p, interpret=INTERPRET, cfg=cfg, step=state.count + 1))(
-                grads, state.momentum, params, theta)
+        def fused_step(lopt_):
+            return jax.jit(lambda g, s, p, th: lopt_.optimizer(th, num_steps=HORIZON).update(
+                g, s, p, loss=1.0))(grads, state, params, theta)
+
+        fused = fused_step(lo)
+        by_precision = {  # mlp's kernel at its other product precisions (an execution option)
+            precision: fused_step(lo.with_execution_options(kernel_precision=precision))
+            for precision in (("tf32x3", "bf16") if arch.startswith("mlp") else ())}
     out = {"n_params": sum(x.size for x in jax.tree.leaves(params)),
            "update_rel_err_fused": rel(fused[0], ref[0]),
            "update_rel_err_xla_default": rel(default[0], ref[0]),

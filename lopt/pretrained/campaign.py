@@ -233,7 +233,8 @@ def record(state_dir: str, run_dir: str, out: str, *, device: str, on_gpu: bool,
     return _write_state(state, session, out, list(cfg.task.structures))
 
 
-def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note: str = "") -> dict[str, Any]:
+def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note: str = "",
+          branch: bool = False) -> dict[str, Any]:
     """Makes a finished (or killed) session the campaign's new state: the step to run before committing.
 
     ``session_dir`` is a session's ``--out`` folder as it came back (``state.json`` when the session
@@ -244,7 +245,9 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
     ``logs/session-NN-<gpu|cpu>-metrics.jsonl.gz`` and the session's ``../campaign.log`` (when it came
     back) as ``logs/session-NN-<gpu|cpu>.log``. A session whose warm start did not come back
     continues from its snapshot of the final step (:func:`~lopt.pretrained.session_files.warm_start_source`;
-    the session's record says so).
+    the session's record says so). ``branch``: the session ran from an earlier state (its
+    ``state.json`` is needed); the campaign is rewound to the theta it started from and goes on from
+    it (:func:`~lopt.pretrained.rewind.rebase_branch`).
     """
     import re
     import shutil
@@ -265,11 +268,21 @@ def adopt(state_dir: str, session_dir: str, *, device: str = "NVIDIA H200", note
         new_state = record(state_dir, run_dir, tempfile.mkdtemp(prefix="lopt-adopt-"), device=device, on_gpu=device != "cpu",
                            seconds=seconds, setup_seconds=setup,
                            note=note or "stopped before writing state.json; recorded from its run folder")
-    if new_state["sessions"][:len(state["sessions"])] != state["sessions"]:
-        raise ValueError(f"{new_path}: its sessions do not extend {state_dir}/state.json's; it was run from another "
-                         "campaign state. Nothing was changed.")
+    extends = new_state["sessions"][:len(state["sessions"])] == state["sessions"]
+    if not extends:
+        if not branch:
+            raise ValueError(f"{new_path}: its sessions do not extend {state_dir}/state.json's; it was run from another "
+                             "campaign state. Nothing was changed. If it ran from an earlier state of this campaign, "
+                             "--branch adopts it (the current warm start is kept under rewound/).")
+        if not os.path.exists(new_path):
+            raise ValueError(f"--branch needs the session's state.json ({new_path}), which did not come back.")
+    # before anything is written
+    warm, from_snapshot = warm_start_source(session_dir, int(new_state["sessions"][-1]["outer_steps"]))
+    if not extends:
+        from lopt.pretrained.rewind import rebase_branch
+
+        new_state = rebase_branch(state_dir, state, new_state)
     session = new_state["sessions"][-1]
-    warm, from_snapshot = warm_start_source(session_dir, int(session["outer_steps"]))  # before anything is written
     index = len(new_state["sessions"])
     kind = "gpu" if session.get("on_gpu") else "cpu"
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
@@ -330,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(its run folder's warm start and metrics) into --out")
     parser.add_argument("--adopt", default=None, metavar="SESSION_DIR",
                         help="do not train: make a session's --out folder (as it came back) the campaign's state")
+    parser.add_argument("--branch", action="store_true",
+                        help="with --adopt: the session ran from an earlier campaign state; rewind to the theta it "
+                             "started from and go on from the session (lopt.pretrained.rewind.rebase_branch)")
     parser.add_argument("--device", default="NVIDIA H200", help="with --record/--adopt: the device it ran on")
     parser.add_argument("--seconds", type=float, default=0.0, help="with --record: the session's wall seconds")
     parser.add_argument("--setup-seconds", type=float, default=0.0, help="with --record: its set-up seconds")
@@ -363,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(entry['families'])}); commit {args.state}/")
         return 0
     if args.adopt:
-        state = adopt(args.state, args.adopt, device=args.device, note=args.note)
+        state = adopt(args.state, args.adopt, device=args.device, note=args.note, branch=args.branch)
         print(f"adopted session {len(state['sessions'])}: the campaign is at {state['outer_steps']} outer steps; "
               f"commit {args.state}/")
         return 0

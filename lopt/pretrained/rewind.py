@@ -11,6 +11,11 @@ Usage::
 
     python -m lopt.pretrained.campaign --state campaign --rewind campaign/best_theta.safetensors
     python -m lopt.pretrained.campaign --state campaign --rewind initial   # nominal's initial theta (= Adam 1e-3)
+
+A session that ran from an earlier state than the committed one (two calls started from the
+same commit, the second before the first was adopted) is a branch: ``--adopt DIR --branch``
+records it as a rewind to the theta it started from followed by that session, so the outer-step
+counter and the GPU minutes count both, and the line goes on from the branch (:func:`rebase_branch`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import jax
 
 from lopt import checkpoint
 
-__all__ = ["INITIAL", "rewind"]
+__all__ = ["INITIAL", "rebase_branch", "rewind"]
 
 #: ``--rewind`` value for the architecture's initial theta (``nominal`` behaves as Adam 1e-3 there).
 INITIAL = "initial"
@@ -99,3 +104,63 @@ def rewind(state_dir: str, theta_path: str, *, note: str = "") -> dict[str, Any]
     state["rewinds"] = state.get("rewinds", []) + [entry]
     _write_state_file(state_dir, state)
     return entry
+
+
+def rebase_branch(state_dir: str, state: dict[str, Any], branch_state: dict[str, Any]) -> dict[str, Any]:
+    """Rewinds the campaign to where a branch session started and returns the state with that session appended.
+
+    ``branch_state`` is the ``state.json`` a session wrote when it ran from an earlier campaign state
+    than ``state``: its sessions but the last are the first sessions of ``state``. The campaign is
+    rewound (:func:`rewind`, the current warm start kept under ``rewound/``) to the snapshot of the
+    outer step the branch started from, then the branch's session is appended with its
+    ``start_outer_step`` moved to the counter (the counter counts compute spent) and
+    ``branched_from_outer_step`` recording where its theta came from. Writes the rewind only; the
+    caller (:func:`lopt.pretrained.campaign.adopt`) writes the returned state with the session's files.
+
+    Raises:
+        ValueError: the branch did not run from an earlier state of this campaign, was adopted
+            already, or the snapshot of the step it started from is not in ``thetas/`` (nothing is
+            changed).
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> ours = {"sessions": [{"start_outer_step": 0, "outer_steps": 5}], "outer_steps": 5}
+        >>> theirs = {"sessions": [{"start_outer_step": 0, "outer_steps": 4}], "outer_steps": 4}
+        >>> try:
+        ...     rebase_branch(d, ours, theirs)
+        ... except ValueError as e:
+        ...     print(str(e).split(":")[0])
+        theta-000000.safetensors is not in the campaign
+    """
+    from lopt.pretrained.campaign import _read_state
+
+    ours, theirs = state["sessions"], branch_state["sessions"]
+    shared = len(theirs) - 1
+    if shared < 0 or shared >= len(ours) or theirs[:shared] != ours[:shared]:
+        raise ValueError(f"the branch's {len(theirs)} sessions are not an earlier state of this campaign's "
+                         f"{len(ours)} plus one: it was run from another campaign. Nothing was changed.")
+    digest = theirs[-1].get("warm_start_digest")
+    if digest and any(s.get("warm_start_digest") == digest for s in ours):
+        raise ValueError("the branch's session is already in the campaign (the same warm start digest): it was "
+                         "adopted before. Nothing was changed.")
+    session = dict(theirs[-1])
+    start = int(session["start_outer_step"])
+    snapshot = os.path.join(state_dir, "thetas", f"theta-{start:06d}.safetensors")
+    if not os.path.exists(snapshot):
+        raise ValueError(f"{os.path.basename(snapshot)} is not in the campaign: the branch started from outer step "
+                         f"{start}, whose theta the rewind needs. Nothing was changed.")
+    rewind(state_dir, snapshot, note=(
+        f"session {len(ours) + 1} ran from the state after session {shared} (outer step {start}) beside sessions "
+        f"{shared + 1}..{len(ours)}, which it does not continue; the campaign goes on from it"))
+    state = _read_state(state_dir)
+    at = int(state["outer_steps"])
+    session["start_outer_step"], session["branched_from_outer_step"] = at, start
+    session["heldout"] = [{**row, "campaign_step": row["campaign_step"] - start + at}
+                          for row in session.get("heldout", [])]
+    session["note"] = "; ".join(filter(None, [session.get("note"), f"a branch from outer step {start}"]))
+    minutes = session["seconds"] / 60.0
+    on_gpu = bool(session.get("on_gpu", "cpu" not in str(session.get("device", ""))))
+    return {**state, "sessions": ours + [session], "outer_steps": at + int(session["outer_steps"]),
+            "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (minutes if on_gpu else 0.0), 2),
+            "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else minutes), 2)}

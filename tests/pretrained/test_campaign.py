@@ -79,6 +79,43 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
                                 families=[], device="cpu", on_gpu=False)
 
 
+def test_a_session_run_from_an_earlier_state_is_adopted_as_a_branch(tmp_path):
+    from lopt.pretrained.shipping import lineage_sessions
+
+    state_dir = _new_campaign(tmp_path / "state")
+    campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=TINY, reserve_minutes=0)
+    campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
+    # both from the state after session one, as two calls from one commit (both draw seed 2: the outer
+    # learning rates differ so that the two do not train the same theta on the CPU)
+    for name, lr in (("two", 1e-3), ("three", 2e-3)):
+        campaign.run_session(str(state_dir), str(tmp_path / name), minutes=5, overrides=[*TINY, f"outer.learning_rate={lr}"],
+                             reserve_minutes=0)
+    campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu")
+    two_warm = checkpoint.stored_digest(str(state_dir / "warm_start.safetensors"))
+    before = (state_dir / "state.json").read_text()
+    with pytest.raises(ValueError, match="--branch adopts it"):
+        campaign.adopt(str(state_dir), str(tmp_path / "three"), device="cpu")
+    assert (state_dir / "state.json").read_text() == before  # refused: nothing changed
+    adopted = campaign.adopt(str(state_dir), str(tmp_path / "three"), device="cpu", branch=True)
+    last = adopted["sessions"][-1]
+    assert adopted["outer_steps"] == 9 and len(adopted["sessions"]) == 3
+    assert last["start_outer_step"] == 6 and last["branched_from_outer_step"] == 3
+    assert adopted["cpu_minutes"] == pytest.approx(sum(s["seconds"] for s in adopted["sessions"]) / 60, abs=0.02)
+    rewound = adopted["rewinds"][-1]
+    assert (rewound["at_outer_step"], rewound["to_campaign_step"]) == (6, 3)
+    assert checkpoint.stored_digest(str(state_dir / rewound["kept_warm_start"])) == two_warm  # session two kept
+    assert checkpoint.stored_digest(str(state_dir / "warm_start.safetensors")) == last["warm_start_digest"]
+    assert last["warm_start_digest"] == checkpoint.stored_digest(str(tmp_path / "three" / "run" / "warm_start.safetensors"))
+    # its snapshots take the counter's steps 7..9; the theta at 9 descends from sessions one and three only
+    assert max(os.listdir(state_dir / "thetas")) == "theta-000009.safetensors"
+    assert [s["start_outer_step"] for s in lineage_sessions(adopted, 9)] == [0, 6]
+    assert (state_dir / "logs" / "session-03-cpu-metrics.jsonl.gz").exists()
+    with pytest.raises(ValueError, match="do not extend"):  # session two is the past now, not a state to adopt
+        campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu")
+    with pytest.raises(ValueError, match="already in the campaign"):  # nor a branch to adopt twice
+        campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu", branch=True)
+
+
 def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir, capsys):
     lopt_ = __import__("lopt").learned.get("nominal")
     theta = lopt_.init(jax.random.key(0))

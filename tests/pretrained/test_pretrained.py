@@ -137,7 +137,7 @@ def test_validate_loads_a_theta_file_with_an_execution_option_and_refuses_others
     from lopt.pretrained import path as weights_path
     from lopt.pretrained.validate import _load
 
-    theta, plain = _load(str(weights_path("default")))
+    _theta, plain = _load(str(weights_path("default")))
     _, half = _load(str(weights_path("default")), {"state_dtype": "bfloat16"})
     assert plain.state_dtype == "float32" and half.state_dtype == "bfloat16"
     assert half.config() == plain.config()  # the same architecture: an execution option only

@@ -150,9 +150,12 @@ def rebase_branch(state_dir: str, state: dict[str, Any], branch_state: dict[str,
     if not os.path.exists(snapshot):
         raise ValueError(f"{os.path.basename(snapshot)} is not in the campaign: the branch started from outer step "
                          f"{start}, whose theta the rewind needs. Nothing was changed.")
+    beside = f"session {len(ours)}" if len(ours) == shared + 1 else f"sessions {shared + 1}..{len(ours)}"
+    same_seed = [i + 1 for i, s in enumerate(ours[shared:], start=shared) if s.get("seed") == session.get("seed")]
     rewind(state_dir, snapshot, note=(
-        f"session {len(ours) + 1} ran from the state after session {shared} (outer step {start}) beside sessions "
-        f"{shared + 1}..{len(ours)}, which it does not continue; the campaign goes on from it"))
+        f"session {len(ours) + 1} ran from the state after session {shared} (outer step {start}) beside {beside}, "
+        "which it does not continue; the campaign goes on from it"
+        + (f"; it drew the seed of session {same_seed[0]}, so its tasks repeat that session's" if same_seed else "")))
     state = _read_state(state_dir)
     at = int(state["outer_steps"])
     session["start_outer_step"], session["branched_from_outer_step"] = at, start

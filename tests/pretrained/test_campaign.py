@@ -103,6 +103,7 @@ def test_a_session_run_from_an_earlier_state_is_adopted_as_a_branch(tmp_path):
     assert adopted["cpu_minutes"] == pytest.approx(sum(s["seconds"] for s in adopted["sessions"]) / 60, abs=0.02)
     rewound = adopted["rewinds"][-1]
     assert (rewound["at_outer_step"], rewound["to_campaign_step"]) == (6, 3)
+    assert "beside session 2," in rewound["note"] and "drew the seed of session 2" in rewound["note"]
     assert checkpoint.stored_digest(str(state_dir / rewound["kept_warm_start"])) == two_warm  # session two kept
     assert checkpoint.stored_digest(str(state_dir / "warm_start.safetensors")) == last["warm_start_digest"]
     assert last["warm_start_digest"] == checkpoint.stored_digest(str(tmp_path / "three" / "run" / "warm_start.safetensors"))

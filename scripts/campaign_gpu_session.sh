@@ -45,6 +45,16 @@ export LOPT_FASHION_MNIST_DIR="$PWD/.data/fashion" LOPT_FORTUNES_DIR="$PWD/.data
        LOPT_WORDNET_DIR="$PWD/.data/wordnet" PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 \
        XLA_PYTHON_CLIENT_PREALLOCATE=false
 CACHE=/tmp/lopt_xla_cache
+# a second call on a warm machine from the same committed state would run a branch of the session before
+# it (same seed, same tasks: stop 59's sessions 74-75): adopt and commit a session before the next call.
+# CAMPAIGN_BRANCH=1 runs it anyway (adopt it with --adopt DIR --branch)
+STATE_DIGEST=$(sha256sum campaign/state.json | cut -c1-64)
+if [ -f /tmp/lopt_campaign_ran ] && [ "$(cat /tmp/lopt_campaign_ran)" = "$STATE_DIGEST" ] && [ "${CAMPAIGN_BRANCH:-0}" != 1 ]; then
+    echo "[campaign] refused: this machine already ran a session from this campaign/state.json; adopt that session"
+    echo "[campaign] (python -m lopt.pretrained.campaign --state campaign --adopt DIR), commit, then call again"
+    exit 2
+fi
+echo "$STATE_DIGEST" > /tmp/lopt_campaign_ran
 # the structures' normaliser fits (lopt.meta.structure_fit_cache) travel in the same archive: a
 # session with the cache carried fits none of its pools again (16-29 s of the H200 set-up)
 export LOPT_CACHE_DIR="$CACHE/lopt"

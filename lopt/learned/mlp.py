@@ -78,9 +78,9 @@ class MLPLOpt(base.LearnedOptimizer):
             :mod:`lopt.kernels.mlp_step`; ``"xla"``; ``None``, the default: :mod:`lopt.kernels`'
             global mode). An execution option.
         kernel_precision: the fused kernel's matrix products on GPU: ``"tf32"`` (the default, as
-            XLA's float32 products there), ``"bf16"`` (operands rounded to bfloat16, float32
-            accumulation: 22% less step time on an H100 at 100M parameters, update error ~4e-3
-            against float64 instead of ~6e-4), ``"tf32x3"`` or ``"ieee"`` (about float32). Interpret
+            XLA's float32 products there), ``"bf16"`` (the hidden products' operands rounded to
+            bfloat16, float32 accumulation; the first product, 8 wide, stays TF32: update error
+            ~4e-3 against float64 instead of ~6e-4), ``"tf32x3"`` or ``"ieee"`` (about float32). Interpret
             mode computes ``"bf16"`` as the GPU does and the others in float32; the XLA path ignores
             it. An execution option.
 

@@ -262,6 +262,21 @@ def test_bfloat16_products_round_the_network_not_the_momenta():
         np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
 
 
+def test_bfloat16_products_narrower_than_16_run_at_tf32():
+    """Hopper's bf16 tensor-core products take K in steps of 16; the 8-wide first product of `mlp`
+    came out 1.77x too large on an H100 (stop 59). ``tiles.dot`` runs contractions narrower than
+    ``BF16_MIN_K`` at TF32: in interpret mode that is the float32 product, bit for bit, while a
+    16-wide one is rounded to bfloat16."""
+    a = jax.random.normal(jax.random.key(0), (64, 32))
+    b = jax.random.normal(jax.random.key(1), (32, 32))
+    for k in (1, 8, tiles.BF16_MIN_K - 1):
+        np.testing.assert_array_equal(tiles.dot(a[:, :k], b[:k], "bf16"), tiles.dot(a[:, :k], b[:k], None))
+    wide = tiles.dot(a[:, :16], b[:16], "bf16")
+    rounded = a[:, :16].astype(jnp.bfloat16).astype(jnp.float32) @ b[:16].astype(jnp.bfloat16).astype(jnp.float32)
+    np.testing.assert_allclose(wide, rounded, rtol=1e-5, atol=1e-5)
+    assert _rel(wide, tiles.dot(a[:, :16], b[:16], None)) > 1e-3
+
+
 def test_kernel_precision_is_an_execution_option_of_the_optimizer():
     """MLPLOpt(kernel_precision="bf16") reaches the fused kernel through the optimizer: its step
     moves off the XLA path's by bfloat16-sized amounts, while the default stays within float32

@@ -194,13 +194,18 @@ def _session_entry(state: dict[str, Any], run_dir: str, *, seed: int, seconds: f
     return session
 
 
-def _write_state(state: dict[str, Any], session: dict[str, Any], out: str, structures: list) -> dict[str, Any]:
+def with_session(state: dict[str, Any], session: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with ``session`` appended: its outer steps and its GPU or CPU minutes added to the totals."""
     minutes = session["seconds"] / 60.0
     on_gpu = session["on_gpu"]
-    new_state = {**state, "structures": state["structures"] or structures, "sessions": state["sessions"] + [session],
-                 "outer_steps": state["outer_steps"] + session["outer_steps"],
-                 "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (minutes if on_gpu else 0.0), 2),
-                 "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else minutes), 2)}
+    return {**state, "sessions": state["sessions"] + [session],
+            "outer_steps": state["outer_steps"] + session["outer_steps"],
+            "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (minutes if on_gpu else 0.0), 2),
+            "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else minutes), 2)}
+
+
+def _write_state(state: dict[str, Any], session: dict[str, Any], out: str, structures: list) -> dict[str, Any]:
+    new_state = with_session({**state, "structures": state["structures"] or structures}, session)
     _write_state_file(out, new_state)
     return new_state
 

@@ -133,7 +133,7 @@ def rebase_branch(state_dir: str, state: dict[str, Any], branch_state: dict[str,
         ...     print(str(e).split(":")[0])
         theta-000000.safetensors is not in the campaign
     """
-    from lopt.pretrained.campaign import _read_state
+    from lopt.pretrained.campaign import _read_state, with_session
 
     ours, theirs = state["sessions"], branch_state["sessions"]
     shared = len(theirs) - 1
@@ -162,8 +162,4 @@ def rebase_branch(state_dir: str, state: dict[str, Any], branch_state: dict[str,
     session["heldout"] = [{**row, "campaign_step": row["campaign_step"] - start + at}
                           for row in session.get("heldout", [])]
     session["note"] = "; ".join(filter(None, [session.get("note"), f"a branch from outer step {start}"]))
-    minutes = session["seconds"] / 60.0
-    on_gpu = bool(session.get("on_gpu", "cpu" not in str(session.get("device", ""))))
-    return {**state, "sessions": ours + [session], "outer_steps": at + int(session["outer_steps"]),
-            "gpu_minutes": round(state.get("gpu_minutes", 0.0) + (minutes if on_gpu else 0.0), 2),
-            "cpu_minutes": round(state.get("cpu_minutes", 0.0) + (0.0 if on_gpu else minutes), 2)}
+    return with_session(state, session)

@@ -94,10 +94,12 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             # instead of 168 and 12 at 1,024 rows (benchmarks/kernel_sass.py; stop 57)
             "b128w4r256": tiles.KernelConfig(128, 256, 4), "b256w4r256": tiles.KernelConfig(256, 256, 4),
             # bfloat16 products (A operands from registers, no shared-memory round trip): 592
-            # instructions per parameter and 126 registers against tf32's 668 and 162 (kernel_sass)
+            # instructions per parameter and 126 registers against tf32's 668 and 162 (kernel_sass,
+            # stop 58, when the 8-wide first product was bf16 too; since stop 59 it is TF32, tiles.BF16_MIN_K)
             "b256w4bf16": tiles.KernelConfig(256, 256, 4, precision="bf16"),
-            # at 128 x 4 bfloat16 products need 78 registers: 24 resident warps per SM, for 664
-            # instructions per parameter (kernel_sass, stop 58); 4.72 ms at 256 x 4 on an H100
+            # at 128 x 4 bfloat16 products needed 78 registers: 24 resident warps per SM, for 664
+            # instructions per parameter (kernel_sass, stop 58, the same caveat); 4.72 ms at 256 x 4 on an
+            # H100 with the wrong bf16 first product, not re-timed since
             "b128w4bf16": tiles.KernelConfig(128, 256, 4, precision="bf16"),
             # the persistent main pass (stop 57): the next block's loads in flight during the
             # current block's products; 125 registers, 16 resident warps per SM at 128 x 4

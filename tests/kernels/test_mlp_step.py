@@ -247,7 +247,7 @@ def test_kernel_lowers_to_triton_for_cuda(state_dtype):
 
 
 def test_bfloat16_products_round_the_network_not_the_momenta():
-    """KernelConfig(precision="bf16") rounds the layers' product operands to bfloat16 (float32
+    """KernelConfig(precision="bf16") rounds the hidden layers' product operands to bfloat16 (float32
     accumulation) in interpret mode too, as the GPU's tensor cores do: the update moves off the
     float32 reference by about bfloat16's 2**-8 relative precision, far beyond float32 rounding, and
     the momenta, which no product touches, stay equal."""

@@ -201,14 +201,15 @@ def compile_module(ttir: str, warps: int, stages: int, capability: int) -> dict:
     return row
 
 
-def steps(arch: str, block: int, warps: int, programs: int | None = None) -> dict[str, tuple[Callable, tuple]]:
+def steps(arch: str, block: int, warps: int, programs: int | None = None,
+          precision: str = "tf32") -> dict[str, tuple[Callable, tuple]]:
     """``{variant: (step, args)}`` of the architecture's fused step writing params (``apply=True``)."""
     import lopt.learned
     import lopt.pretrained
     from lopt.kernels import mlp_step, nominal_step, tiles
     from lopt.learned import features as F
 
-    cfg = tiles.KernelConfig(block, 1024, warps, programs=programs)
+    cfg = tiles.KernelConfig(block, 1024, warps, programs=programs, precision=precision)
     params = {"w": jnp.ones(SHAPE, jnp.float32)}
     if arch.startswith("mlp"):
         lo = lopt.learned.get("mlp", state_dtype="bfloat16" if arch == "mlp_bf16" else "float32")
@@ -234,13 +235,15 @@ def steps(arch: str, block: int, warps: int, programs: int | None = None) -> dic
     return out
 
 
-def analyse(arch: str, config: str, *, stages: int, capability: int) -> list[dict]:
-    """One row per kernel of each variant of ``arch`` at launch ``config``."""
+def analyse(arch: str, config: str, *, stages: int, capability: int, precision: str = "tf32") -> list[dict]:
+    """One row per kernel of each variant of ``arch`` at launch ``config`` (``precision``: of the
+    in-kernel products, as :class:`lopt.kernels.tiles.KernelConfig`'s)."""
     block, warps, programs = parse_config(config)
     rows = []
-    for variant, (step, args) in steps(arch, block, warps, programs).items():
+    for variant, (step, args) in steps(arch, block, warps, programs, precision).items():
         for name, ttir in triton_modules(step, *args):
-            row = {"arch": arch, "variant": variant, "kernel": name, "block": block, "warps": warps}
+            row = {"arch": arch, "variant": variant, "kernel": name, "block": block, "warps": warps,
+                   "precision": precision}
             row.update(compile_module(ttir, warps, stages, capability))
             # the reduction kernel of mlp walks its own block (KernelConfig.reduce_block = 1024), the
             # nominal step's statistics kernel a tile of about 4,096 entries
@@ -260,6 +263,8 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="BLOCKxWARPS launch configs")
     parser.add_argument("--stages", type=int, default=3, help="num_stages (XLA's Triton default is 3)")
     parser.add_argument("--capability", type=int, default=90, help="compute capability (90: H100, H200)")
+    parser.add_argument("--precision", default="tf32", choices=["tf32", "tf32x3", "ieee", "bf16"],
+                        help="in-kernel product precision (KernelConfig.precision; mlp's products)")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
@@ -270,13 +275,15 @@ def main(argv=None) -> int:
     except ImportError:
         parser.error('needs the triton package: pip install "lopt[kernel-analysis]"')
     payload = {"benchmark": "kernel_sass", "jax": jax.__version__, "triton": triton.__version__,
-               "capability": args.capability, "stages": args.stages, "shape": list(SHAPE), "rows": []}
+               "capability": args.capability, "stages": args.stages, "precision": args.precision,
+               "shape": list(SHAPE), "rows": []}
     print(f"{'arch':<11} {'variant':<7} {'kernel':<22} {'config':>7} {'regs':>5} {'spill B':>7} "
           f"{'warps/SM':>8} {'instr/param':>11} {'LDG/param':>9}", flush=True)
     for arch in args.archs:
         for config in args.configs:
             start = time.perf_counter()
-            for row in analyse(arch, config, stages=args.stages, capability=args.capability):
+            for row in analyse(arch, config, stages=args.stages, capability=args.capability,
+                               precision=args.precision):
                 row["seconds"] = time.perf_counter() - start
                 payload["rows"].append(row)
                 print(f"{arch:<11} {row['variant']:<7} {row['kernel'][:22]:<22} {config:>7} "

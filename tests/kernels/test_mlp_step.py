@@ -262,6 +262,28 @@ def test_bfloat16_products_round_the_network_not_the_momenta():
         np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
 
 
+def test_bfloat16_products_equal_the_network_with_rounded_operands():
+    """With bf16 products the kernel computes the network whose hidden activations and the weights
+    after the first layer are rounded to bfloat16 (the first product, K = 8, and all sums stay
+    float32), the output layer included (a [block, 32] @ [32, 8] product there): it agrees with that
+    rounded network to float32 rounding, while the float32 network is bfloat16's rounding away."""
+    from lopt.learned import features as F
+    from lopt.learned import nn
+
+    g, p, m, ctx = _inputs(12, shapes={"big": (1031, 3)})
+    cfg = tiles.KernelConfig(block=64, reduce_block=128, precision="bf16")
+    u, _ = jax.jit(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, cfg=cfg))(THETA["mlp"], ctx, g, m, p)
+    bf16 = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)
+    net = {k: (bf16(v) if k not in ("w0", "b0") and k.startswith("w") else v) for k, v in THETA["mlp"].items()}
+    momentum = F.momentum_update(m["big"], g["big"], jnp.asarray(LOPT.decays, jnp.float32))
+    x = F.second_moment_normalize(jnp.concatenate([g["big"][..., None], p["big"][..., None], momentum], -1))
+    out = nn.mlp_apply(net, x.reshape(-1, x.shape[-1]), context=ctx, activation=lambda z: bf16(jax.nn.relu(z)))
+    rounded = -(out[:, 0] * jnp.exp(out[:, 1] * LOPT.exp_mult) * LOPT.step_mult).reshape(g["big"].shape)
+    float32 = mlp_step.mlp_update_reference(LOPT, THETA["mlp"], ctx, g, m, p)[0]["big"]
+    assert _rel(u["big"], rounded) < 1e-6  # 1.2e-8 measured
+    assert _rel(u["big"], float32) > 1e-3  # bfloat16's rounding: 4e-3 measured
+
+
 def test_bfloat16_products_narrower_than_16_run_at_tf32():
     """Hopper's bf16 tensor-core products take K in steps of 16; the 8-wide first product of `mlp`
     came out 1.77x too large on an H100 (stop 59). ``tiles.dot`` runs contractions narrower than

@@ -93,14 +93,16 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             # the reduction pass in 256-row programs: 63 registers and 32 resident warps per SM
             # instead of 168 and 12 at 1,024 rows (benchmarks/kernel_sass.py; stop 57)
             "b128w4r256": tiles.KernelConfig(128, 256, 4), "b256w4r256": tiles.KernelConfig(256, 256, 4),
-            # bfloat16 products (A operands from registers, no shared-memory round trip): 592
-            # instructions per parameter and 126 registers against tf32's 668 and 162 (kernel_sass,
-            # stop 58, when the 8-wide first product was bf16 too; since stop 59 it is TF32, tiles.BF16_MIN_K)
+            # bfloat16 products (A operands from registers, no shared-memory round trip; the first,
+            # 8-wide product TF32 since stop 59, tiles.BF16_MIN_K; the output layer a product and the
+            # ReLUs packed bfloat16 since stop 60): 500 instructions per parameter and 128 registers
+            # against tf32's 668 and 162 (kernel_sass --precision bf16, stop 60)
             "b256w4bf16": tiles.KernelConfig(256, 256, 4, precision="bf16"),
-            # at 128 x 4 bfloat16 products needed 78 registers: 24 resident warps per SM, for 664
-            # instructions per parameter (kernel_sass, stop 58, the same caveat); 4.72 ms at 256 x 4 on an
-            # H100 with the wrong bf16 first product, not re-timed since
+            # the same at 128 x 4: 75 registers, 24 resident warps per SM, 592 instructions per parameter
             "b128w4bf16": tiles.KernelConfig(128, 256, 4, precision="bf16"),
+            # 512 x 8: 126 registers, 16 warps per SM, 488 instructions; 256 x 8: 74, 24, 576 (stop 60)
+            "b512w8bf16": tiles.KernelConfig(512, 256, 8, precision="bf16"),
+            "b256w8bf16": tiles.KernelConfig(256, 256, 8, precision="bf16"),
             # the persistent main pass (stop 57): the next block's loads in flight during the
             # current block's products; 125 registers, 16 resident warps per SM at 128 x 4
             **{f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p in (132 * 8, 132 * 16)}},

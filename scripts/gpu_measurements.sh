@@ -2,7 +2,7 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel step h200 meta mixture scaling compile torch (default: kernel)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel step h200 meta mixture scaling compile stalls torch (default: kernel)
 #
 # The stages' limits add up to more than one call: run `kernel` (at most 9 minutes), `meta`, `mixture`
 # (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
@@ -41,6 +41,10 @@
 #            16 buckets drawn from the taskset catalogue x 8 configs x 8 pairs. COMPILE_PASSES="cold warm"
 #            runs each level a second time with the first run's caches (XLA programs, task costs,
 #            normaliser fits): the set-up of a repeat run on the same machine
+#   stalls   why mlp's main pass issues at ~40% of the SMs' rate (stop 60: 13% fewer instructions bought
+#            1.7%): Nsight Compute (`ncu`, where the machine has it) on one launch of the bf16-product main
+#            pass at 10M parameters: occupancy, scheduler and warp-state (stall reason) sections, memory
+#            workload (~1-2 minutes); says so and stops when there is no ncu
 # Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
 set -u
 : "${OUT:?run this inside a device call (OUT unset)}"
@@ -106,6 +110,19 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
                 done
             done
             continue ;;
+        stalls)
+            if command -v ncu > /dev/null; then
+                timeout -k 10 240 ncu --target-processes all -k regex:lopt_mlp_step -c 1 --section LaunchStats \
+                    --section Occupancy --section SchedulerStats --section WarpStateStats \
+                    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+                    python3 -u benchmarks/kernel_step.py --sizes 1e7 --archs mlp --check-size 0 --repeats 1 \
+                    --variants fused_apply_b256w4bf16 --budget-s 60 > "$OUT/ncu_mlp_step.log" 2>&1
+                echo "[stalls] exit $?"
+                grep -i -E "stall|warp cycles|issued|eligible|occupancy|throughput|registers" "$OUT/ncu_mlp_step.log" | head -40
+            else
+                echo "[stalls] no ncu (Nsight Compute) on this machine:" $(ls -d /usr/local/cuda*/bin 2>/dev/null)
+            fi
+            continue ;;
         torch)
             i=0
             for args in "--arch pretrained --compile" "--arch pretrained" "--arch nominal --compile"; do
@@ -116,7 +133,7 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
                 echo "[torch profile: $args] exit $?"; grep -v -i -E "warn|USDT" "$OUT/torch_profile_$i.log" | tail -28
             done
             name=torch_step limit=200 cmd=(--device cuda --sizes 1e8 --archs nominal mlp --no-jax --compile) ;;
-        *) echo "unknown stage $stage (kernel, step, h200, meta, mixture, scaling, compile or torch)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (kernel, step, h200, meta, mixture, scaling, compile, stalls or torch)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"

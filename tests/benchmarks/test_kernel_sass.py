@@ -69,6 +69,17 @@ def test_folding_removes_exactly_the_network_weights_from_the_loads():
     assert removed == len(nominal_step.folded_weights(theta)) == 138
 
 
+def test_precision_option_reaches_mlps_kernel():
+    """--precision bf16: the hidden product takes bfloat16 operands and the output layer is a third
+    product, [256, 32] x [32, 8]; the default (tf32) has two products and no bfloat16 anywhere."""
+    ir = {precision: dict(kernel_sass.triton_modules(*_unpack(kernel_sass.steps("mlp", 256, 4, precision=precision)
+                                                             ["loaded"])))["lopt_mlp_step"]
+          for precision in ("tf32", "bf16")}
+    assert ir["tf32"].count("tt.dot ") == 2 and "bf16" not in ir["tf32"]
+    assert ir["bf16"].count("tt.dot ") == 3
+    assert re.search(r"tt\.dot [^\n]*tensor<256x32xbf16> \* tensor<32x8xbf16>", ir["bf16"])
+
+
 def _unpack(pair):
     step, args = pair
     return (step, *args)

@@ -99,8 +99,11 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             # against tf32's 668 and 162 (kernel_sass --precision bf16, stop 60)
             "b256w4bf16": tiles.KernelConfig(256, 256, 4, precision="bf16"),
             # the same at 128 x 4: 75 registers, 24 resident warps per SM, 592 instructions per parameter
+            # (on an H100 in stop 60: 5.66 ms against 256 x 4's 5.05; kept for the H200, where stop 56
+            # found the main pass bound by instruction issue)
             "b128w4bf16": tiles.KernelConfig(128, 256, 4, precision="bf16"),
-            # 512 x 8: 126 registers, 16 warps per SM, 488 instructions; 256 x 8: 74, 24, 576 (stop 60)
+            # 512 x 8: 126 registers, 16 warps per SM, 488 instructions; 256 x 8: 74, 24, 576 (stop 60;
+            # on an H100 7.14 and 5.52 ms: slower than 256 x 4)
             "b512w8bf16": tiles.KernelConfig(512, 256, 8, precision="bf16"),
             "b256w8bf16": tiles.KernelConfig(256, 256, 8, precision="bf16"),
             # the persistent main pass (stop 57): the next block's loads in flight during the

@@ -17,7 +17,7 @@
 #            products, persistent and 8-warp launches, through optax), each with --profile (~5 minutes)
 #   h200     what issue 11 still needs from the H200, in one call (~6 minutes; carry .data/fashion):
 #            the step stage's deciding variants (pretrained folded, through optax; mlp default,
-#            bfloat16 products at 256 x 4 and 512 x 8, through optax; profiled), mlp's accuracy on the GPU at each product
+#            bfloat16 products at 256 x 4 and 128 x 4, through optax; profiled), mlp's accuracy on the GPU at each product
 #            precision (kernel_check), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
@@ -66,7 +66,7 @@ for stage in "${STAGES[@]}"; do
                    fused_apply_b256w4 fused_apply_b256w4bf16 'fused_apply_b128w4p*' fused_apply_b256w8 fused_optax) ;;
         h200) timeout -k 10 180 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
                   --check-size 0 --repeats 3 --profile --budget-s 150 --variants fused_apply_folded_b512w4 \
-                  fused_optax_folded fused_apply_b256w4 fused_apply_b256w4bf16 fused_apply_b512w8bf16 fused_optax \
+                  fused_optax_folded fused_apply_b256w4 fused_apply_b256w4bf16 fused_apply_b128w4bf16 fused_optax \
                   --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
               echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -9
               timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \

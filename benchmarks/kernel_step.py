@@ -106,6 +106,17 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             # on an H100 7.14 and 5.52 ms: slower than 256 x 4)
             "b512w8bf16": tiles.KernelConfig(512, 256, 8, precision="bf16"),
             "b256w8bf16": tiles.KernelConfig(256, 256, 8, precision="bf16"),
+            # one- and two-warp programs: Triton's mma.sync products instead of Hopper's warp-group
+            # ones (no warp-group fences, barriers within a warp); Nsight Compute on the 256 x 4 main
+            # pass (stop 61): 134 registers on the GPU's compiler, 3 programs per SM, 0.94 eligible
+            # warps per scheduler, issue slots 53% busy. Static counts (kernel_sass, stop 61):
+            # 128 x 1 188 registers, 10 warps per SM, 484 instructions per parameter; 64 x 1 122, 16,
+            # 540; 128 x 2 112, 18, 528 (bfloat16 momenta: 558, 612, 656 against 256 x 4's 644)
+            "b128w1bf16": tiles.KernelConfig(128, 256, 1, precision="bf16"),
+            "b64w1bf16": tiles.KernelConfig(64, 256, 1, precision="bf16"),
+            "b128w2bf16": tiles.KernelConfig(128, 256, 2, precision="bf16"),
+            "b64w2bf16": tiles.KernelConfig(64, 256, 2, precision="bf16"),
+            "b256w2bf16": tiles.KernelConfig(256, 256, 2, precision="bf16"),
             # the persistent main pass (stop 57): the next block's loads in flight during the
             # current block's products; 125 registers, 16 resident warps per SM at 128 x 4
             **{f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p in (132 * 8, 132 * 16)}},
@@ -189,6 +200,25 @@ def fused_apply_step(arch, lo, cfg, fixed_theta=None):
         return nominal_step.nominal_update(lo, theta, HORIZON, grads, state, params,
                                            interpret=INTERPRET, apply=True, cfg=cfg)
     return step
+
+
+def variant_error(lo, theta, cfg, n=1 << 20):
+    """``mlp``'s fused update at launch ``cfg`` against its XLA path in float32 (highest product
+    precision), one step on an ``n``-parameter tensor with random momenta: the relative error of the
+    update, so that a launch config's time never comes without its accuracy on the same GPU."""
+    params = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((n // 1024, 1024), np.float32))}
+    grads = random_tree(params, 1)
+    state = lo.optimizer(theta, num_steps=HORIZON).init(params)
+    momentum = jax.tree.map(lambda r, m: r.astype(m.dtype), random_tree(state.momentum, 2, 0.1),
+                            state.momentum)
+    context = F.tanh_time_embedding(state.count, lo.time_scales)
+    fused, _ = jax.jit(lambda g, m, p: mlp_step.mlp_update(
+        lo, theta["mlp"], context, g, m, p, interpret=INTERPRET, cfg=cfg, step=state.count + 1))(
+        grads, momentum, params)
+    with jax.default_matmul_precision("highest"):
+        ref, _ = jax.jit(lambda g, m, p: mlp_step.mlp_update_reference(
+            lo, theta["mlp"], context, g, m, p, step=state.count + 1))(grads, momentum, params)
+    return rel(fused, ref)
 
 
 def apply_bytes(arch, cfg):
@@ -415,6 +445,10 @@ def main(argv=None) -> int:
                         r["frac_of_copy_bw"] = r["GBps"] * 1e9 / bw
                         r["bound_ms"] = nbytes * n / bw * 1e3
                     r["hlo"] = h = hlo_summary.summarise(timed.fn.as_text())
+                    config = VARIANTS[arch].get(name.removeprefix("fused_apply_"))
+                    if arch.startswith("mlp") and config is not None:
+                        r["update_rel_err"] = variant_error(lo, theta, config)
+                        print(f"  {name}: update error {r['update_rel_err']:.1e} against float32", flush=True)
                     rows.append(r)
                     print(f"  {n / 1e6:.0f}M {arch} {name}: {ms:.3f} ms ({ms / adam_ms:.2f}x adam "
                           f"{adam_ms:.3f} ms); program: {h['custom_calls']} kernel calls, "

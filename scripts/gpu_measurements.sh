@@ -43,8 +43,9 @@
 #            normaliser fits): the set-up of a repeat run on the same machine
 #   stalls   why mlp's main pass issues at ~40% of the SMs' rate (stop 60: 13% fewer instructions bought
 #            1.7%): Nsight Compute (`ncu`, where the machine has it) on one launch of the bf16-product main
-#            pass at 10M parameters: occupancy, scheduler and warp-state (stall reason) sections, memory
-#            workload (~1-2 minutes); says so and stops when there is no ncu
+#            pass at 10M parameters per variant in STALL_VARIANTS: occupancy, scheduler and warp-state
+#            sections, each stall reason's share of the warps' cycles, memory workload (~1 minute per
+#            variant); says so and stops when there is no ncu
 # Copy the returned files to benchmarks/results/<name>_gpu-<device>.json afterwards.
 set -u
 : "${OUT:?run this inside a device call (OUT unset)}"
@@ -112,13 +113,19 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
             continue ;;
         stalls)
             if command -v ncu > /dev/null; then
-                timeout -k 10 240 ncu --target-processes all -k regex:lopt_mlp_step -c 1 --section LaunchStats \
-                    --section Occupancy --section SchedulerStats --section WarpStateStats \
-                    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-                    python3 -u benchmarks/kernel_step.py --sizes 1e7 --archs mlp --check-size 0 --repeats 1 \
-                    --variants fused_apply_b256w4bf16 --budget-s 60 > "$OUT/ncu_mlp_step.log" 2>&1
-                echo "[stalls] exit $?"
-                grep -i -E "stall|warp cycles|issued|eligible|occupancy|throughput|registers" "$OUT/ncu_mlp_step.log" | head -40
+                # STALL_VARIANTS: kernel_step variants to profile (default: the 256 x 4 warp-group launch and
+                # the one-warp 128 x 1 launch of stop 61)
+                for variant in ${STALL_VARIANTS:-fused_apply_b256w4bf16 fused_apply_b128w1bf16}; do
+                    timeout -k 10 200 ncu --target-processes all -k regex:lopt_mlp_step -c 1 --section LaunchStats \
+                        --section Occupancy --section SchedulerStats --section WarpStateStats \
+                        --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+                        --metrics 'regex:smsp__warp_issue_stalled_.*_per_warp_active\.pct' \
+                        python3 -u benchmarks/kernel_step.py --sizes 1e7 --archs mlp --check-size 0 --repeats 1 \
+                        --variants "$variant" --budget-s 60 > "$OUT/ncu_mlp_step_$variant.log" 2>&1
+                    echo "[stalls] $variant exit $?"
+                    grep -E "Registers Per|Eligible Warps|Issue Slots Busy|Theoretical Occ|stalled" \
+                        "$OUT/ncu_mlp_step_$variant.log" | awk '$NF+0 >= 0.5 || !/stalled/' | head -30
+                done
             else
                 echo "[stalls] no ncu (Nsight Compute) on this machine:" $(ls -d /usr/local/cuda*/bin 2>/dev/null)
             fi

@@ -171,7 +171,6 @@ class MLPLOpt(base.LearnedOptimizer):
     def _build(self, theta: Any, num_steps: Any) -> base.Transform:
         from lopt import kernels  # lazy: lopt.kernels imports lopt.learned
         from lopt.kernels import mlp_step as kernels_mlp
-        from lopt.kernels import tiles
 
         decays = jnp.asarray(self.decays, _f32)
         net = theta["mlp"]
@@ -191,7 +190,7 @@ class MLPLOpt(base.LearnedOptimizer):
             if interpret is not None:  # the fused Pallas step (lopt.kernels), same result
                 updates, momentum = kernels_mlp.mlp_update(
                     self, net, context, grads, state.momentum, params, interpret=interpret,
-                    cfg=tiles.KernelConfig(precision=self.kernel_precision), step=state.count + 1)
+                    cfg=kernels_mlp.launch_config(self.kernel_precision), step=state.count + 1)
                 return updates, MLPLOptState(state.count + 1, momentum)
             momentum = F.momentum_update(jax.tree.map(lambda m: m.astype(_f32), state.momentum), grads, decays)
 

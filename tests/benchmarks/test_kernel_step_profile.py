@@ -23,3 +23,15 @@ def test_profile_records_the_kernels_of_each_timed_variant(tmp_path):
     hlo = row["hlo"]
     assert hlo["fusions"] > 0 and hlo["while_trips"] >= hlo["while_loops"]
     assert hlo["copies"] == sum(hlo["copy_shapes"].values())
+
+
+def test_each_mlp_launch_is_timed_with_its_update_error():
+    """variant_error: mlp's fused update at a launch config against the float32 XLA path. In interpret
+    mode a TF32 launch computes float32 (error at float32 rounding) and a bf16 one rounds the hidden
+    products' operands (bfloat16's 2**-8: the 4.6e-3 the H100 measured for every bf16 launch)."""
+    lo = kernel_step.learned_optimizer("mlp")
+    theta = kernel_step.trained_like_theta("mlp", lo)
+    launches = kernel_step.VARIANTS["mlp"]
+    assert kernel_step.variant_error(lo, theta, launches["b256w4"], n=4096) < 1e-5
+    err = kernel_step.variant_error(lo, theta, launches["b128w2bf16"], n=4096)
+    assert 1e-3 < err < 2e-2, err

@@ -90,6 +90,9 @@ PERSISTENT = {f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p 
 VARIANTS = {  # name: KernelConfig for the apply=True timing
     "mlp": {"b256w4": tiles.KernelConfig(256, 1024, 4), "b128w4": tiles.KernelConfig(128, 1024, 4),
             "b256w8": tiles.KernelConfig(256, 1024, 8),
+            # TF32 products in two-warp programs: the launch that made bf16 products 8.5% faster (stop
+            # 61), not yet timed at TF32
+            "b128w2": tiles.KernelConfig(128, 256, 2),
             # the reduction pass in 256-row programs: 63 registers and 32 resident warps per SM
             # instead of 168 and 12 at 1,024 rows (benchmarks/kernel_sass.py; stop 57)
             "b128w4r256": tiles.KernelConfig(128, 256, 4), "b256w4r256": tiles.KernelConfig(256, 256, 4),
@@ -117,6 +120,10 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             "b128w2bf16": tiles.KernelConfig(128, 256, 2, precision="bf16"),
             "b64w2bf16": tiles.KernelConfig(64, 256, 2, precision="bf16"),
             "b256w2bf16": tiles.KernelConfig(256, 256, 2, precision="bf16"),
+            # the same two-warp launch persistent (the next block's loads in flight against the main
+            # pass's load stalls, 20% of its cycles in stop 61): 142 registers, 7 programs per SM, so
+            # 924 programs on an H100's 132 SMs; not yet timed
+            "b128w2p924bf16": tiles.KernelConfig(128, 256, 2, precision="bf16", programs=924),
             # the persistent main pass (stop 57): the next block's loads in flight during the
             # current block's products; 125 registers, 16 resident warps per SM at 128 x 4
             **{f"b128w4p{p}": tiles.KernelConfig(128, 1024, 4, programs=p) for p in (132 * 8, 132 * 16)}},

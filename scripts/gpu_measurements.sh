@@ -2,7 +2,7 @@
 # The GPU speed measurements the open issues ask for, in one device call after the campaign's
 # sessions; each stage has its own time limit and writes its JSON and log under $OUT as it goes.
 #
-#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel step h200 meta mixture scaling compile stalls torch (default: kernel)
+#   bash scripts/gpu_measurements.sh [STAGE ...]     # stages: kernel step launches h200 meta mixture scaling compile stalls torch (default: kernel)
 #
 # The stages' limits add up to more than one call: run `kernel` (at most 9 minutes), `meta`, `mixture`
 # (at most 7) and `compile` (at most 4 per level) in separate calls, or one of them after a campaign
@@ -15,9 +15,12 @@
 #   step     benchmarks/kernel_step.py at 100M parameters, only the variants issue 11 still asks about
 #            (the pretrained step folded, its anchor table, through optax; mlp's default, bfloat16
 #            products, persistent and 8-warp launches, through optax), each with --profile (~5 minutes)
+#   launches mlp's launches stop 61 left untimed (TF32 products in 128 x 2 programs; the persistent 128 x 2
+#            bf16 launch, 924 programs) beside 256 x 4 and the 128 x 2 bf16 launch, float32 and bfloat16
+#            momenta, profiled, each with its update error on the GPU (~2 minutes)
 #   h200     what issue 11 still needs from the H200, in one call (~6 minutes; carry .data/fashion):
-#            the step stage's deciding variants (pretrained folded, through optax; mlp default,
-#            bfloat16 products at 256 x 4 and 128 x 4, through optax; profiled), mlp's accuracy on the GPU at each product
+#            the step stage's deciding variants (pretrained folded, through optax; mlp default at 256 x 4
+#            and 128 x 2, bfloat16 products at 128 x 2 (their launch since stop 61), through optax; profiled), mlp's accuracy on the GPU at each product
 #            precision (kernel_check), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
@@ -61,13 +64,16 @@ for stage in "${STAGES[@]}"; do
                 # KERNEL_ARGS: more arguments, later ones winning, e.g. "--archs mlp_bf16 --variants fused_*"
                 # (read as words, never glob-expanded by the shell)
                 read -ra extra <<< "${KERNEL_ARGS:-}"; cmd+=("${extra[@]}") ;;
+        launches) name=kernel_step limit=240  # stop 61's untimed mlp launches beside the timed ones (~2 minutes)
+              cmd=(--sizes 1e8 --archs mlp mlp_bf16 --check-size 0 --repeats 3 --profile --budget-s 200
+                   --variants fused_apply_b256w4 fused_apply_b128w2 fused_apply_b128w2bf16 fused_apply_b128w2p924bf16) ;;
         step) name=kernel_step limit=330  # issue 11's open variants at 100M, each profiled (~5 minutes)
               cmd=(--sizes 1e8 --archs pretrained mlp --check-size 0 --repeats 3 --profile --budget-s 280
                    --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4_table_anchor fused_optax_folded
                    fused_apply_b256w4 fused_apply_b256w4bf16 'fused_apply_b128w4p*' fused_apply_b256w8 fused_optax) ;;
         h200) timeout -k 10 180 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
                   --check-size 0 --repeats 3 --profile --budget-s 150 --variants fused_apply_folded_b512w4 \
-                  fused_optax_folded fused_apply_b256w4 fused_apply_b256w4bf16 fused_apply_b128w4bf16 fused_optax \
+                  fused_optax_folded fused_apply_b256w4 fused_apply_b128w2 fused_apply_b128w2bf16 fused_optax \
                   --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
               echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -9
               timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \

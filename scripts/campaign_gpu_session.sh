@@ -64,6 +64,13 @@ touch "$OUT/.started"  # files of the cache newer than this were written by this
 # small autotuning files by the disk blocks it takes (20 MB for 12 MB of data)
 if [ -f .xla_cache/cache.tgz ]; then tar xzf .xla_cache/cache.tgz -C "$CACHE"
 elif [ -d .xla_cache ]; then cp -r .xla_cache/. "$CACHE/"; fi
+# without a carried cache every bucket program compiles: stop 61's cold call spent 421 s of its 8 minutes
+# on set-up and ended inside its first outer step, with nothing to adopt
+if [ ! -s .xla_cache/cache.tgz ] && [ -z "$(ls -A "$CACHE" 2>/dev/null)" ] \
+        && python3 -c "import sys; sys.exit(float('$MINUTES') >= 9)"; then
+    echo "[campaign] warning: no XLA cache carried and none on this machine: set-up takes ~7 minutes, so $MINUTES" \
+         "minutes may end before the first outer step; give 9 minutes (a 600 s call) or carry .xla_cache"
+fi
 LIMIT=$(python3 -c "print(int(float('$MINUTES') * 60 + 50))")
 timeout -k 15 "$LIMIT" python3 -m lopt.pretrained.campaign --state campaign --out "$OUT/c" --minutes "$MINUTES" \
     --reserve-minutes 0.3 --compile-cache "$CACHE" --set estimator.num_tasks=64 --set trainer.eval_every=0 \

@@ -115,7 +115,7 @@ def rebase_branch(state_dir: str, state: dict[str, Any], branch_state: dict[str,
     outer step the branch started from, then the branch's session is appended with its
     ``start_outer_step`` moved to the counter (the counter counts compute spent) and
     ``branched_from_outer_step`` recording where its theta came from. Writes the rewind only; the
-    caller (:func:`lopt.pretrained.campaign.adopt`) writes the returned state with the session's files.
+    caller (:func:`lopt.pretrained.adoption.adopt`) writes the returned state with the session's files.
 
     Raises:
         ValueError: the branch did not run from an earlier state of this campaign, was adopted

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lopt import checkpoint
-from lopt.pretrained import campaign
+from lopt.pretrained import adoption, campaign
 from lopt.pretrained.breadth import validation_structures
 from lopt.pretrained.session_files import keep_snapshots
 from lopt.pretrained.validate import validate
@@ -47,7 +47,7 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     snapshot = tmp_path / "one" / "run" / "thetas" / "theta-000003.safetensors"  # trainer.theta_history
     assert checkpoint.read_metadata(str(snapshot))["extra"]["outer_steps"] == 3
     # adopt it as the campaign's state, then run a second session from there
-    campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
+    adoption.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
     kept = gzip.decompress((state_dir / "logs" / "session-01-cpu-metrics.jsonl.gz").read_bytes())
     assert kept == (tmp_path / "one" / "run" / "metrics.jsonl").read_bytes()
     assert not (state_dir / "logs" / "session-01-cpu.log").exists()  # no campaign.log came back with it
@@ -57,7 +57,7 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     # a session killed before writing state.json: adopt records it from its run folder
     os.remove(tmp_path / "two" / "state.json")
     (tmp_path / "campaign.log").write_text("[campaign] set-up 7 s; meta-training\n")
-    recorded = campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu", note="killed at the limit")
+    recorded = adoption.adopt(str(state_dir), str(tmp_path / "two"), device="cpu", note="killed at the limit")
     last = recorded["sessions"][-1]
     assert recorded["outer_steps"] == 6 and last["outer_steps"] == 3 and last["note"] == "killed at the limit"
     assert last["setup_seconds"] == 7.0 and not last["on_gpu"]
@@ -70,7 +70,7 @@ def test_sessions_continue_from_the_committed_state_and_a_killed_one_is_recorded
     assert (state_dir / "logs" / "session-02-cpu-metrics.jsonl.gz").exists()
     assert (state_dir / "logs" / "session-02-cpu.log").read_text() == "[campaign] set-up 7 s; meta-training\n"
     with pytest.raises(ValueError, match="do not extend"):  # the first session's folder is stale now
-        campaign.adopt(str(state_dir), str(tmp_path / "one"))
+        adoption.adopt(str(state_dir), str(tmp_path / "one"))
     with pytest.raises(ValueError, match="no metrics"):
         empty = tmp_path / "empty"
         empty.mkdir()
@@ -84,19 +84,19 @@ def test_a_session_run_from_an_earlier_state_is_adopted_as_a_branch(tmp_path):
 
     state_dir = _new_campaign(tmp_path / "state")
     campaign.run_session(str(state_dir), str(tmp_path / "one"), minutes=5, overrides=TINY, reserve_minutes=0)
-    campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
+    adoption.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
     # both from the state after session one, as two calls from one commit (both draw seed 2: the outer
     # learning rates differ so that the two do not train the same theta on the CPU)
     for name, lr in (("two", 1e-3), ("three", 2e-3)):
         campaign.run_session(str(state_dir), str(tmp_path / name), minutes=5, overrides=[*TINY, f"outer.learning_rate={lr}"],
                              reserve_minutes=0)
-    campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu")
+    adoption.adopt(str(state_dir), str(tmp_path / "two"), device="cpu")
     two_warm = checkpoint.stored_digest(str(state_dir / "warm_start.safetensors"))
     before = (state_dir / "state.json").read_text()
     with pytest.raises(ValueError, match="--branch adopts it"):
-        campaign.adopt(str(state_dir), str(tmp_path / "three"), device="cpu")
+        adoption.adopt(str(state_dir), str(tmp_path / "three"), device="cpu")
     assert (state_dir / "state.json").read_text() == before  # refused: nothing changed
-    adopted = campaign.adopt(str(state_dir), str(tmp_path / "three"), device="cpu", branch=True)
+    adopted = adoption.adopt(str(state_dir), str(tmp_path / "three"), device="cpu", branch=True)
     last = adopted["sessions"][-1]
     assert adopted["outer_steps"] == 9 and len(adopted["sessions"]) == 3
     assert last["start_outer_step"] == 6 and last["branched_from_outer_step"] == 3
@@ -112,9 +112,9 @@ def test_a_session_run_from_an_earlier_state_is_adopted_as_a_branch(tmp_path):
     assert [s["start_outer_step"] for s in lineage_sessions(adopted, 9)] == [0, 6]
     assert (state_dir / "logs" / "session-03-cpu-metrics.jsonl.gz").exists()
     with pytest.raises(ValueError, match="do not extend"):  # session two is the past now, not a state to adopt
-        campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu")
+        adoption.adopt(str(state_dir), str(tmp_path / "two"), device="cpu")
     with pytest.raises(ValueError, match="already in the campaign"):  # nor a branch to adopt twice
-        campaign.adopt(str(state_dir), str(tmp_path / "two"), device="cpu", branch=True)
+        adoption.adopt(str(state_dir), str(tmp_path / "two"), device="cpu", branch=True)
 
 
 def test_validation_scores_are_deterministic_and_tell_thetas_apart(state_dir, capsys):
@@ -187,7 +187,7 @@ def test_a_validating_session_scores_its_references_and_the_campaign_keeps_its_b
     assert references["warm start"] == references["initial theta (= Adam 1e-3)"]
     scores = [row["heldout_normalized_loss"] for row in session["heldout"]]
     assert [row["step"] for row in session["heldout"]] == [2, 3]  # every 2 steps and the final theta
-    adopted = campaign.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
+    adopted = adoption.adopt(str(state_dir), str(tmp_path / "one"), device="cpu")
     assert adopted["best"]["score"] == pytest.approx(min(scores))
     assert adopted["best"]["campaign_step"] == [2, 3][int(np.argmin(scores))] and adopted["best"]["session"] == 1
     best = state_dir / "best_theta.safetensors"
@@ -459,9 +459,9 @@ def test_a_session_whose_warm_start_did_not_come_back_continues_from_its_final_s
     (partial / "run" / "warm_start.safetensors").unlink()
     (partial / "run" / "thetas" / "theta-000003.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="final step"):
-        campaign.adopt(str(pristine), str(partial), device="cpu")
+        adoption.adopt(str(pristine), str(partial), device="cpu")
     assert sorted(os.listdir(pristine)) == ["state.json"]  # refused before anything was written
-    adopted = campaign.adopt(str(pristine), str(back), device="cpu")
+    adopted = adoption.adopt(str(pristine), str(back), device="cpu")
     assert adopted["outer_steps"] == 3 and "did not come back" in adopted["sessions"][-1]["note"]
     # the warm start is the final snapshot's theta: the next session starts exactly there
     warm = str(pristine / "warm_start.safetensors")

@@ -280,7 +280,12 @@ def test_bfloat16_products_equal_the_network_with_rounded_operands():
     out = nn.mlp_apply(net, x.reshape(-1, x.shape[-1]), context=ctx, activation=lambda z: bf16(jax.nn.relu(z)))
     rounded = -(out[:, 0] * jnp.exp(out[:, 1] * LOPT.exp_mult) * LOPT.step_mult).reshape(g["big"].shape)
     float32 = mlp_step.mlp_update_reference(LOPT, THETA["mlp"], ctx, g, m, p)[0]["big"]
-    assert _rel(u["big"], rounded) < 1e-6  # 1.2e-8 measured
+    # Entry by entry to float32 rounding, but for the rare pre-activation within float32 rounding of a
+    # bfloat16 tie, which the two float32 first products (folded and not) may round apart: 0 of 3,093
+    # entries on stop 60's CPU, 2 on stop 61's (AVX-512, another summation order; 4.4e-5 overall).
+    close = np.abs(np.asarray(u["big"] - rounded)) <= 1e-6 * float(jnp.max(jnp.abs(rounded)))
+    assert close.mean() > 0.995, close.mean()
+    assert _rel(u["big"], rounded) < 3e-4
     assert _rel(u["big"], float32) > 1e-3  # bfloat16's rounding: 4e-3 measured
 
 

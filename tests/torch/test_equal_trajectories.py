@@ -108,8 +108,9 @@ def test_torch_matches_jax_over_100_steps(case):
         losses,
     )
     # the distance estimate sums over every tensor (in another order in each framework): d agrees
-    # to 1e-6 and grows 5e4-fold here, so its rounding reaches the params at ~1e-4
-    rtol = 1e-4 if config.get("step_size") == "distance" else 1e-5
+    # to 1e-6 and grows 5e4-fold here, so its rounding reaches the params at ~1e-4 (1.6e-4 on 1 of
+    # 7,200 entries on stop 61's AVX-512 CPU; the travel check below stays at 2e-5 of the distance moved)
+    rtol = 3e-4 if config.get("step_size") == "distance" else 1e-5
     assert_same_trajectory(got, want, params, rtol=rtol)
 
 

@@ -344,13 +344,13 @@ def test_optimizer_launches_bfloat16_products_in_two_warp_programs(monkeypatch):
         return fused(*args, cfg=cfg, **kwargs)
 
     monkeypatch.setattr(mlp_step, "mlp_update", spy)
-    g, p, m, ctx = _inputs(13)
+    g, p, m, _ = _inputs(13)
     for precision, block, warps in (("bf16", 128, 2), ("tf32", 256, 4)):
         config = LOPT.with_execution_options(kernel_precision=precision)
         opt = config.optimizer(THETA)
         state = opt.init(p)._replace(momentum=m)
         with kernels.mode_scope("pallas"):
-            u, _ = jax.jit(lambda g, s, p: opt.update(g, s, p, loss=1.0))(g, state, p)
+            u, _ = jax.jit(lambda g, s, p, opt=opt: opt.update(g, s, p, loss=1.0))(g, state, p)
         cfg = seen[-1]
         assert (cfg.block, cfg.num_warps, cfg.precision) == (block, warps, precision)
         context = F.tanh_time_embedding(state.count, config.time_scales)

@@ -166,6 +166,11 @@ def random_tree(tree, seed, scale=1.0):
                               for x in leaves])
 
 
+def random_momentum(momentum):
+    """Random momenta (scale 0.1) shaped and typed as ``momentum`` (bfloat16 state too)."""
+    return jax.tree.map(lambda r, m: r.astype(m.dtype), random_tree(momentum, 2, 0.1), momentum)
+
+
 def learned_optimizer(arch):
     """The architecture's default config; ``pretrained``: the shipped weights' config
     (``pretrained_bf16``, ``mlp_bf16``: with the state stored in bfloat16)."""
@@ -216,8 +221,7 @@ def variant_error(lo, theta, cfg, n=1 << 20):
     params = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((n // 1024, 1024), np.float32))}
     grads = random_tree(params, 1)
     state = lo.optimizer(theta, num_steps=HORIZON).init(params)
-    momentum = jax.tree.map(lambda r, m: r.astype(m.dtype), random_tree(state.momentum, 2, 0.1),
-                            state.momentum)
+    momentum = random_momentum(state.momentum)
     context = F.tanh_time_embedding(state.count, lo.time_scales)
     fused, _ = jax.jit(lambda g, m, p: mlp_step.mlp_update(
         lo, theta["mlp"], context, g, m, p, interpret=INTERPRET, cfg=cfg, step=state.count + 1))(
@@ -321,8 +325,7 @@ def correctness(arch, lo, n):
     grads, theta = random_tree(params, 1), trained_like_theta(arch, lo)
     opt = lo.optimizer(theta, num_steps=HORIZON)
     state = opt.init(params)
-    state = state._replace(momentum=jax.tree.map(lambda r, m: r.astype(m.dtype),  # bfloat16 state too
-                                                 random_tree(state.momentum, 2, 0.1), state.momentum))
+    state = state._replace(momentum=random_momentum(state.momentum))
     xla = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(g, s, p, loss=1.0))
     with jax.default_matmul_precision("highest"):
         ref = jax.jit(lambda g, s, p, th: lo.optimizer(th, num_steps=HORIZON).update(
@@ -452,7 +455,7 @@ def main(argv=None) -> int:
                         r["frac_of_copy_bw"] = r["GBps"] * 1e9 / bw
                         r["bound_ms"] = nbytes * n / bw * 1e3
                     r["hlo"] = h = hlo_summary.summarise(timed.fn.as_text())
-                    config = VARIANTS[arch].get(name.removeprefix("fused_apply_"))
+                    config = launch_configs(arch, args.sweep).get(name.removeprefix("fused_apply_"))
                     if arch.startswith("mlp") and config is not None:
                         r["update_rel_err"] = variant_error(lo, theta, config)
                         print(f"  {name}: update error {r['update_rel_err']:.1e} against float32", flush=True)

@@ -146,7 +146,7 @@ print('[compile] shipped task costs, one per family, recounted under JAX', jax._
                 echo "[torch profile: $args] exit $?"; grep -v -i -E "warn|USDT" "$OUT/torch_profile_$i.log" | tail -28
             done
             name=torch_step limit=200 cmd=(--device cuda --sizes 1e8 --archs nominal mlp --no-jax --compile) ;;
-        *) echo "unknown stage $stage (kernel, step, h200, meta, mixture, scaling, compile, stalls or torch)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (kernel, step, launches, h200, meta, mixture, scaling, compile, stalls or torch)" >&2; exit 2 ;;
     esac
     timeout -k 10 "$limit" python3 -u "benchmarks/$name.py" "${cmd[@]}" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     echo "[$stage] exit $?"; tail -15 "$OUT/$name.log"

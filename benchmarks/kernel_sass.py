@@ -175,8 +175,30 @@ def _tool(name: str) -> str:
     return path
 
 
+def _ttir_passes(ttir: str, folder: str, warps: int, stages: int, capability: int) -> str:
+    """``ttir`` after the Triton-IR passes (canonicalisation, op combining, CSE) that the GPU's
+    pipeline runs first (XLA's ``MakeTTIR``, after Triton's ``make_ttir``). ``triton.compile`` skips
+    them for a source given as IR, which left e.g. each layer's bias add outside its product."""
+    from triton._C.libtriton import ir
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+
+    backend = make_backend(GPUTarget("cuda", capability, 32))
+    context = ir.context()
+    ir.load_dialects(context)
+    backend.load_dialects(context)
+    source = os.path.join(folder, "frontend.ttir")
+    with open(source, "w", encoding="utf-8") as f:
+        f.write(ttir)
+    module = ir.parse_mlir_module(source, context)
+    module.context = context
+    options = backend.parse_options({"num_warps": warps, "num_stages": stages})
+    return str(backend.make_ttir(module, {}, options, capability))
+
+
 def compile_module(ttir: str, warps: int, stages: int, capability: int) -> dict:
-    """Compiles Triton IR text to a cubin; registers, spills, occupancy and opcode counts."""
+    """Compiles Triton IR text to a cubin (through the Triton-IR passes the GPU runs,
+    :func:`_ttir_passes`); registers, spills, occupancy and opcode counts."""
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -184,7 +206,7 @@ def compile_module(ttir: str, warps: int, stages: int, capability: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         source = os.path.join(folder, "kernel.ttir")
         with open(source, "w", encoding="utf-8") as f:
-            f.write(ttir)
+            f.write(_ttir_passes(ttir, folder, warps, stages, capability))
         kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32),
                                 options={"num_warps": warps, "num_stages": stages})
         cubin = os.path.join(folder, "kernel.cubin")

@@ -14,7 +14,7 @@ Per tensor, two passes over memory:
    product), so the kernel does no per-feature scaling. It writes the new momenta (in place) and the
    update, or the new parameter when ``apply=True``. With bfloat16 products
    (``KernelConfig(precision="bf16")``) the output layer is a product as well and the ReLUs are
-   taken in bfloat16 (:func:`_outputs`, :func:`_relu`).
+   taken in bfloat16 (:func:`_update`, :func:`_relu`).
 
 Bytes per float32 parameter with ``k = 6`` momenta: reduction 4 + 4 + 24 = 32 read; main
 32 read + 24 + 4 written: 92 in all (Adam's fused minimum is 28). Gradients (``jax.grad``)
@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from lopt.kernels import tiles
 from lopt.learned import base, nn
@@ -153,43 +154,59 @@ def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width
     out_ref[pl.ds(pl.program_id(0) * width, width)] = sums
 
 
-def _relu(z, precision):
+def _relu(z, precision, packed_cvt=False):
     """ReLU of a hidden layer's pre-activations; with bf16 products, of them rounded to bfloat16 (the
-    next product rounds its operand so anyway, and ``relu(round(z)) == round(relu(z))``): packed
-    two to a register, half the max instructions (532 -> 500 per parameter at 256 x 4)."""
+    next product rounds its operand so anyway, and ``relu(round(z)) == round(relu(z))``).
+
+    ``packed_cvt`` (bf16 on the GPU): one ``cvt.rn.relu.bf16x2.f32`` per pair of entries, the rounding
+    and the ReLU in the conversion (``F2FP.RELU`` on sm_90): 32 fewer instructions per parameter than
+    rounding and then taking a packed max (static count at 128 x 2, stop 62). PTX packs its first
+    source into the high half, so entry 0 (``$1``) goes second. Interpret mode has no PTX: the CPU
+    takes the max after the rounding, the same values."""
+    if precision == "bf16" and packed_cvt:
+        (h,) = plgpu.elementwise_inline_asm(
+            "cvt.rn.relu.bf16x2.f32 $0, $2, $1;", args=[z], constraints="=r,f,f", pack=2,
+            result_shape_dtypes=[jax.ShapeDtypeStruct(z.shape, jnp.bfloat16)])
+        return h
     if precision == "bf16":
         return jnp.maximum(z.astype(jnp.bfloat16), jnp.bfloat16(0))
     return jax.nn.relu(z)
 
 
-def _outputs(h, wout_ref, bout_ref, precision):
-    """The network's two outputs ``(direction, log_mag)`` for each row of the last hidden tile.
+def _update(h, wout_ref, bout_ref, precision, exp_mult, step_mult):
+    """The ``[block]`` update ``-direction * exp(log_mag * exp_mult) * step_mult`` of each row of the
+    last hidden tile (not yet masked).
 
-    With bfloat16 products they are one more tensor-core product, ``[block, hidden] @ [hidden,
-    8]`` (:func:`_output_weights`: columns 2-7 zero), each picked out of its ``[block, 8]`` tile:
-    40 fewer instructions per parameter at 256 x 4 than two row reductions (572 -> 532, static
-    count on sm_90). With TF32 ones the product costs more than it saves (668 -> 712: the
-    float32 operand goes through shared memory), so ``wout_ref`` is ``[2, hidden]`` and the
-    outputs are row reductions on the CUDA cores.
+    With bfloat16 products the two outputs are one more tensor-core product, ``[block, hidden] @
+    [hidden, 8]`` (:func:`_output_weights`: columns 2-7 zero; ``bout_ref``: 8 biases, added as the
+    product's accumulator), split into its even and odd columns: a thread of the product's layout
+    holds each adjacent pair, so ``direction`` and ``log_mag`` of a row meet in one thread without a
+    shuffle; the update of columns 1-3 is ``-0 * exp(0) = -0``, and one sum over the 4 columns picks
+    column 0 (16 shuffles per thread at 128 x 2 against 32 for two row reductions of the product:
+    488 against 524 instructions per parameter, static count, stop 62). With TF32 products a
+    product costs more than it saves (668 -> 712 at 256 x 4: the float32 operand goes through
+    shared memory), so ``wout_ref`` is ``[2, hidden]`` and the outputs are row reductions.
     """
     if precision == "bf16":
-        out = tiles.dot(h, wout_ref[...], precision)
-        columns = jax.lax.broadcasted_iota(jnp.int32, out.shape, 1)
-        return (jnp.sum(jnp.where(columns == 0, out, 0.0), axis=1) + bout_ref[0],
-                jnp.sum(jnp.where(columns == 1, out, 0.0), axis=1) + bout_ref[1])
-    return (jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0],
-            jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1])
+        out = tiles.dot(h, wout_ref[...], precision) + bout_ref[...][None, :]
+        direction, log_mag = jnp.unstack(out.reshape(out.shape[0], _OUT_WIDTH // 2, 2), axis=-1)
+        return jnp.sum(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), axis=1)
+    direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
+    log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
+    return -(direction * jnp.exp(log_mag * exp_mult) * step_mult)
 
 
-def _output_weights(w_last, precision):
-    """The last layer's ``[hidden, 2]`` weights as :func:`_outputs` reads them."""
+def _output_weights(w_last, b_last, precision):
+    """The last layer's weights and biases as :func:`_update` reads them: ``[hidden, 8]`` in bfloat16
+    and 8 biases (columns 2-7 zero) for bf16 products, else ``[2, hidden]`` and 2 biases."""
     if precision == "bf16":
-        return jnp.zeros((w_last.shape[0], _OUT_WIDTH), _f32).at[:, :2].set(w_last)
-    return w_last.T
+        return (jnp.zeros((w_last.shape[0], _OUT_WIDTH), _f32).at[:, :2].set(w_last).astype(jnp.bfloat16),
+                jnp.zeros((_OUT_WIDTH,), _f32).at[:2].set(b_last))
+    return w_last.T, b_last
 
 
 def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, block, width, hidden_layers,
-                 exp_mult, step_mult, apply, precision, salt, programs):
+                 exp_mult, step_mult, apply, precision, salt, programs, packed_cvt):
     """The main pass. ``programs``: ``None``, one program per block; else a persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: each
     iteration loads the next block's gradient, parameter and momenta before computing and storing
@@ -210,16 +227,16 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, blo
             bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
                                   step_ref[0].astype(jnp.uint32), salt)
             columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
-            new_m = SR.round_bits(new_m, SR.split_bits(bits[:, None], columns))
+            new_m = SR.round_bits_of_state(new_m, SR.split_bits(bits[:, None], columns))
         tiles.store_tile(m_out_ref, new_m, n, k, block, index=index)
         # the network's weights are read where they are used, after that store (L1/L2 hits): read
         # before it they are held in registers through the features (162 -> 233 registers at 256 x 4)
-        h = _relu(tiles.dot(x, w0_ref[...], precision) + b0_ref[...][None, :], precision)
+        # (each bias is added to its product: Triton's op combining makes it the accumulator)
+        h = _relu(tiles.dot(x, w0_ref[...], precision) + b0_ref[...][None, :], precision, packed_cvt)
         for i in range(hidden_layers - 1):
             h = _relu(tiles.dot(h, hidden_refs[2 * i][...], precision) + hidden_refs[2 * i + 1][...][None, :],
-                      precision)
-        direction, log_mag = _outputs(h, wout_ref, bout_ref, precision)
-        update = tiles.finite_or(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), 0.0)
+                      precision, packed_cvt)
+        update = tiles.finite_or(_update(h, wout_ref, bout_ref, precision, exp_mult, step_mult), 0.0)
         update = update.astype(out_ref.dtype)
         result = (p + update.astype(_f32)) if apply else update
         tiles.store_rows(out_ref, result, n, block, index=index)
@@ -271,10 +288,10 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
     layers = lopt.hidden_layers
     hidden = []
     for i in range(1, layers):
-        hidden += [net[f"w{i}"].astype(_f32), net[f"b{i}"].astype(_f32)]
+        # bfloat16 products take their weights as bfloat16: loaded at half the bytes, no rounding per program
+        hidden += [net[f"w{i}"].astype(jnp.bfloat16 if cfg.precision == "bf16" else _f32), net[f"b{i}"].astype(_f32)]
     precision = cfg.precision if not interpret or cfg.precision == "bf16" else None
-    wout = _output_weights(net[f"w{layers}"].astype(_f32), precision)
-    bout = net[f"b{layers}"].astype(_f32)
+    wout, bout = _output_weights(net[f"w{layers}"].astype(_f32), net[f"b{layers}"].astype(_f32), precision)
     out_dtype = jnp.result_type(p)
     main = tiles.call(
         functools.partial(
@@ -282,7 +299,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
             precision=precision,
             salt=leaf if rounding else None,
-            programs=cfg.programs),
+            programs=cfg.programs, packed_cvt=not interpret),
         [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), m.dtype)],
         rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
         aliases={2: 1, **({1: 0} if apply else {})},  # params in place when written (apply)

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_columns", "split_bits",
+__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_bits_of_state", "round_columns", "split_bits",
            "storage_dtype", "to_bfloat16"]
 
 #: The storage types a learned optimizer's state may use.
@@ -95,6 +95,26 @@ def round_bits(x: jax.Array, bits: jax.Array) -> jax.Array:
     down = jax.lax.bitcast_convert_type(pattern & _c(_HIGH_BITS), jnp.float32)
     # x first: a NaN with a full payload wraps past the sign bit to a finite ``up`` (+-0.0)
     return jnp.where(jnp.abs(x) < jnp.inf, jnp.where(jnp.abs(up) < jnp.inf, up, down), x)
+
+
+def round_bits_of_state(x: jax.Array, bits: jax.Array) -> jax.Array:
+    """:func:`round_bits` for an ``x`` that is finite or exactly a bfloat16 value (an accumulator
+    whose non-finite entries keep their stored bfloat16 value, as a kernel's masked step leaves
+    them), in fewer operations: such an ``x`` needs no test of its own, since adding bits below
+    the bfloat16 mantissa to a bfloat16-exact pattern leaves its high half, NaN and infinities
+    included, as it is. Equal to :func:`round_bits` on every such ``x``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([1.0 + 2**-10, jnp.inf, -2.5, 3.0e38 * 1.13])
+        >>> bits = jnp.full(4, 0xFFFF, jnp.uint32)
+        >>> bool((round_bits_of_state(x, bits) == round_bits(x, bits)).all())
+        True
+    """
+    pattern = jax.lax.bitcast_convert_type(x, _u32)
+    up = jax.lax.bitcast_convert_type((pattern + (bits & _c(_LOW_BITS))) & _c(_HIGH_BITS), jnp.float32)
+    down = jax.lax.bitcast_convert_type(pattern & _c(_HIGH_BITS), jnp.float32)
+    return jnp.where(jnp.abs(up) < jnp.inf, up, down)
 
 
 def to_bfloat16(x: jax.Array, bits: jax.Array) -> jax.Array:

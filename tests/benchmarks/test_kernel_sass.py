@@ -5,6 +5,7 @@ import importlib.util
 import os
 import re
 import sys
+import tempfile
 
 import pytest
 
@@ -78,6 +79,12 @@ def test_precision_option_reaches_mlps_kernel():
     assert ir["tf32"].count("tt.dot ") == 2 and "bf16" not in ir["tf32"]
     assert ir["bf16"].count("tt.dot ") == 3
     assert re.search(r"tt\.dot [^\n]*tensor<256x32xbf16> \* tensor<32x8xbf16>", ir["bf16"])
+    # stop 62: each hidden layer's ReLU is its rounding (cvt.rn.relu.bf16x2.f32, one per pair), the
+    # bfloat16 weights arrive as bfloat16, and the product's columns are split in pairs, not reduced twice
+    assert ir["bf16"].count("cvt.rn.relu.bf16x2.f32") == 2 and "cvt.rn.relu" not in ir["tf32"]
+    assert re.search(r"tt\.load [^\n]*tensor<32x32x!tt\.ptr<bf16>>", ir["bf16"])
+    assert re.search(r"tt\.load [^\n]*tensor<32x8x!tt\.ptr<bf16>>", ir["bf16"])
+    assert ir["bf16"].count("tt.split ") == 1 and ir["bf16"].count('"tt.reduce"(') == 1
 
 
 def _unpack(pair):
@@ -96,3 +103,20 @@ def test_compiled_folded_kernel_has_fewer_loads_and_no_more_registers():
     assert b["stack_bytes"] == 0 and b["local_bytes"] == 0
     assert b["occupancy_warps"] == kernel_sass.occupancy_warps(b["registers"], 4, b["shared_bytes"])
     assert b["instructions_per_param"] == pytest.approx(b["instructions"] * 128 / 128)
+
+
+@pytest.mark.skipif(not _HAS_TRITON, reason='needs the triton package (lopt[kernel-analysis])')
+def test_triton_ir_passes_make_each_bias_its_products_accumulator():
+    """The GPU's pipeline combines ``dot(a, b, 0) + bias`` into ``dot(a, b, bias)`` before anything
+    else; kernel_sass runs those passes too (triton.compile skips them for IR given as text)."""
+    ttir = dict(kernel_sass.triton_modules(*_unpack(kernel_sass.steps("mlp", 128, 2, precision="bf16")
+                                                     ["loaded"])))["lopt_mlp_step"]
+
+    def biased_dots(text):  # products whose result is added to something afterwards
+        results = re.findall(r"(%\w+) = tt\.dot ", text)
+        return sum(bool(re.search(rf"arith\.addf [^\n]*{r}\b", text)) for r in results)
+
+    assert biased_dots(ttir) == 3  # as Pallas emits it: each of the 3 products, then its bias
+    with tempfile.TemporaryDirectory() as folder:
+        passed = kernel_sass._ttir_passes(ttir, folder, 2, 3, 90)
+    assert biased_dots(passed) == 0 and passed.count("tt.dot ") == 3

@@ -47,6 +47,27 @@ def test_rounding_keeps_specials_and_never_overflows_a_finite_value():
     assert np.isnan(np.asarray(SR.round_bits(jnp.asarray(nans), jnp.full(3, 0xFFFF, jnp.uint32)))).all()
 
 
+def test_rounding_of_state_equals_rounding_on_finite_and_bfloat16_exact_values():
+    """round_bits_of_state drops the test of x itself: equal to round_bits on every finite float32
+    and on every bfloat16-exact value (infinities and NaNs stored as bfloat16 included), for any bits."""
+    rng = np.random.default_rng(1)
+    patterns = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    x = patterns.view(np.float32)
+    finite = x[np.isfinite(x)]
+    stored = (patterns & 0xFFFF0000).view(np.float32)  # bfloat16-exact, finite or not (NaNs included)
+    big = np.float32(np.finfo(np.float32).max)
+    edges = np.array([np.inf, -np.inf, big, -big, 0.0, -0.0], np.float32)
+    values = np.concatenate([finite, stored, edges])
+    bits = jnp.asarray(rng.integers(0, 2**32, values.size, dtype=np.uint64).astype(np.uint32))
+    expected = np.asarray(SR.round_bits(jnp.asarray(values), bits)).view(np.uint32)
+    got = np.asarray(SR.round_bits_of_state(jnp.asarray(values), bits)).view(np.uint32)
+    assert np.isnan(stored).sum() > 100  # NaN patterns of all payloads are in the sample
+    np.testing.assert_array_equal(got, expected)
+    # what it may not be given: a NaN whose payload lies only in the low half becomes infinity
+    low_nan = np.array([0x7F800001], np.uint32).view(np.float32)
+    assert np.isinf(np.asarray(SR.round_bits_of_state(jnp.asarray(low_nan), jnp.zeros(1, jnp.uint32))))[0]
+
+
 def test_random_bits_are_uniform_and_differ_by_salt_and_step():
     index = jnp.arange(1 << 16, dtype=jnp.uint32)
     a = np.asarray(SR.random_bits(index, jnp.uint32(1), 0))

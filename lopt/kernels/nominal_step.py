@@ -261,7 +261,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
                               head[0].astype(jnp.uint32), salt)
 
         def stored(x, role):
-            return SR.round_bits(x, SR.split_bits(bits, role))
+            return SR.round_bits_of_state(x, SR.split_bits(bits, role))  # x: finite, or the stored value
 
     def store(ref, value, col=None):
         tiles.store_rows(ref, value, n, block, col=col, index=index)

@@ -79,19 +79,19 @@ def supported(lopt: Any) -> bool:
 def launch_config(precision: str = "tf32") -> tiles.KernelConfig:
     """The launch :class:`lopt.learned.MLPLOpt` uses for its fused step at product ``precision``.
 
-    bfloat16 products run in two-warp programs of 128 parameters: Triton then emits ``mma.sync``
-    products (Hopper's warp-group products need four warps) with fewer shared-memory barriers, and
-    on an H100 at 100M parameters the step takes 4.64 ms against 5.07 ms at 256 x 4 (4.50x against
-    4.91x Adam, same run; 4.19 against 5.11 ms with bfloat16 momenta; ``benchmarks/kernel_step.py``,
-    stop 61). The other precisions keep 256 x 4, the launch they were timed at.
+    Two-warp programs of 128 parameters: Triton then emits ``mma.sync`` products (Hopper's
+    warp-group products need four warps) with fewer shared-memory barriers. On an H100 at 100M
+    parameters, each against Adam in the same run: bf16 products 4.64 against 5.07 ms at 256 x 4
+    (stop 61), 3.79 ms = 3.65x with bfloat16 momenta since stop 62's kernel (256 x 4: 4.61 ms,
+    64 x 2: 4.10 ms); TF32 products 5.81 against 6.05 ms (5.62x against 5.95x, stop 62;
+    ``benchmarks/kernel_step.py``). ``tf32x3`` and ``ieee`` take the same launch, untimed.
 
     Example:
-        >>> launch_config("bf16").block, launch_config("bf16").num_warps, launch_config().num_warps
-        (128, 2, 4)
+        >>> cfg = launch_config("bf16")
+        >>> cfg.block, cfg.num_warps, cfg.precision, launch_config().num_warps
+        (128, 2, 'bf16', 2)
     """
-    if precision == "bf16":
-        return tiles.KernelConfig(block=128, reduce_block=256, num_warps=2, precision="bf16")
-    return tiles.KernelConfig(precision=precision)
+    return tiles.KernelConfig(block=128, reduce_block=256, num_warps=2, precision=precision)
 
 
 def tile_width(num_decays: int) -> int:

@@ -4,7 +4,9 @@ occupancy and the machine instructions per parameter of every launch config.
 Device time is scarce and each launch config of a fused step takes 16-26 s to compile on the
 GPU (``kernel_step.py --sweep``), so this benchmark answers the static half of the question on
 any machine: it lowers each kernel for CUDA (``lowering_platforms=("cuda",)``, no GPU needed),
-takes the Triton module Pallas builds, compiles it with the ``triton`` package's compiler and
+takes the Triton module Pallas builds, runs the Triton-IR passes XLA's GPU pipeline starts with
+(canonicalisation, op combining, CSE: ``triton.compile`` skips them for IR text; until stop 62 the counts
+included each bias add that the GPU folds into its product), compiles it with the ``triton`` package's compiler and
 ``ptxas`` for the target (``sm_90``: H100 and H200), and reads the cubin with ``cuobjdump``:
 
 * registers per thread and spill bytes (``STACK``/``LOCAL``), shared memory;

@@ -32,8 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_bits_of_state", "round_columns", "split_bits",
-           "storage_dtype", "to_bfloat16"]
+__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_bits_of_state",
+           "round_columns", "split_bits", "storage_dtype", "to_bfloat16"]
 
 #: The storage types a learned optimizer's state may use.
 STATE_DTYPES = ("float32", "bfloat16")

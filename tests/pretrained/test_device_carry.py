@@ -29,7 +29,7 @@ def _repo(tmp_path):
 
 
 def _run(root, hold, verb):
-    return subprocess.run(["bash", "scripts/device_carry.sh", verb], cwd=root, capture_output=True, text=True,
+    return subprocess.run(["bash", "scripts/device_carry.sh", verb], cwd=root, capture_output=True, text=True, check=False,
                           env={**os.environ, "LOPT_CARRY_HOLD": str(hold)})
 
 

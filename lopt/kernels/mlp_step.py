@@ -286,11 +286,11 @@ def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step
     mean_sq = jnp.sum(partial.reshape(nblocks, width), axis=0)[: k + 2] / n
     w0, b0 = _first_layer(net, context, mean_sq, k, width)
     layers = lopt.hidden_layers
+    precision = cfg.precision if not interpret or cfg.precision == "bf16" else None
     hidden = []
     for i in range(1, layers):
         # bfloat16 products take their weights as bfloat16: loaded at half the bytes, no rounding per program
-        hidden += [net[f"w{i}"].astype(jnp.bfloat16 if cfg.precision == "bf16" else _f32), net[f"b{i}"].astype(_f32)]
-    precision = cfg.precision if not interpret or cfg.precision == "bf16" else None
+        hidden += [net[f"w{i}"].astype(jnp.bfloat16 if precision == "bf16" else _f32), net[f"b{i}"].astype(_f32)]
     wout, bout = _output_weights(net[f"w{layers}"].astype(_f32), net[f"b{layers}"].astype(_f32), precision)
     out_dtype = jnp.result_type(p)
     main = tiles.call(

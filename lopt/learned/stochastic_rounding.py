@@ -90,11 +90,8 @@ def round_bits(x: jax.Array, bits: jax.Array) -> jax.Array:
     would round past the largest bfloat16 is truncated instead; NaN and infinities stay what they are.
     The float32 result converts to bfloat16 exactly, which is what a kernel's store does.
     """
-    pattern = jax.lax.bitcast_convert_type(x, _u32)
-    up = jax.lax.bitcast_convert_type((pattern + (bits & _c(_LOW_BITS))) & _c(_HIGH_BITS), jnp.float32)
-    down = jax.lax.bitcast_convert_type(pattern & _c(_HIGH_BITS), jnp.float32)
     # x first: a NaN with a full payload wraps past the sign bit to a finite ``up`` (+-0.0)
-    return jnp.where(jnp.abs(x) < jnp.inf, jnp.where(jnp.abs(up) < jnp.inf, up, down), x)
+    return jnp.where(jnp.abs(x) < jnp.inf, round_bits_of_state(x, bits), x)
 
 
 def round_bits_of_state(x: jax.Array, bits: jax.Array) -> jax.Array:

@@ -226,15 +226,21 @@ def compile_module(ttir: str, warps: int, stages: int, capability: int) -> dict:
 
 
 def steps(arch: str, block: int, warps: int, programs: int | None = None,
-          precision: str = "tf32") -> dict[str, tuple[Callable, tuple]]:
-    """``{variant: (step, args)}`` of the architecture's fused step writing params (``apply=True``)."""
+          precision: str = "tf32", reduce_block: int = 1024,
+          reduction: str = "separate") -> dict[str, tuple[Callable, tuple]]:
+    """``{variant: (step, args)}`` of the architecture's fused step writing params (``apply=True``;
+    ``reduction="overlapped"``: ``mlp``'s over two tensors, so that its main pass launch runs the
+    second's reduction)."""
     import lopt.learned
     import lopt.pretrained
     from lopt.kernels import mlp_step, nominal_step, tiles
     from lopt.learned import features as F
 
-    cfg = tiles.KernelConfig(block, 1024, warps, programs=programs, precision=precision)
+    cfg = tiles.KernelConfig(block, reduce_block, warps, programs=programs, precision=precision,
+                             reduction=reduction)
     params = {"w": jnp.ones(SHAPE, jnp.float32)}
+    if reduction == "overlapped":
+        params["v"] = jnp.ones(SHAPE, jnp.float32)
     if arch.startswith("mlp"):
         lo = lopt.learned.get("mlp", state_dtype="bfloat16" if arch == "mlp_bf16" else "float32")
         theta = lo.init(jax.random.key(0))
@@ -259,20 +265,25 @@ def steps(arch: str, block: int, warps: int, programs: int | None = None,
     return out
 
 
-def analyse(arch: str, config: str, *, stages: int, capability: int, precision: str = "tf32") -> list[dict]:
-    """One row per kernel of each variant of ``arch`` at launch ``config`` (``precision``: of the
-    in-kernel products, as :class:`lopt.kernels.tiles.KernelConfig`'s)."""
+def analyse(arch: str, config: str, *, stages: int, capability: int, precision: str = "tf32",
+            reduce_block: int = 1024, reduction: str = "separate") -> list[dict]:
+    """One row per kernel of each variant of ``arch`` at launch ``config`` (``precision``,
+    ``reduce_block``, ``reduction``: as :class:`lopt.kernels.tiles.KernelConfig`'s).
+
+    ``lopt_mlp_step_and_reduce`` (``reduction="overlapped"``) holds both passes' code, one branch
+    per program: its count per parameter is both branches' instructions over the main pass's block,
+    more than either kind of program executes."""
     block, warps, programs = parse_config(config)
     rows = []
-    for variant, (step, args) in steps(arch, block, warps, programs, precision).items():
+    for variant, (step, args) in steps(arch, block, warps, programs, precision, reduce_block, reduction).items():
         for name, ttir in triton_modules(step, *args):
             row = {"arch": arch, "variant": variant, "kernel": name, "block": block, "warps": warps,
                    "precision": precision}
             row.update(compile_module(ttir, warps, stages, capability))
-            # the reduction kernel of mlp walks its own block (KernelConfig.reduce_block = 1024), the
+            # the reduction kernel of mlp walks its own block (KernelConfig.reduce_block), the
             # nominal step's statistics kernel a tile of about 4,096 entries
-            rows_per_program = (1024 if "reduce" in name else math.prod(factored_stats.tile_shape(*SHAPE))
-                                if "factored_stats" in name else block)
+            rows_per_program = (reduce_block if name == "lopt_mlp_reduce" else math.prod(
+                factored_stats.tile_shape(*SHAPE)) if "factored_stats" in name else block)
             row["params_per_thread"] = rows_per_program / (32 * warps)
             row["instructions_per_param"] = row["instructions"] * 32 * warps / rows_per_program
             row["loads_per_param"] = row["opcodes"].get("LDG", 0) * 32 * warps / rows_per_program
@@ -289,6 +300,9 @@ def main(argv=None) -> int:
     parser.add_argument("--capability", type=int, default=90, help="compute capability (90: H100, H200)")
     parser.add_argument("--precision", default="tf32", choices=["tf32", "tf32x3", "ieee", "bf16"],
                         help="in-kernel product precision (KernelConfig.precision; mlp's products)")
+    parser.add_argument("--reduce-block", type=int, default=1024, help="rows per program of mlp's reduction pass")
+    parser.add_argument("--reduction", default="separate", choices=["separate", "overlapped"],
+                        help="mlp's reduction pass in its own launch, or in the previous main pass's")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
@@ -300,6 +314,7 @@ def main(argv=None) -> int:
         parser.error('needs the triton package: pip install "lopt[kernel-analysis]"')
     payload = {"benchmark": "kernel_sass", "jax": jax.__version__, "triton": triton.__version__,
                "capability": args.capability, "stages": args.stages, "precision": args.precision,
+               "reduce_block": args.reduce_block, "reduction": args.reduction,
                "shape": list(SHAPE), "rows": []}
     print(f"{'arch':<11} {'variant':<7} {'kernel':<22} {'config':>7} {'regs':>5} {'spill B':>7} "
           f"{'warps/SM':>8} {'instr/param':>11} {'LDG/param':>9}", flush=True)
@@ -307,7 +322,8 @@ def main(argv=None) -> int:
         for config in args.configs:
             start = time.perf_counter()
             for row in analyse(arch, config, stages=args.stages, capability=args.capability,
-                               precision=args.precision):
+                               precision=args.precision, reduce_block=args.reduce_block,
+                               reduction=args.reduction):
                 row["seconds"] = time.perf_counter() - start
                 payload["rows"].append(row)
                 print(f"{arch:<11} {row['variant']:<7} {row['kernel'][:22]:<22} {config:>7} "

@@ -118,6 +118,13 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
             "b128w1bf16": tiles.KernelConfig(128, 256, 1, precision="bf16"),
             "b64w1bf16": tiles.KernelConfig(64, 256, 1, precision="bf16"),
             "b128w2bf16": tiles.KernelConfig(128, 256, 2, precision="bf16"),
+            # each tensor's reduction pass inside the previous tensor's main pass launch, its programs
+            # interleaved (stop 63): the main pass issues instructions about half its cycles (Nsight
+            # Compute, stop 61) and moves 36 of its 56 bytes per parameter, so the reduction's memory
+            # traffic can run beside it; 110 registers as the main pass alone (kernel_sass
+            # --reduction overlapped --reduce-block 256); not yet timed
+            "b128w2bf16ov": tiles.KernelConfig(128, 256, 2, precision="bf16", reduction="overlapped"),
+            "b128w2ov": tiles.KernelConfig(128, 256, 2, reduction="overlapped"),
             "b64w2bf16": tiles.KernelConfig(64, 256, 2, precision="bf16"),
             "b256w2bf16": tiles.KernelConfig(256, 256, 2, precision="bf16"),
             # the same two-warp launch persistent (the next block's loads in flight against the main

@@ -147,11 +147,17 @@ def _features(g, p, m, coef_ref):
     return m * c_m + g[:, None] * c_g + p[:, None] * c_p
 
 
-def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width):
-    g, p, m = _block_inputs(g_ref, p_ref, m_ref, n, k, block, width)
+def _reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width, index=None):
+    """Block ``index``'s (``None``: this program's) sums of the squared features, written to its
+    ``width`` slots of ``out_ref``."""
+    g, p, m = _block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index)
     x = _features(g, p, m, coef_ref)
     sums = jnp.sum(x * x, axis=0)  # masked rows are zero
-    out_ref[pl.ds(pl.program_id(0) * width, width)] = sums
+    out_ref[pl.ds((pl.program_id(0) if index is None else index) * width, width)] = sums
+
+
+def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width):
+    _reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, n=n, k=k, block=block, width=width)
 
 
 def _relu(z, precision, packed_cvt=False):
@@ -206,16 +212,23 @@ def _output_weights(w_last, b_last, precision):
 
 
 def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, block, width, hidden_layers,
-                 exp_mult, step_mult, apply, precision, salt, programs, packed_cvt):
+                 exp_mult, step_mult, apply, precision, salt, programs, packed_cvt, following=None):
     """The main pass. ``programs``: ``None``, one program per block; else a persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: each
     iteration loads the next block's gradient, parameter and momenta before computing and storing
-    the current one, so those loads are in flight during the current block's products."""
+    the current one, so those loads are in flight during the current block's products.
+
+    ``following``: ``None``, or ``(n, reduce_block)`` of the next tensor, whose reduction pass
+    (:func:`_reduce_block`) this launch runs too (``KernelConfig(reduction="overlapped")``): its
+    gradient, parameter and momenta refs follow the network's inputs, its partial sums are the
+    last output, and :func:`lopt.kernels.tiles.interleaved` spreads its blocks among the main
+    pass's programs."""
     hidden_refs = refs[: 2 * (hidden_layers - 1)]
     wout_ref, bout_ref, *rest = refs[2 * (hidden_layers - 1):]
-    step_ref, out_ref, m_out_ref = rest if salt is not None else (None, *rest)
+    step_ref, *rest = rest if salt is not None else (None, *rest)
+    next_refs, rest = (rest[:3], rest[3:]) if following is not None else ((), rest)
+    out_ref, m_out_ref, *partial_ref = rest
     load = functools.partial(_block_inputs, g_ref, p_ref, m_ref, n, k, block, width)
-    first = load(None if programs is None else pl.program_id(0))
 
     def block_step(inputs, index):
         g, p, m = inputs
@@ -241,6 +254,14 @@ def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, blo
         result = (p + update.astype(_f32)) if apply else update
         tiles.store_rows(out_ref, result, n, block, index=index)
 
+    if following is not None:
+        n_next, reduce_block = following
+        is_reduce, index = tiles.interleaved(pl.program_id(0), pl.cdiv(n, block), pl.cdiv(n_next, reduce_block))
+        pl.when(is_reduce)(lambda: _reduce_block(*next_refs, coef_ref, *partial_ref, n=n_next, k=k,
+                                                 block=reduce_block, width=width, index=index))
+        pl.when(jnp.logical_not(is_reduce))(lambda: block_step(load(index), index))
+        return
+    first = load(None if programs is None else pl.program_id(0))
     if programs is None:
         block_step(first, None)
         return
@@ -270,43 +291,80 @@ def _first_layer(net, context, mean_sq, k, width):
     return jnp.concatenate([rows, pad], axis=0), b0
 
 
-def _fused_tensor(lopt, cfg, interpret, apply, leaf, g, p, m, net, context, step):
-    shape, k = g.shape, len(lopt.decays)
-    n, width = int(np.prod(shape)), tile_width(k)
-    rounding = lopt.state_dtype == "bfloat16"
-    g1, p1, m2 = g.reshape(n), p.reshape(n), m.reshape(n, k)
-    coef = jnp.asarray(_coefficients(lopt.decays, width))
+def _reduction_pass(cfg, interpret, k, width, coef, tensor):
+    """The reduction pass of one flattened ``(n, g, p, m)`` tensor in a launch of its own: its
+    per-program partial sums."""
+    n, g1, p1, m2 = tensor
     rb, per_block = cfg.reduce_block, dataclasses.replace(cfg, programs=None)  # one program per block
-    nblocks = tiles.program_count(n, rb, per_block)
     reduce = tiles.call(
         functools.partial(_reduce_kernel, n=n, k=k, block=rb, width=width),
-        [jax.ShapeDtypeStruct((nblocks * width,), _f32)],
+        [jax.ShapeDtypeStruct((tiles.program_count(n, rb, per_block) * width,), _f32)],
         rows=n, block=rb, cfg=per_block, interpret=interpret, name="lopt_mlp_reduce")
     (partial,) = reduce(g1, p1, m2, coef)
-    mean_sq = jnp.sum(partial.reshape(nblocks, width), axis=0)[: k + 2] / n
+    return partial
+
+
+def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, context, step, following):
+    """The main pass of ``tensor`` (normalised by its reduction's ``partial`` sums): ``(out, new
+    momenta)``, and the ``following`` tensor's partial sums when its reduction runs in this launch."""
+    n, g1, p1, m2 = tensor
+    k, width = m2.shape[1], tile_width(m2.shape[1])
+    mean_sq = jnp.sum(partial.reshape(-1, width), axis=0)[: k + 2] / n
     w0, b0 = _first_layer(net, context, mean_sq, k, width)
-    layers = lopt.hidden_layers
+    layers, rounding = lopt.hidden_layers, lopt.state_dtype == "bfloat16"
     precision = cfg.precision if not interpret or cfg.precision == "bf16" else None
     hidden = []
     for i in range(1, layers):
         # bfloat16 products take their weights as bfloat16: loaded at half the bytes, no rounding per program
         hidden += [net[f"w{i}"].astype(jnp.bfloat16 if precision == "bf16" else _f32), net[f"b{i}"].astype(_f32)]
     wout, bout = _output_weights(net[f"w{layers}"].astype(_f32), net[f"b{layers}"].astype(_f32), precision)
-    out_dtype = jnp.result_type(p)
+    outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p1)), jax.ShapeDtypeStruct((n, k), m2.dtype)]
+    launch = {}
+    if following is not None:
+        n_next, rb = following[0], cfg.reduce_block
+        reduce_blocks = -(-n_next // rb)
+        outputs.append(jax.ShapeDtypeStruct((reduce_blocks * width,), _f32))
+        launch = {"programs": -(-n // cfg.block) + reduce_blocks}
     main = tiles.call(
         functools.partial(
             _main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
             precision=precision,
             salt=leaf if rounding else None,
-            programs=cfg.programs, packed_cvt=not interpret),
-        [jax.ShapeDtypeStruct((n,), out_dtype), jax.ShapeDtypeStruct((n, k), m.dtype)],
-        rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
+            programs=cfg.programs, packed_cvt=not interpret,
+            following=None if following is None else (following[0], cfg.reduce_block)),
+        outputs, rows=n, block=cfg.block, cfg=cfg, interpret=interpret,
         aliases={2: 1, **({1: 0} if apply else {})},  # params in place when written (apply)
-        name="lopt_mlp_step", persistent=True)
+        name="lopt_mlp_step" if following is None else "lopt_mlp_step_and_reduce", persistent=True, **launch)
     steps = [jnp.reshape(step, (1,)).astype(_f32)] if rounding else []
-    out, m_new = main(g1, p1, m2, coef, w0, b0, *hidden, wout, bout, *steps)
-    return out.reshape(shape), m_new.reshape(m.shape)
+    next_inputs = [] if following is None else list(following[1:])
+    return main(g1, p1, m2, coef, w0, b0, *hidden, wout, bout, *steps, *next_inputs)
+
+
+def _fused_leaves(lopt, cfg, interpret, apply, leaves, gs, ps, ms, net, context, step):
+    """The fused step of the non-empty tensors ``gs, ps, ms`` (at tree positions ``leaves``, which
+    salt bfloat16 momenta's rounding): ``[(out, new momenta)]``. With ``cfg.reduction ==
+    "overlapped"`` (and no persistent main pass) each main pass launch also runs the next
+    tensor's reduction pass."""
+    k = len(lopt.decays)
+    width = tile_width(k)
+    tensors = [(int(np.prod(g.shape)), g.reshape(-1), p.reshape(-1), m.reshape(-1, k)) for g, p, m in zip(gs, ps, ms)]
+    overlap = cfg.reduction == "overlapped" and cfg.programs is None
+    coef = jnp.asarray(_coefficients(lopt.decays, width))
+    partial = _reduction_pass(cfg, interpret, k, width, coef, tensors[0])
+    results = []
+    for i, (leaf, tensor) in enumerate(zip(leaves, tensors)):
+        following = tensors[i + 1] if i + 1 < len(tensors) else None
+        outs = _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, context, step,
+                          following if overlap else None)
+        if overlap and following is not None:
+            out, m_new, partial = outs
+        else:
+            out, m_new = outs
+            if following is not None:
+                partial = _reduction_pass(cfg, interpret, k, width, coef, following)
+        results.append((out.reshape(gs[i].shape), m_new.reshape(ms[i].shape)))
+    return results
 
 
 def _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step):
@@ -322,6 +380,12 @@ def _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step):
     update, momentum = base.mask_non_finite((-step).reshape(g.shape), momentum, m)
     update = update.astype(jnp.result_type(p))
     return (p + update if apply else update), momentum
+
+
+def _reference_leaves(lopt, apply, leaves, gs, ps, ms, net, context, step):
+    """:func:`_reference_tensor` of each tensor of :func:`_fused_leaves`' arguments."""
+    return [_reference_tensor(lopt, apply, leaf, g, p, m, net, context, step)
+            for leaf, g, p, m in zip(leaves, gs, ps, ms)]
 
 
 def _tree_map3(fn, grads, momentum, params):
@@ -385,11 +449,16 @@ def mlp_update(
     cfg = cfg or tiles.KernelConfig()
     step = _checked_step(lopt, step)
 
-    def one(leaf, g, p, m):  # the tensor's position salts bfloat16 momenta's rounding
-        if g.size == 0:
-            return _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step)
-        return tiles.with_reference_vjp(
-            functools.partial(_fused_tensor, lopt, cfg, interpret, apply, leaf),
-            functools.partial(_reference_tensor, lopt, apply, leaf))(g, p, m, net, context, step)
-
-    return _tree_map3(one, grads, momentum, params)
+    flat_g, treedef = jax.tree.flatten(grads)
+    flat_m, flat_p = treedef.flatten_up_to(momentum), treedef.flatten_up_to(params)
+    # the tensor's position salts bfloat16 momenta's rounding; empty tensors take the XLA path
+    results = {leaf: _reference_tensor(lopt, apply, leaf, g, p, m, net, context, step)
+               for leaf, (g, p, m) in enumerate(zip(flat_g, flat_p, flat_m)) if g.size == 0}
+    leaves = tuple(leaf for leaf, g in enumerate(flat_g) if g.size)
+    if leaves:
+        fused = tiles.with_reference_vjp(
+            functools.partial(_fused_leaves, lopt, cfg, interpret, apply, leaves),
+            functools.partial(_reference_leaves, lopt, apply, leaves))
+        pick = lambda flat: [flat[leaf] for leaf in leaves]  # noqa: E731
+        results.update(zip(leaves, fused(pick(flat_g), pick(flat_p), pick(flat_m), net, context, step)))
+    return tuple(treedef.unflatten([results[leaf][i] for leaf in range(len(flat_g))]) for i in (0, 1))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-__all__ = ["PRECISIONS", "KernelConfig", "block_size", "call", "dot", "load_rows", "load_tile", "row_ids", "store_rows",
+__all__ = ["PRECISIONS", "KernelConfig", "block_size", "call", "dot", "interleaved", "load_rows", "load_tile", "row_ids", "store_rows",
            "store_tile", "with_reference_vjp"]
 
 _PRECISIONS = {
@@ -64,6 +64,12 @@ class KernelConfig:
             ``"network"``, a second pass of the network, or ``"table"``, looked up from its
             linear pieces (:mod:`lopt.kernels.anchor_table`: 40 fewer instructions per
             parameter, but 1.4% slower on an H100 in stop 55, so not the default).
+        reduction: how the ``mlp`` step launches each tensor's reduction pass over a pytree:
+            ``"separate"``, a kernel of its own before the tensor's main pass, or
+            ``"overlapped"``, inside the launch of the previous tensor's main pass, its programs
+            interleaved with the main pass's (:func:`interleaved`), so that its memory traffic
+            runs beside the main pass's arithmetic instead of after it (one launch per tensor
+            plus one; the first tensor's reduction runs alone).
 
     Example:
         >>> KernelConfig(block=128, programs=1056).programs
@@ -82,6 +88,7 @@ class KernelConfig:
     programs: int | None = None
     statistics: str = "kernel"
     anchor: str = "network"
+    reduction: str = "separate"
 
     def __post_init__(self) -> None:
         for name in ("block", "reduce_block"):
@@ -98,10 +105,16 @@ class KernelConfig:
             raise ValueError(f"KernelConfig: statistics={self.statistics!r} must be 'kernel' or 'xla'.")
         if self.anchor not in ("table", "network"):
             raise ValueError(f"KernelConfig: anchor={self.anchor!r} must be 'table' or 'network'.")
+        if self.reduction not in ("separate", "overlapped"):
+            raise ValueError(f"KernelConfig: reduction={self.reduction!r} must be 'separate' or 'overlapped'.")
         p = self.programs
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
             raise ValueError(f"KernelConfig: programs={p!r} must be a positive int, or None for one "
                              "program per block.")
+        if p is not None and self.reduction == "overlapped":
+            raise ValueError(f"KernelConfig: reduction='overlapped' interleaves the reduction's programs "
+                             f"with one program per main pass block; it cannot take programs={p!r} "
+                             "(a persistent main pass): pass programs=None or reduction='separate'.")
 
 
 def block_size(n: int, minimum: int = 16) -> int:
@@ -221,6 +234,35 @@ def program_count(rows: int, block: int, cfg: KernelConfig) -> int:
     return -(-rows // block) if cfg.programs is None else cfg.programs
 
 
+def interleaved(pid: Any, first: int, second: int) -> tuple[jax.Array, jax.Array]:
+    """``(is_second, index)`` of program ``pid`` of ``first + second`` programs that share one launch
+    between two kinds of blocks, spread evenly over the program ids.
+
+    The kind with more blocks (the major one) takes ``ratio = major // minor`` programs of each
+    period of ``ratio + 1``, the minor kind the last; the major kind's remaining blocks follow the
+    periods. Programs start roughly in id order, so both kinds run side by side through the launch.
+    ``index`` is the block within its kind. Both counts must be positive.
+
+    Example:
+        >>> import numpy as np
+        >>> is_second, index = interleaved(np.arange(7), 5, 2)
+        >>> is_second.astype(int).tolist(), index.tolist()
+        ([0, 0, 1, 0, 0, 1, 0], [0, 1, 0, 2, 3, 1, 4])
+    """
+    if first < 1 or second < 1:
+        raise ValueError(f"interleaved: both block counts must be positive, got {first} and {second}.")
+    swap = second > first
+    major, minor = (second, first) if swap else (first, second)
+    ratio = major // minor
+    period = ratio + 1
+    cycle, phase = pid // period, pid % period
+    in_periods = pid < period * minor
+    is_minor = in_periods & (phase == ratio)
+    major_index = jnp.where(in_periods, cycle * ratio + phase, minor * ratio + (pid - period * minor))
+    index = jnp.where(is_minor, cycle, major_index)
+    return (~is_minor if swap else is_minor), index
+
+
 def call(
     kernel: Callable[..., None],
     out_shape: Sequence[jax.ShapeDtypeStruct],
@@ -232,11 +274,14 @@ def call(
     aliases: dict[int, int] | None = None,
     name: str,
     persistent: bool = False,
+    programs: int | None = None,
 ) -> Callable[..., Any]:
     """``pallas_call`` over ``ceil(rows / block)`` programs, on Triton or in interpret mode.
 
     With ``cfg.programs`` set, over that many programs instead; the kernel must then loop over
     its blocks itself (``persistent=True`` says it does; else ``cfg.programs`` is refused).
+    ``programs``: launch exactly that many (a kernel that maps program ids to its blocks itself,
+    e.g. by :func:`interleaved`); ``rows`` and ``block`` are then ignored.
     """
     if cfg.programs is not None and not persistent:
         raise ValueError(f"KernelConfig(programs={cfg.programs!r}): kernel {name!r} has no "
@@ -246,7 +291,7 @@ def call(
     return pl.pallas_call(
         kernel,
         out_shape=tuple(out_shape),
-        grid=(program_count(rows, block, cfg),),
+        grid=(program_count(rows, block, cfg) if programs is None else programs,),
         input_output_aliases=aliases or {},
         interpret=interpret,
         compiler_params=params,

@@ -361,3 +361,96 @@ def test_optimizer_launches_its_step_in_two_warp_programs(monkeypatch):
         for k in SHAPES:
             np.testing.assert_allclose(u[k], direct[k], rtol=1e-6, atol=1e-9)
 
+
+
+@pytest.mark.parametrize("state_dtype, apply", [("float32", True), ("bfloat16", False)])
+def test_overlapped_reduction_equals_separate_launches_and_xla(state_dtype, apply):
+    """KernelConfig(reduction="overlapped"): each main pass launch also runs the next tensor's
+    reduction in interleaved programs. With 32-row main blocks and 64-row reduction blocks the six
+    tensors pair every ratio of block counts: "t4" (60 entries, 2 main blocks) runs "big"'s
+    reduction (3,093 entries, 49 blocks), "m" (165, 6) runs "t3"'s (60, 1). Each result equals the
+    separate launches' (the same arithmetic per entry) and the XLA path's."""
+    lo = MLPLOpt(state_dtype=state_dtype)
+    g, p, m, ctx = _inputs(9)
+    m = {k: v.astype(lo.state_dtype) for k, v in m.items()}
+    overlapped = tiles.KernelConfig(block=32, reduce_block=64, reduction="overlapped")
+
+    def run(cfg):
+        return jax.jit(lambda *a: mlp_step.mlp_update(lo, *a, interpret=True, apply=apply, cfg=cfg,
+                                                      step=jnp.int32(5)))(THETA["mlp"], ctx, g, m, p)
+
+    (u, m1), (us, ms) = run(overlapped), run(dataclasses.replace(overlapped, reduction="separate"))
+    ur, mr = mlp_step.mlp_update_reference(lo, THETA["mlp"], ctx, g, m, p, apply=apply, step=jnp.int32(5))
+    for k in SHAPES:
+        np.testing.assert_allclose(np.asarray(u[k]), np.asarray(us[k]), rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(np.asarray(m1[k], np.float32), np.asarray(ms[k], np.float32))
+        np.testing.assert_allclose(np.asarray(u[k]), np.asarray(ur[k]), rtol=1e-5, atol=1e-7)
+        a, b = np.asarray(m1[k], np.float32), np.asarray(mr[k], np.float32)
+        np.testing.assert_allclose(a, b, rtol=2**-7 if state_dtype == "bfloat16" else 1e-6, atol=1e-7)
+        assert not np.allclose(a, np.asarray(m[k], np.float32)), k
+
+
+def test_overlapped_reduction_under_vmap_and_grad():
+    """vmap over tasks and reverse mode (the XLA path's gradient of the whole pytree) both work with
+    the reduction in the main pass's launch."""
+    shapes = {"w": (19, 6), "b": (6,), "big": (300, 3)}
+    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *[_inputs(30 + i, shapes=shapes) for i in range(3)])
+    thetas = jax.vmap(LOPT.init)(jax.random.split(jax.random.key(6), 3))["mlp"]
+    cfg = tiles.KernelConfig(block=32, reduce_block=64, reduction="overlapped")
+    fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, cfg=cfg)))
+    (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), jax.vmap(
+        lambda *a: mlp_step.mlp_update_reference(LOPT, *a))(thetas, ctx, g, m, p)
+    for k in shapes:
+        assert _rel(u[k], ur[k]) < 1e-5, k
+        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+
+    def loss(net, update):
+        u, _ = update(LOPT, net, ctx[0], jax.tree.map(lambda x: x[0], g), jax.tree.map(lambda x: x[0], m),
+                      jax.tree.map(lambda x: x[0], p))
+        return sum(jnp.sum(jnp.sin(x)) for x in jax.tree.leaves(u))
+
+    fused_grad = jax.grad(loss)(THETA["mlp"], lambda *a: mlp_step.mlp_update(*a, interpret=True, cfg=cfg))
+    ref_grad = jax.grad(loss)(THETA["mlp"], mlp_step.mlp_update_reference)
+    for name in ref_grad:
+        np.testing.assert_allclose(fused_grad[name], ref_grad[name], rtol=1e-4, atol=1e-9)
+        assert np.any(np.asarray(ref_grad[name]) != 0), name
+
+
+def test_overlapped_reduction_lowers_to_one_launch_per_tensor_plus_one():
+    """Three tensors: the first tensor's reduction alone, then three main pass launches, the first two
+    of which run the next tensor's reduction (``lopt_mlp_step_and_reduce``)."""
+    from jax import export
+
+    params = {"a": jnp.ones((64, 32)), "b": jnp.zeros(32), "c": jnp.ones((8, 8))}
+    state = LOPT.optimizer(THETA).init(params)
+    ctx = jnp.zeros(len(LOPT.time_scales))
+    cfg = tiles.KernelConfig(128, 256, 2, reduction="overlapped")
+    step = jax.jit(lambda g, m, p: mlp_step.mlp_update(LOPT, THETA["mlp"], ctx, g, m, p, interpret=False,
+                                                       apply=True, cfg=cfg))
+    triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    text = export.export(step, platforms=["cuda"], disabled_checks=[triton])(
+        params, state.momentum, params).mlir_module()
+    calls = [line for line in text.splitlines() if "xla.gpu.triton" in line]
+    assert len(calls) == 4
+    assert sum("lopt_mlp_step_and_reduce" in c for c in calls) == 2
+    assert sum("lopt_mlp_reduce" in c for c in calls) == 1
+
+
+def test_overlapped_reduction_refuses_a_persistent_main_pass():
+    with pytest.raises(ValueError, match="reduction='overlapped'.*programs=8"):
+        tiles.KernelConfig(programs=8, reduction="overlapped")
+    with pytest.raises(ValueError, match="reduction='both'"):
+        tiles.KernelConfig(reduction="both")
+
+
+@pytest.mark.parametrize("first, second", [(5, 2), (2, 5), (7, 7), (1, 9), (100, 3), (1, 1)])
+def test_interleaved_programs_take_each_block_of_both_kinds_once(first, second):
+    is_second, index = tiles.interleaved(np.arange(first + second), first, second)
+    assert sorted(index[~is_second].tolist()) == list(range(first))
+    assert sorted(index[is_second].tolist()) == list(range(second))
+    # spread evenly: the minor kind's programs are never more than one period apart until it runs out
+    minor = is_second if second <= first else ~is_second
+    gaps = np.diff(np.flatnonzero(minor))
+    assert gaps.size == 0 or gaps.max() == max(first, second) // min(first, second) + 1
+    with pytest.raises(ValueError, match="positive"):
+        tiles.interleaved(np.arange(3), 3, 0)

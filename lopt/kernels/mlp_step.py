@@ -459,6 +459,6 @@ def mlp_update(
         fused = tiles.with_reference_vjp(
             functools.partial(_fused_leaves, lopt, cfg, interpret, apply, leaves),
             functools.partial(_reference_leaves, lopt, apply, leaves))
-        pick = lambda flat: [flat[leaf] for leaf in leaves]  # noqa: E731
-        results.update(zip(leaves, fused(pick(flat_g), pick(flat_p), pick(flat_m), net, context, step)))
+        gs, ps, ms = ([flat[leaf] for leaf in leaves] for flat in (flat_g, flat_p, flat_m))
+        results.update(zip(leaves, fused(gs, ps, ms, net, context, step)))
     return tuple(treedef.unflatten([results[leaf][i] for leaf in range(len(flat_g))]) for i in (0, 1))

@@ -14,7 +14,15 @@ Per tensor, two passes over memory:
    product), so the kernel does no per-feature scaling. It writes the new momenta (in place) and the
    update, or the new parameter when ``apply=True``. With bfloat16 products
    (``KernelConfig(precision="bf16")``) the output layer is a product as well and the ReLUs are
-   taken in bfloat16 (:func:`_update`, :func:`_relu`).
+   taken in bfloat16 (:func:`lopt.kernels.mlp_kernels.row_updates`, :func:`lopt.kernels.mlp_kernels.relu`).
+
+Launches over a pytree: by default each tensor's reduction pass and main pass are kernels of their
+own (2 per tensor). With ``KernelConfig(reduction="overlapped")`` the main pass launch of each tensor
+also runs the next tensor's reduction pass, its programs interleaved with the main pass's
+(:func:`lopt.kernels.tiles.interleaved`): the main pass is bound by instruction latency rather than
+memory (it moves 36 of the step's 56 bytes per parameter with bfloat16 momenta), so the reduction's
+reads can run beside it; one launch per tensor plus the first tensor's reduction. The programs are
+in :mod:`lopt.kernels.mlp_kernels`.
 
 Bytes per float32 parameter with ``k = 6`` momenta: reduction 4 + 4 + 24 = 32 read; main
 32 read + 24 + 4 written: 92 in all (Adam's fused minimum is 28). Gradients (``jax.grad``)
@@ -45,9 +53,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as plgpu
 
+from lopt.kernels import mlp_kernels as K
 from lopt.kernels import tiles
 from lopt.learned import base, nn
 from lopt.learned import features as F
@@ -58,7 +65,6 @@ __all__ = ["bytes_per_param", "launch_config", "mlp_update", "mlp_update_referen
 
 _f32 = jnp.float32
 _NORM_EPS = 1e-5  # F.second_moment_normalize's default
-_OUT_WIDTH = 8  # bf16 products: the output layer is [block, hidden] @ [hidden, 8], N = 8 the smallest MMA tile
 
 
 def supported(lopt: Any) -> bool:
@@ -119,164 +125,6 @@ def bytes_per_param(num_decays: int = 6, param_bytes: int = 4, *, apply: bool = 
     return read + written + (0 if apply else 3 * param_bytes)
 
 
-def _coefficients(decays: tuple[float, ...], width: int) -> np.ndarray:
-    """Rows ``[momentum, gradient, parameter]`` so that ``x = m*c0 + g*c1 + p*c2``.
-
-    Columns: ``k`` updated momenta, the gradient, the parameter, zeros.
-    """
-    k = len(decays)
-    c = np.zeros((3, width), np.float32)
-    c[0, :k] = decays
-    c[1, :k] = 1.0 - np.asarray(decays, np.float32)
-    c[1, k] = 1.0
-    c[2, k + 1] = 1.0
-    return c
-
-
-def _block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index=None):
-    """One block's gradient and parameter rows and momentum tile (``index``: the block; ``None``:
-    this program's)."""
-    return (tiles.load_rows(g_ref, n, block, index=index), tiles.load_rows(p_ref, n, block, index=index),
-            tiles.load_tile(m_ref, n, k, block, width, index=index))
-
-
-def _features(g, p, m, coef_ref):
-    """``[block, width]`` features: the updated momenta, the gradient, the parameter (``coef_ref``:
-    the rows of :func:`_coefficients`)."""
-    c_m, c_g, c_p = (coef_ref[i, :][None, :] for i in range(3))
-    return m * c_m + g[:, None] * c_g + p[:, None] * c_p
-
-
-def _reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width, index=None):
-    """Block ``index``'s (``None``: this program's) sums of the squared features, written to its
-    ``width`` slots of ``out_ref``."""
-    g, p, m = _block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index)
-    x = _features(g, p, m, coef_ref)
-    sums = jnp.sum(x * x, axis=0)  # masked rows are zero
-    out_ref[pl.ds((pl.program_id(0) if index is None else index) * width, width)] = sums
-
-
-def _reduce_kernel(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width):
-    _reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, n=n, k=k, block=block, width=width)
-
-
-def _relu(z, precision, packed_cvt=False):
-    """ReLU of a hidden layer's pre-activations; with bf16 products, of them rounded to bfloat16 (the
-    next product rounds its operand so anyway, and ``relu(round(z)) == round(relu(z))``).
-
-    ``packed_cvt`` (bf16 on the GPU): one ``cvt.rn.relu.bf16x2.f32`` per pair of entries, the rounding
-    and the ReLU in the conversion (``F2FP.RELU`` on sm_90): 32 fewer instructions per parameter than
-    rounding and then taking a packed max (static count at 128 x 2, stop 62). PTX packs its first
-    source into the high half, so entry 0 (``$1``) goes second. Interpret mode has no PTX: the CPU
-    takes the max after the rounding, the same values."""
-    if precision == "bf16" and packed_cvt:
-        (h,) = plgpu.elementwise_inline_asm(
-            "cvt.rn.relu.bf16x2.f32 $0, $2, $1;", args=[z], constraints="=r,f,f", pack=2,
-            result_shape_dtypes=[jax.ShapeDtypeStruct(z.shape, jnp.bfloat16)])
-        return h
-    if precision == "bf16":
-        return jnp.maximum(z.astype(jnp.bfloat16), jnp.bfloat16(0))
-    return jax.nn.relu(z)
-
-
-def _update(h, wout_ref, bout_ref, precision, exp_mult, step_mult):
-    """The ``[block]`` update ``-direction * exp(log_mag * exp_mult) * step_mult`` of each row of the
-    last hidden tile (not yet masked).
-
-    With bfloat16 products the two outputs are one more tensor-core product, ``[block, hidden] @
-    [hidden, 8]`` (:func:`_output_weights`: columns 2-7 zero; ``bout_ref``: 8 biases, added as the
-    product's accumulator), split into its even and odd columns: a thread of the product's layout
-    holds each adjacent pair, so ``direction`` and ``log_mag`` of a row meet in one thread without a
-    shuffle; the update of columns 1-3 is ``-0 * exp(0) = -0``, and one sum over the 4 columns picks
-    column 0 (16 shuffles per thread at 128 x 2 against 32 for two row reductions of the product:
-    488 against 524 instructions per parameter, static count, stop 62). With TF32 products a
-    product costs more than it saves (668 -> 712 at 256 x 4: the float32 operand goes through
-    shared memory), so ``wout_ref`` is ``[2, hidden]`` and the outputs are row reductions.
-    """
-    if precision == "bf16":
-        out = tiles.dot(h, wout_ref[...], precision) + bout_ref[...][None, :]
-        direction, log_mag = jnp.unstack(out.reshape(out.shape[0], _OUT_WIDTH // 2, 2), axis=-1)
-        return jnp.sum(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), axis=1)
-    direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
-    log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
-    return -(direction * jnp.exp(log_mag * exp_mult) * step_mult)
-
-
-def _output_weights(w_last, b_last, precision):
-    """The last layer's weights and biases as :func:`_update` reads them: ``[hidden, 8]`` in bfloat16
-    and 8 biases (columns 2-7 zero) for bf16 products, else ``[2, hidden]`` and 2 biases."""
-    if precision == "bf16":
-        return (jnp.zeros((w_last.shape[0], _OUT_WIDTH), _f32).at[:, :2].set(w_last).astype(jnp.bfloat16),
-                jnp.zeros((_OUT_WIDTH,), _f32).at[:2].set(b_last))
-    return w_last.T, b_last
-
-
-def _main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, block, width, hidden_layers,
-                 exp_mult, step_mult, apply, precision, salt, programs, packed_cvt, following=None):
-    """The main pass. ``programs``: ``None``, one program per block; else a persistent kernel of
-    ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: each
-    iteration loads the next block's gradient, parameter and momenta before computing and storing
-    the current one, so those loads are in flight during the current block's products.
-
-    ``following``: ``None``, or ``(n, reduce_block)`` of the next tensor, whose reduction pass
-    (:func:`_reduce_block`) this launch runs too (``KernelConfig(reduction="overlapped")``): its
-    gradient, parameter and momenta refs follow the network's inputs, its partial sums are the
-    last output, and :func:`lopt.kernels.tiles.interleaved` spreads its blocks among the main
-    pass's programs."""
-    hidden_refs = refs[: 2 * (hidden_layers - 1)]
-    wout_ref, bout_ref, *rest = refs[2 * (hidden_layers - 1):]
-    step_ref, *rest = rest if salt is not None else (None, *rest)
-    next_refs, rest = (rest[:3], rest[3:]) if following is not None else ((), rest)
-    out_ref, m_out_ref, *partial_ref = rest
-    load = functools.partial(_block_inputs, g_ref, p_ref, m_ref, n, k, block, width)
-
-    def block_step(inputs, index):
-        g, p, m = inputs
-        x = _features(g, p, m, coef_ref)
-        # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
-        # (columns >= k hold other features and are not stored), a non-finite update is 0
-        new_m = tiles.finite_or(x, m)
-        if salt is not None:  # bfloat16 momenta: each column's share of the entry's bits, as the XLA path
-            bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
-                                  step_ref[0].astype(jnp.uint32), salt)
-            columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
-            new_m = SR.round_bits_of_state(new_m, SR.split_bits(bits[:, None], columns))
-        tiles.store_tile(m_out_ref, new_m, n, k, block, index=index)
-        # the network's weights are read where they are used, after that store (L1/L2 hits): read
-        # before it they are held in registers through the features (162 -> 233 registers at 256 x 4)
-        # (each bias is added to its product: Triton's op combining makes it the accumulator)
-        h = _relu(tiles.dot(x, w0_ref[...], precision) + b0_ref[...][None, :], precision, packed_cvt)
-        for i in range(hidden_layers - 1):
-            h = _relu(tiles.dot(h, hidden_refs[2 * i][...], precision) + hidden_refs[2 * i + 1][...][None, :],
-                      precision, packed_cvt)
-        update = tiles.finite_or(_update(h, wout_ref, bout_ref, precision, exp_mult, step_mult), 0.0)
-        update = update.astype(out_ref.dtype)
-        result = (p + update.astype(_f32)) if apply else update
-        tiles.store_rows(out_ref, result, n, block, index=index)
-
-    if following is not None:
-        n_next, reduce_block = following
-        is_reduce, index = tiles.interleaved(pl.program_id(0), pl.cdiv(n, block), pl.cdiv(n_next, reduce_block))
-        pl.when(is_reduce)(lambda: _reduce_block(*next_refs, coef_ref, *partial_ref, n=n_next, k=k,
-                                                 block=reduce_block, width=width, index=index))
-        pl.when(jnp.logical_not(is_reduce))(lambda: block_step(load(index), index))
-        return
-    first = load(None if programs is None else pl.program_id(0))
-    if programs is None:
-        block_step(first, None)
-        return
-    pid = pl.program_id(0)
-
-    def body(i, current):
-        index = pid + i * programs
-        upcoming = load(index + programs)  # issued before this block's arithmetic
-        block_step(current, index)
-        return upcoming
-
-    iterations = pl.cdiv(pl.cdiv(n, block), programs)  # blocks past the last are fully masked
-    jax.lax.fori_loop(0, iterations, body, first)
-
-
 def _first_layer(net, context, mean_sq, k, width):
     """``([width, hidden], [hidden])``: the normalisation folded into the rows; the bias with the
     context's share added."""
@@ -297,7 +145,7 @@ def _reduction_pass(cfg, interpret, k, width, coef, tensor):
     n, g1, p1, m2 = tensor
     rb, per_block = cfg.reduce_block, dataclasses.replace(cfg, programs=None)  # one program per block
     reduce = tiles.call(
-        functools.partial(_reduce_kernel, n=n, k=k, block=rb, width=width),
+        functools.partial(K.reduce_kernel, n=n, k=k, block=rb, width=width),
         [jax.ShapeDtypeStruct((tiles.program_count(n, rb, per_block) * width,), _f32)],
         rows=n, block=rb, cfg=per_block, interpret=interpret, name="lopt_mlp_reduce")
     (partial,) = reduce(g1, p1, m2, coef)
@@ -317,7 +165,7 @@ def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, co
     for i in range(1, layers):
         # bfloat16 products take their weights as bfloat16: loaded at half the bytes, no rounding per program
         hidden += [net[f"w{i}"].astype(jnp.bfloat16 if precision == "bf16" else _f32), net[f"b{i}"].astype(_f32)]
-    wout, bout = _output_weights(net[f"w{layers}"].astype(_f32), net[f"b{layers}"].astype(_f32), precision)
+    wout, bout = K.output_weights(net[f"w{layers}"].astype(_f32), net[f"b{layers}"].astype(_f32), precision)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p1)), jax.ShapeDtypeStruct((n, k), m2.dtype)]
     launch = {}
     if following is not None:
@@ -327,7 +175,7 @@ def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, co
         launch = {"programs": -(-n // cfg.block) + reduce_blocks}
     main = tiles.call(
         functools.partial(
-            _main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
+            K.main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
             exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
             precision=precision,
             salt=leaf if rounding else None,
@@ -350,7 +198,7 @@ def _fused_leaves(lopt, cfg, interpret, apply, leaves, gs, ps, ms, net, context,
     width = tile_width(k)
     tensors = [(int(np.prod(g.shape)), g.reshape(-1), p.reshape(-1), m.reshape(-1, k)) for g, p, m in zip(gs, ps, ms)]
     overlap = cfg.reduction == "overlapped" and cfg.programs is None
-    coef = jnp.asarray(_coefficients(lopt.decays, width))
+    coef = jnp.asarray(K.coefficients(lopt.decays, width))
     partial = _reduction_pass(cfg, interpret, k, width, coef, tensors[0])
     results = []
     for i, (leaf, tensor) in enumerate(zip(leaves, tensors)):

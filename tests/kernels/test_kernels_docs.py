@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["lopt.kernels", "lopt.kernels.select", "lopt.kernels.tiles", "lopt.kernels.mlp_step",
+MODULES = ["lopt.kernels", "lopt.kernels.select", "lopt.kernels.tiles", "lopt.kernels.mlp_step", "lopt.kernels.mlp_kernels",
            "lopt.kernels.nominal_step"]
 
 

@@ -223,9 +223,12 @@ def fused_apply_step(arch, lo, cfg, fixed_theta=None):
 
 def variant_error(lo, theta, cfg, n=1 << 20):
     """``mlp``'s fused update at launch ``cfg`` against its XLA path in float32 (highest product
-    precision), one step on an ``n``-parameter tensor with random momenta: the relative error of the
+    precision), one step on ``n`` parameters in two tensors (so that ``reduction="overlapped"`` runs the
+    second's reduction in the first's main pass launch) with random momenta: the relative error of the
     update, so that a launch config's time never comes without its accuracy on the same GPU."""
-    params = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((n // 1024, 1024), np.float32))}
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((n // 2048, 1024), np.float32)),
+              "v": jnp.asarray(rng.standard_normal((n // 2048, 1024), np.float32))}
     grads = random_tree(params, 1)
     state = lo.optimizer(theta, num_steps=HORIZON).init(params)
     momentum = random_momentum(state.momentum)

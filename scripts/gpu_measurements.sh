@@ -15,12 +15,12 @@
 #   step     benchmarks/kernel_step.py at 100M parameters, only the variants issue 11 still asks about
 #            (the pretrained step folded, its anchor table, through optax; mlp's default, bfloat16
 #            products, persistent and 8-warp launches, through optax), each with --profile (~5 minutes)
-#   launches mlp's launches stop 61 left untimed (TF32 products in 128 x 2 programs; the persistent 128 x 2
-#            bf16 launch, 924 programs) beside 256 x 4 and the 128 x 2 bf16 launch, float32 and bfloat16
-#            momenta, profiled, each with its update error on the GPU (~2 minutes)
+#   launches mlp's reduction pass inside the previous tensor's main pass launch (KernelConfig(reduction=
+#            "overlapped"), stop 63's untimed change) against separate launches, at 128 x 2, bf16 and TF32
+#            products, float32 and bfloat16 momenta, profiled, each with its update error on the GPU (~3 minutes)
 #   h200     what issue 11 still needs from the H200, in one call (~6 minutes; carry .data/fashion):
-#            the step stage's deciding variants (pretrained folded, through optax; mlp default at 256 x 4
-#            and 128 x 2, bfloat16 products at 128 x 2 (their launch since stop 61), through optax; profiled), mlp's accuracy on the GPU at each product
+#            the step stage's deciding variants (pretrained folded, through optax; mlp default at 128 x 2,
+#            bfloat16 products at 128 x 2 with the reduction separate and overlapped, through optax; profiled), mlp's accuracy on the GPU at each product
 #            precision (kernel_check), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
@@ -64,16 +64,16 @@ for stage in "${STAGES[@]}"; do
                 # KERNEL_ARGS: more arguments, later ones winning, e.g. "--archs mlp_bf16 --variants fused_*"
                 # (read as words, never glob-expanded by the shell)
                 read -ra extra <<< "${KERNEL_ARGS:-}"; cmd+=("${extra[@]}") ;;
-        launches) name=kernel_step limit=240  # stop 61's untimed mlp launches beside the timed ones (~2 minutes)
-              cmd=(--sizes 1e8 --archs mlp mlp_bf16 --check-size 0 --repeats 3 --profile --budget-s 200
-                   --variants fused_apply_b256w4 fused_apply_b128w2 fused_apply_b128w2bf16 fused_apply_b128w2p924bf16) ;;
+        launches) name=kernel_step limit=240  # stop 63's overlapped reduction against separate launches (~3 minutes)
+              cmd=(--sizes 1e8 --archs mlp_bf16 mlp --check-size 0 --repeats 3 --profile --budget-s 200
+                   --variants fused_apply_b128w2bf16 fused_apply_b128w2bf16ov fused_apply_b128w2 fused_apply_b128w2ov) ;;
         step) name=kernel_step limit=330  # issue 11's open variants at 100M, each profiled (~5 minutes)
               cmd=(--sizes 1e8 --archs pretrained mlp --check-size 0 --repeats 3 --profile --budget-s 280
                    --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4_table_anchor fused_optax_folded
                    fused_apply_b256w4 fused_apply_b256w4bf16 'fused_apply_b128w4p*' fused_apply_b256w8 fused_optax) ;;
         h200) timeout -k 10 180 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
                   --check-size 0 --repeats 3 --profile --budget-s 150 --variants fused_apply_folded_b512w4 \
-                  fused_optax_folded fused_apply_b256w4 fused_apply_b128w2 fused_apply_b128w2bf16 fused_optax \
+                  fused_optax_folded fused_apply_b128w2 fused_apply_b128w2bf16 fused_apply_b128w2bf16ov fused_optax \
                   --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
               echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -9
               timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \

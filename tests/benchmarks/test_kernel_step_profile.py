@@ -35,3 +35,6 @@ def test_each_mlp_launch_is_timed_with_its_update_error():
     assert kernel_step.variant_error(lo, theta, launches["b256w4"], n=4096) < 1e-5
     err = kernel_step.variant_error(lo, theta, launches["b128w2bf16"], n=4096)
     assert 1e-3 < err < 2e-2, err
+    # the reduction in the main pass's launch: the same arithmetic per entry
+    assert kernel_step.variant_error(lo, theta, launches["b128w2ov"], n=4096) < 1e-5
+    assert kernel_step.variant_error(lo, theta, launches["b128w2bf16ov"], n=4096) == err

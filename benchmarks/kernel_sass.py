@@ -227,7 +227,7 @@ def compile_module(ttir: str, warps: int, stages: int, capability: int) -> dict:
 
 def steps(arch: str, block: int, warps: int, programs: int | None = None,
           precision: str = "tf32", reduce_block: int = 1024,
-          reduction: str = "separate") -> dict[str, tuple[Callable, tuple]]:
+          reduction: str = "separate", network: str = "float32") -> dict[str, tuple[Callable, tuple]]:
     """``{variant: (step, args)}`` of the architecture's fused step writing params (``apply=True``;
     ``reduction="overlapped"``: ``mlp``'s over two tensors, so that its main pass launch runs the
     second's reduction)."""
@@ -237,7 +237,7 @@ def steps(arch: str, block: int, warps: int, programs: int | None = None,
     from lopt.learned import features as F
 
     cfg = tiles.KernelConfig(block, reduce_block, warps, programs=programs, precision=precision,
-                             reduction=reduction)
+                             reduction=reduction, network=network)
     params = {"w": jnp.ones(SHAPE, jnp.float32)}
     if reduction == "overlapped":
         params["v"] = jnp.ones(SHAPE, jnp.float32)
@@ -266,16 +266,17 @@ def steps(arch: str, block: int, warps: int, programs: int | None = None,
 
 
 def analyse(arch: str, config: str, *, stages: int, capability: int, precision: str = "tf32",
-            reduce_block: int = 1024, reduction: str = "separate") -> list[dict]:
+            reduce_block: int = 1024, reduction: str = "separate", network: str = "float32") -> list[dict]:
     """One row per kernel of each variant of ``arch`` at launch ``config`` (``precision``,
-    ``reduce_block``, ``reduction``: as :class:`lopt.kernels.tiles.KernelConfig`'s).
+    ``reduce_block``, ``reduction``, ``network``: as :class:`lopt.kernels.tiles.KernelConfig`'s).
 
     ``lopt_mlp_step_and_reduce`` (``reduction="overlapped"``) holds both passes' code, one branch
     per program: its count per parameter is both branches' instructions over the main pass's block,
     more than either kind of program executes."""
     block, warps, programs = parse_config(config)
     rows = []
-    for variant, (step, args) in steps(arch, block, warps, programs, precision, reduce_block, reduction).items():
+    for variant, (step, args) in steps(arch, block, warps, programs, precision, reduce_block, reduction,
+                                       network).items():
         for name, ttir in triton_modules(step, *args):
             row = {"arch": arch, "variant": variant, "kernel": name, "block": block, "warps": warps,
                    "precision": precision}
@@ -303,6 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reduce-block", type=int, default=1024, help="rows per program of mlp's reduction pass")
     parser.add_argument("--reduction", default="separate", choices=["separate", "overlapped"],
                         help="mlp's reduction pass in its own launch, or in the previous main pass's")
+    parser.add_argument("--network", default="float32", choices=["float32", "float16"],
+                        help="the nominal step's network: float32, or packed float16 (two parameters per instruction)")
     parser.add_argument("--out", default=None, help="write the JSON here (refuses an existing file)")
     args = parser.parse_args(argv)
     refuse_existing_out(parser, args.out)
@@ -314,7 +317,7 @@ def main(argv=None) -> int:
         parser.error('needs the triton package: pip install "lopt[kernel-analysis]"')
     payload = {"benchmark": "kernel_sass", "jax": jax.__version__, "triton": triton.__version__,
                "capability": args.capability, "stages": args.stages, "precision": args.precision,
-               "reduce_block": args.reduce_block, "reduction": args.reduction,
+               "reduce_block": args.reduce_block, "reduction": args.reduction, "network": args.network,
                "shape": list(SHAPE), "rows": []}
     print(f"{'arch':<11} {'variant':<7} {'kernel':<22} {'config':>7} {'regs':>5} {'spill B':>7} "
           f"{'warps/SM':>8} {'instr/param':>11} {'LDG/param':>9}", flush=True)
@@ -323,7 +326,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             for row in analyse(arch, config, stages=args.stages, capability=args.capability,
                                precision=args.precision, reduce_block=args.reduce_block,
-                               reduction=args.reduction):
+                               reduction=args.reduction, network=args.network):
                 row["seconds"] = time.perf_counter() - start
                 payload["rows"].append(row)
                 print(f"{arch:<11} {row['variant']:<7} {row['kernel'][:22]:<22} {config:>7} "

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from lopt.kernels import anchor_table, factored_stats, tiles
+from lopt.kernels import anchor_table, factored_stats, packed_half, tiles
 from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
@@ -167,7 +167,7 @@ def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded, salt, programs, head_size, anchor_size):
+            distance_decay, anchored, folded, salt, programs, head_size, anchor_size, half=None):
     """The main pass. ``programs``: ``None``, one program per block; else the persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: before its
     loop it loads its first block, and each iteration loads the next block (kept in the loop's
@@ -178,7 +178,9 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     a barrier; per block they cost the per-block kernel ~25 instructions per parameter).
     ``head_size``: how many packed scalars come before the network's weights (:func:`_pack`).
     ``anchor_size``: ``None``, or the anchored direction is looked up in a table of this size
-    (:mod:`lopt.kernels.anchor_table`) instead of evaluated by a second pass of the network."""
+    (:mod:`lopt.kernels.anchor_table`) instead of evaluated by a second pass of the network.
+    ``half``: ``None``, the network in float32; else it runs in float16 (:mod:`lopt.kernels.packed_half`),
+    two parameters per instruction if ``half == "packed"`` (the GPU), emulated if ``"emulated"``."""
     # inputs: g, p, m, v, the two factors, the packed scalars, [grad_sum, x0], [the anchor's table];
     # outputs: the update or new p, m, v, [grad_sum, the two partial sums]
     inputs = 7 + (distance_decay is not None) * 2 + (anchor_size is not None)
@@ -201,7 +203,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
         eps=eps, clip=clip, update_clip=update_clip, hidden=hidden, block=block, apply=apply,
         distance_decay=distance_decay, anchored=anchored, folded=folded, salt=salt,
-        anchor=None if table_ref is None else (table_ref, anchor_size))
+        anchor=None if table_ref is None else (table_ref, anchor_size), half=half)
     if programs is None:
         def write_sums(dot, l1):  # this program's partial sums, where they are computed
             program = pl.program_id(0)
@@ -237,7 +239,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
 
 
 def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays, b2, eps, clip,
-                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt, anchor):
+                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt, anchor, half=None):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
     (``fetch(name)``, names as in :func:`_block_inputs`) and the packed scalars before the network's
     weights (``head``, already read; the weights, unless ``folded``, are read from ``s_ref``). With
@@ -313,6 +315,8 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
     inputs = [g * precond, *moments, g * (row_factor * col_factor)]
     inputs = [*(jnp.clip(x, -clip, clip) for x in inputs), parameter_input]
+    if half is not None:  # the network in float16; its inputs are clipped to +-clip, well inside its range
+        inputs = [x.astype(jnp.float16) for x in inputs]
 
     def layer(fan_in, width, bias_first=False):  # (w[i][j], bias[j]) in the order _pack wrote them
         if bias_first:  # first layer: bias = b0 + context (it moves with the step), packed before w0
@@ -327,8 +331,13 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         out = []
         for j in range(len(bias)):
             acc = bias[j]
-            for x, w_row in zip(xs, w):
-                acc = acc + x * w_row[j]
+            if half is not None:  # two parameters per instruction on the GPU
+                acc = packed_half.broadcast(acc, xs[0].shape)
+                for x, w_row in zip(xs, w):
+                    acc = packed_half.fma(x, w_row[j], acc, packed=half == "packed")
+            else:
+                for x, w_row in zip(xs, w):
+                    acc = acc + x * w_row[j]
             out.append(acc)
         return out
 
@@ -344,9 +353,11 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         w0, b0 = layers[0]
         first = dense(inputs[-1:], (w0[-1:], b0))  # the anchor's first layer
         direction, log_scale = network(dense(inputs[:-1], (w0[:-1], first)))
-        direction = direction - (network(first)[0] if anchor is None else anchor_direction)
+        anchor_direction = network(first)[0] if anchor is None else anchor_direction
+        direction = direction.astype(_f32) - anchor_direction.astype(_f32)
     else:
         direction, log_scale = network(dense(inputs, layers[0]))
+    direction, log_scale = direction.astype(_f32), log_scale.astype(_f32)
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
     update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
     update = update.astype(out_ref.dtype)
@@ -435,7 +446,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
         block=cfg.block, apply=apply, distance_decay=None if dist is None else lopt.distance_decay,
         anchored=lopt.anchored_direction, folded=folded,
         salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size,
-        anchor_size=anchor_table.table_size(lopt.hidden_size) if use_table else None)
+        anchor_size=anchor_table.table_size(lopt.hidden_size) if use_table else None,
+        half=None if cfg.network == "float32" else "emulated" if interpret else "packed")
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),
@@ -532,6 +544,10 @@ def nominal_update(
         raise ValueError(f"no fused kernel for {lopt!r}: hidden_size must be <= {_MAX_HIDDEN}; "
                          "use the XLA path (mode 'xla').")
     cfg = cfg or DEFAULT_CONFIG
+    if cfg.network == "float16" and cfg.block < 64 * cfg.num_warps:
+        raise ValueError(f"nominal_update: KernelConfig(network='float16') packs two rows per thread, so it "
+                         f"needs block >= 64 * num_warps; got block={cfg.block}, num_warps={cfg.num_warps}. "
+                         f"Use block={64 * cfg.num_warps} or more, or network='float32'.")
     has_horizon = num_steps is not None
     horizon = jnp.asarray(num_steps if has_horizon else 1.0, _f32)
     folded = folded_weights(theta) if fold_weights else None

@@ -518,3 +518,79 @@ def test_persistent_config_is_refused_by_kernels_without_it():
     with pytest.raises(ValueError, match="has no persistent variant; use programs=None"):
         tiles.call(copy, [jax.ShapeDtypeStruct((16,), jnp.float32)], rows=16, block=16,
                    cfg=_persistent(2), interpret=True, name="copy")
+
+
+def test_float16_network_follows_the_float32_step_to_float16_rounding():
+    """KernelConfig(network="float16"): the pretrained optimizer's config (distance step, anchored
+    direction) with its network in float16 (emulated in interpret mode as the GPU's packed
+    multiply-adds compute it): 25 steps stay within float16's rounding of the float32 kernel's, and
+    differ from them (the network really ran in float16)."""
+    rng = np.random.default_rng(7)
+    shapes = {"m": (33, 5), "big": (300, 3), "b": (5,)}
+    params = _draw(rng, shapes)
+    theta = ANCHORED.init(jax.random.key(0))
+    theta["network"]["w2"] = 0.05 * jax.random.normal(jax.random.key(1), theta["network"]["w2"].shape)
+    theta["network"]["b2"] = jnp.asarray([0.02, -0.01])
+    opt = ANCHORED.optimizer(theta, num_steps=40)
+    points = {}
+    for network in ("float32", "float16"):
+        cfg = tiles.KernelConfig(block=128, num_warps=2, network=network)
+        step = jax.jit(lambda g, s, p, cfg=cfg: nominal_step.nominal_update(ANCHORED, theta, 40, g, s, p,
+                                                                            interpret=True, cfg=cfg))
+        p, s = params, opt.init(params)
+        for _ in range(25):
+            u, s = step(jax.tree.map(lambda x: x - 3.0, p), s, p)
+            p = jax.tree.map(jnp.add, p, u)
+        points[network] = p
+    for k in ("m", "big"):  # factored tensors: the kernel's (the bias takes the XLA path)
+        moved = np.asarray(points["float32"][k] - params[k])
+        half = np.asarray(points["float16"][k] - params[k])
+        assert np.abs(moved).max() > 1e-3, k
+        rel = np.linalg.norm(half - moved) / np.linalg.norm(moved)
+        assert 1e-6 < rel < 2e-3, (k, rel)
+    # the bias takes the XLA path; it moves with the shared distance estimate only
+    np.testing.assert_allclose(points["float16"]["b"], points["float32"]["b"], rtol=1e-5)
+
+
+def test_float16_network_lowers_to_packed_multiply_adds():
+    from jax import export
+
+    params = {"w": jnp.ones((64, 32))}
+    theta = ANCHORED.init(jax.random.key(0))
+    state = ANCHORED.optimizer(theta, num_steps=10).init(params)
+    texts = {}
+    for network in ("float32", "float16"):
+        cfg = tiles.KernelConfig(block=512, network=network)
+        step = jax.jit(lambda g, s, p, cfg=cfg: nominal_step.nominal_update(ANCHORED, theta, 10, g, s, p,
+                                                                            interpret=False, cfg=cfg))
+        triton = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+        texts[network] = export.export(step, platforms=["cuda"], disabled_checks=[triton])(
+            params, state, params).mlir_module()
+    assert "fma.rn.f16x2" in texts["float16"] and "fma.rn.f16x2" not in texts["float32"]
+
+
+def test_float16_network_options_are_validated():
+    with pytest.raises(ValueError, match="network='half'"):
+        tiles.KernelConfig(network="half")
+    with pytest.raises(ValueError, match="kernel_precision='half'"):
+        NominalLOpt(kernel_precision="half")
+    params = {"w": jnp.ones((8, 8))}
+    state = LOPT.optimizer(_theta(), num_steps=10).init(params)
+    with pytest.raises(ValueError, match="block >= 64 \\* num_warps; got block=128, num_warps=4"):
+        nominal_step.nominal_update(LOPT, _theta(), 10, params, state, params, interpret=True,
+                                    cfg=tiles.KernelConfig(block=128, num_warps=4, network="float16"))
+
+
+def test_optimizer_option_runs_the_float16_network():
+    """NominalLOpt(kernel_precision="float16") reaches the kernel: its updates differ from the float32
+    kernel's by float16's rounding."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 45).reshape(9, 5)}
+    theta = _theta()
+    updates = {}
+    for precision in ("float32", "float16"):
+        lo = NominalLOpt(kernel="interpret", kernel_precision=precision)
+        opt = lo.optimizer(theta, num_steps=20)
+        updates[precision], _ = jax.jit(opt.update)(jax.tree.map(lambda x: x ** 3 + 0.1, params),
+                                                    opt.init(params), params)
+    a, b = np.asarray(updates["float16"]["w"]), np.asarray(updates["float32"]["w"])
+    assert 0 < np.linalg.norm(a - b) / np.linalg.norm(b) < 3e-3

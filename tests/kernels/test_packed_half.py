@@ -1,0 +1,30 @@
+"""packed_half.fma: float16 multiply-adds, emulated on the CPU as the GPU rounds them."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from lopt.kernels import packed_half
+
+
+def test_emulated_fma_rounds_the_exact_result_to_float16():
+    """x * w + acc rounded once to float16: the float32 emulation equals the exactly rounded result
+    wherever its float32 sum is exact, and is never more than one float16 unit away."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(20_000).astype(np.float16)
+    acc = (rng.standard_normal(20_000) * 4).astype(np.float16)
+    w = np.float16(-0.3713)
+    got = np.asarray(packed_half.fma(jnp.asarray(x), float(w), jnp.asarray(acc), packed=False))
+    exact = (x.astype(np.float64) * np.float64(w) + acc.astype(np.float64)).astype(np.float16)
+    assert got.dtype == np.float16
+    assert np.mean(got == exact) > 0.999
+    ulp = np.abs(np.spacing(exact.astype(np.float16))).astype(np.float64)
+    assert np.all(np.abs(got.astype(np.float64) - exact.astype(np.float64)) <= ulp)
+    # the weight is rounded to float16 first, as the GPU's immediate operand is
+    np.testing.assert_array_equal(
+        np.asarray(packed_half.fma(jnp.asarray(x), -0.3713, jnp.asarray(acc), packed=False)), got)
+
+
+def test_broadcast_takes_floats_scalars_and_arrays():
+    assert packed_half.broadcast(2.5, (3,)).tolist() == [2.5, 2.5, 2.5]
+    assert packed_half.broadcast(jnp.float32(1.0 / 3.0), (2,)).dtype == jnp.float16
+    assert packed_half.broadcast(jnp.arange(4.0), (4,)).tolist() == [0.0, 1.0, 2.0, 3.0]

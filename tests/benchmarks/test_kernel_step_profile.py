@@ -38,3 +38,15 @@ def test_each_mlp_launch_is_timed_with_its_update_error():
     # the reduction in the main pass's launch: the same arithmetic per entry
     assert kernel_step.variant_error(lo, theta, launches["b128w2ov"], n=4096) < 1e-5
     assert kernel_step.variant_error(lo, theta, launches["b128w2bf16ov"], n=4096) == err
+
+
+def test_each_nominal_launch_is_timed_with_its_update_error():
+    """nominal_variant_error: the pretrained step's fused update at a launch config against its XLA
+    path. In interpret mode the float32 network agrees to float32 rounding, the float16 one
+    (KernelConfig(network="float16")) to float16's (~4e-4)."""
+    lo = kernel_step.learned_optimizer("pretrained")
+    theta = kernel_step.trained_like_theta("pretrained", lo)
+    launches = kernel_step.VARIANTS["nominal"]
+    assert kernel_step.nominal_variant_error(lo, theta, launches["b512w4"], n=8192) < 1e-5
+    err = kernel_step.nominal_variant_error(lo, theta, launches["b512w4h16"], n=8192)
+    assert 1e-5 < err < 3e-3, err

@@ -314,9 +314,12 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
     inputs = [g * precond, *moments, g * (row_factor * col_factor)]
-    inputs = [*(jnp.clip(x, -clip, clip) for x in inputs), parameter_input]
-    if half is not None:  # the network in float16; its inputs are clipped to +-clip, well inside its range
-        inputs = [x.astype(jnp.float16) for x in inputs]
+    if half is None:
+        inputs = [*(jnp.clip(x, -clip, clip) for x in inputs), parameter_input]
+    else:  # the network in float16: each input rounded (a value past float16's range becomes +-inf),
+        # then clipped to +-clip as a pair of float16 values (the same values as clipping first)
+        inputs = [*(jnp.clip(x.astype(jnp.float16), -clip, clip) for x in inputs),
+                  parameter_input.astype(jnp.float16)]
 
     def layer(fan_in, width, bias_first=False):  # (w[i][j], bias[j]) in the order _pack wrote them
         if bias_first:  # first layer: bias = b0 + context (it moves with the step), packed before w0

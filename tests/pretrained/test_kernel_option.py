@@ -68,3 +68,15 @@ def test_the_option_is_not_part_of_the_config():
     """An execution option: theta files and configs are the same with or without it."""
     lo = lopt.learned.get("nominal")
     assert lo.with_execution_options(kernel="auto").config() == lo.config()
+
+
+def test_the_float16_network_option_reaches_the_kernel():
+    """kernel_precision='float16': the fused step's network in float16 (emulated in interpret mode),
+    within float16's rounding of the float32 kernel's trajectory; a bad value names the choices."""
+    half = _trajectory(lopt.pretrained.optimizer(num_steps=10, kernel="interpret", kernel_precision="float16"))
+    full = _trajectory(lopt.pretrained.optimizer(num_steps=10, kernel="interpret"))
+    start = _params()["w"]
+    moved, diff = np.asarray(full["w"] - start), np.asarray(half["w"] - full["w"])
+    assert 0 < np.linalg.norm(diff) / np.linalg.norm(moved) < 3e-3
+    with pytest.raises(ValueError, match="kernel_precision='half'.*'float16'"):
+        lopt.pretrained.optimizer(kernel_precision="half")

@@ -193,16 +193,22 @@ def test_persistent_main_pass_equals_the_per_block_kernel_and_xla(state_dtype, a
 def test_persistent_main_pass_under_vmap():
     """vmap adds a grid axis in front of the persistent programs' axis: each task's programs still
     walk that task's blocks (a tensor over 10 blocks of 32 rows, 3 programs)."""
-    shapes = {"w": (19, 6), "b": (6,), "big": (300, 3)}
-    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *[_inputs(20 + i, shapes=shapes) for i in range(3)])
-    thetas = jax.vmap(LOPT.init)(jax.random.split(jax.random.key(5), 3))["mlp"]
-    cfg = tiles.KernelConfig(block=32, reduce_block=64, programs=3)
+    _check_vmap_over_three_tasks(tiles.KernelConfig(block=32, reduce_block=64, programs=3), seed=20)
+
+
+def _check_vmap_over_three_tasks(cfg, seed, shapes=None):
+    """The fused step at launch ``cfg`` under vmap over three tasks' inputs and thetas equals the XLA
+    path's; returns the tasks' inputs ``(g, p, m, ctx)``."""
+    shapes = shapes or {"w": (19, 6), "b": (6,), "big": (300, 3)}
+    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *[_inputs(seed + i, shapes=shapes) for i in range(3)])
+    thetas = jax.vmap(LOPT.init)(jax.random.split(jax.random.key(seed), 3))["mlp"]
     fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, cfg=cfg)))
     (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), jax.vmap(
         lambda *a: mlp_step.mlp_update_reference(LOPT, *a))(thetas, ctx, g, m, p)
     for k in shapes:
         assert _rel(u[k], ur[k]) < 1e-5, k
         np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+    return g, p, m, ctx
 
 
 def test_bfloat16_momenta_need_the_step():
@@ -393,16 +399,8 @@ def test_overlapped_reduction_equals_separate_launches_and_xla(state_dtype, appl
 def test_overlapped_reduction_under_vmap_and_grad():
     """vmap over tasks and reverse mode (the XLA path's gradient of the whole pytree) both work with
     the reduction in the main pass's launch."""
-    shapes = {"w": (19, 6), "b": (6,), "big": (300, 3)}
-    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *[_inputs(30 + i, shapes=shapes) for i in range(3)])
-    thetas = jax.vmap(LOPT.init)(jax.random.split(jax.random.key(6), 3))["mlp"]
     cfg = tiles.KernelConfig(block=32, reduce_block=64, reduction="overlapped")
-    fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(LOPT, *a, interpret=True, cfg=cfg)))
-    (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), jax.vmap(
-        lambda *a: mlp_step.mlp_update_reference(LOPT, *a))(thetas, ctx, g, m, p)
-    for k in shapes:
-        assert _rel(u[k], ur[k]) < 1e-5, k
-        np.testing.assert_allclose(m1[k], mr[k], rtol=1e-6, atol=1e-7)
+    g, p, m, ctx = _check_vmap_over_three_tasks(cfg, seed=30)
 
     def loss(net, update):
         u, _ = update(LOPT, net, ctx[0], jax.tree.map(lambda x: x[0], g), jax.tree.map(lambda x: x[0], m),

@@ -140,7 +140,9 @@ VARIANTS = {  # name: KernelConfig for the apply=True timing
                 # the network in packed float16, two parameters per fma.rn.f16x2 (stop 63): the pretrained
                 # step folded 402 -> 294 static instructions per parameter, loaded 434 -> 340 and 168 -> 128
                 # registers (kernel_sass --network float16); not yet timed
-                "b512w4h16": tiles.KernelConfig(512, 1024, 4, network="float16")},
+                "b512w4h16": tiles.KernelConfig(512, 1024, 4, network="float16"),
+                # the same at 256 x 4: 55 registers, 36 resident warps per SM, 336 instructions (folded)
+                "b256w4h16": tiles.KernelConfig(256, 1024, 4, network="float16")},
 }
 # The stop-55 alternatives of the pretrained step's main pass at the default launch: XLA's three
 # reductions for the statistics (12 B instead of the statistics kernel's 8; otherwise the stop-54

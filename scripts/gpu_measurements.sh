@@ -18,9 +18,9 @@
 #   launches mlp's reduction pass inside the previous tensor's main pass launch (KernelConfig(reduction=
 #            "overlapped"), stop 63's untimed change) against separate launches, at 128 x 2, bf16 and TF32
 #            products, float32 and bfloat16 momenta, profiled, each with its update error on the GPU (~3 minutes)
-#   h200     what issue 11 still needs from the H200, in one call (~7 minutes; carry .data/fashion):
+#   h200     what issue 11 still needs from the H200, in one call (~8 minutes; carry .data/fashion):
 #            the step stage's deciding variants (pretrained folded, its network in float32 and in packed
-#            float16 (stop 63), through optax; mlp default at 128 x 2,
+#            float16 at 512 x 4 and 256 x 4 (stop 63), through optax; mlp default at 128 x 2,
 #            bfloat16 products at 128 x 2 with the reduction separate and overlapped, through optax; profiled), mlp's accuracy on the GPU at each product
 #            precision (kernel_check), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
@@ -70,10 +70,10 @@ for stage in "${STAGES[@]}"; do
                    --variants fused_apply_b128w2bf16 fused_apply_b128w2bf16ov fused_apply_b128w2 fused_apply_b128w2ov) ;;
         step) name=kernel_step limit=330  # issue 11's open variants at 100M, each profiled (~5 minutes)
               cmd=(--sizes 1e8 --archs pretrained mlp --check-size 0 --repeats 3 --profile --budget-s 280
-                   --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4h16 fused_apply_folded_b512w4_table_anchor fused_optax_folded
+                   --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4h16 fused_apply_folded_b256w4h16 fused_apply_folded_b512w4_table_anchor fused_optax_folded
                    fused_apply_b256w4 fused_apply_b256w4bf16 'fused_apply_b128w4p*' fused_apply_b256w8 fused_optax) ;;
-        h200) timeout -k 10 240 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
-                  --check-size 0 --repeats 3 --profile --budget-s 200 --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4h16 \
+        h200) timeout -k 10 270 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
+                  --check-size 0 --repeats 3 --profile --budget-s 230 --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4h16 fused_apply_folded_b256w4h16 \
                   fused_optax_folded fused_apply_b128w2 fused_apply_b128w2bf16 fused_apply_b128w2bf16ov fused_optax \
                   --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
               echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -9

@@ -116,20 +116,23 @@ def test_train_without_full_checkpoints_continues_from_its_warm_start(tmp_path, 
                  "--set", f"trainer.init_from={out}/warm_start.safetensors"]) == 0
 
 
-def test_run_pretrained_takes_only_its_state_dtype(tmp_path, capsys):
+def test_run_pretrained_takes_only_its_execution_options(tmp_path, capsys):
     task = ["--task", "quadratic", "--cfg", '{"dim": 6}', "--steps", "40", "--eval-every", "20",
             "--eval-batches", "1", "--no-progress"]
     runs = {}
-    for name, extra in (("f32", []), ("bf16", ["--hparam", "state_dtype=bfloat16"])):
+    for name, extra in (("f32", []), ("bf16", ["--hparam", "state_dtype=bfloat16"]),
+                        ("f16_network", ["--hparam", "kernel_precision=float16"])):
         out = tmp_path / name
         assert main(["run", *task, "--optimizer", "pretrained", *extra, "--out", str(out)]) == 0
         runs[name] = json.loads((out / "run.json").read_text())
     assert runs["bf16"]["hparams"] == {"state_dtype": "bfloat16"} and runs["f32"]["hparams"] == {}
+    assert runs["f16_network"]["hparams"] == {"kernel_precision": "float16"}
     first, last = (runs["bf16"]["curves"]["train_loss"][i] for i in (0, -1))
     assert last < first  # it trains
     capsys.readouterr()
     assert main(["run", *task, "--optimizer", "pretrained", "--hparam", "b1=0.8", "--out", str(tmp_path / "x")]) == 2
-    assert re.search(r"no learning rate.*\['b1'\].*state_dtype=bfloat16", capsys.readouterr().err)
+    assert re.search(r"no learning rate.*\['b1'\].*state_dtype=bfloat16.*kernel_precision=float16",
+                     capsys.readouterr().err)
     assert main(["run", *task, "--optimizer", "pretrained", "--lr", "0.1", "--out", str(tmp_path / "y")]) == 2
     assert "['learning_rate']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -156,14 +156,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = task_config(args)
     if args.optimizer == "pretrained" or args.optimizer.startswith("pretrained:"):
         hparams = given_hparams(args)
-        unknown = sorted(set(hparams) - {"state_dtype", "kernel"})
+        unknown = sorted(set(hparams) - {"state_dtype", "kernel", "kernel_precision"})
         if unknown:
             raise ValueError(f"--optimizer pretrained has no learning rate or hyperparameters to set (got "
                              f"{unknown}); drop --lr/--hparam. Its execution options: --hparam state_dtype=bfloat16 "
-                             "(half the memory), --hparam kernel=auto (the fused GPU kernel).")
+                             "(half the memory), --hparam kernel=auto (the fused GPU kernel), --hparam "
+                             "kernel_precision=float16 (that kernel's network in packed float16).")
         name = args.optimizer.partition(":")[2] or "default"
         optimizer = lopt.pretrained.optimizer(name, num_steps=args.steps, state_dtype=hparams.get("state_dtype"),
-                                              kernel=hparams.get("kernel"))
+                                              kernel=hparams.get("kernel"),
+                                              kernel_precision=hparams.get("kernel_precision"))
     else:
         hparams = optimizer_hparams(args)
         optimizer = lopt.optimizers.get(args.optimizer, **hparams)

@@ -93,27 +93,30 @@ def relu(z, precision, packed_cvt=False):
     return jax.nn.relu(z)
 
 
-def row_updates(h, wout_ref, bout_ref, precision, exp_mult, step_mult):
+def row_updates(h, wout_ref, bout_ref, exp_ref, precision, step_mult):
     """The ``[block]`` update ``-direction * exp(log_mag * exp_mult) * step_mult`` of each row of the
-    last hidden tile (not yet masked).
+    last hidden tile (not yet masked; ``exp_ref``: ``[exp_mult]``, read per row by
+    :func:`lopt.kernels.tiles.per_row`, so that the exponential runs once per row in the rows' 1-D
+    layout, not in each of the product layout's lanes that hold a row: 464 -> 440 instructions per
+    parameter, static count, stop 63).
 
     With bfloat16 products the two outputs are one more tensor-core product, ``[block, hidden] @
     [hidden, 8]`` (:func:`output_weights`: columns 2-7 zero; ``bout_ref``: 8 biases, added as the
     product's accumulator), split into its even and odd columns: a thread of the product's layout
     holds each adjacent pair, so ``direction`` and ``log_mag`` of a row meet in one thread without a
-    shuffle; the update of columns 1-3 is ``-0 * exp(0) = -0``, and one sum over the 4 columns picks
-    column 0 (16 shuffles per thread at 128 x 2 against 32 for two row reductions of the product:
-    488 against 524 instructions per parameter, static count, stop 62). With TF32 products a
+    shuffle; sums over the 4 column pairs pick column 0's direction and log-magnitude (columns 2-7
+    are 0). With TF32 products a
     product costs more than it saves (668 -> 712 at 256 x 4: the float32 operand goes through
     shared memory), so ``wout_ref`` is ``[2, hidden]`` and the outputs are row reductions.
     """
     if precision == "bf16":
         out = tiles.dot(h, wout_ref[...], precision) + bout_ref[...][None, :]
         direction, log_mag = jnp.unstack(out.reshape(out.shape[0], OUT_WIDTH // 2, 2), axis=-1)
-        return jnp.sum(-(direction * jnp.exp(log_mag * exp_mult) * step_mult), axis=1)
-    direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
-    log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
-    return -(direction * jnp.exp(log_mag * exp_mult) * step_mult)
+        direction, log_mag = jnp.sum(direction, axis=1), jnp.sum(log_mag, axis=1)
+    else:
+        direction = jnp.sum(h * wout_ref[0, :][None, :], axis=1) + bout_ref[0]
+        log_mag = jnp.sum(h * wout_ref[1, :][None, :], axis=1) + bout_ref[1]
+    return -(direction * jnp.exp(log_mag * tiles.per_row(exp_ref, h.shape[0])) * step_mult)
 
 
 def output_weights(w_last, b_last, precision):
@@ -126,7 +129,7 @@ def output_weights(w_last, b_last, precision):
 
 
 def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, block, width, hidden_layers,
-                exp_mult, step_mult, apply, precision, salt, programs, packed_cvt, following=None):
+                step_mult, apply, precision, salt, programs, packed_cvt, following=None):
     """The main pass. ``programs``: ``None``, one program per block; else a persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: each
     iteration loads the next block's gradient, parameter and momenta before computing and storing
@@ -138,7 +141,7 @@ def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, bloc
     last output, and :func:`lopt.kernels.tiles.interleaved` spreads its blocks among the main
     pass's programs."""
     hidden_refs = refs[: 2 * (hidden_layers - 1)]
-    wout_ref, bout_ref, *rest = refs[2 * (hidden_layers - 1):]
+    wout_ref, bout_ref, exp_ref, *rest = refs[2 * (hidden_layers - 1):]
     step_ref, *rest = rest if salt is not None else (None, *rest)
     next_refs, rest = (rest[:3], rest[3:]) if following is not None else ((), rest)
     out_ref, m_out_ref, *partial_ref = rest
@@ -152,7 +155,7 @@ def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, bloc
         new_m = tiles.finite_or(x, m)
         if salt is not None:  # bfloat16 momenta: each column's share of the entry's bits, as the XLA path
             bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
-                                  step_ref[0].astype(jnp.uint32), salt)
+                                  tiles.per_row(step_ref, block).astype(jnp.uint32), salt)
             columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
             new_m = SR.round_bits_of_state(new_m, SR.split_bits(bits[:, None], columns))
         tiles.store_tile(m_out_ref, new_m, n, k, block, index=index)
@@ -163,7 +166,7 @@ def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, bloc
         for i in range(hidden_layers - 1):
             h = relu(tiles.dot(h, hidden_refs[2 * i][...], precision) + hidden_refs[2 * i + 1][...][None, :],
                       precision, packed_cvt)
-        update = tiles.finite_or(row_updates(h, wout_ref, bout_ref, precision, exp_mult, step_mult), 0.0)
+        update = tiles.finite_or(row_updates(h, wout_ref, bout_ref, exp_ref, precision, step_mult), 0.0)
         update = update.astype(out_ref.dtype)
         result = (p + update.astype(_f32)) if apply else update
         tiles.store_rows(out_ref, result, n, block, index=index)

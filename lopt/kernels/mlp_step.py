@@ -176,7 +176,7 @@ def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, co
     main = tiles.call(
         functools.partial(
             K.main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,
-            exp_mult=lopt.exp_mult, step_mult=lopt.step_mult, apply=apply,
+            step_mult=lopt.step_mult, apply=apply,
             precision=precision,
             salt=leaf if rounding else None,
             programs=cfg.programs, packed_cvt=not interpret,
@@ -186,7 +186,8 @@ def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, co
         name="lopt_mlp_step" if following is None else "lopt_mlp_step_and_reduce", persistent=True, **launch)
     steps = [jnp.reshape(step, (1,)).astype(_f32)] if rounding else []
     next_inputs = [] if following is None else list(following[1:])
-    return main(g1, p1, m2, coef, w0, b0, *hidden, wout, bout, *steps, *next_inputs)
+    exp_mult = jnp.full((1,), lopt.exp_mult, _f32)  # read per row (lopt.kernels.tiles.per_row)
+    return main(g1, p1, m2, coef, w0, b0, *hidden, wout, bout, exp_mult, *steps, *next_inputs)
 
 
 def _fused_leaves(lopt, cfg, interpret, apply, leaves, gs, ps, ms, net, context, step):

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-__all__ = ["PRECISIONS", "KernelConfig", "block_size", "call", "dot", "interleaved", "load_rows", "load_tile", "row_ids", "store_rows",
-           "store_tile", "with_reference_vjp"]
+__all__ = ["PRECISIONS", "KernelConfig", "block_size", "call", "dot", "interleaved", "load_rows", "load_tile",
+           "per_row", "row_ids", "store_rows", "store_tile", "with_reference_vjp"]
 
 _PRECISIONS = {
     "tf32": jax.lax.DotAlgorithmPreset.TF32_TF32_F32,
@@ -169,6 +169,24 @@ def store_rows(ref: Any, value: jax.Array, n: int, block: int, col: int | None =
     """Writes ``value`` (cast to the ref's dtype) to a block's rows ``< n`` (of ``col``)."""
     plgpu.store(_rows_view(ref, block, col, index), value.astype(ref.dtype),
                 mask=row_ids(block, index=index) < n)
+
+
+def per_row(ref: Any, block: int) -> jax.Array:
+    """A one-element ref's value as a ``[block]`` vector, loaded once per row (the same address).
+
+    What a kernel computes from it then stays in the 1-D layout of a block's rows (two rows per
+    thread in two-warp programs of 128), where Triton, given a scalar, recomputes row values in
+    the layout of the 2-D tile they meet, in every lane that holds part of a row (four for an
+    8-column tile, eight for the products' outputs), and converts only the result: a load is not
+    rematerialised. ``mlp``'s main pass: 488 -> 440 instructions per parameter (bf16 products and
+    momenta, 128 x 2, static count, stop 63).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> per_row(jnp.array([2.5]), 3).tolist()
+        [2.5, 2.5, 2.5]
+    """
+    return ref[jnp.zeros((block,), jnp.int32)]
 
 
 def _tile_mask(n: int, k: int, block: int, width: int, index: Any) -> jax.Array:

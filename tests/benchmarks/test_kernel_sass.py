@@ -80,11 +80,14 @@ def test_precision_option_reaches_mlps_kernel():
     assert ir["bf16"].count("tt.dot ") == 3
     assert re.search(r"tt\.dot [^\n]*tensor<256x32xbf16> \* tensor<32x8xbf16>", ir["bf16"])
     # stop 62: each hidden layer's ReLU is its rounding (cvt.rn.relu.bf16x2.f32, one per pair), the
-    # bfloat16 weights arrive as bfloat16, and the product's columns are split in pairs, not reduced twice
+    # bfloat16 weights arrive as bfloat16, and the product's columns are split in pairs (direction and
+    # log-magnitude in one thread); stop 63: each summed over its 4 pairs, then the exponential per row
     assert ir["bf16"].count("cvt.rn.relu.bf16x2.f32") == 2 and "cvt.rn.relu" not in ir["tf32"]
     assert re.search(r"tt\.load [^\n]*tensor<32x32x!tt\.ptr<bf16>>", ir["bf16"])
     assert re.search(r"tt\.load [^\n]*tensor<32x8x!tt\.ptr<bf16>>", ir["bf16"])
-    assert ir["bf16"].count("tt.split ") == 1 and ir["bf16"].count('"tt.reduce"(') == 1
+    assert ir["bf16"].count("tt.split ") == 1 and ir["bf16"].count('"tt.reduce"(') == 2
+    # stop 63: exp_mult is read per row (tiles.per_row), one more [256] float32 load in both (3 before)
+    assert all(len(re.findall(r"tt\.load [^\n]*tensor<256x!tt\.ptr<f32>>", ir[p])) == 4 for p in ("tf32", "bf16"))
 
 
 def _unpack(pair):

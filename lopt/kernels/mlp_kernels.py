@@ -63,10 +63,14 @@ def features(g, p, m, coef_ref):
 
 def reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width, index=None):
     """Block ``index``'s (``None``: this program's) sums of the squared features, written to its
-    ``width`` slots of ``out_ref``."""
+    ``width`` slots of ``out_ref``. The parameter's squares are summed in the rows' 1-D layout, not
+    broadcast into the tile first (256 rows, 2 warps: 108 -> 100 instructions per parameter with
+    bfloat16 momenta, 56 -> 46 registers; static count, stop 63)."""
     g, p, m = block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index)
-    x = features(g, p, m, coef_ref)
-    sums = jnp.sum(x * x, axis=0)  # masked rows are zero
+    c_m, c_g = (coef_ref[i, :][None, :] for i in range(2))
+    x = m * c_m + g[:, None] * c_g  # the parameter's column is 0 here
+    columns = jax.lax.broadcasted_iota(jnp.int32, (width,), 0)
+    sums = jnp.sum(x * x, axis=0) + jnp.where(columns == k + 1, jnp.sum(p * p), 0.0)  # masked rows are zero
     out_ref[pl.ds((pl.program_id(0) if index is None else index) * width, width)] = sums
 
 

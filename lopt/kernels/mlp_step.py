@@ -193,12 +193,12 @@ def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, co
 def _fused_leaves(lopt, cfg, interpret, apply, leaves, gs, ps, ms, net, context, step):
     """The fused step of the non-empty tensors ``gs, ps, ms`` (at tree positions ``leaves``, which
     salt bfloat16 momenta's rounding): ``[(out, new momenta)]``. With ``cfg.reduction ==
-    "overlapped"`` (and no persistent main pass) each main pass launch also runs the next
-    tensor's reduction pass."""
+    "overlapped"`` each main pass launch also runs the next tensor's reduction pass (a persistent
+    main pass cannot: :class:`lopt.kernels.tiles.KernelConfig` refuses the two together)."""
     k = len(lopt.decays)
     width = tile_width(k)
     tensors = [(int(np.prod(g.shape)), g.reshape(-1), p.reshape(-1), m.reshape(-1, k)) for g, p, m in zip(gs, ps, ms)]
-    overlap = cfg.reduction == "overlapped" and cfg.programs is None
+    overlap = cfg.reduction == "overlapped"
     coef = jnp.asarray(K.coefficients(lopt.decays, width))
     partial = _reduction_pass(cfg, interpret, k, width, coef, tensors[0])
     results = []

@@ -452,3 +452,22 @@ def test_interleaved_programs_take_each_block_of_both_kinds_once(first, second):
     assert gaps.size == 0 or gaps.max() == max(first, second) // min(first, second) + 1
     with pytest.raises(ValueError, match="positive"):
         tiles.interleaved(np.arange(3), 3, 0)
+
+
+@pytest.mark.parametrize("reduction", ["separate", "overlapped"])
+def test_bfloat16_momenta_under_vmap_follow_the_xla_path(reduction):
+    """Meta-training's case: bfloat16 momenta (the step count read per row by each task's programs,
+    tiles.per_row) under vmap over tasks and thetas: momenta equal to the XLA path's entry for entry."""
+    lo = MLPLOpt(state_dtype="bfloat16")
+    shapes = {"w": (19, 6), "b": (6,)}
+    g, p, m, ctx = jax.tree.map(lambda *x: jnp.stack(x), *[_inputs(40 + i, shapes=shapes) for i in range(2)])
+    m = jax.tree.map(lambda x: x.astype(jnp.bfloat16), m)
+    thetas = jax.vmap(lo.init)(jax.random.split(jax.random.key(1), 2))["mlp"]
+    cfg = tiles.KernelConfig(block=32, reduce_block=64, reduction=reduction)
+    fused = jax.jit(jax.vmap(lambda *a: mlp_step.mlp_update(lo, *a, interpret=True, cfg=cfg, step=jnp.int32(3))))
+    ref = jax.vmap(lambda *a: mlp_step.mlp_update_reference(lo, *a, step=jnp.int32(3)))
+    (u, m1), (ur, mr) = fused(thetas, ctx, g, m, p), ref(thetas, ctx, g, m, p)
+    for k in shapes:
+        assert _rel(u[k], ur[k]) < 1e-5, k
+        np.testing.assert_array_equal(np.asarray(m1[k], np.float32), np.asarray(mr[k], np.float32))
+        assert not np.array_equal(np.asarray(m1[k], np.float32), np.asarray(m[k], np.float32)), k

@@ -66,8 +66,8 @@ class KernelConfig:
             parameter, but 1.4% slower on an H100 in stop 55, so not the default).
         network: how the ``nominal`` step (the pretrained optimizer's) evaluates its network:
             ``"float32"`` multiply-adds, or ``"float16"``, two parameters per ``fma.rn.f16x2``
-            instruction (:mod:`lopt.kernels.packed_half`): 27% fewer instructions in the folded
-            pretrained step (402 -> 292 per parameter, static count), at float16's rounding.
+            instruction (:mod:`lopt.kernels.packed_half`): 28% fewer instructions in the folded
+            pretrained step (402 -> 288 per parameter, static count), at float16's rounding.
         reduction: how the ``mlp`` step launches each tensor's reduction pass over a pytree:
             ``"separate"``, a kernel of its own before the tensor's main pass, or
             ``"overlapped"``, inside the launch of the previous tensor's main pass, its programs

@@ -34,7 +34,11 @@ Needs ``pip install "lopt[kernel-analysis]"`` (the ``triton`` wheel bundles ``pt
 
 Usage:
     python benchmarks/kernel_sass.py [--archs pretrained nominal mlp] [--configs 128x4 256x4]
-        [--out FILE]
+        [--precision bf16] [--reduce-block 256] [--reduction overlapped] [--network float16] [--out FILE]
+
+``--reduction overlapped`` compiles ``mlp`` over two tensors, so that the first tensor's main pass
+launch holds the second's reduction (``lopt_mlp_step_and_reduce``); ``--network float16`` compiles the
+nominal and pretrained steps with their network in packed float16 (``KernelConfig.network``).
 
 Writes ``benchmarks/results/kernel_sass_sm<cc>.json`` without ``--out``.
 """

@@ -80,8 +80,8 @@ class MLPLOpt(base.LearnedOptimizer):
         kernel_precision: the fused kernel's matrix products on GPU: ``"tf32"`` (the default, as
             XLA's float32 products there), ``"bf16"`` (the hidden products' operands rounded to
             bfloat16, float32 accumulation; the first product, 8 wide, stays TF32: update error
-            ~4e-3 against float64 instead of ~6e-4; 4.2x Adam's step on an H100 against tf32's
-            5.6x, 3.65x with ``state_dtype="bfloat16"``, stop 62), ``"tf32x3"`` or ``"ieee"`` (about
+            ~4e-3 against float64 instead of ~6e-4; 4.1x Adam's step on an H100 against tf32's
+            5.5x, 3.51x with ``state_dtype="bfloat16"``, stop 63), ``"tf32x3"`` or ``"ieee"`` (about
             float32); each launched in two-warp programs of 128 parameters
             (:func:`lopt.kernels.mlp_step.launch_config`). Interpret
             mode computes ``"bf16"`` as the GPU does and the others in float32; the XLA path ignores

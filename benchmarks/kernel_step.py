@@ -227,14 +227,24 @@ def fused_apply_step(arch, lo, cfg, fixed_theta=None):
     return step
 
 
+def two_tensors(n, scale=1.0):
+    """``{"w", "v"}``: ``n`` random normal parameters (times ``scale``) in two ``[n / 2048, 1024]`` tensors,
+    the same draw every time.
+
+    Example:
+        >>> sorted((k, v.shape) for k, v in two_tensors(4096).items())
+        [('v', (2, 1024)), ('w', (2, 1024))]
+    """
+    rng = np.random.default_rng(0)
+    return {name: jnp.asarray(rng.standard_normal((n // 2048, 1024), np.float32) * scale) for name in "wv"}
+
+
 def variant_error(lo, theta, cfg, n=1 << 20):
     """``mlp``'s fused update at launch ``cfg`` against its XLA path in float32 (highest product
     precision), one step on ``n`` parameters in two tensors (so that ``reduction="overlapped"`` runs the
     second's reduction in the first's main pass launch) with random momenta: the relative error of the
     update, so that a launch config's time never comes without its accuracy on the same GPU."""
-    rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.standard_normal((n // 2048, 1024), np.float32)),
-              "v": jnp.asarray(rng.standard_normal((n // 2048, 1024), np.float32))}
+    params = two_tensors(n)
     grads = random_tree(params, 1)
     state = lo.optimizer(theta, num_steps=HORIZON).init(params)
     momentum = random_momentum(state.momentum)
@@ -252,8 +262,7 @@ def nominal_variant_error(lo, theta, cfg, n=1 << 20):
     """The ``nominal`` step's (and the pretrained optimizer's) fused update at launch ``cfg`` against
     its XLA path in float32, one step on ``n`` parameters in two tensors from the state three XLA steps
     leave: the relative error of the update (``KernelConfig(network="float16")``'s rounding, ~4e-4)."""
-    rng = np.random.default_rng(0)
-    params = {name: jnp.asarray(rng.standard_normal((n // 2048, 1024), np.float32) * 0.05) for name in "wv"}
+    params = two_tensors(n, 0.05)
     xla = jax.jit(lo.with_execution_options(kernel="xla").optimizer(theta, num_steps=HORIZON).update)
     state = lo.optimizer(theta, num_steps=HORIZON).init(params)
     for seed in range(3):

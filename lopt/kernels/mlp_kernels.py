@@ -56,9 +56,10 @@ def block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index=None):
 
 def features(g, p, m, coef_ref):
     """``[block, width]`` features: the updated momenta, the gradient, the parameter (``coef_ref``:
-    the rows of :func:`coefficients`)."""
-    c_m, c_g, c_p = (coef_ref[i, :][None, :] for i in range(3))
-    return m * c_m + g[:, None] * c_g + p[:, None] * c_p
+    the rows of :func:`coefficients`; ``p=None``: the parameter's column left 0)."""
+    c_m, c_g = (coef_ref[i, :][None, :] for i in range(2))
+    x = m * c_m + g[:, None] * c_g
+    return x if p is None else x + p[:, None] * coef_ref[2, :][None, :]
 
 
 def reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width, index=None):
@@ -67,8 +68,7 @@ def reduce_block(g_ref, p_ref, m_ref, coef_ref, out_ref, *, n, k, block, width, 
     broadcast into the tile first (256 rows, 2 warps: 108 -> 100 instructions per parameter with
     bfloat16 momenta, 56 -> 46 registers; static count, stop 63)."""
     g, p, m = block_inputs(g_ref, p_ref, m_ref, n, k, block, width, index)
-    c_m, c_g = (coef_ref[i, :][None, :] for i in range(2))
-    x = m * c_m + g[:, None] * c_g  # the parameter's column is 0 here
+    x = features(g, None, m, coef_ref)  # the parameter's column is 0 here
     columns = jax.lax.broadcasted_iota(jnp.int32, (width,), 0)
     sums = jnp.sum(x * x, axis=0) + jnp.where(columns == k + 1, jnp.sum(p * p), 0.0)  # masked rows are zero
     out_ref[pl.ds((pl.program_id(0) if index is None else index) * width, width)] = sums

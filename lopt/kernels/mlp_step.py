@@ -169,10 +169,9 @@ def _main_pass(lopt, cfg, interpret, apply, leaf, coef, tensor, partial, net, co
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p1)), jax.ShapeDtypeStruct((n, k), m2.dtype)]
     launch = {}
     if following is not None:
-        n_next, rb = following[0], cfg.reduce_block
-        reduce_blocks = -(-n_next // rb)
+        reduce_blocks = tiles.program_count(following[0], cfg.reduce_block, cfg)  # cfg.programs is None
         outputs.append(jax.ShapeDtypeStruct((reduce_blocks * width,), _f32))
-        launch = {"programs": -(-n // cfg.block) + reduce_blocks}
+        launch = {"programs": tiles.program_count(n, cfg.block, cfg) + reduce_blocks}
     main = tiles.call(
         functools.partial(
             K.main_kernel, n=n, k=k, block=cfg.block, width=width, hidden_layers=layers,

@@ -167,7 +167,7 @@ def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded, salt, programs, head_size, anchor_size, half=None):
+            distance_decay, anchored, folded, salt, programs, head_size, anchor_size, half=None, ptx=False):
     """The main pass. ``programs``: ``None``, one program per block; else the persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: before its
     loop it loads its first block, and each iteration loads the next block (kept in the loop's
@@ -180,7 +180,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     ``anchor_size``: ``None``, or the anchored direction is looked up in a table of this size
     (:mod:`lopt.kernels.anchor_table`) instead of evaluated by a second pass of the network.
     ``half``: ``None``, the network in float32; else it runs in float16 (:mod:`lopt.kernels.packed_half`),
-    two parameters per instruction if ``half == "packed"`` (the GPU), emulated if ``"emulated"``."""
+    two parameters per instruction if ``half == "packed"`` (the GPU), emulated if ``"emulated"``.
+    ``ptx``: the GPU's finiteness test (:func:`lopt.kernels.tiles.finite_or`)."""
     # inputs: g, p, m, v, the two factors, the packed scalars, [grad_sum, x0], [the anchor's table];
     # outputs: the update or new p, m, v, [grad_sum, the two partial sums]
     inputs = 7 + (distance_decay is not None) * 2 + (anchor_size is not None)
@@ -203,7 +204,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
         eps=eps, clip=clip, update_clip=update_clip, hidden=hidden, block=block, apply=apply,
         distance_decay=distance_decay, anchored=anchored, folded=folded, salt=salt,
-        anchor=None if table_ref is None else (table_ref, anchor_size), half=half)
+        anchor=None if table_ref is None else (table_ref, anchor_size), half=half, ptx=ptx)
     if programs is None:
         def write_sums(dot, l1):  # this program's partial sums, where they are computed
             program = pl.program_id(0)
@@ -239,7 +240,8 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
 
 
 def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays, b2, eps, clip,
-                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt, anchor, half=None):
+                update_clip, hidden, block, apply, distance_decay, anchored, folded, salt, anchor, half=None,
+                ptx=False):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
     (``fetch(name)``, names as in :func:`_block_inputs`) and the packed scalars before the network's
     weights (``head``, already read; the weights, unless ``folded``, are read from ``s_ref``). With
@@ -262,8 +264,10 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
                               head[0].astype(jnp.uint32), salt)
 
+        keep = functools.partial(tiles.finite_or, ptx=ptx)
+
         def stored(x, role):
-            return SR.round_bits_of_state(x, SR.split_bits(bits, role))  # x: finite, or the stored value
+            return SR.round_bits_of_state(x, SR.split_bits(bits, role), finite_or=keep)  # x: finite, or stored
 
     def store(ref, value, col=None):
         tiles.store_rows(ref, value, n, block, col=col, index=index)
@@ -281,7 +285,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     parameter_input = jnp.clip(p / p_rms, -clip, clip)
     v_old = fetch("v")
     v = b2 * v_old + (1.0 - b2) * (g * g)
-    store(v_out, stored(tiles.finite_or(v, v_old), len(decays)))
+    store(v_out, stored(tiles.finite_or(v, v_old, ptx=ptx), len(decays)))
     if anchor is not None:
         # After the first store, so the compilers keep its 7 dependent probes after the block's
         # loads (placed before it, they were scheduled between the load of p and the others: a
@@ -292,7 +296,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     for j, d in enumerate(decays):
         m_old = fetch(f"m{j}")
         m = d * m_old + (1.0 - d) * g
-        store(m_out, stored(tiles.finite_or(m, m_old), j), col=j)
+        store(m_out, stored(tiles.finite_or(m, m_old, ptx=ptx), j), col=j)
         ms.append(m)
     row_factor, col_factor = fetch("factors")
 
@@ -309,7 +313,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         # Rows past the end load as 0, so they add nothing to either partial sum.
         grad_sum_old = fetch("grad_sum")
         grad_sum = distance_decay * grad_sum_old + scalar() * g
-        store(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old), len(decays) + 1))
+        store(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old, ptx=ptx), len(decays) + 1))
         partial_sums(lambda: g * (fetch("x0") - p), lambda: jnp.abs(grad_sum))
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
@@ -362,7 +366,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         direction, log_scale = network(dense(inputs, layers[0]))
     direction, log_scale = direction.astype(_f32), log_scale.astype(_f32)
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
-    update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
+    update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0, ptx=ptx)
     update = update.astype(out_ref.dtype)
     store(out_ref, (p + update.astype(_f32)) if apply else update)
 
@@ -450,7 +454,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
         anchored=lopt.anchored_direction, folded=folded,
         salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size,
         anchor_size=anchor_table.table_size(lopt.hidden_size) if use_table else None,
-        half=None if cfg.network == "float32" else "emulated" if interpret else "packed")
+        half=None if cfg.network == "float32" else "emulated" if interpret else "packed", ptx=not interpret)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),

@@ -22,7 +22,7 @@
 #            the step stage's deciding variants (pretrained folded, its network in float32 and in packed
 #            float16 at 512 x 4 and 256 x 4 (stop 63), through optax; mlp default at 128 x 2,
 #            bfloat16 products at 128 x 2 with the reduction separate and overlapped, through optax; profiled), mlp's accuracy on the GPU at each product
-#            precision (kernel_check), then meta-training at 1,024 tasks with the fused step against the plain reference
+#            precision (kernel_check), the masking test with the compiled kernels (pytest), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
 #            time of each goes at 1,024 tasks (--profile; ~3 minutes)
@@ -80,6 +80,10 @@ for stage in "${STAGES[@]}"; do
               timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \
                   --out "$OUT/kernel_check.json" > "$OUT/kernel_check.log" 2>&1
               echo "[h200: check] exit $?"; grep -i "err" "$OUT/kernel_check.log" | tail -4
+              # the compiled kernels' masking of NaN and infinities (their inline-PTX test, stop 64) against XLA's
+              timeout -k 10 90 python3 -m pytest -q -p no:cacheprovider -W ignore::UserWarning tests/kernels/test_kernel_masking.py -k pallas \
+                  > "$OUT/kernel_masking.log" 2>&1
+              echo "[h200: masking on the GPU] exit $?"; tail -3 "$OUT/kernel_masking.log"
               name=meta_throughput limit=120 cmd=(--tasks 1024 --kernels auto) ;;
         meta) name=meta_throughput limit=240 cmd=(--tasks 128 1024 --kernels xla auto --profile) ;;
         mixture) name=mixture_throughput limit=420

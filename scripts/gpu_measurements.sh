@@ -20,8 +20,9 @@
 #            products, float32 and bfloat16 momenta, profiled, each with its update error on the GPU (~3 minutes)
 #   h200     what issue 11 still needs from the H200, in one call (~8 minutes; carry .data/fashion):
 #            the step stage's deciding variants (pretrained folded, its network in float32 and in packed
-#            float16 at 512 x 4 and 256 x 4 (stop 63), through optax; mlp default at 128 x 2,
-#            bfloat16 products at 128 x 2 with the reduction separate and overlapped, through optax; profiled), mlp's accuracy on the GPU at each product
+#            float16 at 512 x 4 and 256 x 4 (stop 63), through optax; mlp default at 128 x 2, bfloat16
+#            products at 128 x 2 with float32 and bfloat16 momenta, the reduction separate and overlapped;
+#            profiled), mlp's accuracy on the GPU at each product
 #            precision (kernel_check), the masking test with the compiled kernels (pytest), then meta-training at 1,024 tasks with the fused step against the plain reference
 #   meta     benchmarks/meta_throughput.py, canonical config at 128 and 1,024 tasks against the plain
 #            reference, lopt with kernel modes xla and auto (fused mlp step; issue 11), and where the device
@@ -72,11 +73,11 @@ for stage in "${STAGES[@]}"; do
               cmd=(--sizes 1e8 --archs pretrained mlp --check-size 0 --repeats 3 --profile --budget-s 280
                    --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4h16 fused_apply_folded_b256w4h16 fused_apply_folded_b512w4_table_anchor fused_optax_folded
                    fused_apply_b256w4 fused_apply_b256w4bf16 'fused_apply_b128w4p*' fused_apply_b256w8 fused_optax) ;;
-        h200) timeout -k 10 270 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp \
+        h200) timeout -k 10 270 python3 -u benchmarks/kernel_step.py --sizes 1e8 --archs pretrained mlp mlp_bf16 \
                   --check-size 0 --repeats 3 --profile --budget-s 230 --variants fused_apply_folded_b512w4 fused_apply_folded_b512w4h16 fused_apply_folded_b256w4h16 \
-                  fused_optax_folded fused_apply_b128w2 fused_apply_b128w2bf16 fused_apply_b128w2bf16ov fused_optax \
+                  fused_optax_folded fused_apply_b128w2 fused_apply_b128w2bf16 fused_apply_b128w2bf16ov \
                   --out "$OUT/kernel_step.json" > "$OUT/kernel_step.log" 2>&1
-              echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -9
+              echo "[h200: step] exit $?"; grep -E "^ +100M" "$OUT/kernel_step.log" | tail -12
               timeout -k 10 60 python3 -u benchmarks/kernel_step.py --sizes --archs mlp --check-size 1000000 \
                   --out "$OUT/kernel_check.json" > "$OUT/kernel_check.log" 2>&1
               echo "[h200: check] exit $?"; grep -i "err" "$OUT/kernel_check.log" | tail -4

@@ -151,18 +151,20 @@ def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, bloc
     out_ref, m_out_ref, *partial_ref = rest
     load = functools.partial(block_inputs, g_ref, p_ref, m_ref, n, k, block, width)
 
+    # on the GPU (packed_cvt) the finiteness test is inline PTX, one compare per entry
+    finite_or = functools.partial(tiles.finite_or, ptx=packed_cvt)
+
     def block_step(inputs, index):
         g, p, m = inputs
         x = features(g, p, m, coef_ref)
         # lopt.learned.mask_non_finite in this pass: a non-finite new momentum keeps its old value
         # (columns >= k hold other features and are not stored), a non-finite update is 0
-        new_m = tiles.finite_or(x, m, ptx=packed_cvt)
+        new_m = finite_or(x, m)
         if salt is not None:  # bfloat16 momenta: each column's share of the entry's bits, as the XLA path
             bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
                                   tiles.per_row(step_ref, block).astype(jnp.uint32), salt)
             columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
-            new_m = SR.round_bits_of_state(new_m, SR.split_bits(bits[:, None], columns),
-                                           finite_or=functools.partial(tiles.finite_or, ptx=packed_cvt))
+            new_m = SR.round_bits_of_state(new_m, SR.split_bits(bits[:, None], columns), finite_or=finite_or)
         tiles.store_tile(m_out_ref, new_m, n, k, block, index=index)
         # the network's weights are read where they are used, after that store (L1/L2 hits): read
         # before it they are held in registers through the features (162 -> 233 registers at 256 x 4)
@@ -171,8 +173,7 @@ def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, bloc
         for i in range(hidden_layers - 1):
             h = relu(tiles.dot(h, hidden_refs[2 * i][...], precision) + hidden_refs[2 * i + 1][...][None, :],
                       precision, packed_cvt)
-        update = tiles.finite_or(row_updates(h, wout_ref, bout_ref, exp_ref, precision, step_mult), 0.0,
-                                  ptx=packed_cvt)
+        update = finite_or(row_updates(h, wout_ref, bout_ref, exp_ref, precision, step_mult), 0.0)
         update = update.astype(out_ref.dtype)
         result = (p + update.astype(_f32)) if apply else update
         tiles.store_rows(out_ref, result, n, block, index=index)

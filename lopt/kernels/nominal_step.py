@@ -257,6 +257,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     # bfloat16 state (salt is not None): stored values are rounded stochastically with the bits of
     # lopt.learned.stochastic_rounding, from this entry's (global) index, the step (the first packed
     # scalar) and the tensor's salt, exactly as the XLA path rounds them.
+    finite_or = functools.partial(tiles.finite_or, ptx=ptx)
     if salt is None:
         def stored(x, role):
             return x
@@ -264,10 +265,8 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
                               head[0].astype(jnp.uint32), salt)
 
-        keep = functools.partial(tiles.finite_or, ptx=ptx)
-
         def stored(x, role):
-            return SR.round_bits_of_state(x, SR.split_bits(bits, role), finite_or=keep)  # x: finite, or stored
+            return SR.round_bits_of_state(x, SR.split_bits(bits, role), finite_or=finite_or)  # x: finite, or stored
 
     def store(ref, value, col=None):
         tiles.store_rows(ref, value, n, block, col=col, index=index)
@@ -285,7 +284,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     parameter_input = jnp.clip(p / p_rms, -clip, clip)
     v_old = fetch("v")
     v = b2 * v_old + (1.0 - b2) * (g * g)
-    store(v_out, stored(tiles.finite_or(v, v_old, ptx=ptx), len(decays)))
+    store(v_out, stored(finite_or(v, v_old), len(decays)))
     if anchor is not None:
         # After the first store, so the compilers keep its 7 dependent probes after the block's
         # loads (placed before it, they were scheduled between the load of p and the others: a
@@ -296,7 +295,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
     for j, d in enumerate(decays):
         m_old = fetch(f"m{j}")
         m = d * m_old + (1.0 - d) * g
-        store(m_out, stored(tiles.finite_or(m, m_old, ptx=ptx), j), col=j)
+        store(m_out, stored(finite_or(m, m_old), j), col=j)
         ms.append(m)
     row_factor, col_factor = fetch("factors")
 
@@ -313,7 +312,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         # Rows past the end load as 0, so they add nothing to either partial sum.
         grad_sum_old = fetch("grad_sum")
         grad_sum = distance_decay * grad_sum_old + scalar() * g
-        store(gs_out, stored(tiles.finite_or(grad_sum, grad_sum_old, ptx=ptx), len(decays) + 1))
+        store(gs_out, stored(finite_or(grad_sum, grad_sum_old), len(decays) + 1))
         partial_sums(lambda: g * (fetch("x0") - p), lambda: jnp.abs(grad_sum))
     precond = 1.0 / (jnp.sqrt(v * v_corr) + eps)
     moments = [m * c * precond for m, c in zip(ms, m_corr)]
@@ -366,7 +365,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         direction, log_scale = network(dense(inputs, layers[0]))
     direction, log_scale = direction.astype(_f32), log_scale.astype(_f32)
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
-    update = tiles.finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0, ptx=ptx)
+    update = finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)
     update = update.astype(out_ref.dtype)
     store(out_ref, (p + update.astype(_f32)) if apply else update)
 

@@ -226,14 +226,13 @@ def finite_or(new: jax.Array, old: Any, *, ptx: bool = False) -> jax.Array:
     if not ptx:
         return jnp.where(jnp.abs(new) < jnp.inf, new, old)
     test = "{ .reg .pred f; .reg .f32 a; abs.f32 a, $1; setp.lt.f32 f, a, 0f7F800000; selp.f32 $0, $1, %s, f; }"
-    shape = jax.ShapeDtypeStruct(new.shape, jnp.float32)
     if isinstance(old, (int, float)):  # an immediate: PTX writes a float32 as 0f and its 8 hex digits
-        immediate = "0f" + np.float32(old).view(np.uint32).tobytes()[::-1].hex().upper()
-        (out,) = plgpu.elementwise_inline_asm(test % immediate, args=[new.astype(jnp.float32)], constraints="=f,f",
-                                              pack=1, result_shape_dtypes=[shape])
+        fallback, args = f"0f{int(np.float32(old).view(np.uint32)):08X}", [new]
     else:
-        (out,) = plgpu.elementwise_inline_asm(test % "$2", args=[new.astype(jnp.float32), old.astype(jnp.float32)],
-                                              constraints="=f,f,f", pack=1, result_shape_dtypes=[shape])
+        fallback, args = "$2", [new, old]
+    (out,) = plgpu.elementwise_inline_asm(
+        test % fallback, args=[a.astype(jnp.float32) for a in args], constraints=",".join(["=f"] + ["f"] * len(args)),
+        pack=1, result_shape_dtypes=[jax.ShapeDtypeStruct(new.shape, jnp.float32)])
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from lopt.kernels import tiles
+from lopt.kernels import bf16_rounding, tiles
 from lopt.learned import stochastic_rounding as SR
 
 __all__ = ["OUT_WIDTH", "block_inputs", "coefficients", "features", "main_kernel", "output_weights",
@@ -164,7 +164,7 @@ def main_kernel(g_ref, p_ref, m_ref, coef_ref, w0_ref, b0_ref, *refs, n, k, bloc
             bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
                                   tiles.per_row(step_ref, block).astype(jnp.uint32), salt)
             columns = jax.lax.broadcasted_iota(jnp.int32, (block, width), 1)
-            new_m = SR.round_bits_of_state(new_m, SR.split_bits(bits[:, None], columns), finite_or=finite_or)
+            new_m = bf16_rounding.to_bfloat16(new_m, SR.role_bits(bits[:, None], columns), ptx=packed_cvt)
         tiles.store_tile(m_out_ref, new_m, n, k, block, index=index)
         # the network's weights are read where they are used, after that store (L1/L2 hits): read
         # before it they are held in registers through the features (162 -> 233 registers at 256 x 4)

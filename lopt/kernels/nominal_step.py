@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from lopt.kernels import anchor_table, factored_stats, packed_half, tiles
+from lopt.kernels import anchor_table, bf16_rounding, factored_stats, packed_half, tiles
 from lopt.learned import base, nominal
 from lopt.learned import distance as D
 from lopt.learned import features as F
@@ -167,7 +167,8 @@ def _block_inputs(refs, *, n, shape, d0, d1, k, block, distance, index):
 
 
 def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden, block, apply,
-            distance_decay, anchored, folded, salt, programs, head_size, anchor_size, half=None, ptx=False):
+            distance_decay, anchored, folded, salt, programs, head_size, anchor_size, half=None, ptx=False,
+            paired=False):
     """The main pass. ``programs``: ``None``, one program per block; else the persistent kernel of
     ``programs`` programs, program ``pid`` taking blocks ``pid, pid + programs, ...``: before its
     loop it loads its first block, and each iteration loads the next block (kept in the loop's
@@ -181,7 +182,9 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     (:mod:`lopt.kernels.anchor_table`) instead of evaluated by a second pass of the network.
     ``half``: ``None``, the network in float32; else it runs in float16 (:mod:`lopt.kernels.packed_half`),
     two parameters per instruction if ``half == "packed"`` (the GPU), emulated if ``"emulated"``.
-    ``ptx``: the GPU's finiteness test (:func:`lopt.kernels.tiles.finite_or`)."""
+    ``ptx``: the GPU's finiteness test (:func:`lopt.kernels.tiles.finite_or`); ``paired``: bfloat16
+    state rounded and packed two rows at a time in inline PTX (:mod:`lopt.kernels.bf16_rounding`;
+    the GPU, at least two rows per thread)."""
     # inputs: g, p, m, v, the two factors, the packed scalars, [grad_sum, x0], [the anchor's table];
     # outputs: the update or new p, m, v, [grad_sum, the two partial sums]
     inputs = 7 + (distance_decay is not None) * 2 + (anchor_size is not None)
@@ -204,7 +207,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
         _block_step, s_ref=s_ref, out_refs=(out_ref, m_out, v_out, gs_out), n=n, decays=decays, b2=b2,
         eps=eps, clip=clip, update_clip=update_clip, hidden=hidden, block=block, apply=apply,
         distance_decay=distance_decay, anchored=anchored, folded=folded, salt=salt,
-        anchor=None if table_ref is None else (table_ref, anchor_size), half=half, ptx=ptx)
+        anchor=None if table_ref is None else (table_ref, anchor_size), half=half, ptx=ptx, paired=paired)
     if programs is None:
         def write_sums(dot, l1):  # this program's partial sums, where they are computed
             program = pl.program_id(0)
@@ -241,7 +244,7 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
 
 def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays, b2, eps, clip,
                 update_clip, hidden, block, apply, distance_decay, anchored, folded, salt, anchor, half=None,
-                ptx=False):
+                ptx=False, paired=False):
     """Computes and stores block ``index`` (``None``: this program's) from its inputs
     (``fetch(name)``, names as in :func:`_block_inputs`) and the packed scalars before the network's
     weights (``head``, already read; the weights, unless ``folded``, are read from ``s_ref``). With
@@ -265,8 +268,10 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
         bits = SR.random_bits(tiles.row_ids(block, index=index).astype(jnp.uint32),
                               head[0].astype(jnp.uint32), salt)
 
-        def stored(x, role):
-            return SR.round_bits_of_state(x, SR.split_bits(bits, role), finite_or=finite_or)  # x: finite, or stored
+        def stored(x, role):  # x: finite, or its stored value
+            if paired:
+                return bf16_rounding.to_bfloat16(x, SR.role_bits(bits, role), ptx=True)
+            return SR.round_bits_of_state(x, SR.split_bits(bits, role), finite_or=finite_or)
 
     def store(ref, value, col=None):
         tiles.store_rows(ref, value, n, block, col=col, index=index)
@@ -453,7 +458,8 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
         anchored=lopt.anchored_direction, folded=folded,
         salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size,
         anchor_size=anchor_table.table_size(lopt.hidden_size) if use_table else None,
-        half=None if cfg.network == "float32" else "emulated" if interpret else "packed", ptx=not interpret)
+        half=None if cfg.network == "float32" else "emulated" if interpret else "packed", ptx=not interpret,
+        paired=not interpret and cfg.block >= 64 * cfg.num_warps)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),

@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "round_bits", "round_bits_of_state",
+__all__ = ["MAX_ROLES", "STATE_DTYPES", "entry_bits", "random_bits", "role_bits", "round_bits", "round_bits_of_state",
            "round_columns", "split_bits", "storage_dtype", "to_bfloat16"]
 
 #: The storage types a learned optimizer's state may use.
@@ -141,14 +141,31 @@ _ROLE_STRIDE = 0x3C6EF372  # even: every role's multiplier is odd
 MAX_ROLES = 64
 
 
+def role_bits(bits: jax.Array, role: Any) -> jax.Array:
+    """Accumulator ``role``'s 32 bits from one entry's: ``bits`` times an odd multiplier per role
+    (``x -> x * c mod 2**32`` is a bijection for odd ``c``, so each role's bits are uniform).
+    :func:`split_bits` is their top half; a fused kernel adds that half to the value's pattern
+    itself (one shift-and-add, :mod:`lopt.kernels.bf16_rounding`). ``role`` is an int, or an
+    integer array (a kernel's tile of accumulators, one role per column).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> b = random_bits(jnp.arange(3, dtype=jnp.uint32), jnp.uint32(1), salt=0)
+        >>> bool((role_bits(b, 2) >> 16 == split_bits(b, 2)).all())
+        True
+    """
+    if isinstance(role, int) and not 0 <= role < MAX_ROLES:
+        raise ValueError(f"role_bits: role={role!r} must be in 0..{MAX_ROLES - 1} (one per accumulator).")
+    return bits * (_c(_ROLE_BASE) + jnp.asarray(role).astype(_u32) * _c(_ROLE_STRIDE))
+
+
 def split_bits(bits: jax.Array, role: Any) -> jax.Array:
     """16 uniform bits (in the low half) for accumulator ``role`` from one entry's 32 random bits.
 
-    One hash per entry serves all of its accumulators: the bits times an odd multiplier per role
-    (``x -> x * c mod 2**32`` is a bijection for odd ``c``, so each role's bits are uniform), top
-    half. ``role`` is an int, or an integer array (a kernel's tile of accumulators, one role per
-    column). The roles of one entry are correlated, which biases nothing: each accumulator's
-    rounding is unbiased on its own.
+    One hash per entry serves all of its accumulators: the top half of :func:`role_bits`. ``role``
+    is an int, or an integer array (a kernel's tile of accumulators, one role per column). The
+    roles of one entry are correlated, which biases nothing: each accumulator's rounding is
+    unbiased on its own.
 
     Example:
         >>> import jax.numpy as jnp
@@ -158,10 +175,7 @@ def split_bits(bits: jax.Array, role: Any) -> jax.Array:
         >>> bool((split_bits(b[:, None], jnp.arange(4))[:, 2] == split_bits(b, 2)).all())
         True
     """
-    if isinstance(role, int) and not 0 <= role < MAX_ROLES:
-        raise ValueError(f"split_bits: role={role!r} must be in 0..{MAX_ROLES - 1}.")
-    multiplier = _c(_ROLE_BASE) + jnp.asarray(role).astype(_u32) * _c(_ROLE_STRIDE)
-    return jax.lax.shift_right_logical(bits * multiplier, _c(16))
+    return jax.lax.shift_right_logical(role_bits(bits, role), _c(16))
 
 
 def entry_bits(shape: tuple[int, ...], step: Any, salt: int) -> jax.Array:

@@ -82,9 +82,9 @@ for stage in "${STAGES[@]}"; do
                   --out "$OUT/kernel_check.json" > "$OUT/kernel_check.log" 2>&1
               echo "[h200: check] exit $?"; grep -i "err" "$OUT/kernel_check.log" | tail -4
               # the compiled kernels' masking of NaN and infinities (their inline-PTX test, stop 64) against XLA's,
-              # and their bfloat16 state's rounding in inline PTX (stop 65) against the jnp form
+              # their bfloat16 state's rounding (stop 65) and float16 multiply-adds with the ReLU (stop 65) against the CPU forms
               timeout -k 10 120 python3 -m pytest -q -p no:cacheprovider -W ignore::UserWarning tests/kernels/test_kernel_masking.py \
-                  tests/kernels/test_bf16_rounding.py -k pallas \
+                  tests/kernels/test_bf16_rounding.py tests/kernels/test_packed_half.py -k pallas \
                   > "$OUT/kernel_masking.log" 2>&1
               echo "[h200: masking on the GPU] exit $?"; tail -3 "$OUT/kernel_masking.log"
               name=meta_throughput limit=120 cmd=(--tasks 1024 --kernels auto) ;;

@@ -337,37 +337,36 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
             bias = [weight() for _ in range(width)]
         return w, bias
 
-    def dense(xs, weights):  # each sum starts at its bias: every product is one fused multiply-add
+    def dense(xs, weights, relu=False):  # each sum starts at its bias: every product is one fused multiply-add
         w, bias = weights
         out = []
         for j in range(len(bias)):
             acc = bias[j]
-            if half is not None:  # two parameters per instruction on the GPU
+            if half is not None:  # two parameters per instruction on the GPU, the last one with the ReLU
                 acc = packed_half.broadcast(acc, xs[0].shape)
-                for x, w_row in zip(xs, w):
-                    acc = packed_half.fma(x, w_row[j], acc, packed=half == "packed")
+                for i, (x, w_row) in enumerate(zip(xs, w)):
+                    acc = packed_half.fma(x, w_row[j], acc, packed=half == "packed", relu=relu and i == len(xs) - 1)
             else:
                 for x, w_row in zip(xs, w):
                     acc = acc + x * w_row[j]
+                acc = jax.nn.relu(acc) if relu else acc
             out.append(acc)
         return out
 
     layers = [layer(len(inputs), hidden, bias_first=True), layer(hidden, hidden), layer(hidden, 2)]
 
-    def network(first_layer):
-        h = [jax.nn.relu(x) for x in first_layer]
-        h = [jax.nn.relu(x) for x in dense(h, layers[1])]
-        return dense(h, layers[2])
+    def network(h):  # from the first hidden layer's activations
+        return dense(dense(h, layers[1], relu=True), layers[2])
 
     if anchored:  # NominalLOpt.anchored_direction: minus the network at zero gradient inputs
         # the anchor's first layer (parameter input and bias) is where the full one's sums start
         w0, b0 = layers[0]
-        first = dense(inputs[-1:], (w0[-1:], b0))  # the anchor's first layer
-        direction, log_scale = network(dense(inputs[:-1], (w0[:-1], first)))
-        anchor_direction = network(first)[0] if anchor is None else anchor_direction
+        first = dense(inputs[-1:], (w0[-1:], b0))  # the anchor's first layer, before its ReLU
+        direction, log_scale = network(dense(inputs[:-1], (w0[:-1], first), relu=True))
+        anchor_direction = network([jax.nn.relu(x) for x in first])[0] if anchor is None else anchor_direction
         direction = direction.astype(_f32) - anchor_direction.astype(_f32)
     else:
-        direction, log_scale = network(dense(inputs, layers[0]))
+        direction, log_scale = network(dense(inputs, layers[0], relu=True))
     direction, log_scale = direction.astype(_f32), log_scale.astype(_f32)
     combined = jnp.clip(moments[0] + direction, -update_clip, update_clip)
     update = finite_or(-step_scale * combined * jnp.exp(jnp.clip(log_scale, -4.0, 4.0)), 0.0)

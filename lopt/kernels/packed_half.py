@@ -46,22 +46,27 @@ def broadcast(value: Any, shape: tuple[int, ...]) -> jax.Array:
     return jnp.broadcast_to(jnp.asarray(value).astype(_f16), shape)
 
 
-def fma(x: jax.Array, w: Any, acc: jax.Array, *, packed: bool) -> jax.Array:
+def fma(x: jax.Array, w: Any, acc: jax.Array, *, packed: bool, relu: bool = False) -> jax.Array:
     """``x * w + acc`` in float16, rounded once (``x``, ``acc``: float16 arrays of one shape; ``w``: a
-    weight shared by all entries, a Python float or a scalar).
+    weight shared by all entries, a Python float or a scalar); with ``relu``, negative results are 0.
 
-    ``packed`` (the GPU): one ``fma.rn.f16x2`` per two entries. Otherwise (interpret mode) float32
-    arithmetic rounded to float16, as the module docstring says.
+    ``packed`` (the GPU): one ``fma.rn.f16x2`` per two entries (``fma.rn.relu.f16x2`` with ``relu``: a
+    hidden unit's last multiply-add is also its ReLU, no packed max of its own; sm_80 and later).
+    Otherwise (interpret mode) float32 arithmetic rounded to float16, as the module docstring says,
+    then the ReLU.
 
     Example:
         >>> x = jnp.array([1.0, 2.0], jnp.float16)
         >>> fma(x, 0.5, jnp.zeros(2, jnp.float16), packed=False).tolist()
         [0.5, 1.0]
+        >>> fma(x, -0.5, jnp.full(2, 0.75, jnp.float16), packed=False, relu=True).tolist()
+        [0.25, 0.0]
     """
     w = broadcast(w, x.shape)
     if not packed:
-        return (x.astype(jnp.float32) * w.astype(jnp.float32) + acc.astype(jnp.float32)).astype(_f16)
+        out = (x.astype(jnp.float32) * w.astype(jnp.float32) + acc.astype(jnp.float32)).astype(_f16)
+        return jnp.maximum(out, _f16(0)) if relu else out
     (out,) = plgpu.elementwise_inline_asm(
-        "fma.rn.f16x2 $0, $1, $2, $3;", args=[x, w, acc], constraints="=r,r,r,r", pack=2,
-        result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, _f16)])
+        f"fma.rn{'.relu' if relu else ''}.f16x2 $0, $1, $2, $3;", args=[x, w, acc], constraints="=r,r,r,r",
+        pack=2, result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, _f16)])
     return out

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from lopt.kernels import bf16_rounding
 from lopt.learned import stochastic_rounding as SR
@@ -84,14 +85,9 @@ def _kernel_rounding(shape, warps, ptx):
     def kernel(x_ref, b_ref, o_ref):
         o_ref[...] = bf16_rounding.to_bfloat16(x_ref[...], b_ref[...], ptx=ptx)
 
+    # on the GPU through Triton, as the kernels run
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(shape, jnp.bfloat16), interpret=not ptx,
-                          compiler_params=None if not ptx else _triton_params(warps))
-
-
-def _triton_params(warps):
-    from jax.experimental.pallas import triton as plgpu
-
-    return plgpu.CompilerParams(num_warps=warps)
+                          compiler_params=plgpu.CompilerParams(num_warps=warps) if ptx else None)
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="inline PTX runs on an NVIDIA GPU only")

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from lopt.kernels import packed_half
 
@@ -56,11 +57,9 @@ def test_pallas_packed_fma_equals_the_emulation(relu):
         def kernel(x_ref, a_ref, o_ref):
             o_ref[...] = packed_half.fma(x_ref[...], -0.3713, a_ref[...], packed=packed, relu=relu)
 
-        from jax.experimental.pallas import triton as plgpu  # the Triton backend, as the kernels use
-
         return np.asarray(pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(x.shape, jnp.float16),
                                          interpret=not packed,
-                                         compiler_params=plgpu.CompilerParams(num_warps=4) if packed else None)(
+                                         compiler_params=plgpu.CompilerParams(num_warps=4) if packed else None)(  # Triton, as the kernels
             x, acc)).astype(np.float64)
 
     got, want = run(True), run(False)

@@ -41,17 +41,21 @@ _ENTRY = ("shr.b32 t, {bits}, 16; add.u32 {up}, {x}, t; abs.f32 a, {up}; "
 _PAIR = ("{ .reg .b32 t, u0, u1; .reg .f32 a; .reg .pred f; "
          + _ENTRY.format(bits="$3", up="u0", x="$1") + _ENTRY.format(bits="$4", up="u1", x="$2")
          + "prmt.b32 $0, u0, u1, 0x7632; }")
+# One entry alone ($1 its pattern, $2 its role bits): the same, its high half moved out as 16 bits.
+_SINGLE = ("{ .reg .b32 t, u0; .reg .b16 low; .reg .f32 a; .reg .pred f; "
+           + _ENTRY.format(bits="$2", up="u0", x="$1") + "mov.b32 {low, $0}, u0; }")
 
 
-def to_bfloat16(x: jax.Array, bits: jax.Array, *, ptx: bool) -> jax.Array:
+def to_bfloat16(x: jax.Array, bits: jax.Array, *, ptx: bool, paired: bool = True) -> jax.Array:
     """``x`` (float32; finite, or a stored bfloat16 value) stochastically rounded with ``bits`` (the
     entry's :func:`~lopt.learned.stochastic_rounding.role_bits` for this accumulator, uint32 of
     ``x``'s shape), as bfloat16: :func:`~lopt.learned.stochastic_rounding.round_bits_of_state` of
     the bits' top half, bit for bit.
 
-    ``ptx`` (the GPU): as inline PTX over pairs of entries (the module docstring); the entries a
-    thread holds must pair up (an even number per thread: a 1-D block of at least two rows per
-    thread, or a tile with an even number of columns).
+    ``ptx`` (the GPU): as inline PTX over pairs of entries (the module docstring), where the entries a
+    thread holds pair up (an even number per thread: a 1-D block of at least two rows per thread, or
+    a tile with an even number of columns); with ``paired=False`` (one row per thread) the same
+    program per entry, its high half moved out on its own instead of packed.
 
     Example:
         >>> import jax.numpy as jnp
@@ -63,7 +67,8 @@ def to_bfloat16(x: jax.Array, bits: jax.Array, *, ptx: bool) -> jax.Array:
         top = jax.lax.shift_right_logical(bits, jnp.uint32(16))
         return SR.round_bits_of_state(x, top).astype(jnp.bfloat16)
     pattern = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    program, constraints, pack = (_PAIR, "=r,r,r,r,r", 2) if paired else (_SINGLE, "=h,r,r", 1)
     (out,) = plgpu.elementwise_inline_asm(
-        _PAIR, args=[pattern, bits.astype(jnp.uint32)], constraints="=r,r,r,r,r", pack=2,
+        program, args=[pattern, bits.astype(jnp.uint32)], constraints=constraints, pack=pack,
         result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.bfloat16)])
     return out

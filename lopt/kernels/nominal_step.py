@@ -182,9 +182,9 @@ def _kernel(*refs, n, shape, d0, d1, decays, b2, eps, clip, update_clip, hidden,
     (:mod:`lopt.kernels.anchor_table`) instead of evaluated by a second pass of the network.
     ``half``: ``None``, the network in float32; else it runs in float16 (:mod:`lopt.kernels.packed_half`),
     two parameters per instruction if ``half == "packed"`` (the GPU), emulated if ``"emulated"``.
-    ``ptx``: the GPU's finiteness test (:func:`lopt.kernels.tiles.finite_or`); ``paired``: bfloat16
-    state rounded and packed two rows at a time in inline PTX (:mod:`lopt.kernels.bf16_rounding`;
-    the GPU, at least two rows per thread)."""
+    ``ptx``: the GPU's inline PTX (the finiteness test, :func:`lopt.kernels.tiles.finite_or`, and
+    bfloat16 state's rounding, :mod:`lopt.kernels.bf16_rounding`); ``paired``: that rounding packs
+    two rows at a time (at least two rows per thread)."""
     # inputs: g, p, m, v, the two factors, the packed scalars, [grad_sum, x0], [the anchor's table];
     # outputs: the update or new p, m, v, [grad_sum, the two partial sums]
     inputs = 7 + (distance_decay is not None) * 2 + (anchor_size is not None)
@@ -269,9 +269,7 @@ def _block_step(fetch, *, index, partial_sums, head, s_ref, out_refs, n, decays,
                               head[0].astype(jnp.uint32), salt)
 
         def stored(x, role):  # x: finite, or its stored value
-            if paired:
-                return bf16_rounding.to_bfloat16(x, SR.role_bits(bits, role), ptx=True)
-            return SR.round_bits_of_state(x, SR.split_bits(bits, role), finite_or=finite_or)
+            return bf16_rounding.to_bfloat16(x, SR.role_bits(bits, role), ptx=ptx, paired=paired)
 
     def store(ref, value, col=None):
         tiles.store_rows(ref, value, n, block, col=col, index=index)
@@ -458,7 +456,7 @@ def _fused_tensor(lopt, cfg, interpret, apply, has_horizon, folded, leaf, g, p, 
         salt=leaf if rounding else None, programs=cfg.programs, head_size=head_size,
         anchor_size=anchor_table.table_size(lopt.hidden_size) if use_table else None,
         half=None if cfg.network == "float32" else "emulated" if interpret else "packed", ptx=not interpret,
-        paired=not interpret and cfg.block >= 64 * cfg.num_warps)
+        paired=cfg.block >= 64 * cfg.num_warps)
     outputs = [jax.ShapeDtypeStruct((n,), jnp.result_type(p)), jax.ShapeDtypeStruct((n, k), m.dtype),
                jax.ShapeDtypeStruct((n,), v.dtype)]
     inputs = [g.reshape(n), p.reshape(n), m.reshape(n, k), v.reshape(n), row_factor.reshape(-1),

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -95,15 +94,13 @@ def round_bits(x: jax.Array, bits: jax.Array) -> jax.Array:
     return jnp.where(jnp.abs(x) < jnp.inf, round_bits_of_state(x, bits), x)
 
 
-def round_bits_of_state(x: jax.Array, bits: jax.Array,
-                        finite_or: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+def round_bits_of_state(x: jax.Array, bits: jax.Array) -> jax.Array:
     """:func:`round_bits` for an ``x`` that is finite or exactly a bfloat16 value (an accumulator
     whose non-finite entries keep their stored bfloat16 value, as a kernel's masked step leaves
     them), in fewer operations: such an ``x`` needs no test of its own, since adding bits below
     the bfloat16 mantissa to a bfloat16-exact pattern leaves its high half, NaN and infinities
-    included, as it is. Equal to :func:`round_bits` on every such ``x``. ``finite_or(up, down)``: how
-    the rounded-up value is kept where it is finite (default ``jnp.where``; the GPU kernels pass
-    :func:`lopt.kernels.tiles.finite_or` with its one-compare test).
+    included, as it is. Equal to :func:`round_bits` on every such ``x``. (The GPU kernels write it
+    as inline PTX: :mod:`lopt.kernels.bf16_rounding`.)
 
     Example:
         >>> import jax.numpy as jnp
@@ -115,8 +112,6 @@ def round_bits_of_state(x: jax.Array, bits: jax.Array,
     pattern = jax.lax.bitcast_convert_type(x, _u32)
     up = jax.lax.bitcast_convert_type((pattern + (bits & _c(_LOW_BITS))) & _c(_HIGH_BITS), jnp.float32)
     down = jax.lax.bitcast_convert_type(pattern & _c(_HIGH_BITS), jnp.float32)
-    if finite_or is not None:
-        return finite_or(up, down)
     return jnp.where(jnp.abs(up) < jnp.inf, up, down)
 
 

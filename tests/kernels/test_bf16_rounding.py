@@ -82,8 +82,10 @@ def test_role_bits_top_half_is_split_bits():
 
 
 def _kernel_rounding(shape, warps, ptx):
+    paired = int(np.prod(shape)) >= 64 * warps  # two or more entries per thread
+
     def kernel(x_ref, b_ref, o_ref):
-        o_ref[...] = bf16_rounding.to_bfloat16(x_ref[...], b_ref[...], ptx=ptx)
+        o_ref[...] = bf16_rounding.to_bfloat16(x_ref[...], b_ref[...], ptx=ptx, paired=paired)
 
     # on the GPU through Triton, as the kernels run
     return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct(shape, jnp.bfloat16), interpret=not ptx,
@@ -91,10 +93,12 @@ def _kernel_rounding(shape, warps, ptx):
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="inline PTX runs on an NVIDIA GPU only")
-@pytest.mark.parametrize("shape, warps", [((128, 8), 2), ((512,), 4), ((256,), 4)], ids=["tile", "rows4", "rows2"])
+@pytest.mark.parametrize("shape, warps", [((128, 8), 2), ((512,), 4), ((256,), 4), ((128,), 4)],
+                         ids=["tile", "rows4", "rows2", "rows1"])
 def test_pallas_ptx_store_equals_the_jnp_form(shape, warps):
-    """On the GPU: the inline PTX (pairs of entries, entry 0 in the low half) stores the bits the
-    jnp form stores, in a 2-D tile as `mlp`'s kernel holds it and in 1-D rows as `nominal`'s."""
+    """On the GPU: the inline PTX (pairs of entries, entry 0 in the low half; one entry where a thread
+    holds one row) stores the bits the jnp form stores, in a 2-D tile as `mlp`'s kernel holds it and
+    in 1-D rows as `nominal`'s."""
     rng = np.random.default_rng(2)
     n = int(np.prod(shape))
     x, bits = _values(rng, n).reshape(shape), _bits(rng, n).reshape(shape)
